@@ -1,0 +1,7 @@
+"""python -m ojsctrl."""
+
+import sys
+
+from ojsctrl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,335 @@
+"""Controllers: event sources -> rate-limited workqueue -> N workers calling reconcile(request).
+
+What a reconcile's outcome means (controller-runtime's contract):
+- an exception: logged, counted, and the request is requeued with per-item backoff;
+- Result(requeue_after=t): forget the failure history and requeue after t;
+- Result(requeue=True): requeue with backoff (without counting an error);
+- None or Result(): success; forget the failure history.
+An exception never kills a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+
+from ojsctrl.runtime.client import JSON
+from ojsctrl.runtime.informer import DeletedFinalStateUnknown, FuncHandler, Informer
+from ojsctrl.runtime.metrics import REGISTRY
+from ojsctrl.runtime.workqueue import RateLimitingQueue, default_controller_rate_limiter
+
+log = structlog.get_logger("ojsctrl.controller")
+
+RECONCILE_TOTAL = Counter(
+    "controller_runtime_reconcile_total",
+    "Total number of reconciliations per controller",
+    ["controller", "result"],
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "controller_runtime_reconcile_errors_total",
+    "Total number of reconciliation errors per controller",
+    ["controller"],
+    registry=REGISTRY,
+)
+RECONCILE_PANICS = Counter(
+    "controller_runtime_reconcile_panics_total",
+    "Total number of reconciliation panics per controller",
+    ["controller"],
+    registry=REGISTRY,
+)
+RECONCILE_TIME = Histogram(
+    "controller_runtime_reconcile_time_seconds",
+    "Length of time per reconciliation per controller",
+    ["controller"],
+    buckets=(
+        0.005,
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.15,
+        0.2,
+        0.25,
+        0.3,
+        0.35,
+        0.4,
+        0.45,
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+        0.9,
+        1.0,
+        1.25,
+        1.5,
+        1.75,
+        2.0,
+        2.5,
+        3.0,
+        3.5,
+        4.0,
+        4.5,
+        5,
+        6,
+        7,
+        8,
+        9,
+        10,
+        15,
+        20,
+        25,
+        30,
+        40,
+        50,
+        60,
+    ),
+    registry=REGISTRY,
+)
+ACTIVE_WORKERS = Gauge(
+    "controller_runtime_active_workers",
+    "Number of currently used workers per controller",
+    ["controller"],
+    registry=REGISTRY,
+)
+MAX_CONCURRENT = Gauge(
+    "controller_runtime_max_concurrent_reconciles",
+    "Maximum number of concurrent reconciles per controller",
+    ["controller"],
+    registry=REGISTRY,
+)
+
+
+@dataclass(frozen=True, order=True)
+class Request:
+    """What a reconcile is asked to look at: one object's namespace and name."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+    @classmethod
+    def for_object(cls, obj: JSON) -> Request:
+        meta = obj.get("metadata") or {}
+        return cls(meta.get("namespace") or "", meta.get("name") or "")
+
+
+@dataclass(frozen=True)
+class Result:
+    """A reconcile's answer. requeue_after wins over requeue."""
+
+    requeue: bool = False
+    requeue_after: float | None = None
+
+
+class Reconciler(Protocol):
+    def __call__(self, request: Request) -> Result | None: ...
+
+
+Predicate = Callable[[str, JSON | None, JSON | None], bool]
+"""(event type "add"|"update"|"delete", old, new) -> should this event enqueue?"""
+MapFunc = Callable[[JSON], Iterable[Request]]
+
+
+def generation_changed(event: str, old: JSON | None, new: JSON | None) -> bool:
+    """Predicate: updates only when metadata.generation moved (spec changes); adds/deletes pass.
+    A resync (old is new) also passes, so a periodic resync still reaches the reconciler."""
+    if event != "update" or old is None or new is None or old is new:
+        return True
+    return (old.get("metadata") or {}).get("generation") != (new.get("metadata") or {}).get("generation")
+
+
+def resource_version_changed(event: str, old: JSON | None, new: JSON | None) -> bool:
+    """Predicate: drop updates that carry no change (same resourceVersion), except resyncs."""
+    if event != "update" or old is None or new is None or old is new:
+        return True
+    return (old.get("metadata") or {}).get("resourceVersion") != (new.get("metadata") or {}).get(
+        "resourceVersion"
+    )
+
+
+def _unwrap(obj: JSON | DeletedFinalStateUnknown) -> JSON:
+    return obj.obj if isinstance(obj, DeletedFinalStateUnknown) else obj
+
+
+class Controller:
+    """One controller: its watches enqueue Requests, its workers reconcile them."""
+
+    def __init__(
+        self,
+        name: str,
+        reconciler: Reconciler,
+        *,
+        max_concurrent_reconciles: int = 1,
+        queue: RateLimitingQueue[Request] | None = None,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.reconciler = reconciler
+        self.workers = max(1, max_concurrent_reconciles)
+        self.queue: RateLimitingQueue[Request] = (
+            queue
+            if queue is not None
+            else RateLimitingQueue(name, rate_limiter=default_controller_rate_limiter())
+        )
+        self.drain_timeout = drain_timeout
+        self.informers: list[Informer] = []
+        self._threads: list[threading.Thread] = []
+        self._active = 0
+        self._active_lock = threading.Lock()
+        self._started = False
+        self._log = log.bind(controller=name)
+        MAX_CONCURRENT.labels(name).set(self.workers)
+        ACTIVE_WORKERS.labels(name).set(0)
+
+    # ------------------------------------------------------------------ watches
+    def _handler(
+        self, mapper: Callable[[JSON], Iterable[Request]], predicates: Iterable[Predicate]
+    ) -> FuncHandler:
+        preds = list(predicates)
+
+        def enqueue(event: str, old: JSON | None, new: JSON | None, obj: JSON) -> None:
+            if all(p(event, old, new) for p in preds):
+                for req in mapper(obj):
+                    self.queue.add(req)
+
+        return FuncHandler(
+            add=lambda obj: enqueue("add", None, obj, obj),
+            update=lambda old, new: enqueue("update", old, new, new),
+            delete=lambda obj: enqueue("delete", _unwrap(obj), None, _unwrap(obj)),
+        )
+
+    def watch_primary(self, informer: Informer, *predicates: Predicate) -> None:
+        """Reconcile the object itself on its events."""
+        self.informers.append(informer)
+        informer.add_event_handler(self._handler(lambda o: (Request.for_object(o),), predicates))
+
+    def watch_owned(
+        self, informer: Informer, owner_api_version: str, owner_kind: str, *predicates: Predicate
+    ) -> None:
+        """Reconcile the controller owner of an object when the object changes."""
+        group = owner_api_version.rpartition("/")[0]
+
+        def owner(obj: JSON) -> Iterable[Request]:
+            meta = obj.get("metadata") or {}
+            for ref in meta.get("ownerReferences") or ():
+                ref_group = (
+                    ref.get("apiVersion", "").split("/")[0] if "/" in ref.get("apiVersion", "") else ""
+                )
+                if ref.get("controller") and ref.get("kind") == owner_kind and ref_group == group:
+                    return (Request(meta.get("namespace") or "", ref.get("name", "")),)
+            return ()
+
+        self.informers.append(informer)
+        informer.add_event_handler(self._handler(owner, predicates))
+
+    def watch_mapped(self, informer: Informer, mapper: MapFunc, *predicates: Predicate) -> None:
+        """Reconcile whatever mapper(obj) names when an object of another kind changes."""
+        self.informers.append(informer)
+        informer.add_event_handler(self._handler(mapper, predicates))
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start the worker threads. The caller waits for the informers to sync first."""
+        if self._started:
+            return
+        self._started = True
+        for i in range(self.workers):
+            t = threading.Thread(target=self._worker, name=f"{self.name}-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._log.info("controller started", workers=self.workers)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop intake and let in-flight reconciles finish (bounded), then join the workers."""
+        timeout = self.drain_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self.queue.shut_down_with_drain(timeout)
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            self._log.warning("reconciles still running at shutdown", threads=alive)
+
+    def active(self) -> int:
+        with self._active_lock:
+            return self._active
+
+    # ------------------------------------------------------------------ workers
+    def _worker(self) -> None:
+        while True:
+            item, shutdown = self.queue.get(timeout=1.0)
+            if shutdown:
+                return
+            if item is None:
+                continue
+            try:
+                self._process(item)
+            finally:
+                self.queue.done(item)
+
+    def _process(self, req: Request) -> None:
+        reconcile_id = uuid.uuid4().hex[:12]
+        with self._active_lock:
+            self._active += 1
+            ACTIVE_WORKERS.labels(self.name).set(self._active)
+        started = time.monotonic()
+        bound = self._log.bind(key=str(req), reconcile_id=reconcile_id)
+        structlog.contextvars.bind_contextvars(controller=self.name, key=str(req), reconcile_id=reconcile_id)
+        outcome = "success"
+        try:
+            try:
+                result = self.reconciler(req)
+            except Exception as e:
+                outcome = "error"
+                RECONCILE_ERRORS.labels(self.name).inc()
+                self.queue.add_rate_limited(req)
+                bound.error(
+                    "reconcile failed",
+                    error=str(e),
+                    error_type=type(e).__name__,
+                    requeues=self.queue.num_requeues(req),
+                    exc_info=not isinstance(e, _QuietError),
+                )
+                return
+            if result is not None and result.requeue_after:
+                outcome = "requeue_after"
+                self.queue.forget(req)
+                self.queue.add_after(req, result.requeue_after)
+            elif result is not None and result.requeue:
+                outcome = "requeue"
+                self.queue.add_rate_limited(req)
+            else:
+                self.queue.forget(req)
+        finally:
+            elapsed = time.monotonic() - started
+            RECONCILE_TIME.labels(self.name).observe(elapsed)
+            RECONCILE_TOTAL.labels(self.name, outcome).inc()
+            with self._active_lock:
+                self._active -= 1
+                ACTIVE_WORKERS.labels(self.name).set(self._active)
+            bound.debug("reconciled", result=outcome, duration=round(elapsed, 4))
+            with contextlib.suppress(Exception):
+                structlog.contextvars.clear_contextvars()
+
+
+class _QuietError(Exception):
+    """Base for expected errors whose traceback adds nothing to the log."""
+
+
+class ReconcileError(_QuietError):
+    """An expected failure (API error, missing dependency): logged without a traceback, requeued."""
+
+    def __init__(self, message: str, **context: Any) -> None:
+        self.context = context
+        super().__init__(message)

@@ -1,0 +1,573 @@
+"""Shared informers: list + watch into an indexed, thread-safe cache, with event handlers.
+
+Semantics follow client-go's reflector and shared index informer:
+- list with resourceVersion=0 (served from the watch cache), then watch from the list's version;
+- the watch resumes from the last seen version (bookmarks included) when the server ends it;
+- 410 Gone means the history is lost: relist with a consistent read (resourceVersion unset), and
+  objects missing from the new list are delivered as deletes (`DeletedFinalStateUnknown`);
+- a stream silent for the inactivity timeout is treated as broken and reopened;
+- a periodic, jittered resync re-delivers every cached object as an update.
+
+Handlers run on the informer's own thread, in event order, after the cache is updated; they must
+be cheap (the controllers' handlers only enqueue keys).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from prometheus_client import Counter, Gauge
+
+from ojsctrl.runtime.client import (
+    JSON,
+    ApiError,
+    Client,
+    GoneError,
+    Resource,
+    WatchHandle,
+    object_key,
+)
+from ojsctrl.runtime.metrics import REGISTRY
+
+log = structlog.get_logger("ojsctrl.informer")
+
+IndexFunc = Callable[[JSON], Iterable[str]]
+Transform = Callable[[JSON], JSON]
+
+OBJECTS = Gauge(
+    "ojsctrl_informer_objects", "Objects held in an informer's cache.", ["resource"], registry=REGISTRY
+)
+WATCH_RESTARTS = Counter(
+    "ojsctrl_informer_watch_restarts_total",
+    "Watches reopened, by resource and cause (expired, closed, error, relist).",
+    ["resource", "cause"],
+    registry=REGISTRY,
+)
+EVENTS = Counter(
+    "ojsctrl_informer_events_total",
+    "Watch events received, by resource and type.",
+    ["resource", "type"],
+    registry=REGISTRY,
+)
+
+
+@dataclass(frozen=True)
+class DeletedFinalStateUnknown:
+    """A delete inferred from a relist: the object vanished while the watch was not looking.
+    `obj` is the last state the cache had."""
+
+    key: str
+    obj: JSON
+
+
+class EventHandler(Protocol):
+    """What an informer calls; any method may be a no-op."""
+
+    def on_add(self, obj: JSON) -> None: ...
+    def on_update(self, old: JSON, new: JSON) -> None: ...
+    def on_delete(self, obj: JSON | DeletedFinalStateUnknown) -> None: ...
+
+
+@dataclass
+class FuncHandler:
+    """An EventHandler from plain functions."""
+
+    add: Callable[[JSON], None] | None = None
+    update: Callable[[JSON, JSON], None] | None = None
+    delete: Callable[[JSON | DeletedFinalStateUnknown], None] | None = None
+
+    def on_add(self, obj: JSON) -> None:
+        if self.add:
+            self.add(obj)
+
+    def on_update(self, old: JSON, new: JSON) -> None:
+        if self.update:
+            self.update(old, new)
+
+    def on_delete(self, obj: JSON | DeletedFinalStateUnknown) -> None:
+        if self.delete:
+            self.delete(obj)
+
+
+# --------------------------------------------------------------------------- indexers
+def index_by_namespace(obj: JSON) -> Iterable[str]:
+    """Index function: the object's namespace."""
+    ns = (obj.get("metadata") or {}).get("namespace")
+    return (ns,) if ns else ()
+
+
+def index_by_owner_uid(obj: JSON) -> Iterable[str]:
+    """Index function: the UID of every owner reference."""
+    return tuple(r["uid"] for r in (obj.get("metadata") or {}).get("ownerReferences") or () if r.get("uid"))
+
+
+def index_by_controller_uid(obj: JSON) -> Iterable[str]:
+    """Index function: the UID of the controller owner reference, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
+        if ref.get("controller") and ref.get("uid"):
+            return (ref["uid"],)
+    return ()
+
+
+NAMESPACE_INDEX = "namespace"
+OWNER_INDEX = "owner-uid"
+CONTROLLER_INDEX = "controller-uid"
+DEFAULT_INDEXERS: dict[str, IndexFunc] = {
+    NAMESPACE_INDEX: index_by_namespace,
+    OWNER_INDEX: index_by_owner_uid,
+    CONTROLLER_INDEX: index_by_controller_uid,
+}
+
+
+def strip_managed_fields(obj: JSON) -> JSON:
+    """Drop metadata.managedFields: often the largest part of an object and never read from cache."""
+    meta = obj.get("metadata")
+    if meta and "managedFields" in meta:
+        del meta["managedFields"]
+    return obj
+
+
+# --------------------------------------------------------------------------- store
+class Store:
+    """A thread-safe map of key -> object with secondary indexes. Objects must be treated as read-only."""
+
+    def __init__(self, indexers: Mapping[str, IndexFunc] | None = None) -> None:
+        self._lock = threading.RLock()
+        self._items: dict[str, JSON] = {}
+        self._indexers: dict[str, IndexFunc] = dict(indexers or {})
+        self._indices: dict[str, dict[str, set[str]]] = {name: {} for name in self._indexers}
+
+    def add_indexers(self, indexers: Mapping[str, IndexFunc]) -> None:
+        """Register more indexes; existing objects are indexed at once."""
+        with self._lock:
+            for name, fn in indexers.items():
+                if name in self._indexers:
+                    if self._indexers[name] is not fn:
+                        raise ValueError(f"indexer {name!r} already registered with another function")
+                    continue
+                self._indexers[name] = fn
+                idx: dict[str, set[str]] = {}
+                for key, obj in self._items.items():
+                    for value in fn(obj):
+                        idx.setdefault(value, set()).add(key)
+                self._indices[name] = idx
+
+    def _unindex(self, key: str, obj: JSON) -> None:
+        for name, fn in self._indexers.items():
+            idx = self._indices[name]
+            for value in fn(obj):
+                keys = idx.get(value)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del idx[value]
+
+    def _index(self, key: str, obj: JSON) -> None:
+        for name, fn in self._indexers.items():
+            idx = self._indices[name]
+            for value in fn(obj):
+                idx.setdefault(value, set()).add(key)
+
+    def upsert(self, key: str, obj: JSON) -> JSON | None:
+        """Insert or replace; returns the previous object."""
+        with self._lock:
+            old = self._items.get(key)
+            if old is not None:
+                self._unindex(key, old)
+            self._items[key] = obj
+            self._index(key, obj)
+            return old
+
+    def delete(self, key: str) -> JSON | None:
+        """Remove; returns the removed object."""
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._unindex(key, old)
+            return old
+
+    def get(self, key: str) -> JSON | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def get_by_name(self, namespace: str | None, name: str) -> JSON | None:
+        return self.get(f"{namespace}/{name}" if namespace else name)
+
+    def objects(self) -> list[JSON]:
+        """A snapshot of every object."""
+        with self._lock:
+            return list(self._items.values())
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._items)
+
+    def by_index(self, index: str, value: str) -> list[JSON]:
+        """Objects whose index function yields value."""
+        with self._lock:
+            if index not in self._indices:
+                raise KeyError(f"no indexer named {index!r}")
+            return [self._items[k] for k in self._indices[index].get(value, ())]
+
+    def index_values(self, index: str) -> list[str]:
+        with self._lock:
+            return list(self._indices[index])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+# --------------------------------------------------------------------------- informer
+class Informer:
+    """A shared informer for one resource, over all namespaces or a set of them.
+
+    One reflector thread per watched namespace (or one for all) feeds a single store.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        resource: Resource,
+        *,
+        namespaces: Iterable[str] | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        metadata_only: bool = False,
+        resync_period: float = 10 * 3600.0,
+        inactivity_timeout: float = 70.0,
+        page_size: int = 500,
+        transform: Transform | None = None,
+        indexers: Mapping[str, IndexFunc] | None = None,
+    ) -> None:
+        self.client = client
+        self.resource = resource
+        self.label_selector = label_selector
+        self.field_selector = field_selector
+        self.metadata_only = metadata_only
+        self.resync_period = resync_period
+        self.inactivity_timeout = inactivity_timeout
+        self.page_size = page_size
+        self._transform = transform
+        ns = sorted(set(namespaces)) if namespaces and resource.namespaced else []
+        self._scopes: list[str | None] = list(ns) if ns else [None]
+        self.store = Store({**DEFAULT_INDEXERS, **(indexers or {})})
+        self._handlers: list[EventHandler] = []
+        self._dispatch_lock = threading.RLock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._handles: dict[str | None, WatchHandle] = {}
+        self._synced: dict[str | None, bool] = dict.fromkeys(self._scopes, False)
+        self._progress = time.monotonic()
+        self._started = False
+        self._label = str(resource) + (f"[{label_selector}]" if label_selector else "")
+        self._log = log.bind(resource=self._label)
+
+    # ------------------------------------------------------------------ public
+    @property
+    def name(self) -> str:
+        return self._label
+
+    def add_event_handler(self, handler: EventHandler) -> None:
+        """Register a handler. If the informer already holds objects, they are replayed as adds
+        first, so a late handler sees the same world as an early one."""
+        with self._dispatch_lock:
+            self._handlers.append(handler)
+            for obj in self.store.objects():
+                self._safe(handler.on_add, obj)
+
+    def add_indexers(self, indexers: Mapping[str, IndexFunc]) -> None:
+        self.store.add_indexers(indexers)
+
+    def start(self) -> None:
+        """Start the reflector threads (idempotent)."""
+        if self._started:
+            return
+        self._started = True
+        for scope in self._scopes:
+            t = threading.Thread(
+                target=self._run,
+                args=(scope,),
+                daemon=True,
+                name=f"informer-{self.resource.plural}-{scope or 'all'}",
+            )
+            t.start()
+            self._threads.append(t)
+        if self.resync_period > 0:
+            t = threading.Thread(
+                target=self._resync_loop, daemon=True, name=f"informer-resync-{self.resource.plural}"
+            )
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every thread: open watches are closed under their blocking read."""
+        self._stop.set()
+        for handle in list(self._handles.values()):
+            handle.close()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def has_synced(self) -> bool:
+        """True once every scope's first list has been delivered."""
+        return all(self._synced.values())
+
+    def wait_for_sync(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.has_synced():
+            if time.monotonic() >= deadline or self._stop.is_set():
+                return False
+            time.sleep(0.05)
+        return True
+
+    def last_progress(self) -> float:
+        """Monotonic time of the last list, event or bookmark (for /healthz)."""
+        return self._progress
+
+    def alive(self) -> bool:
+        """All reflector threads are running (or the informer was never started / is stopping)."""
+        if not self._started or self._stop.is_set():
+            return True
+        return all(t.is_alive() for t in self._threads)
+
+    def resync(self) -> None:
+        """Deliver every cached object as an update now."""
+        with self._dispatch_lock:
+            for obj in self.store.objects():
+                for h in self._handlers:
+                    self._safe(h.on_update, obj, obj)
+
+    # ------------------------------------------------------------------ internals
+    def _safe(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            # A broken handler must not stop the stream for every other handler.
+            self._log.exception("event handler failed")
+
+    def _prepare(self, obj: JSON) -> JSON:
+        strip_managed_fields(obj)
+        if self.metadata_only:
+            obj.setdefault("apiVersion", self.resource.api_version)
+            obj.setdefault("kind", self.resource.kind)
+        return self._transform(obj) if self._transform else obj
+
+    def _in_scope(self, key: str, scope: str | None) -> bool:
+        return scope is None or key.startswith(scope + "/")
+
+    def _replace(self, scope: str | None, items: list[JSON]) -> None:
+        """Make the store's part for this scope equal to a fresh list, delivering the differences."""
+        with self._dispatch_lock:
+            seen: set[str] = set()
+            for raw in items:
+                obj = self._prepare(raw)
+                # List items carry no kind; restore it so handlers can treat them like watch objects.
+                obj.setdefault("apiVersion", self.resource.api_version)
+                obj.setdefault("kind", self.resource.kind)
+                key = object_key(obj)
+                seen.add(key)
+                old = self.store.upsert(key, obj)
+                if old is None:
+                    for h in self._handlers:
+                        self._safe(h.on_add, obj)
+                elif (old.get("metadata") or {}).get("resourceVersion") != obj["metadata"].get(
+                    "resourceVersion"
+                ):
+                    for h in self._handlers:
+                        self._safe(h.on_update, old, obj)
+            for key in list(self.store.keys()):
+                if key not in seen and self._in_scope(key, scope):
+                    gone = self.store.delete(key)
+                    if gone is not None:
+                        tomb = DeletedFinalStateUnknown(key, gone)
+                        for h in self._handlers:
+                            self._safe(h.on_delete, tomb)
+            OBJECTS.labels(self._label).set(len(self.store))
+
+    def _apply_event(self, etype: str, raw: JSON) -> None:
+        obj = self._prepare(raw)
+        key = object_key(obj)
+        with self._dispatch_lock:
+            if etype == "DELETED":
+                self.store.delete(key)
+                for h in self._handlers:
+                    self._safe(h.on_delete, obj)
+            else:
+                old = self.store.upsert(key, obj)
+                for h in self._handlers:
+                    if old is None:
+                        self._safe(h.on_add, obj)
+                    else:
+                        self._safe(h.on_update, old, obj)
+            OBJECTS.labels(self._label).set(len(self.store))
+
+    def _mark_progress(self) -> None:
+        self._progress = time.monotonic()
+
+    def _sleep(self, seconds: float) -> bool:
+        """Interruptible sleep; False when stopping."""
+        return not self._stop.wait(seconds)
+
+    def _run(self, scope: str | None) -> None:
+        rv: str | None = None
+        consistent = False  # after a 410 the next list must not be served from a stale cache
+        failures = 0
+        plog = self._log.bind(namespace=scope or "*")
+        while not self._stop.is_set():
+            try:
+                if rv is None:
+                    items, rv = self.client.list(
+                        self.resource,
+                        scope,
+                        label_selector=self.label_selector,
+                        field_selector=self.field_selector,
+                        resource_version=None if consistent else "0",
+                        page_size=self.page_size,
+                        metadata_only=self.metadata_only,
+                    )
+                    self._replace(scope, items)
+                    self._synced[scope] = True
+                    self._progress = time.monotonic()
+                    consistent = False
+                    plog.debug("listed", count=len(items), resource_version=rv)
+                handle = WatchHandle(on_open=self._mark_progress)
+                self._handles[scope] = handle
+                if self._stop.is_set():
+                    return
+                cause = "closed"
+                for ev in self.client.watch(
+                    self.resource,
+                    scope,
+                    resource_version=rv,
+                    label_selector=self.label_selector,
+                    field_selector=self.field_selector,
+                    inactivity_timeout=self.inactivity_timeout,
+                    metadata_only=self.metadata_only,
+                    handle=handle,
+                ):
+                    self._progress = time.monotonic()
+                    failures = 0
+                    EVENTS.labels(self._label, ev.type).inc()
+                    if ev.type == "BOOKMARK":
+                        rv = (ev.object.get("metadata") or {}).get("resourceVersion") or rv
+                        continue
+                    if ev.type == "ERROR":
+                        code = ev.object.get("code")
+                        if code == 410:
+                            rv, consistent, cause = None, True, "expired"
+                            plog.info("watch history expired (410); relisting")
+                            break
+                        raise ApiError(
+                            int(code or 500),
+                            str(ev.object.get("reason", "WatchError")),
+                            str(ev.object.get("message", "")),
+                            method="WATCH",
+                            target=self._label,
+                        )
+                    if ev.type in ("ADDED", "MODIFIED", "DELETED"):
+                        self._apply_event(ev.type, ev.object)
+                        rv = (ev.object.get("metadata") or {}).get("resourceVersion") or rv
+                if self._stop.is_set():
+                    return
+                WATCH_RESTARTS.labels(self._label, cause).inc()
+            except GoneError:
+                WATCH_RESTARTS.labels(self._label, "expired").inc()
+                plog.info("resource version too old (410); relisting")
+                rv, consistent = None, True
+            except Exception as e:
+                if self._stop.is_set():
+                    return
+                failures += 1
+                WATCH_RESTARTS.labels(self._label, "error").inc()
+                delay = min(0.8 * 2 ** (failures - 1), 30.0) * random.uniform(0.8, 1.2)
+                plog.warning(
+                    "list/watch failed; retrying", error=str(e), retry_in=round(delay, 2), failures=failures
+                )
+                if not self._sleep(delay):
+                    return
+
+    def _resync_loop(self) -> None:
+        while self._sleep(self.resync_period * random.uniform(1.0, 1.1)):
+            if self.has_synced():
+                self.resync()
+
+
+class InformerFactory:
+    """Hands out one shared informer per (resource, label selector, metadata-only) however many
+    controllers ask, and starts/stops them together."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        namespaces: Iterable[str] | None = None,
+        resync_period: float = 10 * 3600.0,
+        inactivity_timeout: float = 70.0,
+    ) -> None:
+        self.client = client
+        self.namespaces = list(namespaces or [])
+        self.resync_period = resync_period
+        self.inactivity_timeout = inactivity_timeout
+        self._informers: dict[tuple[Resource, str | None, bool], Informer] = {}
+        self._lock = threading.Lock()
+        self._started = False
+
+    def informer(
+        self,
+        resource: Resource,
+        *,
+        label_selector: str | None = None,
+        metadata_only: bool = False,
+        transform: Transform | None = None,
+    ) -> Informer:
+        """The shared informer for this resource and scope (created on first use)."""
+        key = (resource, label_selector, metadata_only)
+        with self._lock:
+            inf = self._informers.get(key)
+            if inf is None:
+                inf = Informer(
+                    self.client,
+                    resource,
+                    namespaces=self.namespaces or None,
+                    label_selector=label_selector,
+                    metadata_only=metadata_only,
+                    resync_period=self.resync_period,
+                    inactivity_timeout=self.inactivity_timeout,
+                    transform=transform,
+                )
+                self._informers[key] = inf
+                if self._started:
+                    inf.start()
+            return inf
+
+    def all(self) -> list[Informer]:
+        with self._lock:
+            return list(self._informers.values())
+
+    def start(self) -> None:
+        with self._lock:
+            self._started = True
+            informers = list(self._informers.values())
+        for inf in informers:
+            inf.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for inf in self.all():
+            inf.stop(timeout)
+
+    def has_synced(self) -> bool:
+        return all(inf.has_synced() for inf in self.all())
+
+    def wait_for_sync(self, timeout: float) -> list[str]:
+        """Wait until every informer synced; returns the names of those that did not in time."""
+        deadline = time.monotonic() + timeout
+        for inf in self.all():
+            inf.wait_for_sync(max(0.0, deadline - time.monotonic()))
+        return [inf.name for inf in self.all() if not inf.has_synced()]

@@ -1,0 +1,292 @@
+"""Leader election on a coordination.k8s.io/v1 Lease, with client-go's semantics.
+
+- A candidate judges expiry by its *own* clock: it records when it last saw the lease record change
+  (observed time) and considers the holder gone once leaseDuration has passed since then without a
+  change. Clocks of different machines are never compared.
+- Every write is an optimistic-concurrency update (resourceVersion), so two candidates cannot both win.
+- The leader renews every retryPeriod; if it has not renewed successfully for renewDeadline it
+  gives up leadership (the process exits, so nothing acts on a stale belief of leading).
+- On graceful shutdown the leader releases the lease (empty holder, 1 s duration) so a standby takes
+  over within a retry period instead of waiting for expiry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from prometheus_client import Gauge
+
+from ojsctrl.runtime.client import JSON, LEASES, AlreadyExistsError, ApiError, Client, NotFoundError
+from ojsctrl.runtime.metrics import REGISTRY
+
+log = structlog.get_logger("ojsctrl.leaderelection")
+
+MASTER_STATUS = Gauge(
+    "leader_election_master_status",
+    "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, "
+    "1 indicates master. 'name' is the string used to identify the lease.",
+    ["name"],
+    registry=REGISTRY,
+)
+
+JITTER = 1.2
+
+
+def _micro_time(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The parts of a Lease's spec that leader election reads and writes."""
+
+    holder: str = ""
+    lease_duration: int = 0
+    acquire_time: str | None = None
+    renew_time: str | None = None
+    transitions: int = 0
+
+    @classmethod
+    def from_lease(cls, lease: JSON) -> LeaseRecord:
+        spec = lease.get("spec") or {}
+        return cls(
+            holder=spec.get("holderIdentity") or "",
+            lease_duration=int(spec.get("leaseDurationSeconds") or 0),
+            acquire_time=spec.get("acquireTime"),
+            renew_time=spec.get("renewTime"),
+            transitions=int(spec.get("leaseTransitions") or 0),
+        )
+
+    def to_spec(self) -> JSON:
+        spec: JSON = {
+            "holderIdentity": self.holder,
+            "leaseDurationSeconds": self.lease_duration,
+            "leaseTransitions": self.transitions,
+        }
+        if self.acquire_time:
+            spec["acquireTime"] = self.acquire_time
+        if self.renew_time:
+            spec["renewTime"] = self.renew_time
+        return spec
+
+
+def decide(
+    *, identity: str, current: LeaseRecord, observed_time: float, now: float, lease_duration: float
+) -> bool:
+    """May `identity` write the lease now? Pure: the whole timing rule of leader election.
+
+    Yes when it already holds it, when nobody holds it, or when the record has not changed for
+    lease_duration as measured on this candidate's own clock since it last observed a change.
+    """
+    if not current.holder or current.holder == identity:
+        return True
+    return observed_time + lease_duration <= now
+
+
+class LeaderElector:
+    """Runs the acquire / renew loop for one identity on one Lease."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_duration: float = 15.0,
+        renew_deadline: float = 10.0,
+        retry_period: float = 2.0,
+        on_started_leading: Callable[[], None] | None = None,
+        on_stopped_leading: Callable[[], None] | None = None,
+        on_new_leader: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if lease_duration <= renew_deadline:
+            raise ValueError("lease duration must be greater than the renew deadline")
+        if renew_deadline <= JITTER * retry_period:
+            raise ValueError("renew deadline must be greater than retry period x 1.2")
+        self.client = client
+        self.namespace, self.name, self.identity = namespace, name, identity
+        self.lease_duration, self.renew_deadline, self.retry_period = (
+            lease_duration,
+            renew_deadline,
+            retry_period,
+        )
+        self.on_started_leading = on_started_leading
+        self.on_stopped_leading = on_stopped_leading
+        self.on_new_leader = on_new_leader
+        self.clock, self.wall_clock = clock, wall_clock
+        self._observed: LeaseRecord | None = None
+        self._observed_rv: str | None = None
+        self._observed_time = 0.0
+        self._reported_leader = ""
+        self._leading = threading.Event()
+        self._log = log.bind(lease=f"{namespace}/{name}", identity=identity)
+        MASTER_STATUS.labels(name).set(0)
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leading.is_set()
+
+    def observed_holder(self) -> str:
+        return self._observed.holder if self._observed else ""
+
+    # ------------------------------------------------------------------ one attempt
+    def try_acquire_or_renew(self) -> bool:
+        """One attempt to take or keep the lease; True when this identity holds it afterwards."""
+        now_wall = self.wall_clock()
+        try:
+            lease = self.client.get(LEASES, self.name, self.namespace)
+        except NotFoundError:
+            record = LeaseRecord(
+                self.identity, int(self.lease_duration), _micro_time(now_wall), _micro_time(now_wall), 0
+            )
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": record.to_spec(),
+            }
+            try:
+                created = self.client.create(LEASES, body, self.namespace)
+            except AlreadyExistsError:
+                return False
+            self._observe(record, created["metadata"]["resourceVersion"])
+            return True
+        current = LeaseRecord.from_lease(lease)
+        rv = lease["metadata"]["resourceVersion"]
+        if self._observed != current or self._observed_rv is None:
+            self._observe(current, rv)
+        elif rv != self._observed_rv:
+            self._observed_rv = rv
+        if not decide(
+            identity=self.identity,
+            current=current,
+            observed_time=self._observed_time,
+            now=self.clock(),
+            lease_duration=self.lease_duration,
+        ):
+            self._report_leader(current.holder)
+            return False
+        if current.holder == self.identity:
+            record = LeaseRecord(
+                self.identity,
+                int(self.lease_duration),
+                current.acquire_time,
+                _micro_time(now_wall),
+                current.transitions,
+            )
+        else:
+            record = LeaseRecord(
+                self.identity,
+                int(self.lease_duration),
+                _micro_time(now_wall),
+                _micro_time(now_wall),
+                current.transitions + 1,
+            )
+        lease["spec"] = record.to_spec()
+        try:
+            updated = self.client.replace(LEASES, lease, self.namespace)
+        except ApiError as e:
+            # 409: someone else wrote first; the next attempt re-reads.
+            self._log.debug("lease update failed", status=e.status, reason=e.reason)
+            return False
+        self._observe(record, updated["metadata"]["resourceVersion"])
+        return True
+
+    def _observe(self, record: LeaseRecord, rv: str) -> None:
+        self._observed, self._observed_rv, self._observed_time = record, rv, self.clock()
+        self._report_leader(record.holder)
+
+    def _report_leader(self, holder: str) -> None:
+        if holder and holder != self._reported_leader:
+            self._reported_leader = holder
+            self._log.info("new leader observed", leader=holder)
+            if self.on_new_leader:
+                self.on_new_leader(holder)
+
+    # ------------------------------------------------------------------ loops
+    def run(self, stop: threading.Event) -> None:
+        """Block: acquire, then renew until stop is set or the lease is lost. Calls the callbacks."""
+        if not self._acquire(stop):
+            return
+        self._leading.set()
+        MASTER_STATUS.labels(self.name).set(1)
+        self._log.info("became leader")
+        if self.on_started_leading:
+            threading.Thread(target=self.on_started_leading, name="leader-start", daemon=True).start()
+        try:
+            self._renew(stop)
+        finally:
+            was_leading = self._leading.is_set()
+            self._leading.clear()
+            MASTER_STATUS.labels(self.name).set(0)
+            if stop.is_set() and was_leading:
+                self.release()
+            if self.on_stopped_leading:
+                self.on_stopped_leading()
+
+    def _acquire(self, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            try:
+                if self.try_acquire_or_renew():
+                    return True
+            except Exception as e:
+                self._log.warning("error acquiring the lease", error=str(e))
+            stop.wait(self.retry_period * random.uniform(1.0, JITTER))
+        return False
+
+    def _renew(self, stop: threading.Event) -> None:
+        last_renew = self.clock()
+        while not stop.is_set():
+            try:
+                ok = self.try_acquire_or_renew()
+            except Exception as e:
+                self._log.warning("error renewing the lease", error=str(e))
+                ok = False
+            now = self.clock()
+            if ok:
+                last_renew = now
+            elif now - last_renew >= self.renew_deadline:
+                self._log.error(
+                    "failed to renew the lease within the renew deadline; leadership lost",
+                    renew_deadline=self.renew_deadline,
+                )
+                return
+            if self._observed and self._observed.holder not in ("", self.identity):
+                self._log.error(
+                    "the lease is held by another identity; leadership lost", holder=self._observed.holder
+                )
+                return
+            stop.wait(self.retry_period if ok else min(self.retry_period, 0.5))
+
+    def release(self) -> bool:
+        """Give the lease up if we hold it: empty holder and a 1 s duration, so a standby takes it
+        on its next retry."""
+        try:
+            lease = self.client.get(LEASES, self.name, self.namespace)
+            current = LeaseRecord.from_lease(lease)
+            if current.holder != self.identity:
+                return False
+            now = _micro_time(self.wall_clock())
+            lease["spec"] = LeaseRecord("", 1, now, now, current.transitions).to_spec()
+            self.client.replace(LEASES, lease, self.namespace)
+            self._log.info("released the lease")
+            return True
+        except Exception as e:
+            self._log.warning("could not release the lease", error=str(e))
+            return False
+
+
+def lease_debug(lease: JSON) -> dict[str, Any]:
+    """A loggable summary of a lease."""
+    r = LeaseRecord.from_lease(lease)
+    return {"holder": r.holder, "renew_time": r.renew_time, "transitions": r.transitions}

@@ -1,0 +1,3 @@
+from prometheus_client import CollectorRegistry
+
+REGISTRY = CollectorRegistry(auto_describe=True)
