@@ -7,6 +7,7 @@ the samples and prints how to watch them. Ctrl-C stops everything it started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -38,8 +39,15 @@ def apply_dir(kubeconfig: Path, directory: Path) -> None:
     files = sorted(p for p in directory.glob("*.yaml"))
     if not files:
         return
-    args = [kubectl_bin(), "--kubeconfig", str(kubeconfig), "apply", "--server-side",
-            "--field-manager=ojsctrl-install", "--force-conflicts"]
+    args = [
+        kubectl_bin(),
+        "--kubeconfig",
+        str(kubeconfig),
+        "apply",
+        "--server-side",
+        "--field-manager=ojsctrl-install",
+        "--force-conflicts",
+    ]
     for f in files:
         args += ["-f", str(f)]
     subprocess.run(args, check=True)
@@ -52,10 +60,8 @@ def run_manager(kubeconfig: Path) -> int:
         import ojsctrl.cli  # noqa: F401
     except ImportError:
         say("the operator's manager is not built yet; the cluster is up for you to use. Ctrl-C stops it.")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass
         return 0
     cmd = [sys.executable, "-m", "ojsctrl", "--kubeconfig", str(kubeconfig), *sys.argv[1:]]
     env = dict(os.environ)
@@ -83,7 +89,9 @@ def main() -> int:
     if home_kc.exists():
         return run_manager(home_kc)
 
-    say("no kubeconfig found: starting the local control plane (first run builds it from the Go module proxy)")
+    say(
+        "no kubeconfig found: starting the local control plane (first run builds it from the Go module proxy)"
+    )
     binaries.ensure_built()
     dev = REPO / ".dev"
     plane = ControlPlane(prepare_dev_dir(dev), log=say)

@@ -6,7 +6,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
 from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane
 
@@ -18,6 +17,21 @@ def plane() -> Iterator[ControlPlane]:
     """The shared control plane (watch cache on), started once for the session."""
     binaries.ensure_built()
     cp = ControlPlane(name="ojsctrl-e2e")
+    _planes.append(cp)
+    cp.start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+        _planes.remove(cp)
+
+
+@pytest.fixture(scope="session")
+def raw_plane() -> Iterator[ControlPlane]:
+    """A second plane, watch cache off (so an etcd compaction reaches watches), that tests may
+    restart, freeze (SIGSTOP) and compact without disturbing the shared one."""
+    binaries.ensure_built()
+    cp = ControlPlane(name="ojsctrl-e2e-raw", watch_cache=False)
     _planes.append(cp)
     cp.start()
     try:

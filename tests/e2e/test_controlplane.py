@@ -13,7 +13,6 @@ import uuid
 from typing import Any
 
 import pytest
-
 from tests.harness.controlplane import ControlPlane, StartError
 from tests.harness.pki import CertificateAuthority
 
@@ -28,15 +27,33 @@ def test_deployment_pods_run_on_the_kwok_node(plane: ControlPlane) -> None:
     ns = _ns(plane, "deploy")
     assert plane.client
     labels = {"app": "web"}
-    plane.client.create(f"/apis/apps/v1/namespaces/{ns}/deployments", {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"replicas": 3, "selector": {"matchLabels": labels}, "template": {
-            "metadata": {"labels": labels},
-            "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]}}},
-    })
+    plane.client.create(
+        f"/apis/apps/v1/namespaces/{ns}/deployments",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "web", "image": "example.invalid/web:1"}]},
+                },
+            },
+        },
+    )
     client = plane.client
-    plane.wait_for("deployment web readyReplicas 3", lambda: client.get(
-        f"/apis/apps/v1/namespaces/{ns}/deployments/web").get("status", {}).get("readyReplicas") == 3, 90)
+    plane.wait_for(
+        "deployment web readyReplicas 3",
+        lambda: (
+            client.get(f"/apis/apps/v1/namespaces/{ns}/deployments/web")
+            .get("status", {})
+            .get("readyReplicas")
+            == 3
+        ),
+        90,
+    )
     rs = client.get(f"/apis/apps/v1/namespaces/{ns}/replicasets")["items"]
     assert len(rs) == 1 and rs[0]["metadata"]["ownerReferences"][0]["name"] == "web"
     pods = client.get(f"/api/v1/namespaces/{ns}/pods")["items"]
@@ -51,18 +68,40 @@ def test_garbage_collection_and_namespace_deletion(plane: ControlPlane) -> None:
     ns = _ns(plane, "gc")
     assert plane.client
     client = plane.client
-    owner = client.create(f"/api/v1/namespaces/{ns}/configmaps",
-                          {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}})
-    client.create(f"/api/v1/namespaces/{ns}/configmaps", {
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "child", "ownerReferences": [{
-            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"],
-            "controller": True, "blockOwnerDeletion": True}]}})
+    owner = client.create(
+        f"/api/v1/namespaces/{ns}/configmaps",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}},
+    )
+    client.create(
+        f"/api/v1/namespaces/{ns}/configmaps",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "child",
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "name": "owner",
+                        "uid": owner["metadata"]["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+        },
+    )
     assert client.delete(f"/api/v1/namespaces/{ns}/configmaps/owner") == 200
-    plane.wait_for("child garbage-collected", lambda: client.request(
-        "GET", f"/api/v1/namespaces/{ns}/configmaps/child")[0] == 404, 60)
+    plane.wait_for(
+        "child garbage-collected",
+        lambda: client.request("GET", f"/api/v1/namespaces/{ns}/configmaps/child")[0] == 404,
+        60,
+    )
     assert client.delete(f"/api/v1/namespaces/{ns}") == 200
-    plane.wait_for(f"namespace {ns} gone", lambda: client.request(
-        "GET", f"/api/v1/namespaces/{ns}")[0] == 404, 90)
+    plane.wait_for(
+        f"namespace {ns} gone", lambda: client.request("GET", f"/api/v1/namespaces/{ns}")[0] == 404, 90
+    )
 
 
 def test_audit_log_records_requests_by_user_agent(plane: ControlPlane) -> None:
@@ -71,8 +110,12 @@ def test_audit_log_records_requests_by_user_agent(plane: ControlPlane) -> None:
     plane.client.request("GET", f"/api/v1/namespaces/default/configmaps/{marker}")
 
     def seen() -> bool:
-        return any(e.get("userAgent") == "ojsctrl-harness" and marker in e.get("requestURI", "")
-                   and e.get("responseStatus", {}).get("code") == 404 for e in plane.audit_events())
+        return any(
+            e.get("userAgent") == "ojsctrl-harness"
+            and marker in e.get("requestURI", "")
+            and e.get("responseStatus", {}).get("code") == 404
+            for e in plane.audit_events()
+        )
 
     plane.wait_for("audit event for the marker request", seen, 10)
 
@@ -81,27 +124,71 @@ def test_crd_cel_rule_rejects_with_its_message(plane: ControlPlane) -> None:
     assert plane.client
     client = plane.client
     group = "harness.ojsctrl.dev"
-    client.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"widgets.{group}"},
-        "spec": {"group": group, "scope": "Namespaced",
-                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                     "type": "object", "properties": {"spec": {
-                         "type": "object",
-                         "x-kubernetes-validations": [{"rule": "self.max >= self.min",
-                                                       "message": "max must be >= min"}],
-                         "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}}}}}}}]},
-    })
-    plane.wait_for("widgets served", lambda: client.request(
-        "GET", f"/apis/{group}/v1/namespaces/default/widgets")[0] == 200, 30)
+    client.create(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"widgets.{group}"},
+            "spec": {
+                "group": group,
+                "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "properties": {
+                                    "spec": {
+                                        "type": "object",
+                                        "x-kubernetes-validations": [
+                                            {"rule": "self.max >= self.min", "message": "max must be >= min"}
+                                        ],
+                                        "properties": {
+                                            "min": {"type": "integer"},
+                                            "max": {"type": "integer"},
+                                        },
+                                    }
+                                },
+                            }
+                        },
+                    }
+                ],
+            },
+        },
+    )
+    plane.wait_for(
+        "widgets served",
+        lambda: client.request("GET", f"/apis/{group}/v1/namespaces/default/widgets")[0] == 200,
+        30,
+    )
     path = f"/apis/{group}/v1/namespaces/default/widgets"
-    status, body = client.request("POST", path, {"apiVersion": f"{group}/v1", "kind": "Widget",
-                                                 "metadata": {"name": "bad"}, "spec": {"min": 5, "max": 1}})
+    status, body = client.request(
+        "POST",
+        path,
+        {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": "bad"},
+            "spec": {"min": 5, "max": 1},
+        },
+    )
     assert status == 422, body
     assert "max must be >= min" in body["message"]
-    status, _ = client.request("POST", path, {"apiVersion": f"{group}/v1", "kind": "Widget",
-                                              "metadata": {"name": "good"}, "spec": {"min": 1, "max": 5}})
+    status, _ = client.request(
+        "POST",
+        path,
+        {
+            "apiVersion": f"{group}/v1",
+            "kind": "Widget",
+            "metadata": {"name": "good"},
+            "spec": {"min": 1, "max": 5},
+        },
+    )
     assert status == 201
 
 
@@ -113,9 +200,17 @@ class _Webhook(http.server.BaseHTTPRequestHandler):
         _Webhook.calls.append(review)
         obj = review["request"]["object"]
         allowed = obj.get("data", {}).get("verdict") != "deny"
-        body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {
-            "uid": review["request"]["uid"], "allowed": allowed,
-            "status": {"code": 403, "message": "denied by the harness webhook"}}}).encode()
+        body = json.dumps(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {
+                    "uid": review["request"]["uid"],
+                    "allowed": allowed,
+                    "status": {"code": 403, "message": "denied by the harness webhook"},
+                },
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -139,26 +234,51 @@ def test_apiserver_calls_a_webhook_on_loopback(plane: ControlPlane, tmp_path: An
     ns = _ns(plane, "webhook")
     name = f"harness-{uuid.uuid4().hex[:6]}"
     try:
-        plane.client.create("/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations", {
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": name},
-            "webhooks": [{
-                "name": "configmaps.harness.ojsctrl.dev",
-                "clientConfig": {"url": f"https://127.0.0.1:{server.server_address[1]}/validate",
-                                 "caBundle": base64.b64encode(ca.pair.cert_pem).decode()},
-                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                           "resources": ["configmaps"]}],
-                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
-                "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail",
-                "timeoutSeconds": 5}],
-        })
+        plane.client.create(
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": name},
+                "webhooks": [
+                    {
+                        "name": "configmaps.harness.ojsctrl.dev",
+                        "clientConfig": {
+                            "url": f"https://127.0.0.1:{server.server_address[1]}/validate",
+                            "caBundle": base64.b64encode(ca.pair.cert_pem).decode(),
+                        },
+                        "rules": [
+                            {
+                                "apiGroups": [""],
+                                "apiVersions": ["v1"],
+                                "operations": ["CREATE"],
+                                "resources": ["configmaps"],
+                            }
+                        ],
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                        "admissionReviewVersions": ["v1"],
+                        "sideEffects": "None",
+                        "failurePolicy": "Fail",
+                        "timeoutSeconds": 5,
+                    }
+                ],
+            },
+        )
         client = plane.client
         path = f"/api/v1/namespaces/{ns}/configmaps"
-        deny = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"verdict": "deny"}}
+        deny = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "x"},
+            "data": {"verdict": "deny"},
+        }
         # The apiserver picks up a new webhook configuration asynchronously.
         plane.wait_for("webhook denies", lambda: client.request("POST", path, deny)[0] == 403, 30)
-        status, body = client.request("POST", path, {"apiVersion": "v1", "kind": "ConfigMap",
-                                                     "metadata": {"name": "y"}, "data": {"verdict": "ok"}})
+        status, body = client.request(
+            "POST",
+            path,
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "y"}, "data": {"verdict": "ok"}},
+        )
         assert status == 201, body
         assert any(c["request"]["name"] == "y" for c in _Webhook.calls)
     finally:

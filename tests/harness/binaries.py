@@ -15,8 +15,8 @@ REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler
 def versions() -> dict[str, str]:
     """The pinned versions from hack/versions.env (the one place they are set)."""
     out: dict[str, str] = {}
-    for line in VERSIONS_FILE.read_text().splitlines():
-        line = line.strip()
+    for raw in VERSIONS_FILE.read_text().splitlines():
+        line = raw.strip()
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
             out[key.strip()] = value.strip()
@@ -49,8 +49,6 @@ def ensure_built() -> Path:
     """Build the binaries if any is missing (prints the build's progress); returns their folder."""
     if missing():
         if os.environ.get("OJSCTRL_CONTROLPLANE_BIN"):
-            raise RuntimeError(
-                f"$OJSCTRL_CONTROLPLANE_BIN={bin_dir()} lacks {', '.join(missing())}"
-            )
+            raise RuntimeError(f"$OJSCTRL_CONTROLPLANE_BIN={bin_dir()} lacks {', '.join(missing())}")
         subprocess.run(["bash", str(BUILD_SCRIPT)], check=True)
     return bin_dir()

@@ -258,8 +258,9 @@ class ControlPlane:
         last_error = ""
         while time.monotonic() < deadline:
             if not proc.alive():
-                raise StartError(f"{proc.name} exited with {proc.proc.returncode} while waiting for {what}:\n"
-                                 f"{proc.tail()}")
+                raise StartError(
+                    f"{proc.name} exited with {proc.proc.returncode} while waiting for {what}:\n{proc.tail()}"
+                )
             try:
                 if check():
                     return
@@ -276,8 +277,13 @@ class ControlPlane:
         self.apiserver_port = free_port()
         serving = self.ca.issue(
             "kube-apiserver",
-            dns_names=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                       "kubernetes.default.svc.cluster.local"),
+            dns_names=(
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ),
             ips=("127.0.0.1", "10.96.0.1"),
             server=True,
         )
@@ -306,14 +312,24 @@ class ControlPlane:
         cfg = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": ctx_name, "cluster": {
-                "server": self.server,
-                "certificate-authority-data": base64.b64encode(self.ca.pair.cert_pem).decode(),
-            }}],
-            "users": [{"name": ctx_name, "user": {
-                "client-certificate-data": base64.b64encode(pair.cert_pem).decode(),
-                "client-key-data": base64.b64encode(pair.key_pem).decode(),
-            }}],
+            "clusters": [
+                {
+                    "name": ctx_name,
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": base64.b64encode(self.ca.pair.cert_pem).decode(),
+                    },
+                }
+            ],
+            "users": [
+                {
+                    "name": ctx_name,
+                    "user": {
+                        "client-certificate-data": base64.b64encode(pair.cert_pem).decode(),
+                        "client-key-data": base64.b64encode(pair.key_pem).decode(),
+                    },
+                }
+            ],
             "contexts": [{"name": ctx_name, "context": {"cluster": ctx_name, "user": ctx_name}}],
             "current-context": ctx_name,
         }
@@ -324,19 +340,31 @@ class ControlPlane:
     def _start_etcd(self) -> None:
         self.etcd_port, self.etcd_peer_port = free_port(), free_port()
         peer = f"http://127.0.0.1:{self.etcd_peer_port}"
-        proc = self._spawn("etcd", [
-            str(self.bin / "etcd"),
-            "--name", "plane",
-            "--data-dir", str(self.workdir / "etcd-data"),
-            "--listen-client-urls", self.etcd_url,
-            "--advertise-client-urls", self.etcd_url,
-            "--listen-peer-urls", peer,
-            "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"plane={peer}",
-            "--unsafe-no-fsync",
-            "--log-level", "warn",
-            "--quota-backend-bytes", str(4 * 1024**3),
-        ])
+        proc = self._spawn(
+            "etcd",
+            [
+                str(self.bin / "etcd"),
+                "--name",
+                "plane",
+                "--data-dir",
+                str(self.workdir / "etcd-data"),
+                "--listen-client-urls",
+                self.etcd_url,
+                "--advertise-client-urls",
+                self.etcd_url,
+                "--listen-peer-urls",
+                peer,
+                "--initial-advertise-peer-urls",
+                peer,
+                "--initial-cluster",
+                f"plane={peer}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+                "--quota-backend-bytes",
+                str(4 * 1024**3),
+            ],
+        )
 
         def healthy() -> bool:
             conn = http.client.HTTPConnection("127.0.0.1", self.etcd_port, timeout=2)
@@ -351,29 +379,62 @@ class ControlPlane:
     def _start_apiserver(self) -> None:
         argv = [
             str(self.bin / "kube-apiserver"),
-            "--etcd-servers", self.etcd_url,
-            "--bind-address", "127.0.0.1",
-            "--advertise-address", "127.0.0.1",
-            "--secure-port", str(self.apiserver_port),
-            "--endpoint-reconciler-type", "none",
-            "--tls-cert-file", str(self.serving_crt),
-            "--tls-private-key-file", str(self.serving_key),
-            "--client-ca-file", str(self.ca_crt),
-            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-            "--service-account-key-file", str(self.sa_pub),
-            "--service-account-signing-key-file", str(self.sa_key),
-            "--service-cluster-ip-range", SERVICE_CIDR,
-            "--authorization-mode", "Node,RBAC",
+            "--etcd-servers",
+            self.etcd_url,
+            "--bind-address",
+            "127.0.0.1",
+            "--advertise-address",
+            "127.0.0.1",
+            "--secure-port",
+            str(self.apiserver_port),
+            "--endpoint-reconciler-type",
+            "none",
+            "--tls-cert-file",
+            str(self.serving_crt),
+            "--tls-private-key-file",
+            str(self.serving_key),
+            "--client-ca-file",
+            str(self.ca_crt),
+            # Front-proxy settings the controllers' delegated authentication expects to find.
+            "--requestheader-client-ca-file",
+            str(self.ca_crt),
+            "--requestheader-allowed-names",
+            "front-proxy-client",
+            "--requestheader-username-headers",
+            "X-Remote-User",
+            "--requestheader-group-headers",
+            "X-Remote-Group",
+            "--requestheader-extra-headers-prefix",
+            "X-Remote-Extra-",
+            "--service-account-issuer",
+            "https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file",
+            str(self.sa_pub),
+            "--service-account-signing-key-file",
+            str(self.sa_key),
+            "--service-cluster-ip-range",
+            SERVICE_CIDR,
+            "--authorization-mode",
+            "Node,RBAC",
             "--allow-privileged=true",
-            "--audit-policy-file", str(self.workdir / "audit-policy.yaml"),
-            "--audit-log-path", str(self.audit_log_path),
-            "--audit-log-maxsize", "0",
+            "--audit-policy-file",
+            str(self.workdir / "audit-policy.yaml"),
+            "--audit-log-path",
+            str(self.audit_log_path),
+            "--audit-log-maxsize",
+            "0",
             "--profiling=false",
             f"--watch-cache={'true' if self.watch_cache else 'false'}",
-            "--max-requests-inflight", "800",
-            "--max-mutating-requests-inflight", "400",
+            "--max-requests-inflight",
+            "800",
+            "--max-mutating-requests-inflight",
+            "400",
         ]
+        self._apiserver_argv = argv
         proc = self._spawn("kube-apiserver", argv)
+        self._wait_apiserver(proc)
+
+    def _wait_apiserver(self, proc: ManagedProcess) -> None:
         assert self.client is not None
         client = self.client
 
@@ -391,76 +452,115 @@ class ControlPlane:
         return self.workdir / "logs" / "audit.log"
 
     def _start_controllers(self) -> None:
-        self._spawn("kube-controller-manager", [
-            str(self.bin / "kube-controller-manager"),
-            "--kubeconfig", str(self.workdir / "controller-manager.kubeconfig"),
-            "--authentication-kubeconfig", str(self.workdir / "controller-manager.kubeconfig"),
-            "--authorization-kubeconfig", str(self.workdir / "controller-manager.kubeconfig"),
-            "--leader-elect=false",
-            "--bind-address", "127.0.0.1",
-            "--secure-port", str(free_port()),
-            "--service-account-private-key-file", str(self.sa_key),
-            "--root-ca-file", str(self.ca_crt),
-            "--cluster-signing-cert-file", str(self.ca_crt),
-            "--cluster-signing-key-file", str(self.ca_key),
-            "--use-service-account-credentials=true",
-            "--controllers", "*",
-            "--kube-api-qps", "200",
-            "--kube-api-burst", "400",
-            "--concurrent-deployment-syncs", "10",
-            "--concurrent-replicaset-syncs", "10",
-            "--concurrent-gc-syncs", "40",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.bin / "kube-controller-manager"),
+                "--kubeconfig",
+                str(self.workdir / "controller-manager.kubeconfig"),
+                "--authentication-kubeconfig",
+                str(self.workdir / "controller-manager.kubeconfig"),
+                "--authorization-kubeconfig",
+                str(self.workdir / "controller-manager.kubeconfig"),
+                "--leader-elect=false",
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(free_port()),
+                "--service-account-private-key-file",
+                str(self.sa_key),
+                "--root-ca-file",
+                str(self.ca_crt),
+                "--cluster-signing-cert-file",
+                str(self.ca_crt),
+                "--cluster-signing-key-file",
+                str(self.ca_key),
+                "--use-service-account-credentials=true",
+                "--controllers",
+                "*",
+                "--kube-api-qps",
+                "200",
+                "--kube-api-burst",
+                "400",
+                "--concurrent-deployment-syncs",
+                "10",
+                "--concurrent-replicaset-syncs",
+                "10",
+                "--concurrent-gc-syncs",
+                "40",
+            ],
+        )
         sched_cfg = {
             "apiVersion": "kubescheduler.config.k8s.io/v1",
             "kind": "KubeSchedulerConfiguration",
             "clientConnection": {
-                "kubeconfig": str(self.workdir / "scheduler.kubeconfig"), "qps": 200, "burst": 400,
+                "kubeconfig": str(self.workdir / "scheduler.kubeconfig"),
+                "qps": 200,
+                "burst": 400,
             },
             "leaderElection": {"leaderElect": False},
         }
         cfg_path = self.workdir / "scheduler-config.yaml"
         cfg_path.write_text(yaml.safe_dump(sched_cfg))
-        self._spawn("kube-scheduler", [
-            str(self.bin / "kube-scheduler"),
-            "--config", str(cfg_path),
-            "--authentication-kubeconfig", str(self.workdir / "scheduler.kubeconfig"),
-            "--authorization-kubeconfig", str(self.workdir / "scheduler.kubeconfig"),
-            "--bind-address", "127.0.0.1",
-            "--secure-port", str(free_port()),
-        ])
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(self.bin / "kube-scheduler"),
+                "--config",
+                str(cfg_path),
+                "--authentication-kubeconfig",
+                str(self.workdir / "scheduler.kubeconfig"),
+                "--authorization-kubeconfig",
+                str(self.workdir / "scheduler.kubeconfig"),
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(free_port()),
+            ],
+        )
 
     def _start_kwok(self) -> None:
-        docs: list[dict[str, Any]] = [{
-            "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
-            "kind": "KwokConfiguration",
-            # Spelled out: kwok applies its defaults only to some ways of loading configuration.
-            "options": {
-                "podPlayStageParallelism": 8,
-                "nodePlayStageParallelism": 2,
-                "nodeLeaseParallelism": 2,
-                "podsOnNodeSyncParallelism": 2,
-                "enablePodsOnNodeSyncListPager": True,
-                "enablePodsOnNodeSyncStreamWatch": False,
-                "enableDebuggingHandlers": False,
-                "enableProfilingHandler": False,
-                "enableContentionProfiling": False,
-            },
-        }]
+        docs: list[dict[str, Any]] = [
+            {
+                "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+                "kind": "KwokConfiguration",
+                # Spelled out: kwok applies its defaults only to some ways of loading configuration.
+                "options": {
+                    "podPlayStageParallelism": 8,
+                    "nodePlayStageParallelism": 2,
+                    "nodeLeaseParallelism": 2,
+                    "podsOnNodeSyncParallelism": 2,
+                    "enablePodsOnNodeSyncListPager": True,
+                    "enablePodsOnNodeSyncStreamWatch": False,
+                    "enableDebuggingHandlers": False,
+                    "enableProfilingHandler": False,
+                    "enableContentionProfiling": False,
+                },
+            }
+        ]
         for rel in KWOK_STAGES:
             docs.extend(d for d in yaml.safe_load_all((binaries.stages_dir() / rel).read_text()) if d)
         cfg = self.workdir / "kwok.yaml"
         cfg.write_text(yaml.safe_dump_all(docs))
-        self._spawn("kwok", [
-            str(self.bin / "kwok"),
-            "--kubeconfig", str(self.workdir / "kwok.kubeconfig"),
-            "--config", str(cfg),
-            "--manage-all-nodes=true",
-            "--node-lease-duration-seconds", "40",
-            "--cidr", POD_CIDR,
-            "--node-ip", "10.244.0.1",
-            "--server-address", f"127.0.0.1:{free_port()}",
-        ])
+        self._spawn(
+            "kwok",
+            [
+                str(self.bin / "kwok"),
+                "--kubeconfig",
+                str(self.workdir / "kwok.kubeconfig"),
+                "--config",
+                str(cfg),
+                "--manage-all-nodes=true",
+                "--node-lease-duration-seconds",
+                "40",
+                "--cidr",
+                POD_CIDR,
+                "--node-ip",
+                "10.244.0.1",
+                "--server-address",
+                f"127.0.0.1:{free_port()}",
+            ],
+        )
 
     def _create_node(self) -> None:
         assert self.client is not None
@@ -488,26 +588,52 @@ class ControlPlane:
         def node_ready() -> bool:
             assert self.client is not None
             obj = self.client.get(f"/api/v1/nodes/{NODE_NAME}")
-            ready = any(c["type"] == "Ready" and c["status"] == "True"
-                        for c in obj.get("status", {}).get("conditions", []))
-            tainted = any(t.get("key") == "node.kubernetes.io/not-ready"
-                          for t in obj.get("spec", {}).get("taints", []) or [])
+            ready = any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in obj.get("status", {}).get("conditions", [])
+            )
+            tainted = any(
+                t.get("key") == "node.kubernetes.io/not-ready"
+                for t in obj.get("spec", {}).get("taints", []) or []
+            )
             return ready and not tainted
 
-        self._wait(f"node {NODE_NAME} Ready without the not-ready taint", node_ready,
-                   self.processes["kwok"], self.ready_timeout)
+        self._wait(
+            f"node {NODE_NAME} Ready without the not-ready taint",
+            node_ready,
+            self.processes["kwok"],
+            self.ready_timeout,
+        )
 
     # ----------------------------------------------------------------- for tests
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def restart_apiserver(self, *, kill: bool = True, down_for: float = 0.0) -> None:
+        """Kill (-9) or stop the apiserver, keep it down for a while, start it again and wait for ready."""
+        old = self.processes["kube-apiserver"]
+        if kill:
+            old.signal(signal.SIGKILL)
+            old.proc.wait(timeout=10)
+        else:
+            old.stop()
+        time.sleep(down_for)
+        proc = self._spawn("kube-apiserver", self._apiserver_argv)
+        self._wait_apiserver(proc)
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run the plane's kubectl against it with the admin kubeconfig."""
         return subprocess.run(
             [str(self.bin / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
-            input=input, capture_output=True, text=True, check=check, timeout=timeout,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
         )
 
-    def wait_for(self, what: str, check: Callable[[], bool], timeout: float = 60.0,
-                 interval: float = 0.2) -> None:
+    def wait_for(
+        self, what: str, check: Callable[[], bool], timeout: float = 60.0, interval: float = 0.2
+    ) -> None:
         """Poll check() until it returns true; raise with what was awaited after timeout."""
         deadline = time.monotonic() + timeout
         last = ""
@@ -523,28 +649,33 @@ class ControlPlane:
     def create_namespace(self, name: str) -> None:
         """Create a namespace and wait for its default service account (pods need it)."""
         assert self.client is not None
-        self.client.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                                  "metadata": {"name": name}})
+        self.client.create(
+            "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        )
         client = self.client
-        self.wait_for(f"service account default in {name}",
-                      lambda: client.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0]
-                      == 200)
+        self.wait_for(
+            f"service account default in {name}",
+            lambda: client.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200,
+        )
 
     def audit_events(self) -> Iterator[dict[str, Any]]:
         """Every audit event written so far."""
         with open(self.audit_log_path, encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
+            for raw in f:
+                line = raw.strip()
                 if line:
                     with contextlib.suppress(ValueError):
                         yield json.loads(line)
 
     def etcd_compact(self) -> int:
         """Compact etcd to its current revision; returns that revision."""
+
         def post(path: str, body: dict[str, Any]) -> Any:
             conn = http.client.HTTPConnection("127.0.0.1", self.etcd_port, timeout=10)
             try:
-                conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+                conn.request(
+                    "POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"}
+                )
                 resp = conn.getresponse()
                 return json.loads(resp.read())
             finally:

@@ -37,7 +37,9 @@ def prepare_dev_dir(dev: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dev-dir", default=str(binaries.REPO / ".dev"))
     parser.add_argument("--watch-cache", default="true", choices=["true", "false"])
     args = parser.parse_args(argv)
@@ -47,16 +49,22 @@ def main(argv: list[str] | None = None) -> int:
     plane_dir = prepare_dev_dir(dev)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    plane = ControlPlane(plane_dir, watch_cache=args.watch_cache == "true",
-                         log=lambda m: print(f"dev-cluster: {m}", file=sys.stderr, flush=True))
+    plane = ControlPlane(
+        plane_dir,
+        watch_cache=args.watch_cache == "true",
+        log=lambda m: print(f"dev-cluster: {m}", file=sys.stderr, flush=True),
+    )
     try:
         plane.start()
         kubeconfig = dev / "kubeconfig"
         shutil.copyfile(plane.kubeconfig, kubeconfig)
         os.chmod(kubeconfig, 0o600)
         rel = os.path.relpath(dev, Path.cwd())
-        print(f"ready: export KUBECONFIG={kubeconfig}; {rel}/bin/kubectl get nodes "
-              f"(logs in {plane_dir}/logs; Ctrl-C stops the cluster)", flush=True)
+        print(
+            f"ready: export KUBECONFIG={kubeconfig}; {rel}/bin/kubectl get nodes "
+            f"(logs in {plane_dir}/logs; Ctrl-C stops the cluster)",
+            flush=True,
+        )
         while not stop.wait(1.0):
             dead = [n for n, p in plane.processes.items() if not p.alive()]
             if dead:

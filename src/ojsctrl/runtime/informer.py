@@ -223,6 +223,10 @@ class Store:
         with self._lock:
             return len(self._items)
 
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._items
+
 
 # --------------------------------------------------------------------------- informer
 class Informer:

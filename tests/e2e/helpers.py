@@ -1,0 +1,197 @@
+"""Shared helpers for e2e tests."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tests.harness.controlplane import ControlPlane
+
+from ojsctrl.runtime.client import CONFIGMAPS, Client, ClientOptions
+
+FULL = os.environ.get("OJSCTRL_FULL") == "1"
+
+
+def size(reduced: int, full: int) -> int:
+    """Test sizes: reduced by default, the issue's sizes with OJSCTRL_FULL=1."""
+    return full if FULL else reduced
+
+
+def driver(plane: ControlPlane, agent: str = "ojsctrl-e2e-driver") -> Client:
+    """A client for the test itself (no client-side rate limit), distinct user agent."""
+    return Client.from_kubeconfig(
+        str(plane.kubeconfig), options=ClientOptions(qps=0, burst=1, user_agent=agent, pool_size=32)
+    )
+
+
+def namespace(plane: ControlPlane, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    plane.create_namespace(name)
+    return name
+
+
+def parallel(fn: Callable[[Any], Any], items: list[Any], workers: int = 16) -> list[Any]:
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
+
+
+def configmap(ns: str, name: str, labels: dict[str, str] | None = None, **data: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
+        "data": data,
+    }
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 60.0, interval: float = 0.1) -> float:
+    """Poll until check() is true; returns the seconds it took."""
+    start = time.monotonic()
+    last = ""
+    while time.monotonic() - start < timeout:
+        try:
+            if check():
+                return time.monotonic() - start
+        except Exception as e:
+            last = f" (last error: {type(e).__name__}: {e})"
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{last}")
+
+
+class Recorder:
+    """An informer event handler that records (type, key, resourceVersion) in arrival order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _key(obj: Any) -> tuple[str, str]:
+        from ojsctrl.runtime.informer import DeletedFinalStateUnknown
+
+        if isinstance(obj, DeletedFinalStateUnknown):
+            return obj.key, str(obj.obj["metadata"].get("resourceVersion"))
+        meta = obj["metadata"]
+        return f"{meta.get('namespace')}/{meta['name']}", str(meta.get("resourceVersion"))
+
+    def on_add(self, obj: Any) -> None:
+        with self.lock:
+            self.events.append(("add", *self._key(obj)))
+
+    def on_update(self, old: Any, new: Any) -> None:
+        with self.lock:
+            self.events.append(("update", *self._key(new)))
+
+    def on_delete(self, obj: Any) -> None:
+        from ojsctrl.runtime.informer import DeletedFinalStateUnknown
+
+        kind = "tombstone" if isinstance(obj, DeletedFinalStateUnknown) else "delete"
+        with self.lock:
+            self.events.append((kind, *self._key(obj)))
+
+    def of(self, key: str) -> list[str]:
+        with self.lock:
+            return [t for t, k, _ in self.events if k == key]
+
+
+def cache_equals_list(client: Client, informer: Any, ns: str) -> bool:
+    """The informer's cache holds exactly what a fresh list returns (names and resourceVersions)."""
+    items, _ = client.list(CONFIGMAPS, ns, label_selector=informer.label_selector)
+    fresh = {f"{ns}/{o['metadata']['name']}": o["metadata"]["resourceVersion"] for o in items}
+    cached = {
+        k: o["metadata"]["resourceVersion"]
+        for k, o in ((k, informer.store.get(k)) for k in informer.store.keys())
+        if o is not None and k.startswith(ns + "/")
+    }
+    return fresh == cached
+
+
+class OperatorProcess:
+    """An operator (the real `ojsctrl` or a test app) run as a process against a plane."""
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        module: str,
+        *args: str,
+        name: str = "op",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        import subprocess
+        import sys
+
+        from tests.harness.controlplane import free_port
+
+        self.name = name
+        self.metrics_port, self.health_port = free_port(), free_port()
+        self.log_path = plane.workdir / "logs" / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115
+        argv = [
+            sys.executable,
+            "-m",
+            module,
+            "--kubeconfig",
+            str(plane.kubeconfig),
+            "--metrics-bind-address",
+            f"127.0.0.1:{self.metrics_port}",
+            "--health-probe-bind-address",
+            f"127.0.0.1:{self.health_port}",
+            *args,
+        ]
+        full_env = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(
+            argv, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, stdin=subprocess.DEVNULL
+        )
+
+    def get(self, port: int, path: str) -> tuple[int, str]:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def metrics(self) -> str:
+        return self.get(self.metrics_port, "/metrics")[1]
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        for fam in text_string_to_metric_families(self.metrics()):
+            for s in fam.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in (labels or {}).items()):
+                    return float(s.value)
+        return None
+
+    def ready(self) -> bool:
+        return self.get(self.health_port, "/readyz")[0] == 200
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
