@@ -714,8 +714,10 @@ class Client:
                 0, "TransportError", f"watch stream broken: {e}", method="WATCH", target=str(resource)
             ) from e
         finally:
-            resp.release_conn()
+            # Close before releasing: a stream abandoned mid-way still has unread chunks on its
+            # socket, and a pooled connection with leftovers would corrupt the next request.
             resp.close()
+            resp.release_conn()
 
     # ------------------------------------------------------------------ discovery
     def served(self, group: str, version: str, plural: str) -> bool:
