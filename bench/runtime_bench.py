@@ -144,16 +144,17 @@ def bench_informer(plane: ControlPlane, n: int) -> dict[str, Any]:
 
     # Replay both from the same resourceVersion so the creation rate does not bound the measurement.
     start = time.perf_counter()
-    seen = 0
-    for ev in client.watch(
-        CONFIGMAPS,
-        ns,
-        resource_version=rv,
-        label_selector="bench=true",
-        timeout_seconds=60,
-        allow_bookmarks=False,
+    for seen, _ev in enumerate(
+        client.watch(
+            CONFIGMAPS,
+            ns,
+            resource_version=rv,
+            label_selector="bench=true",
+            timeout_seconds=60,
+            allow_bookmarks=False,
+        ),
+        start=1,
     ):
-        seen += 1
         if seen >= n:
             break
     bare_rate = n / (time.perf_counter() - start)

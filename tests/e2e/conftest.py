@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+
 from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane
 

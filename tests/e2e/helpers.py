@@ -10,9 +10,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tests.harness.controlplane import ControlPlane
-
 from ojsctrl.runtime.client import CONFIGMAPS, Client, ClientOptions
+from tests.harness.controlplane import ControlPlane
 
 FULL = os.environ.get("OJSCTRL_FULL") == "1"
 

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
+
 from tests.harness.controlplane import ControlPlane, StartError
 from tests.harness.pki import CertificateAuthority
 

@@ -8,6 +8,10 @@ import threading
 import time
 
 import pytest
+
+from ojsctrl.runtime.client import CONFIGMAPS, NotFoundError
+from ojsctrl.runtime.informer import Informer
+from ojsctrl.runtime.metrics import REGISTRY
 from tests.e2e.helpers import (
     Recorder,
     cache_equals_list,
@@ -19,10 +23,6 @@ from tests.e2e.helpers import (
     wait_until,
 )
 from tests.harness.controlplane import ControlPlane
-
-from ojsctrl.runtime.client import CONFIGMAPS, NotFoundError
-from ojsctrl.runtime.informer import Informer
-from ojsctrl.runtime.metrics import REGISTRY
 
 
 def _informer(plane: ControlPlane, ns: str, **kw: object) -> tuple[Informer, Recorder]:

@@ -8,10 +8,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from tests.e2e.helpers import OperatorProcess, configmap, driver, namespace, wait_until
-from tests.harness.controlplane import ControlPlane
 
 from ojsctrl.runtime.client import CONFIGMAPS, LEASES, NotFoundError
+from tests.e2e.helpers import OperatorProcess, configmap, driver, namespace, wait_until
+from tests.harness.controlplane import ControlPlane
 
 APP = "tests.e2e.apps.mirror"
 SOURCE = {"ojsctrl-test/source": "true"}
