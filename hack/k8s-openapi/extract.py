@@ -103,6 +103,7 @@ class Converter:
         self.schemas = schemas
 
     def ref(self, ref: str, stack: tuple[str, ...]) -> dict[str, Any]:
+        """The structural schema a ``$ref`` points to (int-or-string types get the CRD marker)."""
         name = ref.rsplit("/", 1)[-1]
         if name in stack:
             raise ValueError(f"recursive schema {name} cannot be made structural")
@@ -117,6 +118,7 @@ class Converter:
         return self.convert(self.schemas[name], (*stack, name))
 
     def convert(self, node: dict[str, Any], stack: tuple[str, ...] = ()) -> dict[str, Any]:
+        """A structural copy of ``node``; ``stack`` holds the definitions being inlined (cycle guard)."""
         out: dict[str, Any] = {}
         if "$ref" in node:
             out.update(self.ref(node["$ref"], stack))

@@ -8,6 +8,7 @@ Flag names follow controller-runtime where one exists. Every flag `--some-flag` 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -40,8 +41,8 @@ def parse_duration(text: str) -> float:
             pos = m.end()
         if pos != len(text) or not text:
             raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 15s, 2m, 1h30m)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"duration must not be negative: {text!r}")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"duration must be a finite, non-negative time: {text!r}")
     return value
 
 
@@ -121,7 +122,7 @@ class _Parser(argparse.ArgumentParser):
         ns = super().parse_args(args, namespace)
         for dest, default in self._repeatable_defaults.items():
             if getattr(ns, dest) is None:
-                setattr(ns, dest, default)
+                setattr(ns, dest, list(default))
         return ns
 
 

@@ -1,0 +1,704 @@
+"""The validation rules of OJSCluster and OJSWorker, once, for the admission webhook and the reconcilers.
+
+Both entry points take the raw object as the API server would hand it over (a JSON-like dict, defaults
+possibly not yet applied) and never raise, whatever the input: wrong types become ``FieldError``s. Errors name
+the field (``spec.backend.url``) and the rule; warnings are plain strings (admission warnings, SPEC §5).
+
+Field types and bounds are checked by validating ``spec`` against the pydantic models in strict mode (so the
+CRD schema and Python agree by construction); the cross-field rules below mirror the CEL rules the models
+carry, and add the checks CEL cannot express (label syntax, quantities, duplicate env names, warnings).
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union, get_args, get_origin
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from ojsctrl.api.cluster import BACKEND_TYPES, ClusterAutoScaling, OJSClusterSpec
+from ojsctrl.api.common import (
+    DNS1035_LABEL,
+    DNS1123_SUBDOMAIN,
+    LIST_ITEM_PATTERN,
+    NO_WHITESPACE,
+    SECRET_KEY_PATTERN,
+    SELECTOR_LABELS,
+)
+from ojsctrl.api.durations import parse_duration_ns
+from ojsctrl.api.quantity import parse_quantity
+from ojsctrl.api.worker import MAX_HPA_WINDOW, OJSWorkerSpec, WorkerAutoScaling
+
+# Kubernetes object names the operator derives child names from: `<cluster>-server` is a Service (DNS-1035
+# label, at most 63 characters), and a worker's name is the value of its pods' app.kubernetes.io/instance
+# label.
+MAX_CLUSTER_NAME = 63 - len("-server")
+MAX_WORKER_NAME = 63
+
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(DNS1123_SUBDOMAIN)
+_DNS1035_LABEL = re.compile(DNS1035_LABEL)
+
+_PATTERN_HELP = {
+    DNS1123_SUBDOMAIN: "must be a lowercase RFC 1123 subdomain (a-z, 0-9, '-' and '.')",
+    SECRET_KEY_PATTERN: "must consist of alphanumerics, '-', '_' or '.'",
+    NO_WHITESPACE: "must not contain whitespace",
+    LIST_ITEM_PATTERN: "must not contain commas or whitespace",
+}
+# Rules only Python checks: the CRD's schema and CEL rules cover every other rule, so with the webhook off the
+# API server rejects the same objects minus these (the reconcilers still report them as InvalidSpec). Anything
+# that compares Python with the CRD must leave these out.
+PYTHON_ONLY_RULES = frozenset(
+    {
+        "annotationKey",
+        "envName",
+        "labelKey",
+        "labelValue",
+        "nonNegativeQuantity",
+        "requestsWithinLimits",
+        "valueOrValueFrom",
+    }
+)
+# pydantic error type -> (rule, message template); the rule names follow the OpenAPI keyword that the CRD uses
+# for the same check, so an error reads the same from the webhook and from the API server.
+_PYDANTIC_RULES: dict[str, tuple[str, str]] = {
+    "missing": ("required", "is required"),
+    "int_type": ("type", "must be an integer"),
+    "int_from_float": ("type", "must be an integer"),
+    "string_type": ("type", "must be a string"),
+    "bool_type": ("type", "must be a boolean"),
+    "list_type": ("type", "must be a list"),
+    "dict_type": ("type", "must be an object"),
+    "model_type": ("type", "must be an object"),
+    "model_attributes_type": ("type", "must be an object"),
+    "greater_than_equal": ("minimum", "must be greater than or equal to {ge}"),
+    "less_than_equal": ("maximum", "must be less than or equal to {le}"),
+    "string_too_short": ("minLength", "must be at least {min_length} characters long"),
+    "string_too_long": ("maxLength", "must be at most {max_length} characters long"),
+    "too_short": ("minItems", "must have at least {min_length} items"),
+    "too_long": ("maxItems", "must have at most {max_length} items"),
+    "literal_error": ("enum", "must be one of {expected}"),
+}
+# How deep the integral-float normalisation goes: deeper than any field of the models, shallow enough that
+# pathological nesting cannot exhaust the stack.
+_NORMALISE_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One violated rule: the field's path (``spec.backend.url``), the rule's name and a readable message."""
+
+    path: str
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class ValidationResult:
+    """Errors deny the object; warnings are returned to the client and do not."""
+
+    errors: list[FieldError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when there is no error (warnings do not count)."""
+        return not self.errors
+
+    def messages(self) -> list[str]:
+        """The errors as ``path: message`` strings."""
+        return [str(e) for e in self.errors]
+
+    def error(self, path: str, rule: str, message: str) -> None:
+        """Record an error, once per path and rule."""
+        if not any(e.path == path and e.rule == rule for e in self.errors):
+            self.errors.append(FieldError(path, rule, message))
+
+    def warn(self, message: str) -> None:
+        """Record a warning, once."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+
+def validate_cluster(obj: object) -> ValidationResult:
+    """Validate an OJSCluster object (a dict as read from the API server or an admission request)."""
+    result = ValidationResult()
+    if not isinstance(obj, Mapping):
+        result.error("", "type", "must be an object")
+        return result
+    _check_name(obj, result, dns1035=True, max_length=MAX_CLUSTER_NAME, why="the Service <name>-server")
+    spec = _spec(obj, result)
+    if spec is None:
+        return result
+    _check_types(spec, OJSClusterSpec, result)
+    _check_cluster_rules(spec, result)
+    _check_pod_settings(spec, result)
+    _cluster_warnings(spec, result)
+    return result
+
+
+def validate_worker(
+    obj: object,
+    *,
+    cluster_exists: bool | None = None,
+    old: object = None,
+) -> ValidationResult:
+    """Validate an OJSWorker object.
+
+    ``cluster_exists`` (when known) adds the clusterRef-not-found warning; ``old`` is the stored object on an
+    update, for the immutability of clusterRef.
+    """
+    result = ValidationResult()
+    if not isinstance(obj, Mapping):
+        result.error("", "type", "must be an object")
+        return result
+    _check_name(obj, result, dns1035=False, max_length=MAX_WORKER_NAME, why="the pods' instance label")
+    spec = _spec(obj, result)
+    if spec is None:
+        return result
+    _check_types(spec, OJSWorkerSpec, result)
+    _check_worker_rules(spec, result, old)
+    _check_pod_settings(spec, result)
+    _worker_warnings(spec, result, cluster_exists)
+    return result
+
+
+# --- structure ----------------------------------------------------------------------------------------------
+
+
+def _spec(obj: Mapping[Any, Any], result: ValidationResult) -> Mapping[str, Any] | None:
+    spec = obj.get("spec")
+    if spec is None:
+        result.error("spec", "required", "is required")
+        return None
+    if not isinstance(spec, Mapping):
+        result.error("spec", "type", "must be an object")
+        return None
+    return spec
+
+
+def _check_name(
+    obj: Mapping[Any, Any], result: ValidationResult, *, dns1035: bool, max_length: int, why: str
+) -> None:
+    metadata = obj.get("metadata")
+    if metadata is None:
+        return
+    if not isinstance(metadata, Mapping):
+        result.error("metadata", "type", "must be an object")
+        return
+    name = metadata.get("name")
+    if not isinstance(name, str):
+        return
+    if len(name) > max_length:
+        result.error(
+            "metadata.name", "name", f"must be at most {max_length} characters long ({why} derives from it)"
+        )
+    elif dns1035 and not _DNS1035_LABEL.fullmatch(name):
+        result.error(
+            "metadata.name",
+            "name",
+            f"must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter ({why})",
+        )
+
+
+def _check_types(spec: Mapping[str, Any], model: type[BaseModel], result: ValidationResult) -> None:
+    try:
+        model.model_validate(_normalise_numbers(spec, _NORMALISE_DEPTH), strict=True)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False, include_input=False):
+            rule, message = _describe(err)
+            result.error(_format_loc("spec", model, err["loc"]), rule, message)
+
+
+def _normalise_numbers(value: Any, depth: int) -> Any:
+    # The API server accepts 2.0 where an integer is expected (it is a JSON integer); strict pydantic would
+    # not. It also drops nulls before validating, so a null is an absent field.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if depth <= 0:
+        return value
+    if isinstance(value, Mapping):
+        return {k: _normalise_numbers(v, depth - 1) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_normalise_numbers(v, depth - 1) for v in value]
+    return value
+
+
+def _describe(err: ErrorDetails) -> tuple[str, str]:
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if kind == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", ""))
+        return "pattern", _PATTERN_HELP.get(pattern, f"must match {pattern}")
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return "minLength", "must not be empty"
+    if kind in _PYDANTIC_RULES:
+        rule, template = _PYDANTIC_RULES[kind]
+        try:
+            return rule, template.format(**ctx)
+        except (KeyError, IndexError, ValueError):
+            return rule, err["msg"]
+    # Custom errors raised by the markers (duration, intOrPercent, quantity) carry their own rule and message.
+    return kind, err["msg"]
+
+
+def _format_loc(prefix: str, model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic error location as a Kubernetes field path, using the model to tell fields from "
+    "keys."""
+    path = prefix
+    current: Any = model
+    for segment in loc:
+        if segment == "[key]":
+            continue
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(segment, str):
+            path += f".{segment}"
+            current = _field_annotation(current, segment)
+        elif get_origin(current) is list:
+            path += f"[{segment}]"
+            args = get_args(current)
+            current = args[0] if args else Any
+        elif get_origin(current) is dict:
+            path += f"[{segment}]"
+            args = get_args(current)
+            current = args[1] if len(args) == 2 else Any
+        else:
+            path += f"[{segment}]" if isinstance(segment, int) else f".{segment}"
+            current = Any
+    return path
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, types.UnionType):
+            members = [a for a in get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _field_annotation(model: type[BaseModel], alias: str) -> Any:
+    for name, info in model.model_fields.items():
+        if alias in (info.alias, name):
+            return info.annotation
+    return Any
+
+
+# --- typed access to raw dicts ------------------------------------------------------------------------------
+
+
+def _mapping(parent: Any, key: str) -> Mapping[str, Any] | None:
+    value = parent.get(key) if isinstance(parent, Mapping) else None
+    return value if isinstance(value, Mapping) else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(parent: Mapping[str, Any] | None, key: str, default: int | None) -> int | None:
+    """The integer at ``key``, its default when absent, None when it has another type (reported elsewhere)."""
+    value = parent.get(key) if parent is not None else None
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if _is_int(value) else None
+
+
+def _str(parent: Mapping[str, Any] | None, key: str, default: str | None) -> str | None:
+    value = parent.get(key) if parent is not None else None
+    if value is None:
+        return default
+    return value if isinstance(value, str) else None
+
+
+def _present(parent: Mapping[str, Any] | None, key: str) -> bool:
+    # The API server prunes nulls before validating, so a null counts as absent (as `has()` sees it in CEL).
+    return parent is not None and parent.get(key) is not None
+
+
+def _default(model: type[BaseModel], name: str) -> Any:
+    return model.model_fields[name].default
+
+
+# --- OJSCluster ---------------------------------------------------------------------------------------------
+
+
+def _check_cluster_rules(spec: Mapping[str, Any], result: ValidationResult) -> None:
+    backend = _mapping(spec, "backend")
+    btype = _str(backend, "type", None)
+    if btype not in BACKEND_TYPES:
+        btype = None
+    if backend is not None and btype is not None:
+        embedded = backend.get("embedded") is True
+        chosen = [
+            name
+            for name, present in (
+                ("url", _present(backend, "url")),
+                ("urlSecretRef", _present(backend, "urlSecretRef")),
+                ("embedded", embedded),
+            )
+            if present
+        ]
+        if btype == "lite":
+            for name in chosen:
+                result.error(
+                    f"spec.backend.{name}",
+                    "liteBackend",
+                    "a lite backend keeps its state in-process: url, urlSecretRef and embedded must not be "
+                    "set",
+                )
+        elif len(chosen) != 1:
+            found = " and ".join(chosen) if chosen else "none"
+            result.error(
+                "spec.backend",
+                "exactlyOne",
+                f"exactly one of url, urlSecretRef or embedded: true must be set for type {btype} (found "
+                f"{found})",
+            )
+        if embedded and btype != "redis":
+            result.error(
+                "spec.backend.embedded",
+                "embeddedRedisOnly",
+                f"embedded is only available for type redis, not {btype}; use url or urlSecretRef",
+            )
+
+    replicas = _int(spec, "replicas", None)
+    auto = _mapping(spec, "autoScaling")
+    if btype == "lite":
+        if replicas is not None and replicas != 1:
+            result.error(
+                "spec.replicas",
+                "liteReplicas",
+                "a lite backend keeps its state in-process: replicas must be 1",
+            )
+        if auto is not None and auto.get("enabled") is True:
+            result.error(
+                "spec.autoScaling.enabled",
+                "liteAutoScaling",
+                "a lite backend keeps its state in-process: it cannot be autoscaled",
+            )
+    if auto is not None:
+        _check_min_max(
+            auto,
+            "spec.autoScaling",
+            _default(ClusterAutoScaling, "min_replicas"),
+            _default(ClusterAutoScaling, "max_replicas"),
+            result,
+        )
+
+    pdb = _mapping(spec, "podDisruptionBudget")
+    if _present(pdb, "minAvailable") and _present(pdb, "maxUnavailable"):
+        result.error(
+            "spec.podDisruptionBudget",
+            "exclusive",
+            "set at most one of minAvailable and maxUnavailable",
+        )
+
+    monitoring = _mapping(spec, "monitoring")
+    labels = _mapping(monitoring, "labels")
+    if labels is not None:
+        _check_labels("spec.monitoring.labels", labels, result)
+
+    redis = _mapping(backend, "redis")
+    _check_resources("spec.backend.redis.resources", _mapping(redis, "resources"), result)
+
+
+def _cluster_warnings(spec: Mapping[str, Any], result: ValidationResult) -> None:
+    image = _str(spec, "image", None)
+    if image is not None:
+        _warn_latest("spec.image", image, result)
+    resources = spec.get("resources")
+    if isinstance(resources, Mapping) and not _has_limits(resources):
+        result.warn("spec.resources sets no limits: set resource limits on the OJS server pods")
+    auth = _mapping(spec, "auth")
+    if auth is not None and auth.get("disabled") is True:
+        result.warn("spec.auth.disabled is true: the OJS API accepts requests without authentication")
+        if _present(auth, "apiKeySecretRef"):
+            result.warn("spec.auth.apiKeySecretRef is ignored while spec.auth.disabled is true")
+    backend = _mapping(spec, "backend")
+    url = _str(backend, "url", None)
+    if url is not None and _has_password(url):
+        result.warn("spec.backend.url contains credentials: put the URL in a Secret and use urlSecretRef")
+    if backend is not None and _present(backend, "redis") and backend.get("embedded") is not True:
+        result.warn("spec.backend.redis has no effect unless spec.backend.embedded is true")
+    monitoring = _mapping(spec, "monitoring")
+    if monitoring is not None and monitoring.get("enabled") is not True:
+        for key in ("serviceMonitor", "grafanaDashboard"):
+            if monitoring.get(key) is True:
+                result.warn(f"spec.monitoring.{key} has no effect unless spec.monitoring.enabled is true")
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).password)
+    except ValueError:
+        return False
+
+
+# --- OJSWorker ----------------------------------------------------------------------------------------------
+
+
+def _check_worker_rules(spec: Mapping[str, Any], result: ValidationResult, old: object) -> None:
+    for key in ("jobTypes", "queues"):
+        items = spec.get(key)
+        if isinstance(items, list):
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                if isinstance(item, str):
+                    if item in seen:
+                        result.error(f"spec.{key}[{i}]", "unique", f"duplicate value {item!r}")
+                    seen.add(item)
+
+    auto = _mapping(spec, "autoScaling")
+    if auto is not None:
+        min_r, _ = _check_min_max(
+            auto,
+            "spec.autoScaling",
+            _default(WorkerAutoScaling, "min_replicas"),
+            _default(WorkerAutoScaling, "max_replicas"),
+            result,
+        )
+        metric = _str(auto, "metric", _default(WorkerAutoScaling, "metric"))
+        if min_r == 0 and metric is not None and metric != "queueDepth":
+            result.error(
+                "spec.autoScaling.minReplicas",
+                "scaleToZero",
+                "minReplicas 0 (scale to zero) needs metric queueDepth: an HPA cannot scale to zero",
+            )
+        delay = _str(auto, "scaleDownDelay", _default(WorkerAutoScaling, "scale_down_delay"))
+        if metric == "cpu" and delay is not None and _duration_ns(delay) > parse_duration_ns(MAX_HPA_WINDOW):
+            result.error(
+                "spec.autoScaling.scaleDownDelay",
+                "hpaWindow",
+                "with metric cpu, scaleDownDelay is the HPA's scale-down stabilisation window, which is at "
+                "most 1h",
+            )
+
+    if isinstance(old, Mapping):
+        old_ref = _str(_mapping(old, "spec"), "clusterRef", None)
+        new_ref = _str(spec, "clusterRef", None)
+        if old_ref is not None and new_ref is not None and old_ref != new_ref:
+            result.error("spec.clusterRef", "immutable", "clusterRef is immutable")
+
+    env = spec.get("env")
+    if isinstance(env, list):
+        _check_env(env, result)
+
+
+def _check_env(env: list[Any], result: ValidationResult) -> None:
+    seen: set[str] = set()
+    for i, item in enumerate(env):
+        if not isinstance(item, Mapping):
+            continue  # reported by the type check
+        path = f"spec.env[{i}]"
+        name = item.get("name")
+        if not isinstance(name, str) or not name:
+            result.error(f"{path}.name", "required", "is required")
+        elif "=" in name:
+            result.error(f"{path}.name", "envName", "must not contain '='")
+        elif name in seen:
+            result.error(f"{path}.name", "unique", f"duplicate environment variable {name!r}")
+        else:
+            seen.add(name)
+        value = item.get("value")
+        if value is not None and not isinstance(value, str):
+            result.error(f"{path}.value", "type", "must be a string")
+        source = item.get("valueFrom")
+        if source is not None and not isinstance(source, Mapping):
+            result.error(f"{path}.valueFrom", "type", "must be an object")
+        if value and source is not None:
+            result.error(f"{path}.valueFrom", "valueOrValueFrom", "may not be set when value is not empty")
+
+
+def _worker_warnings(spec: Mapping[str, Any], result: ValidationResult, cluster_exists: bool | None) -> None:
+    ref = _str(spec, "clusterRef", None)
+    if cluster_exists is False and ref:
+        result.warn(
+            f"spec.clusterRef: OJSCluster {ref!r} not found in this namespace; the worker stays in phase "
+            "Error "
+            "until it exists"
+        )
+    image = _str(spec, "image", None)
+    if image is not None:
+        _warn_latest("spec.image", image, result)
+    resources = spec.get("resources")
+    if resources is None or (isinstance(resources, Mapping) and not _has_limits(resources)):
+        result.warn("spec.resources sets no limits: set resource limits on the worker pods")
+    auto = _mapping(spec, "autoScaling")
+    if auto is not None and auto.get("enabled") is True and auto.get("metric") == "cpu":
+        requests = _mapping(resources, "requests")
+        if requests is None or requests.get("cpu") is None:
+            result.warn(
+                "spec.autoScaling.metric is cpu but spec.resources.requests.cpu is not set: the HPA cannot "
+                "compute utilisation"
+            )
+        shutdown = _mapping(spec, "gracefulShutdown")
+        if shutdown is not None and shutdown.get("drainBeforeShutdown") is True:
+            result.warn(
+                "spec.gracefulShutdown.drainBeforeShutdown has no effect with metric cpu (the HPA scales "
+                "down)"
+            )
+
+
+# --- shared rules -------------------------------------------------------------------------------------------
+
+
+def _check_min_max(
+    auto: Mapping[str, Any], path: str, min_default: int, max_default: int, result: ValidationResult
+) -> tuple[int | None, int | None]:
+    min_r = _int(auto, "minReplicas", min_default)
+    max_r = _int(auto, "maxReplicas", max_default)
+    if min_r is not None and max_r is not None and max_r < min_r:
+        result.error(
+            f"{path}.maxReplicas",
+            "maxGteMin",
+            f"maxReplicas ({max_r}) must be greater than or equal to minReplicas ({min_r})",
+        )
+    return min_r, max_r
+
+
+def _duration_ns(value: str) -> int:
+    try:
+        return parse_duration_ns(value)
+    except ValueError:
+        return -1  # invalid durations are reported by the type check
+
+
+def _check_pod_settings(spec: Mapping[str, Any], result: ValidationResult) -> None:
+    labels = _mapping(spec, "podLabels")
+    if labels is not None:
+        for key in SELECTOR_LABELS:
+            if key in labels:
+                result.error(
+                    f"spec.podLabels[{key}]",
+                    "reservedLabel",
+                    "the selector labels app.kubernetes.io/name, instance and component are set by the "
+                    "operator",
+                )
+        _check_labels("spec.podLabels", labels, result)
+    annotations = _mapping(spec, "podAnnotations")
+    if annotations is not None:
+        for key in annotations:
+            if isinstance(key, str) and not _is_qualified_name(key):
+                result.error(f"spec.podAnnotations[{key}]", "annotationKey", _QUALIFIED_NAME_HELP)
+    selector = _mapping(spec, "nodeSelector")
+    if selector is not None:
+        _check_labels("spec.nodeSelector", selector, result)
+
+    security = _mapping(spec, "securityContext")
+    if security is not None:
+        for key in ("runAsNonRoot", "readOnlyRootFilesystem"):
+            if key in security and security[key] is not None and not isinstance(security[key], bool):
+                result.error(f"spec.securityContext.{key}", "type", "must be a boolean")
+        for key in ("runAsUser", "runAsGroup", "fsGroup"):
+            value = security.get(key)
+            if value is None:
+                continue
+            if not _is_int(value):
+                result.error(f"spec.securityContext.{key}", "type", "must be an integer")
+            elif not 0 <= value < 2**63:
+                result.error(f"spec.securityContext.{key}", "minimum", "must be greater than or equal to 0")
+        if security.get("runAsNonRoot") is True and _int(security, "runAsUser", None) == 0:
+            result.error(
+                "spec.securityContext.runAsUser",
+                "runAsNonRoot",
+                "runAsNonRoot: true contradicts runAsUser: 0",
+            )
+    resources = spec.get("resources")
+    if isinstance(resources, Mapping):
+        _check_resources("spec.resources", resources, result)
+
+
+_QUALIFIED_NAME_HELP = (
+    "must be a qualified name: an optional DNS subdomain prefix and '/', then at most 63 alphanumerics, "
+    "'-', '_' "
+    "or '.', starting and ending with an alphanumeric"
+)
+
+
+def _is_qualified_name(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
+        return False
+    return 0 < len(name) <= 63 and _QUALIFIED_NAME.fullmatch(name) is not None
+
+
+def _check_labels(path: str, labels: Mapping[Any, Any], result: ValidationResult) -> None:
+    for key, value in labels.items():
+        if not isinstance(key, str):
+            continue
+        if not _is_qualified_name(key):
+            result.error(f"{path}[{key}]", "labelKey", _QUALIFIED_NAME_HELP)
+        if isinstance(value, str) and (len(value) > 63 or not _LABEL_VALUE.fullmatch(value)):
+            result.error(
+                f"{path}[{key}]",
+                "labelValue",
+                "must be at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric",
+            )
+
+
+def _check_resources(path: str, resources: Mapping[str, Any] | None, result: ValidationResult) -> None:
+    if resources is None:
+        return
+    parsed: dict[str, dict[str, Any]] = {}
+    for part in ("requests", "limits"):
+        values = resources.get(part)
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            result.error(f"{path}.{part}", "type", "must be an object")
+            continue
+        parsed[part] = {}
+        for name, raw in values.items():
+            try:
+                quantity = parse_quantity(raw)
+            except ValueError as exc:
+                result.error(f"{path}.{part}[{name}]", "quantity", str(exc))
+                continue
+            if quantity < 0:
+                result.error(f"{path}.{part}[{name}]", "nonNegativeQuantity", "must not be negative")
+                continue
+            parsed[part][str(name)] = quantity
+    for name, request in parsed.get("requests", {}).items():
+        limit = parsed.get("limits", {}).get(name)
+        if limit is not None and request > limit:
+            result.error(
+                f"{path}.requests[{name}]",
+                "requestsWithinLimits",
+                f"must be less than or equal to the {name} limit",
+            )
+
+
+def _has_limits(resources: Mapping[str, Any]) -> bool:
+    limits = resources.get("limits")
+    return isinstance(limits, Mapping) and len(limits) > 0
+
+
+def _warn_latest(path: str, image: str, result: ValidationResult) -> None:
+    # A digest pins the image whatever tag is written next to it.
+    if "@" in image:
+        return
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        result.warn(
+            f"{path} {image!r} has no tag (implies latest): pin a version so rollouts are reproducible"
+        )
+    elif last.rsplit(":", 1)[1] == "latest":
+        result.warn(f"{path} {image!r} uses the tag latest: pin a version so rollouts are reproducible")
