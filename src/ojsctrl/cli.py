@@ -18,9 +18,13 @@ from typing import Any
 import structlog
 
 from ojsctrl import __version__
+from ojsctrl.api.common import DEFAULT_SERVER_IMAGE
 from ojsctrl.runtime import logging as runtime_logging
 from ojsctrl.runtime.client import Client, ClientOptions
+from ojsctrl.runtime.httpserver import parse_bind_address
 from ojsctrl.runtime.manager import Manager, ManagerOptions
+
+DEFAULT_URL_TEMPLATE = "http://{service}.{namespace}.svc:{port}"
 
 ENV_PREFIX = "OJSCTRL_"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -53,6 +57,14 @@ def parse_bool(text: str) -> bool:
     if lowered in ("0", "false", "f", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"invalid boolean {text!r} (use true or false)")
+
+
+def _bind_address(text: str) -> str:
+    try:
+        parse_bind_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -133,9 +145,17 @@ def build_parser() -> _Parser:
     p.add_flag(
         "--kubeconfig", help="path to a kubeconfig; empty = in-cluster service account or ~/.kube/config"
     )
-    p.add_flag("--metrics-bind-address", default=":8080", help="address of /metrics; 0 disables it")
     p.add_flag(
-        "--health-probe-bind-address", default=":8081", help="address of /healthz and /readyz; 0 disables"
+        "--metrics-bind-address",
+        default=":8080",
+        type=_bind_address,
+        help="address of /metrics; 0 disables it",
+    )
+    p.add_flag(
+        "--health-probe-bind-address",
+        default=":8081",
+        type=_bind_address,
+        help="address of /healthz and /readyz; 0 disables",
     )
     p.add_flag(
         "--leader-elect", boolean=True, default=False, help="enable leader election (one active manager)"
@@ -182,6 +202,14 @@ def build_parser() -> _Parser:
         default=30.0,
         type=parse_duration,
         help="how long in-flight reconciles may run after SIGTERM",
+    )
+    p.add_flag(
+        "--server-image", default=DEFAULT_SERVER_IMAGE, help="OJS server image for clusters that set none"
+    )
+    p.add_flag(
+        "--ojs-url-template",
+        default=DEFAULT_URL_TEMPLATE,
+        help="how the operator reaches OJS servers; placeholders {name} {namespace} {service} {port}",
     )
     p.add_flag("--log-level", default="info", help="debug, info, warning or error")
     p.add_flag("--log-format", default="json", help="json or console")
@@ -244,12 +272,21 @@ def run(
 
 
 def _setup_operator(manager: Manager, args: argparse.Namespace) -> None:
-    """Register the operator's controllers (the OJS reconcilers arrive with their own modules)."""
+    """Register the operator's controllers, the queue-stats poller and the event recorder."""
+    from ojsctrl.controllers.setup import setup_operator
+
+    setup_operator(manager, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `ojsctrl` console script."""
-    return run(argv, _setup_operator)
+    """Entry point of the `ojsctrl` console script. `ojsctrl crds` prints the CRDs."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["crds"]:
+        from ojsctrl.api.crdgen import generate_crds, render
+
+        sys.stdout.write("".join(render(crd) for crd in generate_crds()))
+        return 0
+    return run(args, _setup_operator)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Health checks answer like Kubernetes components: body `ok` with 200, or 500 nami
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ def parse_bind_address(address: str) -> tuple[str, int] | None:
         return None
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid bind address {address!r}: want host:port, :port or 0")
     return (host or "0.0.0.0", int(port))  # noqa: S104 - ":port" means every interface by convention
 
 
@@ -59,6 +62,10 @@ class _Server(http.server.ThreadingHTTPServer):
     request_queue_size = 64
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class EndpointServer:
     """One HTTP listener serving any of: health checks, readiness checks, metrics."""
 
@@ -84,7 +91,8 @@ class EndpointServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = _Server(address, Handler)
+        server_cls = _Server6 if ":" in address[0] else _Server
+        self._server = server_cls(address, Handler)
         self.address = self._server.server_address
         self._thread = threading.Thread(
             target=self._server.serve_forever,

@@ -1,0 +1,171 @@
+"""Server-side apply of owned children, with no write when nothing changed.
+
+Each child carries an annotation holding the hash of its canonical apply body. An apply is skipped
+when the cached child carries the same hash *and* every field of the body still has the value the
+body asks for (a user's edit of an owned field is therefore restored, while fields that other
+actors added are ignored). A child missing from the cache is read with one GET before its first
+apply; a child that exists without our controller owner reference is never written: the caller
+gets a conflict to report.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from cachetools import LRUCache
+
+from ojsctrl.runtime.client import JSON, Client, NotFoundError, Resource, object_key
+
+Lookup = Callable[[str], JSON | None]
+
+
+def canonical_hash(body: JSON) -> str:
+    """A stable hash of an apply body (key order does not matter)."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def is_subset(want: Any, have: Any) -> bool:
+    """Does `have` hold every value of `want`? Dicts: every key of want, recursively. Lists: same
+    length, element-wise. The API server adds defaults to list elements (containers, ports), which
+    is why elements compare as subsets too."""
+    if isinstance(want, dict):
+        if not isinstance(have, dict):
+            return False
+        return all(k in have and is_subset(v, have[k]) for k, v in want.items())
+    if isinstance(want, list):
+        if not isinstance(have, list) or len(want) != len(have):
+            return False
+        return all(is_subset(w, h) for w, h in zip(want, have, strict=True))
+    if isinstance(want, bool) or isinstance(have, bool):
+        return want is have
+    if isinstance(want, int | float) and isinstance(have, int | float):
+        return float(want) == float(have)
+    return bool(want == have)
+
+
+def controller_ref(obj: JSON) -> JSON | None:
+    """The controller owner reference of an object, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or ():
+        if ref.get("controller"):
+            return dict(ref)
+    return None
+
+
+def owner_reference(owner: JSON) -> JSON:
+    """A controller owner reference to `owner` (blockOwnerDeletion so foreground deletes wait)."""
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What ensure() did. `conflict` names an object we must not touch."""
+
+    written: bool
+    obj: JSON | None = None
+    conflict: str | None = None
+
+
+def _rv_int(obj: JSON | None) -> int | None:
+    try:
+        return int((obj or {}).get("metadata", {}).get("resourceVersion", ""))
+    except (TypeError, ValueError):
+        return None
+
+
+class Applier:
+    """Applies children under one field manager; one instance per controller."""
+
+    def __init__(self, client: Client, field_manager: str, hash_annotation: str) -> None:
+        self.client = client
+        self.field_manager = field_manager
+        self.hash_annotation = hash_annotation
+        # key -> (hash, resourceVersion our last apply produced): lets a lagging cache not cause
+        # a second identical apply. Bounded: it is only an optimisation.
+        self._recent: LRUCache[tuple[Resource, str], tuple[str, int | None]] = LRUCache(maxsize=100_000)
+        self._lock = threading.Lock()
+        self.writes = 0
+
+    def ensure(
+        self, resource: Resource, body: JSON, owner_uid: str, cached: JSON | None, *, in_cache: bool
+    ) -> ApplyOutcome:
+        """Apply `body` unless the live child already matches it.
+
+        `cached` is the informer's copy (None when absent); `in_cache` says whether the informer is
+        authoritative for this object (False when the child kind is not cached at all, so a GET is
+        always needed).
+        """
+        body = copy.deepcopy(body)
+        meta = body.setdefault("metadata", {})
+        meta.setdefault("annotations", {}).pop(self.hash_annotation, None)
+        digest = canonical_hash(body)
+        meta["annotations"][self.hash_annotation] = digest
+        key = (resource, object_key(body))
+
+        live = cached
+        if live is None:
+            with self._lock:
+                recent = self._recent.get(key)
+            if in_cache and recent is not None and recent[0] == digest:
+                # We applied exactly this and the cache has not caught up yet.
+                return ApplyOutcome(False)
+            try:
+                live = self.client.get(resource, meta["name"], meta.get("namespace"))
+            except NotFoundError:
+                live = None
+        if live is not None:
+            ref = controller_ref(live)
+            if ref is None or ref.get("uid") != owner_uid:
+                owner = f" (controlled by {ref.get('kind')}/{ref.get('name')})" if ref else ""
+                return ApplyOutcome(
+                    False,
+                    live,
+                    conflict=f"{resource.kind} {object_key(live)} exists and is "
+                    f"not owned by this resource{owner}",
+                )
+            live_hash = ((live.get("metadata") or {}).get("annotations") or {}).get(self.hash_annotation)
+            if live_hash == digest and is_subset(_owned_view(body), live):
+                return ApplyOutcome(False, live)
+            with self._lock:
+                recent = self._recent.get(key)
+            live_rv = _rv_int(live)
+            if (
+                recent is not None
+                and recent[0] == digest
+                and recent[1] is not None
+                and live_rv is not None
+                and live_rv < recent[1]
+            ):
+                return ApplyOutcome(False, live)
+        result = self.client.apply(resource, body, field_manager=self.field_manager, force=True)
+        with self._lock:
+            self._recent[key] = (digest, _rv_int(result))
+            self.writes += 1
+        return ApplyOutcome(True, result)
+
+    def forget(self, resource: Resource, key: str) -> None:
+        with self._lock:
+            self._recent.pop((resource, key), None)
+
+
+def _owned_view(body: JSON) -> JSON:
+    """The parts of an apply body to compare with the live object (identity fields dropped)."""
+    view = {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
+    meta = dict(view.get("metadata") or {})
+    for k in ("name", "namespace", "ownerReferences"):
+        meta.pop(k, None)
+    view["metadata"] = meta
+    return view

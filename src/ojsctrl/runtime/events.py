@@ -1,0 +1,105 @@
+"""Kubernetes Events for objects, with client-go style aggregation.
+
+An identical event (same object, type, reason and message) repeated within the window patches the
+existing Event's count and lastTimestamp instead of creating a new object, so a flapping condition
+cannot flood the API server. Emission never raises: an event is worth less than the reconcile.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+
+import structlog
+from cachetools import TTLCache
+
+from ojsctrl.runtime.client import EVENTS, JSON, ApiError, Client
+
+log = structlog.get_logger("ojsctrl.events")
+
+NORMAL = "Normal"
+WARNING = "Warning"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class EventRecorder:
+    """Records events as one component (e.g. `ojsctrl`)."""
+
+    def __init__(
+        self,
+        client: Client,
+        component: str,
+        *,
+        window: float = 600.0,
+        max_tracked: int = 10_000,
+        host: str = "",
+    ) -> None:
+        self.client = client
+        self.component = component
+        self.host = host
+        self._seen: TTLCache[tuple[str, str, str, str], tuple[str, int]] = TTLCache(
+            maxsize=max_tracked, ttl=window
+        )
+        self._lock = threading.Lock()
+
+    def event(self, obj: JSON, type_: str, reason: str, message: str) -> None:
+        """Emit (or aggregate) an event about obj."""
+        meta = obj.get("metadata") or {}
+        ns = meta.get("namespace") or "default"
+        uid = meta.get("uid") or ""
+        message = message[:1024]
+        key = (uid, type_, reason, message)
+        try:
+            with self._lock:
+                previous = self._seen.get(key)
+            if previous is not None:
+                name, count = previous
+                now = _now()
+                self.client.patch(EVENTS, name, {"count": count + 1, "lastTimestamp": now}, ns)
+                with self._lock:
+                    self._seen[key] = (name, count + 1)
+                return
+            name = f"{meta.get('name', 'unknown')}.{uuid.uuid4().hex[:16]}"
+            now = _now()
+            body: JSON = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": name, "namespace": ns},
+                "involvedObject": {
+                    "apiVersion": obj.get("apiVersion"),
+                    "kind": obj.get("kind"),
+                    "name": meta.get("name"),
+                    "namespace": meta.get("namespace"),
+                    "uid": uid,
+                    "resourceVersion": meta.get("resourceVersion"),
+                },
+                "type": type_,
+                "reason": reason,
+                "message": message,
+                "source": {"component": self.component, **({"host": self.host} if self.host else {})},
+                "reportingComponent": self.component,
+                "reportingInstance": self.host or self.component,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
+            self.client.create(EVENTS, body, ns)
+            with self._lock:
+                self._seen[key] = (name, 1)
+        except ApiError as e:
+            # An aggregated event may have been garbage-collected by its TTL: start afresh next time.
+            with self._lock:
+                self._seen.pop(key, None)
+            log.warning(
+                "could not record event",
+                reason=reason,
+                object=f"{ns}/{meta.get('name')}",
+                status=e.status,
+                error_reason=e.reason,
+            )
+        except Exception as e:
+            log.warning("could not record event", reason=reason, error=str(e))
