@@ -55,3 +55,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def crds(plane: ControlPlane) -> ControlPlane:
+    """The plane with the operator's CRDs installed (server-side apply, as `make install` does)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    files = sorted((root / "manifests" / "crds").glob("*.yaml"))
+    args = ["apply", "--server-side", "--field-manager=ojsctrl-install"]
+    for f in files:
+        args += ["-f", str(f)]
+    plane.kubectl(*args)
+    for f in files:
+        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(f))
+    return plane

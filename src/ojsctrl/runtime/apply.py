@@ -117,11 +117,6 @@ class Applier:
 
         live = cached
         if live is None:
-            with self._lock:
-                recent = self._recent.get(key)
-            if in_cache and recent is not None and recent[0] == digest:
-                # We applied exactly this and the cache has not caught up yet.
-                return ApplyOutcome(False)
             try:
                 live = self.client.get(resource, meta["name"], meta.get("namespace"))
             except NotFoundError:

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
@@ -132,8 +132,8 @@ class Result:
     requeue_after: float | None = None
 
 
-class Reconciler(Protocol):
-    def __call__(self, request: Request) -> Result | None: ...
+Reconciler = Callable[[Request], "Result | None"]
+"""reconcile(request) -> Result or None; may raise."""
 
 
 Predicate = Callable[[str, JSON | None, JSON | None], bool]

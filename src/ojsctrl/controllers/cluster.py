@@ -1,0 +1,632 @@
+"""The OJSCluster reconciler: OJS server Deployment, Service, config, credentials, optional
+embedded Redis, disruption budget, monitoring objects, server autoscaling and status."""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from ojsctrl.api import OJSCluster, validate_cluster
+from ojsctrl.api.common import API_VERSION
+from ojsctrl.api.durations import duration_seconds
+from ojsctrl.builders import cluster as b
+from ojsctrl.builders.common import config_hash
+from ojsctrl.controllers import metrics
+from ojsctrl.controllers.cluster_status import deployment_state, highest, workload_phase
+from ojsctrl.controllers.common import (
+    AUTOSCALER_ANNOTATION,
+    AUTOSCALER_MANAGER,
+    FIELD_MANAGER,
+    HASH_ANNOTATION,
+    MANAGED_SELECTOR,
+    OJSCLUSTERS,
+    SERVICEMONITOR_CRD,
+    SERVICEMONITORS,
+    apply_status,
+    condition,
+    merge_conditions,
+    now_rfc3339,
+)
+from ojsctrl.controllers.secrets import SecretReader
+from ojsctrl.controllers.stats import StatsPoller, top_queues
+from ojsctrl.ojs.autoscale import History, server_desired
+from ojsctrl.ojs.client import url_for
+from ojsctrl.runtime.apply import Applier, controller_ref
+from ojsctrl.runtime.client import (
+    CONFIGMAPS,
+    CRDS,
+    DEPLOYMENTS,
+    JSON,
+    PDBS,
+    PVCS,
+    SECRETS,
+    SERVICES,
+    AlreadyExistsError,
+    ApiError,
+    NotFoundError,
+    Resource,
+)
+from ojsctrl.runtime.controller import Controller, Request, Result
+from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
+from ojsctrl.runtime.informer import Informer
+from ojsctrl.runtime.manager import Manager
+
+log = structlog.get_logger("ojsctrl.cluster")
+
+SECRET_REF_INDEX = "secret-refs"  # noqa: S105 - an index name
+API_KEY_KEY = "api-key"
+DEFAULT_URL_TEMPLATE = "http://{service}.{namespace}.svc:{port}"
+STATS_INTERVAL = 30.0
+
+
+def referenced_secrets(obj: JSON) -> Iterable[str]:
+    """Index function: `namespace/name` of every Secret an OJSCluster's spec references."""
+    meta = obj.get("metadata") or {}
+    ns, name = meta.get("namespace"), meta.get("name")
+    spec = obj.get("spec") or {}
+    out = set()
+    if not isinstance(spec, dict):
+        return ()
+    backend = spec.get("backend") if isinstance(spec.get("backend"), dict) else {}
+    ref = backend.get("urlSecretRef") if isinstance(backend, dict) else None
+    if isinstance(ref, dict) and isinstance(ref.get("name"), str):
+        out.add(f"{ns}/{ref['name']}")
+    auth = spec.get("auth") if isinstance(spec.get("auth"), dict) else {}
+    ref = auth.get("apiKeySecretRef") if isinstance(auth, dict) else None
+    if isinstance(ref, dict) and isinstance(ref.get("name"), str):
+        out.add(f"{ns}/{ref['name']}")
+    out.add(f"{ns}/{name}-api-key")
+    out.add(f"{ns}/{name}-redis")
+    return tuple(out)
+
+
+@dataclass
+class ClusterOptions:
+    """Operator flags the cluster reconciler uses."""
+
+    server_image: str
+    url_template: str = DEFAULT_URL_TEMPLATE
+    max_concurrent_reconciles: int = 4
+    stats_interval: float = STATS_INTERVAL
+
+
+class ClusterReconciler:
+    """Reconciles OJSClusters. Construct, then `setup(manager)`."""
+
+    def __init__(
+        self, manager: Manager, options: ClusterOptions, poller: StatsPoller, recorder: EventRecorder
+    ) -> None:
+        self.manager = manager
+        self.client = manager.client
+        self.options = options
+        self.poller = poller
+        self.recorder = recorder
+        self.applier = Applier(self.client, FIELD_MANAGER, HASH_ANNOTATION)
+        f = manager.informers
+        self.clusters = f.informer(OJSCLUSTERS)
+        self.clusters.add_indexers({SECRET_REF_INDEX: referenced_secrets})
+        self.children: dict[Resource, Informer] = {
+            r: f.informer(r, label_selector=MANAGED_SELECTOR)
+            for r in (DEPLOYMENTS, SERVICES, CONFIGMAPS, PDBS, PVCS)
+        }
+        self.secret_meta = f.informer(SECRETS, metadata_only=True)
+        self.secrets = SecretReader(self.client, self.secret_meta)
+        self.crds = f.informer(CRDS, metadata_only=True)
+        self._history: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.controller = Controller(
+            "ojscluster", self.reconcile, max_concurrent_reconciles=options.max_concurrent_reconciles
+        )
+
+    # ------------------------------------------------------------------ wiring
+    def setup(self) -> None:
+        c = self.controller
+        c.watch_primary(self.clusters)
+        for inf in self.children.values():
+            c.watch_owned(inf, API_VERSION, "OJSCluster")
+        c.watch_mapped(self.secret_meta, self._clusters_for_secret)
+        c.watch_mapped(self.crds, self._clusters_for_crd)
+        self.manager.add_controller(c)
+
+    def enqueue_key(self, key: str) -> None:
+        ns, _, name = key.partition("/")
+        self.controller.queue.add(Request(ns, name))
+
+    def _clusters_for_secret(self, secret: JSON) -> Iterable[Request]:
+        meta = secret.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        return [Request.for_object(o) for o in self.clusters.store.by_index(SECRET_REF_INDEX, key)]
+
+    def _clusters_for_crd(self, crd: JSON) -> Iterable[Request]:
+        if (crd.get("metadata") or {}).get("name") != SERVICEMONITOR_CRD:
+            return ()
+        return [
+            Request.for_object(o)
+            for o in self.clusters.store.objects()
+            if ((o.get("spec") or {}).get("monitoring") or {}).get("serviceMonitor")
+        ]
+
+    def servicemonitor_served(self) -> bool:
+        crd = self.crds.store.get(SERVICEMONITOR_CRD)
+        return crd is not None and not (crd.get("metadata") or {}).get("deletionTimestamp")
+
+    # ------------------------------------------------------------------ reconcile
+    def reconcile(self, req: Request) -> Result | None:
+        obj = self.clusters.store.get_by_name(req.namespace, req.name)
+        if obj is None:
+            self.poller.unregister(str(req))
+            with self._lock:
+                self._history.pop(str(req), None)
+            return None
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        generation = int(obj["metadata"].get("generation") or 0)
+        result = validate_cluster(obj)
+        if result.errors:
+            msg = "; ".join(f"{e.path}: {e.message}" for e in result.errors)[:2000]
+            self._write_status(
+                obj,
+                "Error",
+                [
+                    condition("Ready", False, "InvalidSpec", msg, generation=generation),
+                ],
+                extra={},
+            )
+            return None
+        cluster = OJSCluster.from_dict(obj)
+        return _Run(self, obj, cluster, generation).run()
+
+    def _write_status(self, obj: JSON, phase: str, conds: list[JSON], extra: JSON) -> None:
+        old = obj.get("status") or {}
+        generation = int(obj["metadata"].get("generation") or 0)
+        status: JSON = {
+            **extra,
+            "phase": phase,
+            "observedGeneration": generation,
+            "conditions": merge_conditions(old.get("conditions"), conds, now_rfc3339()),
+        }
+        if "lastScaleTime" not in status and old.get("lastScaleTime"):
+            status["lastScaleTime"] = old["lastScaleTime"]
+        wrote = apply_status(self.client, OJSCLUSTERS, obj, status)
+        if wrote and old.get("phase") != phase:
+            kind = WARNING if phase in ("Error", "Degraded") else NORMAL
+            msg = next((c.get("message") for c in conds if c["type"] == "Ready"), "") or f"phase {phase}"
+            self.recorder.event(obj, kind, phase, msg)
+
+
+class _Run:
+    """One reconcile of one cluster (keeps the per-call state out of the reconciler)."""
+
+    def __init__(self, r: ClusterReconciler, obj: JSON, cluster: OJSCluster, generation: int) -> None:
+        self.r = r
+        self.obj = obj
+        self.cluster = cluster
+        self.spec = cluster.spec
+        self.generation = generation
+        self.ns: str = obj["metadata"]["namespace"]
+        self.name: str = obj["metadata"]["name"]
+        self.uid: str = obj["metadata"]["uid"]
+        self.key = f"{self.ns}/{self.name}"
+        self.conflicts: list[str] = []
+        self.problems: list[tuple[str, str]] = []  # (reason, message) for Error
+        self.conditions: list[JSON] = []
+        self.requeue: float | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def cached(self, resource: Resource, name: str) -> JSON | None:
+        inf = self.r.children.get(resource)
+        return inf.store.get_by_name(self.ns, name) if inf else None
+
+    def ensure(self, resource: Resource, body: JSON | None) -> JSON | None:
+        if body is None:
+            return None
+        name = body["metadata"]["name"]
+        inf = self.r.children.get(resource)
+        out = self.r.applier.ensure(
+            resource, body, self.uid, self.cached(resource, name), in_cache=inf is not None
+        )
+        if out.conflict:
+            self.conflicts.append(out.conflict)
+            return None
+        return out.obj
+
+    def remove(self, resource: Resource, name: str) -> None:
+        """Delete a child that is no longer wanted, only if this cluster controls it."""
+        inf = self.r.children.get(resource)
+        live = inf.store.get_by_name(self.ns, name) if inf else None
+        if live is None and inf is None:
+            try:
+                live = self.r.client.get(resource, name, self.ns)
+            except (NotFoundError, ApiError):
+                live = None
+        if live is None:
+            return
+        ref = controller_ref(live)
+        if ref is None or ref.get("uid") != self.uid:
+            return
+        try:
+            self.r.client.delete(resource, name, self.ns, uid=live["metadata"]["uid"])
+        except NotFoundError:
+            pass
+        except ApiError as e:
+            if e.status != 409:
+                raise
+
+    def create_once(self, body: JSON) -> JSON | None:
+        """Create a generated Secret once; never rewrite it (its value is the user's credential now)."""
+        name = body["metadata"]["name"]
+        meta = self.r.secrets.meta(self.ns, name)
+        if meta is not None:
+            ref = controller_ref(meta)
+            if ref is None or ref.get("uid") != self.uid:
+                self.conflicts.append(f"Secret {self.ns}/{name} exists and is not owned by this resource")
+            return None
+        try:
+            created = self.r.client.create(SECRETS, body, self.ns, field_manager=FIELD_MANAGER)
+        except AlreadyExistsError:
+            return None
+        self.r.secrets.remember(created)
+        return created
+
+    # ------------------------------------------------------------------ steps
+    def run(self) -> Result | None:
+        spec = self.spec
+        image = spec.effective_image(self.r.options.server_image)
+
+        # Credentials first: the Deployment's config hash covers their values.
+        hash_parts: list[Any] = [self.obj["spec"], image]
+        api_key = self.ensure_api_key(hash_parts)
+        backend_url_ok = self.check_backend_secret(hash_parts)
+
+        if spec.backend.embedded:
+            self.ensure_redis(hash_parts)
+        else:
+            for res, name in (
+                (DEPLOYMENTS, f"{self.name}-redis"),
+                (SERVICES, f"{self.name}-redis"),
+                (PVCS, f"{self.name}-redis"),
+                (SECRETS, f"{self.name}-redis"),
+            ):
+                self.remove(res, name)
+
+        self.ensure(CONFIGMAPS, b.server_config_map(self.cluster))
+        digest = config_hash(*hash_parts)
+        replicas = self.server_replicas()
+        dep = self.ensure(
+            DEPLOYMENTS, b.server_deployment(self.cluster, image=image, config_hash=digest, replicas=replicas)
+        )
+        if spec.auto_scaling.enabled:
+            dep = self.release_or_keep_autoscaler(dep, True) or dep
+        else:
+            self.release_or_keep_autoscaler(dep, False)
+        self.ensure(SERVICES, b.server_service(self.cluster))
+
+        pdb = b.pod_disruption_budget(self.cluster)
+        if pdb is None:
+            self.remove(PDBS, f"{self.name}-server")
+        else:
+            self.ensure(PDBS, pdb)
+        self.ensure_monitoring()
+
+        stats = self.poll(api_key)
+        scaled_at = self.autoscale(dep, stats)
+        self.status(dep, stats, scaled_at, backend_url_ok, image)
+        return Result(requeue_after=self.requeue) if self.requeue else None
+
+    def ensure_api_key(self, hash_parts: list[Any]) -> str | None:
+        auth = self.spec.auth
+        if auth.disabled:
+            hash_parts.append("auth-disabled")
+            return None
+        if auth.api_key_secret_ref is not None:
+            ref = auth.api_key_secret_ref
+            value = self.r.secrets.value(self.ns, ref.name, ref.key)
+            if value is None:
+                self.problems.append(
+                    (
+                        "SecretNotFound",
+                        f"spec.auth.apiKeySecretRef: Secret {ref.name} key {ref.key} not found in {self.ns}",
+                    )
+                )
+            hash_parts.append(value or b"")
+            return value.decode(errors="replace") if value else None
+        name = f"{self.name}-api-key"
+        self.create_once(b.api_key_secret(self.cluster, pysecrets.token_urlsafe(32)))
+        value = self.r.secrets.value(self.ns, name, API_KEY_KEY)
+        hash_parts.append(value or b"")
+        return value.decode(errors="replace") if value else None
+
+    def check_backend_secret(self, hash_parts: list[Any]) -> bool:
+        ref = self.spec.backend.url_secret_ref
+        if ref is None:
+            return True
+        value = self.r.secrets.value(self.ns, ref.name, ref.key)
+        hash_parts.append(value or b"")
+        if value is None:
+            self.problems.append(
+                (
+                    "SecretNotFound",
+                    f"spec.backend.urlSecretRef: Secret {ref.name} key {ref.key} not found in {self.ns}",
+                )
+            )
+            return False
+        return True
+
+    def ensure_redis(self, hash_parts: list[Any]) -> None:
+        name = f"{self.name}-redis"
+        self.create_once(b.redis_secret(self.cluster, pysecrets.token_urlsafe(24)))
+        data = self.r.secrets.data(self.ns, name) or {}
+        hash_parts.append(data.get("password", b""))
+        hash_parts.append(data.get("url", b""))
+        redis_hash = config_hash(self.obj["spec"].get("backend"), data.get("password", b""))
+        pvc = b.redis_pvc(self.cluster)
+        if pvc is None:
+            self.remove(PVCS, name)
+        else:
+            self.ensure(PVCS, pvc)
+        self.redis_dep = self.ensure(DEPLOYMENTS, b.redis_deployment(self.cluster, config_hash=redis_hash))
+        self.ensure(SERVICES, b.redis_service(self.cluster))
+
+    def server_replicas(self) -> int | None:
+        """The replicas ojsctrl sends: the spec's when autoscaling is off; with autoscaling on,
+        none once the autoscaler's field manager holds the field (SPEC §8.3 hand-over)."""
+        if not self.spec.auto_scaling.enabled:
+            return self.spec.effective_replicas()
+        live = self.cached(DEPLOYMENTS, f"{self.name}-server")
+        if live is None:
+            # First creation: start inside the bounds; the autoscaler takes the field right after.
+            a = self.spec.auto_scaling
+            return max(a.min_replicas, min(a.max_replicas, self.spec.effective_replicas()))
+        annotations = (live.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(AUTOSCALER_ANNOTATION) == "true":
+            return None
+        return int((live.get("spec") or {}).get("replicas") or 1)
+
+    def release_or_keep_autoscaler(self, dep: JSON | None, enabled: bool) -> JSON | None:
+        """Hand spec.replicas between the two field managers without it ever being dropped."""
+        if dep is None:
+            return None
+        annotations = (dep.get("metadata") or {}).get("annotations") or {}
+        holds = annotations.get(AUTOSCALER_ANNOTATION) == "true"
+        body: JSON = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": dep["metadata"]["name"], "namespace": self.ns},
+        }
+        if enabled and not holds:
+            a = self.spec.auto_scaling
+            live = int((dep.get("spec") or {}).get("replicas") or 1)
+            body["metadata"]["annotations"] = {AUTOSCALER_ANNOTATION: "true"}
+            body["spec"] = {"replicas": max(a.min_replicas, min(a.max_replicas, live))}
+            out: JSON = self.r.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True)
+            # Now ojsctrl may stop sending replicas; the next reconcile does.
+            self.requeue = 0.5
+            return out
+        if not enabled and holds:
+            # ojsctrl has just sent replicas again (it co-owns the field), so releasing is safe.
+            return dict(self.r.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True))
+        return None
+
+    def ensure_monitoring(self) -> None:
+        mon = self.spec.monitoring
+        want_sm = mon.enabled and mon.service_monitor
+        if want_sm:
+            if self.r.servicemonitor_served():
+                self.ensure(SERVICEMONITORS, b.service_monitor(self.cluster))
+                self.conditions.append(
+                    condition(
+                        "MonitoringReady",
+                        True,
+                        "ServiceMonitorApplied",
+                        "the ServiceMonitor is applied",
+                        generation=self.generation,
+                    )
+                )
+            else:
+                self.conditions.append(
+                    condition(
+                        "MonitoringReady",
+                        False,
+                        "CRDNotInstalled",
+                        f"the {SERVICEMONITOR_CRD} CRD is not installed; "
+                        "the ServiceMonitor is created when it is",
+                        generation=self.generation,
+                    )
+                )
+        else:
+            if self.r.servicemonitor_served():
+                self.remove(SERVICEMONITORS, f"{self.name}-server")
+            self.conditions.append(
+                condition(
+                    "MonitoringReady",
+                    True,
+                    "NotRequested" if not mon.enabled else "Configured",
+                    "",
+                    generation=self.generation,
+                )
+            )
+        dash = b.dashboard_config_map(self.cluster)
+        if dash is None:
+            self.remove(CONFIGMAPS, f"{self.name}-dashboard")
+        else:
+            self.ensure(CONFIGMAPS, dash)
+
+    def poll(self, api_key: str | None) -> Any:
+        url = url_for(self.r.options.url_template, self.name, self.ns)
+        self.r.poller.register(self.key, url, api_key, self.r.options.stats_interval)
+        return self.r.poller.result(self.key)
+
+    def autoscale(self, dep: JSON | None, stats: Any) -> str | None:
+        a = self.spec.auto_scaling
+        if not a.enabled or dep is None:
+            return None
+        annotations = (dep.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(AUTOSCALER_ANNOTATION) != "true":
+            return None
+        current = int((dep.get("spec") or {}).get("replicas") or 1)
+        if stats is None or not stats.ok:
+            self.requeue = self.r.options.stats_interval
+            return None  # hold the last decision while stats are unavailable
+        depth = sum(av for av, _ in stats.queues.values())
+        with self.r._lock:
+            history = self.r._history.get(self.key)
+        decision = server_desired(
+            depth,
+            current,
+            min_replicas=a.min_replicas,
+            max_replicas=a.max_replicas,
+            target_queue_depth=a.target_queue_depth,
+            scale_up_cooldown=duration_seconds(a.scale_up_cooldown),
+            scale_down_cooldown=duration_seconds(a.scale_down_cooldown),
+            history=history or History(),
+            now=time.time(),
+        )
+        with self.r._lock:
+            self.r._history[self.key] = decision.history
+        self.requeue = self.r.options.stats_interval
+        if decision.desired == current:
+            return None
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": dep["metadata"]["name"],
+                "namespace": self.ns,
+                "annotations": {AUTOSCALER_ANNOTATION: "true"},
+            },
+            "spec": {"replicas": decision.desired},
+        }
+        self.r.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True)
+        metrics.SCALE_TOTAL.labels(decision.direction).inc()
+        self.r.recorder.event(
+            self.obj,
+            NORMAL,
+            "Scaled",
+            f"scaled servers from {current} to {decision.desired}: {decision.message}",
+        )
+        return now_rfc3339()
+
+    # ------------------------------------------------------------------ status
+    def status(
+        self, dep: JSON | None, stats: Any, scaled_at: str | None, backend_ok: bool, image: str
+    ) -> None:
+        gen = self.generation
+        state = deployment_state(dep)
+        phase = workload_phase(state)
+        backend_ready = backend_ok
+        backend_msg = "backend configured"
+        if self.spec.backend.embedded:
+            rstate = deployment_state(getattr(self, "redis_dep", None))
+            backend_ready = backend_ready and rstate.available
+            backend_msg = (
+                "embedded Redis available" if rstate.available else "embedded Redis not available yet"
+            )
+            if rstate.failed:
+                phase = highest(phase, "Degraded")
+            elif not rstate.available:
+                phase = highest(phase, "Pending")
+        if self.conflicts:
+            phase = highest(phase, "Degraded")
+        if self.problems:
+            phase = highest(phase, "Error")
+
+        degraded_msg = "; ".join(self.conflicts) or (state.failed or "")
+        conds = [
+            condition(
+                "Ready",
+                phase == "Running",
+                "Running"
+                if phase == "Running"
+                else (
+                    self.problems[0][0] if self.problems else ("NameConflict" if self.conflicts else phase)
+                ),
+                "; ".join(m for _, m in self.problems) or degraded_msg or f"phase {phase}",
+                generation=gen,
+            ),
+            condition(
+                "Available",
+                state.available,
+                "MinimumReplicasAvailable" if state.available else "MinimumReplicasUnavailable",
+                f"{state.ready}/{state.desired} server replicas ready",
+                generation=gen,
+            ),
+            condition(
+                "Progressing",
+                not state.rolled_out and not state.failed,
+                "RolloutInProgress" if not state.rolled_out else "RolloutComplete",
+                state.failed or "",
+                generation=gen,
+            ),
+            condition(
+                "Degraded",
+                bool(self.conflicts or state.failed),
+                "NameConflict" if self.conflicts else ("RolloutFailed" if state.failed else "AsExpected"),
+                degraded_msg,
+                generation=gen,
+            ),
+            condition(
+                "BackendReady",
+                backend_ready,
+                "BackendReady" if backend_ready else "BackendNotReady",
+                backend_msg if backend_ok else "; ".join(m for _, m in self.problems),
+                generation=gen,
+            ),
+        ]
+        extra: JSON = {
+            "replicas": state.replicas,
+            "readyReplicas": state.ready,
+            "endpoint": b.endpoint(self.cluster),
+            "image": image,
+        }
+        if stats is not None and stats.ok:
+            queues = top_queues(stats.queues)
+            extra["queueDepth"] = sum(av for av, _ in stats.queues.values())
+            extra["activeJobs"] = sum(act for _, act in stats.queues.values())
+            extra["queues"] = queues
+            for q in queues:
+                metrics.QUEUE_DEPTH.labels(self.ns, self.name, q["name"]).set(q["available"])
+                metrics.ACTIVE_JOBS.labels(self.ns, self.name, q["name"]).set(q["active"])
+            conds.append(
+                condition(
+                    "QueueStatsAvailable", True, "Polled", "queue counts read from the server", generation=gen
+                )
+            )
+        else:
+            reason = "NotPolledYet" if stats is None else "ServerUnreachable"
+            msg = (
+                "waiting for the first poll" if stats is None else f"cannot read queue counts: {stats.error}"
+            )
+            if stats is not None:
+                metrics.STATS_ERRORS.labels(self.ns, self.name).inc()
+            conds.append(condition("QueueStatsAvailable", False, reason, msg, generation=gen))
+            old = self.obj.get("status") or {}
+            for k in ("queueDepth", "activeJobs", "queues"):
+                if k in old:
+                    extra[k] = old[k]
+        if scaled_at:
+            extra["lastScaleTime"] = scaled_at
+        conds.extend(self.conditions)
+        self.r._write_status(self.obj, phase, conds, extra)
+        if self.conflicts:
+            self.r.recorder.event(self.obj, WARNING, "NameConflict", "; ".join(self.conflicts))
+
+
+def build(
+    manager: Manager,
+    options: ClusterOptions,
+    poller_factory: Callable[[Callable[[str], None]], StatsPoller],
+    recorder: EventRecorder,
+) -> ClusterReconciler:
+    """Create the reconciler with its poller wired to enqueue clusters whose stats changed."""
+    holder: list[ClusterReconciler] = []
+    poller = poller_factory(lambda key: holder[0].enqueue_key(key) if holder else None)
+    r = ClusterReconciler(manager, options, poller, recorder)
+    holder.append(r)
+    r.setup()
+    return r

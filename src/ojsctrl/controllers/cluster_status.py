@@ -1,0 +1,96 @@
+"""Pure status logic of an OJSCluster: a phase and conditions from the observed children.
+
+Phase precedence (SPEC §8.11): Error > Degraded > Scaling > Pending > Running, decided by the
+Deployments, the spec and ownership only. Queue stats and monitoring are conditions, never phases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ojsctrl.runtime.client import JSON
+
+PRECEDENCE = ("Error", "Degraded", "Draining", "Scaling", "Pending", "Running")
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """What a Deployment's status says about its rollout."""
+
+    exists: bool
+    desired: int = 0
+    replicas: int = 0
+    ready: int = 0
+    updated: int = 0
+    available: bool = False
+    observed: bool = False
+    failed: str | None = None  # reason text when the rollout failed (deadline, replica failure)
+
+    @property
+    def rolled_out(self) -> bool:
+        return (
+            self.observed
+            and self.updated == self.desired
+            and self.replicas == self.desired
+            and self.ready == self.desired
+        )
+
+
+def deployment_state(dep: JSON | None) -> DeploymentState:
+    """Summarise a Deployment from its own conditions and observedGeneration."""
+    if dep is None:
+        return DeploymentState(exists=False)
+    spec = dep.get("spec") or {}
+    status = dep.get("status") or {}
+    generation = (dep.get("metadata") or {}).get("generation") or 0
+    conds = {c.get("type"): c for c in status.get("conditions") or () if isinstance(c, dict)}
+    failed = None
+    progressing = conds.get("Progressing")
+    if progressing and progressing.get("status") == "False":
+        failed = f"{progressing.get('reason', 'ProgressFailed')}: {progressing.get('message', '')}".strip()
+    replica_failure = conds.get("ReplicaFailure")
+    if replica_failure and replica_failure.get("status") == "True":
+        failed = f"{replica_failure.get('reason', 'ReplicaFailure')}: {replica_failure.get('message', '')}"
+    available = (conds.get("Available") or {}).get("status") == "True"
+    return DeploymentState(
+        exists=True,
+        desired=int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1),
+        replicas=int(status.get("replicas") or 0),
+        ready=int(status.get("readyReplicas") or 0),
+        updated=int(status.get("updatedReplicas") or 0),
+        available=available,
+        observed=int(status.get("observedGeneration") or 0) >= int(generation),
+        failed=failed,
+    )
+
+
+def workload_phase(state: DeploymentState) -> str:
+    """Running, Scaling, Pending or Degraded from one Deployment."""
+    if not state.exists:
+        return "Pending"
+    if state.failed:
+        return "Degraded"
+    if state.rolled_out and (state.available or state.desired == 0):
+        return "Running"
+    if (
+        state.observed
+        and state.ready > 0
+        and state.updated == state.replicas
+        and state.replicas != state.desired
+    ):
+        return "Scaling"
+    if (
+        state.observed
+        and state.rolled_out is False
+        and state.ready > 0
+        and state.updated >= state.desired
+        and state.replicas > state.desired
+    ):
+        return "Scaling"
+    return "Pending"
+
+
+def highest(*phases: str) -> str:
+    """The phase that wins by precedence."""
+    present = [p for p in phases if p]
+    return min(present, key=PRECEDENCE.index) if present else "Pending"

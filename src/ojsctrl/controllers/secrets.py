@@ -1,0 +1,61 @@
+"""Referenced Secrets: watched metadata-only, their data read with GET only when they change.
+
+Secret data is never cached cluster-wide: the informer holds metadata (names, resourceVersions), and
+values are fetched for the few Secrets a resource references, kept in a small bounded cache keyed
+by resourceVersion, and never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+
+from cachetools import LRUCache
+
+from ojsctrl.runtime.client import JSON, SECRETS, Client, NotFoundError
+from ojsctrl.runtime.informer import Informer
+
+
+class SecretReader:
+    """Reads Secret values through a metadata-only informer and a resourceVersion-keyed cache."""
+
+    def __init__(self, client: Client, informer: Informer, max_entries: int = 4096) -> None:
+        self.client = client
+        self.informer = informer
+        self._cache: LRUCache[str, tuple[str, dict[str, bytes]]] = LRUCache(maxsize=max_entries)
+        self._lock = threading.Lock()
+
+    def meta(self, namespace: str, name: str) -> JSON | None:
+        return self.informer.store.get_by_name(namespace, name)
+
+    def data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """The Secret's decoded data, or None when it does not exist."""
+        key = f"{namespace}/{name}"
+        meta = self.meta(namespace, name)
+        rv = (meta or {}).get("metadata", {}).get("resourceVersion")
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None and rv is not None and cached[0] == rv:
+            return cached[1]
+        try:
+            obj = self.client.get(SECRETS, name, namespace)
+        except NotFoundError:
+            with self._lock:
+                self._cache.pop(key, None)
+            return None
+        decoded = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+        with self._lock:
+            self._cache[key] = (obj["metadata"]["resourceVersion"], decoded)
+        return decoded
+
+    def value(self, namespace: str, name: str, key: str) -> bytes | None:
+        """One key of a Secret, or None when the Secret or the key is missing."""
+        data = self.data(namespace, name)
+        return None if data is None else data.get(key)
+
+    def remember(self, obj: JSON) -> None:
+        """Cache a Secret the operator just created (its value is known; saves a GET)."""
+        meta = obj["metadata"]
+        decoded = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+        with self._lock:
+            self._cache[f"{meta['namespace']}/{meta['name']}"] = (meta["resourceVersion"], decoded)

@@ -1,0 +1,45 @@
+"""Wires the operator's reconcilers, the queue-stats poller and the event recorder into a Manager."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+
+from ojsctrl import __version__
+from ojsctrl.controllers import cluster
+from ojsctrl.controllers.stats import StatsPoller
+from ojsctrl.ojs.client import OJSClient, validate_url_template
+from ojsctrl.runtime.events import EventRecorder
+from ojsctrl.runtime.manager import Manager, Runnable
+
+
+def setup_operator(manager: Manager, args: argparse.Namespace) -> None:
+    """Register everything the operator runs. Raises ValueError on a bad flag value."""
+    validate_url_template(args.ojs_url_template)
+    ojs = OJSClient(user_agent=f"ojsctrl/{__version__}")
+
+    def fetch(url: str, api_key: str | None) -> dict[str, tuple[int, int]]:
+        stats = ojs.queue_stats(url, api_key)
+        return {q.name: (q.available, q.active) for q in stats.queues}
+
+    recorder = EventRecorder(manager.client, "ojsctrl", host=socket.gethostname())
+    pollers: list[StatsPoller] = []
+
+    def make_poller(on_change):  # type: ignore[no-untyped-def]
+        poller = StatsPoller(fetch, on_change)
+        pollers.append(poller)
+        return poller
+
+    cluster.build(
+        manager,
+        cluster.ClusterOptions(
+            server_image=args.server_image,
+            url_template=args.ojs_url_template,
+            max_concurrent_reconciles=args.max_concurrent_reconciles,
+        ),
+        make_poller,
+        recorder,
+    )
+    for p in pollers:
+        manager.add_runnable(Runnable("ojs-stats-poller", p.start, p.stop, needs_leader=True))
+    manager.add_runnable(Runnable("ojs-client", lambda: None, ojs.close, needs_leader=False))

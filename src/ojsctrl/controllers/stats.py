@@ -1,0 +1,156 @@
+"""Background polling of OJS servers' queue counts, off the reconcile path.
+
+Each registered cluster is polled every `interval` (the smallest any of its users asked for) by a
+bounded pool of threads; a slow or dead server occupies one pool thread for at most the client's
+timeout and never blocks a reconcile. When a poll's outcome changes (new counts, or availability
+flips) the owner is told, so the cluster and its workers are reconciled with fresh numbers.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("ojsctrl.stats")
+
+
+@dataclass
+class Target:
+    """Where and how often to poll one cluster."""
+
+    url: str
+    api_key: str | None
+    interval: float
+
+
+@dataclass
+class PollResult:
+    """The last outcome of polling one cluster: counts per queue, or an error."""
+
+    at: float
+    queues: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (available, active)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+Fetch = Callable[[str, str | None], dict[str, tuple[int, int]]]
+
+
+class StatsPoller:
+    """Polls registered clusters in the background; `results` is read by reconcilers."""
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        on_change: Callable[[str], None],
+        *,
+        workers: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._on_change = on_change
+        self._clock = clock
+        self._targets: dict[str, Target] = {}
+        self._results: dict[str, PollResult] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._inflight: set[str] = set()
+        self._lock = threading.Condition()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ojs-poll")
+        self._thread = threading.Thread(target=self._loop, name="ojs-stats-scheduler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def register(self, key: str, url: str, api_key: str | None, interval: float) -> None:
+        """Poll this cluster (idempotent; a changed url, key or interval takes effect at once)."""
+        with self._lock:
+            old = self._targets.get(key)
+            self._targets[key] = Target(url, api_key, interval)
+            if old is None or old.url != url or old.api_key != api_key or interval < old.interval:
+                heapq.heappush(self._heap, (self._clock(), key))
+                self._lock.notify_all()
+
+    def unregister(self, key: str) -> None:
+        with self._lock:
+            self._targets.pop(key, None)
+            self._results.pop(key, None)
+
+    def result(self, key: str) -> PollResult | None:
+        with self._lock:
+            return self._results.get(key)
+
+    def registered(self, key: str) -> bool:
+        with self._lock:
+            return key in self._targets
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                now = self._clock()
+                due: list[str] = []
+                while self._heap and self._heap[0][0] <= now:
+                    _, key = heapq.heappop(self._heap)
+                    if key in self._targets and key not in self._inflight:
+                        due.append(key)
+                        self._inflight.add(key)
+                wait = (self._heap[0][0] - now) if self._heap else 1.0
+                if not due:
+                    self._lock.wait(min(max(wait, 0.01), 1.0))
+                    continue
+            for key in due:
+                try:
+                    self._pool.submit(self._poll, key)
+                except RuntimeError:
+                    return
+
+    def _poll(self, key: str) -> None:
+        with self._lock:
+            target = self._targets.get(key)
+        if target is None:
+            with self._lock:
+                self._inflight.discard(key)
+            return
+        try:
+            queues = self._fetch(target.url, target.api_key)
+            result = PollResult(self._clock(), queues)
+        except Exception as e:
+            result = PollResult(self._clock(), error=str(e)[:300] or type(e).__name__)
+        with self._lock:
+            self._inflight.discard(key)
+            if key not in self._targets:
+                return
+            prev = self._results.get(key)
+            self._results[key] = result
+            heapq.heappush(self._heap, (self._clock() + self._targets[key].interval, key))
+        changed = prev is None or prev.error != result.error or prev.queues != result.queues
+        if changed:
+            if not result.ok:
+                log.info("queue stats unavailable", cluster=key, error=result.error)
+            try:
+                self._on_change(key)
+            except Exception:
+                log.exception("stats change handler failed", cluster=key)
+
+
+def top_queues(queues: dict[str, tuple[int, int]], limit: int = 20) -> list[dict[str, Any]]:
+    """The busiest queues (by available + active, then name), bounded for status and metric labels."""
+    ranked = sorted(queues.items(), key=lambda kv: (-(kv[1][0] + kv[1][1]), kv[0]))[:limit]
+    return [{"name": n, "available": a, "active": act} for n, (a, act) in ranked]

@@ -1,0 +1,430 @@
+"""Autoscaling decisions for OJS servers and workers, and drain planning (SPEC §2, §3, §8.7-8.9).
+
+Pure functions: no I/O, no clock, no client. Time comes in as ``now`` (seconds on any clock, the same one
+for every call that shares a :class:`History`), and state between calls lives in the immutable
+:class:`History` that each :class:`Decision` hands back.
+
+Rules shared by both autoscalers:
+
+* The recommendation is ``clamp(ceil(load / target), min, max)``; ``desired`` is always within
+  ``[min, max]``, whatever ``current`` is (bounds are enforced at once, with no cooldown).
+* Scale-down uses a stabilisation window: ``desired`` is the highest recommendation seen during the last
+  ``window`` seconds, so a lower recommendation takes effect only after it has held for the whole window.
+  Until a history covers a full window (a fresh operator, a newly enabled autoscaler) the current replica
+  count counts as a recommendation, so a restart never causes an early scale-down.
+* While stats are unavailable the current replicas are held (only clamped to the bounds) and recorded as
+  the recommendation, so an outage longer than the window does not allow an immediate scale-down after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Final, Literal
+
+from ojsctrl.ojs.model import WorkerInfo
+
+__all__ = [
+    "DELETION_COST_ANNOTATION",
+    "IDLE_DELETION_COST",
+    "Decision",
+    "Direction",
+    "DrainPlan",
+    "History",
+    "Recommendation",
+    "WorkerScaling",
+    "initial_replicas",
+    "plan_drain",
+    "server_desired",
+    "worker_desired",
+]
+
+Direction = Literal["up", "down", "none"]
+
+DELETION_COST_ANNOTATION: Final = "controller.kubernetes.io/pod-deletion-cost"
+IDLE_DELETION_COST: Final = -100
+_MAX_DELETION_COST: Final = 2**31 - 1  # the annotation is an int32
+MAX_HISTORY: Final = 32
+"""Most recommendations a :class:`History` keeps (it merges conservatively beyond that)."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# History
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """The replica count recommended at time ``at``."""
+
+    at: float
+    replicas: int
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What the autoscaler remembers between decisions; small, immutable and bounded.
+
+    ``recommendations`` only keeps what can still matter for the window maximum: entries are dropped once
+    older than the window, and an entry is dropped as soon as a later one is at least as high (it can
+    never be the maximum again). That leaves a strictly decreasing run of at most :data:`MAX_HISTORY`
+    entries; beyond that the two oldest are merged into one that keeps the higher value for the later
+    time, which can only delay a scale-down, never hasten one.
+
+    ``since`` is when this history started (for "has it covered a full window yet"). ``last_scale_up`` and
+    ``last_scale_down`` may be seeded from ``status.lastScaleTime`` after an operator restart.
+    """
+
+    recommendations: tuple[Recommendation, ...] = ()
+    since: float | None = None
+    last_scale_up: float | None = None
+    last_scale_down: float | None = None
+
+    def normalized(self, now: float) -> History:
+        """Times later than ``now`` (the clock stepped back) become ``now``: conservative and bounded."""
+        recs = self.recommendations
+        if all(r.at <= now for r in recs) and all(
+            t is None or t <= now for t in (self.since, self.last_scale_up, self.last_scale_down)
+        ):
+            return self
+        return History(
+            recommendations=_decreasing(Recommendation(min(r.at, now), r.replicas) for r in recs),
+            since=None if self.since is None else min(self.since, now),
+            last_scale_up=None if self.last_scale_up is None else min(self.last_scale_up, now),
+            last_scale_down=None if self.last_scale_down is None else min(self.last_scale_down, now),
+        )
+
+    def record(self, now: float, replicas: int, window: float) -> History:
+        """This history with ``replicas`` recommended at ``now``, pruned to ``window`` seconds."""
+        kept = [r for r in self.recommendations if r.at >= now - window]
+        kept.append(Recommendation(now, replicas))
+        recs = list(_decreasing(kept))
+        while len(recs) > MAX_HISTORY:
+            # Keep the older (higher) value until the later time: the window max can only grow.
+            recs[0:2] = [Recommendation(recs[1].at, recs[0].replicas)]
+        return replace(self, recommendations=tuple(recs), since=now if self.since is None else self.since)
+
+    def window_max(self, now: float, window: float) -> int | None:
+        """Highest recommendation made during the last ``window`` seconds, or None if there is none."""
+        values = [r.replicas for r in self.recommendations if r.at >= now - window]
+        return max(values) if values else None
+
+    def covers(self, now: float, window: float) -> bool:
+        """True when this history has observed at least one full window."""
+        return self.since is not None and now - self.since >= window
+
+
+def _decreasing(recs: Iterable[Recommendation]) -> tuple[Recommendation, ...]:
+    out: list[Recommendation] = []
+    for r in recs:
+        while out and out[-1].replicas <= r.replicas:
+            out.pop()
+        out.append(r)
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Decisions
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one autoscaling evaluation.
+
+    ``desired`` is the replica count to apply; ``direction`` compares it with the current count;
+    ``reason`` is a CamelCase word for events and conditions (``ScaledUp``, ``ScaledDown``, ``Activated``,
+    ``Stable``, ``ScaleUpCooldown``, ``BelowScaleUpThreshold``, ``ScaleDownStabilizing``,
+    ``StatsUnavailable``, ``BelowMinReplicas``, ``AboveMaxReplicas``) and ``message`` the sentence for
+    humans. ``recommended`` is the raw clamped recommendation; ``history`` is to be passed to the next call.
+    """
+
+    desired: int
+    direction: Direction
+    reason: str
+    message: str
+    recommended: int
+    history: History
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerScaling:
+    """The queue-depth autoscaling settings of one OJSWorker, durations in seconds."""
+
+    min_replicas: int
+    max_replicas: int
+    target_jobs_per_worker: int
+    scale_up_threshold: int = 0
+    scale_down_delay: float = 300.0
+
+    def __post_init__(self) -> None:
+        _check_bounds(self.min_replicas, self.max_replicas, allow_zero=True)
+        if self.target_jobs_per_worker < 1:
+            raise ValueError("targetJobsPerWorker must be >= 1")
+        if self.scale_up_threshold < 0:
+            raise ValueError("scaleUpThreshold must be >= 0")
+        if self.scale_down_delay < 0:
+            raise ValueError("scaleDownDelay must be >= 0")
+
+
+def initial_replicas(spec_replicas: int, min_replicas: int, max_replicas: int) -> int:
+    """Replicas before the first successful poll: the resource's replicas, clamped (SPEC §8.7)."""
+    return _clamp(spec_replicas, min_replicas, max_replicas)
+
+
+def server_desired(
+    total_depth: int,
+    current: int,
+    *,
+    min_replicas: int,
+    max_replicas: int,
+    target_queue_depth: int,
+    scale_up_cooldown: float,
+    scale_down_cooldown: float,
+    history: History,
+    now: float,
+    stats_available: bool = True,
+) -> Decision:
+    """Desired OJS server replicas: ``clamp(ceil(total_depth / targetQueueDepth), min, max)`` (SPEC §2).
+
+    A scale-up waits until ``scale_up_cooldown`` seconds have passed since the previous scale-up; a
+    scale-down follows the highest recommendation of the last ``scale_down_cooldown`` seconds.
+    """
+    _check_bounds(min_replicas, max_replicas, allow_zero=False)
+    if target_queue_depth < 1:
+        raise ValueError("targetQueueDepth must be >= 1")
+    _check_non_negative(total_depth=total_depth, current=current)
+    if scale_up_cooldown < 0 or scale_down_cooldown < 0:
+        raise ValueError("cooldowns must be >= 0")
+    history = history.normalized(now)
+    window = scale_down_cooldown
+    if not stats_available:
+        return _hold(current, min_replicas, max_replicas, history=history, now=now, window=window)
+
+    rec = _clamp(_ceil_div(total_depth, target_queue_depth), min_replicas, max_replicas)
+    step = _Step(
+        current=current,
+        rec=rec,
+        lo=min_replicas,
+        hi=max_replicas,
+        history=history.record(now, rec, window),
+        now=now,
+        window=window,
+        basis=f"queue depth {total_depth}, target {target_queue_depth} per server: recommend {rec}",
+    )
+    if rec <= current:
+        return step.scale_down_or_hold()
+    last_up = step.history.last_scale_up
+    wait = 0.0 if last_up is None else last_up + scale_up_cooldown - now
+    if wait > 0:
+        if current < min_replicas:
+            return step.decide(min_replicas, "BelowMinReplicas", "raising to minReplicas")
+        return step.decide(current, "ScaleUpCooldown", f"scale-up cooldown, {wait:.0f}s left")
+    return step.decide(rec, "ScaledUp", f"scaling {current} -> {rec}")
+
+
+def worker_desired(
+    load: int,
+    current: int,
+    spec: WorkerScaling,
+    history: History,
+    now: float,
+    *,
+    stats_available: bool = True,
+) -> Decision:
+    """Desired worker replicas: ``clamp(ceil(load / targetJobsPerWorker), min, max)`` (SPEC §3, §8.7).
+
+    ``load`` is available + active over the worker's queues. No scale-up while ``load <=
+    scaleUpThreshold``, except the activation 0 -> 1 as soon as ``load > 0`` (straight to the
+    recommendation when the load is also above the threshold). A scale-down follows the highest
+    recommendation of the last ``scaleDownDelay`` seconds. Without stats the current replicas are held.
+    """
+    _check_non_negative(load=load, current=current)
+    lo, hi = spec.min_replicas, spec.max_replicas
+    history = history.normalized(now)
+    window = spec.scale_down_delay
+    if not stats_available:
+        return _hold(current, lo, hi, history=history, now=now, window=window)
+
+    target = spec.target_jobs_per_worker
+    rec = _clamp(_ceil_div(load, target), lo, hi)
+    step = _Step(
+        current=current,
+        rec=rec,
+        lo=lo,
+        hi=hi,
+        history=history.record(now, rec, window),
+        now=now,
+        window=window,
+        basis=f"load {load}, target {target} per worker: recommend {rec}",
+    )
+    if rec <= current:
+        return step.scale_down_or_hold()
+    above_threshold = load > spec.scale_up_threshold
+    if current == 0 and load > 0:
+        desired = rec if above_threshold else _clamp(1, lo, hi)
+        return step.decide(desired, "Activated", f"activating {current} -> {desired}")
+    if not above_threshold:
+        if current < lo:
+            return step.decide(lo, "BelowMinReplicas", "raising to minReplicas")
+        return step.decide(
+            current, "BelowScaleUpThreshold", f"load is not above scaleUpThreshold {spec.scale_up_threshold}"
+        )
+    return step.decide(rec, "ScaledUp", f"scaling {current} -> {rec}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """The inputs of one evaluation, so the branches above read as rules."""
+
+    current: int
+    rec: int
+    lo: int
+    hi: int
+    history: History
+    now: float
+    window: float
+    basis: str
+
+    def decide(self, desired: int, reason: str, detail: str) -> Decision:
+        return _decide(
+            self.current,
+            desired,
+            reason,
+            f"{self.basis}; {detail}",
+            rec=self.rec,
+            history=self.history,
+            now=self.now,
+        )
+
+    def scale_down_or_hold(self) -> Decision:
+        current, rec = self.current, self.rec
+        if rec == current:
+            return self.decide(current, "Stable", "at target")
+        # rec < current: follow the highest recommendation of the window, and the current count too until
+        # the history has seen a whole window.
+        window_max = self.history.window_max(self.now, self.window)
+        stabilized = rec if window_max is None else window_max
+        if not self.history.covers(self.now, self.window):
+            stabilized = max(stabilized, current)
+        desired = _clamp(min(current, stabilized), self.lo, self.hi)
+        if desired >= current:
+            return self.decide(
+                current,
+                "ScaleDownStabilizing",
+                f"waiting for the recommendation to hold for {self.window:.0f}s",
+            )
+        if stabilized <= self.hi:
+            return self.decide(desired, "ScaledDown", f"scaling {current} -> {desired}")
+        return self.decide(desired, "AboveMaxReplicas", "lowering to maxReplicas")
+
+
+def _hold(current: int, lo: int, hi: int, *, history: History, now: float, window: float) -> Decision:
+    desired = _clamp(current, lo, hi)
+    history = history.record(now, desired, window)
+    if desired > current:
+        reason, message = "BelowMinReplicas", "queue stats unavailable; raising to minReplicas"
+    elif desired < current:
+        reason, message = "AboveMaxReplicas", "queue stats unavailable; lowering to maxReplicas"
+    else:
+        reason, message = "StatsUnavailable", f"queue stats unavailable; holding {current} replicas"
+    return _decide(current, desired, reason, message, rec=desired, history=history, now=now)
+
+
+def _decide(
+    current: int, desired: int, reason: str, message: str, *, rec: int, history: History, now: float
+) -> Decision:
+    direction: Direction
+    if desired > current:
+        direction, history = "up", replace(history, last_scale_up=now)
+    elif desired < current:
+        direction, history = "down", replace(history, last_scale_down=now)
+    else:
+        direction = "none"
+    return Decision(desired, direction, reason, message, rec, history)
+
+
+def _clamp(value: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, value))
+
+
+def _ceil_div(a: int, b: int) -> int:
+    # Integer arithmetic: float division loses precision for large depths.
+    return -(-a // b)
+
+
+def _check_bounds(lo: int, hi: int, *, allow_zero: bool) -> None:
+    if lo < (0 if allow_zero else 1):
+        raise ValueError(f"minReplicas must be >= {0 if allow_zero else 1}")
+    if hi < lo:
+        raise ValueError("maxReplicas must be >= minReplicas")
+
+
+def _check_non_negative(**values: int) -> None:
+    for name, value in values.items():
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Drain planning (SPEC §8.9)
+
+
+@dataclass(frozen=True, slots=True)
+class DrainPlan:
+    """One step of a drain-before-shutdown scale-down.
+
+    ``replicas`` is what may be applied now: ``current`` minus the idle pods chosen as ``victims`` (never
+    below the desired count). ``deletion_costs`` maps every pod to its
+    ``controller.kubernetes.io/pod-deletion-cost``: -100 for victims, the worker's active jobs for the others,
+    0 for pods without a worker record. ``quiet`` lists the victims still to be quieted (already quiet
+    workers are not asked again). ``draining`` is True while busy pods still stand between ``replicas`` and
+    the desired count (phase Draining). ``unmatched`` is True when no worker id matches a pod name: then the
+    plan is a plain scale-down (condition Autoscaling reason WorkerIdsUnmatched).
+    """
+
+    replicas: int
+    deletion_costs: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    quiet: tuple[str, ...] = ()
+    victims: tuple[str, ...] = ()
+    draining: bool = False
+    unmatched: bool = False
+
+
+def plan_drain(pods: Sequence[str], workers: Sequence[WorkerInfo], current: int, desired: int) -> DrainPlan:
+    """Plan a scale-down from ``current`` to ``desired`` that removes idle workers first.
+
+    ``pods`` are the names of the worker Deployment's pods; ``workers`` what ``GET /ojs/v1/admin/workers``
+    reported (worker id = pod name). Idle pods that are already quiet go first, then other idle pods by
+    name; busy pods are never chosen, so a step shrinks by at most the number of idle pods.
+    """
+    _check_non_negative(current=current, desired=desired)
+    if desired >= current:
+        return DrainPlan(replicas=desired)
+    by_id: dict[str, WorkerInfo] = {}
+    for w in workers:
+        known = by_id.get(w.id)
+        if known is None or w.active_jobs > known.active_jobs:
+            by_id[w.id] = w
+    names = list(dict.fromkeys(pods))
+    matched = [by_id[p] for p in names if p in by_id]
+    if not matched:
+        return DrainPlan(replicas=desired, unmatched=True)
+    idle = sorted((w for w in matched if w.idle), key=lambda w: (not w.quiet, w.id))
+    victims = [w.id for w in idle[: current - desired]]
+    replicas = current - len(victims)
+    victim_set = set(victims)
+    costs = {
+        p: IDLE_DELETION_COST
+        if p in victim_set
+        else min(by_id[p].active_jobs, _MAX_DELETION_COST)
+        if p in by_id
+        else 0
+        for p in names
+    }
+    return DrainPlan(
+        replicas=replicas,
+        deletion_costs=MappingProxyType(costs),
+        quiet=tuple(v for v in victims if not by_id[v].quiet),
+        victims=tuple(victims),
+        draining=replicas > desired,
+    )

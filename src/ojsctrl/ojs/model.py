@@ -1,0 +1,101 @@
+"""Plain values exchanged between the OJS client and the autoscaling decisions.
+
+This module does no I/O and imports nothing but the standard library, so the pure decision code in
+``ojsctrl.ojs.autoscale`` can use these types without pulling in an HTTP client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
+
+StatsSource = Literal["admin", "queues"]
+
+# Worker states in which an OJS worker no longer fetches new jobs (OJS graceful-shutdown and admin API).
+QUIET_STATES = frozenset(
+    {"quiet", "quieted", "drain", "draining", "terminate", "terminating", "shutting_down"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """Job counts of one OJS queue: ``available`` (waiting to be fetched) and ``active`` (being processed)."""
+
+    name: str
+    available: int = 0
+    active: int = 0
+
+    @property
+    def load(self) -> int:
+        """Jobs that need a worker: waiting plus in progress (SPEC §8.7)."""
+        return self.available + self.active
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """Counts of every queue of one OJS server, as read in one poll.
+
+    ``source`` says which API answered: ``admin`` (``GET /ojs/v1/admin/queues``) or ``queues`` (the fallback
+    ``GET /ojs/v1/queues`` plus per-queue stats).
+    """
+
+    queues: tuple[QueueCounts, ...] = ()
+    source: StatsSource = "admin"
+    _by_name: Mapping[str, QueueCounts] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name: dict[str, QueueCounts] = {}
+        for q in self.queues:
+            if q.name in by_name:
+                raise ValueError(f"queue {q.name!r} appears twice")
+            by_name[q.name] = q
+        # Sorted by name so equal stats compare equal whatever order the server listed them in.
+        object.__setattr__(self, "queues", tuple(sorted(self.queues, key=lambda q: q.name)))
+        object.__setattr__(self, "_by_name", MappingProxyType(by_name))
+
+    def get(self, name: str) -> QueueCounts | None:
+        """The counts of queue ``name``, or None when the server does not know it."""
+        return self._by_name.get(name)
+
+    def _select(self, queues: Iterable[str] | None) -> Iterable[QueueCounts]:
+        if queues is None:
+            return self.queues
+        # A queue listed twice by a worker still holds its jobs once; an unknown queue holds none.
+        return [q for name in dict.fromkeys(queues) if (q := self._by_name.get(name)) is not None]
+
+    def available(self, queues: Iterable[str] | None = None) -> int:
+        """Sum of ``available`` over ``queues`` (all queues when None): the queue depth."""
+        return sum(q.available for q in self._select(queues))
+
+    def active(self, queues: Iterable[str] | None = None) -> int:
+        """Sum of ``active`` over ``queues`` (all queues when None)."""
+        return sum(q.active for q in self._select(queues))
+
+    def load(self, queues: Iterable[str] | None = None) -> int:
+        """Sum of ``available + active`` over ``queues``: the worker autoscaler's load (SPEC §8.7)."""
+        return sum(q.load for q in self._select(queues))
+
+    def busiest(self, limit: int = 20) -> tuple[QueueCounts, ...]:
+        """At most ``limit`` queues, busiest (highest load) first, ties by name (SPEC §8.7: 20 in status)."""
+        return tuple(sorted(self.queues, key=lambda q: (-q.load, q.name))[: max(limit, 0)])
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One OJS worker as the admin API reports it; ``id`` is its pod name (OJS_WORKER_ID)."""
+
+    id: str
+    active_jobs: int
+    state: str = ""
+
+    @property
+    def idle(self) -> bool:
+        """True when the worker processes no job."""
+        return self.active_jobs == 0
+
+    @property
+    def quiet(self) -> bool:
+        """True when the worker has been told to stop fetching (quiet, draining or shutting down)."""
+        return self.state.lower() in QUIET_STATES

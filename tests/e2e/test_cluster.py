@@ -1,0 +1,344 @@
+"""The OJSCluster reconciler against the real control plane."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ojsctrl.controllers.common import OJSCLUSTERS
+from ojsctrl.runtime.client import (
+    CONFIGMAPS,
+    CRDS,
+    DEPLOYMENTS,
+    PDBS,
+    SECRETS,
+    SERVICES,
+    Client,
+    NotFoundError,
+    Resource,
+)
+from tests.e2e.helpers import OperatorProcess, driver, namespace, wait_until
+from tests.harness.controlplane import ControlPlane, free_port
+
+SAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "samples"
+UA = "ojsctrl/"
+
+
+@pytest.fixture(scope="module")
+def operator(crds: ControlPlane) -> Iterator[OperatorProcess]:
+    # Nothing listens on this port: queue stats are unavailable, which these tests expect.
+    op = OperatorProcess(
+        crds,
+        "ojsctrl",
+        "--ojs-url-template",
+        f"http://127.0.0.1:{free_port()}",
+        "--log-level",
+        "debug",
+        name="ojsctrl-cluster",
+    )
+    wait_until("operator ready", op.ready, 60)
+    yield op
+    op.stop()
+
+
+def sample(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((SAMPLES / name).read_text()) if d]
+
+
+def create(client: Client, obj: dict[str, Any], ns: str) -> dict[str, Any]:
+    obj = dict(obj)
+    obj["metadata"] = {**obj["metadata"], "namespace": ns}
+    res = (
+        OJSCLUSTERS
+        if obj["kind"] == "OJSCluster"
+        else Resource("ojs.openjobspec.dev", "v1alpha1", "ojsworkers", "OJSWorker")
+    )
+    return client.create(res, obj, ns)
+
+
+def get(client: Client, res: Resource, ns: str, name: str) -> dict[str, Any] | None:
+    try:
+        return client.get(res, name, ns)
+    except NotFoundError:
+        return None
+
+
+def phase(client: Client, ns: str, name: str) -> str | None:
+    obj = get(client, OJSCLUSTERS, ns, name) or {}
+    return (obj.get("status") or {}).get("phase")
+
+
+def cond(client: Client, ns: str, name: str, type_: str) -> dict[str, Any]:
+    obj = get(client, OJSCLUSTERS, ns, name) or {}
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return c
+    return {}
+
+
+def mutating_by_operator(plane: ControlPlane, since: float, ns: str) -> list[str]:
+    out = []
+    for e in plane.audit_events():
+        if not e.get("userAgent", "").startswith(UA) or e.get("verb") in ("get", "list", "watch"):
+            continue
+        ts = e.get("stageTimestamp", "")
+        if not ts:
+            continue
+        t = time.mktime(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        if t >= since and f"/namespaces/{ns}/" in e.get("requestURI", ""):
+            out.append(f"{e['verb']} {e['requestURI']}")
+    return out
+
+
+def test_minimal_example_converges_with_every_child(crds: ControlPlane, operator: OperatorProcess) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "minimal")
+    cr = create(client, sample("readme-minimal-cluster.yaml")[0], ns)
+    wait_until("ojs-minimal Running", lambda: phase(client, ns, "ojs-minimal") == "Running", 90)
+
+    dep = client.get(DEPLOYMENTS, "ojs-minimal-server", ns)
+    ref = dep["metadata"]["ownerReferences"][0]
+    assert ref["uid"] == cr["metadata"]["uid"] and ref["controller"] and ref["blockOwnerDeletion"]
+    labels = dep["metadata"]["labels"]
+    assert labels["app.kubernetes.io/name"] == "ojs-server"
+    assert labels["app.kubernetes.io/instance"] == "ojs-minimal"
+    assert labels["app.kubernetes.io/component"] == "server"
+    assert labels["app.kubernetes.io/managed-by"] == "ojsctrl"
+    assert labels["app.kubernetes.io/part-of"] == "ojs"
+    assert dep["spec"]["replicas"] == 1
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["name"] == "ojs-server"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "ojs-minimal-redis", "key": "url"}
+    assert env["OJS_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "ojs-minimal-api-key"
+    assert pod["terminationGracePeriodSeconds"] == 40
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "grpc": 9090}
+    svc = client.get(SERVICES, "ojs-minimal-server", ns)
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8080, "grpc": 9090}
+    assert client.get(CONFIGMAPS, "ojs-minimal-config", ns)
+    for name in ("ojs-minimal-redis",):
+        assert (
+            client.get(DEPLOYMENTS, name, ns)["metadata"]["labels"]["app.kubernetes.io/component"]
+            == "backend"
+        )
+        assert client.get(SERVICES, name, ns)
+        redis_secret = client.get(SECRETS, name, ns)
+        assert set(redis_secret["data"]) == {"password", "url"}
+    key = client.get(SECRETS, "ojs-minimal-api-key", ns)
+    assert base64.b64decode(key["data"]["api-key"])
+    assert get(client, PDBS, ns, "ojs-minimal-server") is None  # one replica: no budget
+
+    status = client.get(OJSCLUSTERS, "ojs-minimal", ns)["status"]
+    assert status["endpoint"] == f"http://ojs-minimal-server.{ns}.svc:8080"
+    assert status["observedGeneration"] == cr["metadata"]["generation"]
+    assert status["readyReplicas"] == 1
+    assert cond(client, ns, "ojs-minimal", "QueueStatsAvailable")["status"] == "False"
+    assert cond(client, ns, "ojs-minimal", "Ready")["status"] == "True"
+    # No secret value leaks into the status or the ConfigMap.
+    secret_values = [base64.b64decode(v).decode() for v in redis_secret["data"].values()]
+    secret_values.append(base64.b64decode(key["data"]["api-key"]).decode())
+    dumped = str(status) + str(client.get(CONFIGMAPS, "ojs-minimal-config", ns))
+    assert not any(v in dumped for v in secret_values)
+
+    # Steady state: an update that changes nothing (a label on the cluster) causes no child write.
+    time.sleep(2)
+    since = time.time()
+    client.patch(OJSCLUSTERS, "ojs-minimal", {"metadata": {"labels": {"touched": "yes"}}}, ns)
+    time.sleep(4)
+    assert mutating_by_operator(crds, since, ns) == []
+
+    # Turning embedded Redis off (with a URL instead) removes its objects.
+    client.patch(
+        OJSCLUSTERS, "ojs-minimal", {"spec": {"backend": {"embedded": False, "url": "redis://ext:6379"}}}, ns
+    )
+    wait_until(
+        "redis objects removed",
+        lambda: (
+            get(client, DEPLOYMENTS, ns, "ojs-minimal-redis") is None
+            and get(client, SERVICES, ns, "ojs-minimal-redis") is None
+        ),
+        60,
+    )
+    dep = client.get(DEPLOYMENTS, "ojs-minimal-server", ns)
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REDIS_URL"]["value"] == "redis://ext:6379"
+
+
+def test_production_example_secret_rotation_monitoring_and_pdb(
+    crds: ControlPlane, operator: OperatorProcess
+) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "prod")
+    create(client, sample("readme-production-cluster.yaml")[0], ns)
+    wait_until(
+        "Error while the Secret is missing", lambda: phase(client, ns, "ojs-production") == "Error", 60
+    )
+    bc = cond(client, ns, "ojs-production", "BackendReady")
+    assert bc["status"] == "False" and "redis-credentials" in bc["message"]
+
+    client.create(
+        SECRETS,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "redis-credentials", "namespace": ns},
+            "stringData": {"url": "redis://:pw-one@redis:6379/0"},
+        },
+        ns,
+    )
+    wait_until("Running once the Secret exists", lambda: phase(client, ns, "ojs-production") == "Running", 90)
+    dep = client.get(DEPLOYMENTS, "ojs-production-server", ns)
+    assert dep["spec"]["replicas"] == 3
+    assert dep["metadata"]["annotations"].get("ojs.openjobspec.dev/autoscaler") == "true"
+    pdb = client.get(PDBS, "ojs-production-server", ns)
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    dash = client.get(CONFIGMAPS, "ojs-production-dashboard", ns)
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    mr = cond(client, ns, "ojs-production", "MonitoringReady")
+    assert mr["status"] == "False" and mr["reason"] == "CRDNotInstalled"
+
+    # Rotating the referenced Secret rolls the pods (the template hash covers its data).
+    before = dep["spec"]["template"]["metadata"]["annotations"]["ojs.openjobspec.dev/config-hash"]
+    client.patch(SECRETS, "redis-credentials", {"stringData": {"url": "redis://:pw-two@redis:6379/0"}}, ns)
+    wait_until(
+        "config hash changed",
+        lambda: (
+            client.get(DEPLOYMENTS, "ojs-production-server", ns)["spec"]["template"]["metadata"][
+                "annotations"
+            ]["ojs.openjobspec.dev/config-hash"]
+            != before
+        ),
+        60,
+    )
+    dumped = str(client.get(DEPLOYMENTS, "ojs-production-server", ns))
+    assert "pw-two" not in dumped and "pw-one" not in dumped
+
+    # The ServiceMonitor CRD appearing later is noticed without touching the cluster.
+    if get(client, CRDS, "", "servicemonitors.monitoring.coreos.com") is None:
+        client.create(CRDS, _servicemonitor_crd())
+    sm = Resource("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor")
+    wait_until("ServiceMonitor created", lambda: get(client, sm, ns, "ojs-production-server") is not None, 60)
+    wait_until(
+        "MonitoringReady",
+        lambda: cond(client, ns, "ojs-production", "MonitoringReady").get("status") == "True",
+        60,
+    )
+
+
+def test_name_conflict_and_user_edits(crds: ControlPlane, operator: OperatorProcess) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "conflict")
+    client.create(
+        CONFIGMAPS,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "ojs-lite-config", "namespace": ns},
+            "data": {"mine": "keep"},
+        },
+        ns,
+    )
+    create(client, sample("backend-lite.yaml")[0], ns)
+    wait_until("Degraded with NameConflict", lambda: phase(client, ns, "ojs-lite") == "Degraded", 60)
+    deg = cond(client, ns, "ojs-lite", "Degraded")
+    assert deg["reason"] == "NameConflict" and "ojs-lite-config" in deg["message"]
+    assert client.get(CONFIGMAPS, "ojs-lite-config", ns)["data"] == {"mine": "keep"}
+    assert "ownerReferences" not in client.get(CONFIGMAPS, "ojs-lite-config", ns)["metadata"]
+
+    client.delete(CONFIGMAPS, "ojs-lite-config", ns)
+    wait_until("Running after the conflict is gone", lambda: phase(client, ns, "ojs-lite") == "Running", 90)
+    dep = client.get(DEPLOYMENTS, "ojs-lite-server", ns)
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
+
+    # A user's annotation is kept; an edit of an owned field is restored; a deleted child comes back.
+    client.patch(
+        SERVICES,
+        "ojs-lite-server",
+        {
+            "metadata": {"annotations": {"team": "payments"}},
+            "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 9999}]},
+        },
+        ns,
+    )
+    wait_until(
+        "owned field restored",
+        lambda: (
+            {
+                p["name"]: p.get("targetPort")
+                for p in client.get(SERVICES, "ojs-lite-server", ns)["spec"]["ports"]
+            }.get("http")
+            in ("http", 8080)
+        ),
+        60,
+    )
+    assert client.get(SERVICES, "ojs-lite-server", ns)["metadata"]["annotations"]["team"] == "payments"
+    client.delete(DEPLOYMENTS, "ojs-lite-server", ns)
+    wait_until(
+        "deleted child recreated", lambda: get(client, DEPLOYMENTS, ns, "ojs-lite-server") is not None, 60
+    )
+
+    # Deleting the cluster garbage-collects its children (no finalizer).
+    client.delete(OJSCLUSTERS, "ojs-lite", ns)
+    wait_until(
+        "children collected",
+        lambda: (
+            get(client, DEPLOYMENTS, ns, "ojs-lite-server") is None
+            and get(client, SERVICES, ns, "ojs-lite-server") is None
+        ),
+        90,
+    )
+
+
+def test_invalid_spec_that_bypassed_admission_gets_a_condition(
+    crds: ControlPlane, operator: OperatorProcess
+) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "invalid")
+    # requests > limits is a Python-only rule: CEL admits it, the reconciler must refuse it clearly.
+    obj = sample("backend-nats.yaml")[0]
+    obj["spec"]["resources"] = {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}
+    create(client, obj, ns)
+    wait_until(
+        "Error / InvalidSpec",
+        lambda: cond(client, ns, "ojs-nats", "Ready").get("reason") == "InvalidSpec",
+        60,
+    )
+    assert "spec.resources" in cond(client, ns, "ojs-nats", "Ready")["message"]
+    assert phase(client, ns, "ojs-nats") == "Error"
+    assert get(client, DEPLOYMENTS, ns, "ojs-nats-server") is None
+
+
+def _servicemonitor_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {
+                "plural": "servicemonitors",
+                "singular": "servicemonitor",
+                "kind": "ServiceMonitor",
+                "listKind": "ServiceMonitorList",
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                    },
+                }
+            ],
+        },
+    }
