@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets as pysecrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -280,7 +280,9 @@ class _Run:
         image = spec.effective_image(self.r.options.server_image)
 
         # Credentials first: the Deployment's config hash covers their values.
-        hash_parts: list[Any] = [self.obj["spec"], image]
+        # Only inputs the pod template does not already show: a spec change rolls the pods by changing
+        # the template itself, and must not roll them when only, say, autoscaling bounds changed.
+        hash_parts: list[Any] = []
         api_key = self.ensure_api_key(hash_parts)
         backend_url_ok = self.check_backend_secret(hash_parts)
 
@@ -364,7 +366,7 @@ class _Run:
         data = self.r.secrets.data(self.ns, name) or {}
         hash_parts.append(data.get("password", b""))
         hash_parts.append(data.get("url", b""))
-        redis_hash = config_hash(self.obj["spec"].get("backend"), data.get("password", b""))
+        redis_hash = config_hash(data.get("password", b""))
         pvc = b.redis_pvc(self.cluster)
         if pvc is None:
             self.remove(PVCS, name)
@@ -459,7 +461,7 @@ class _Run:
 
     def poll(self, api_key: str | None) -> Any:
         url = url_for(self.r.options.url_template, self.name, self.ns)
-        self.r.poller.register(self.key, url, api_key, self.r.options.stats_interval)
+        self.r.poller.register(self.key, url, api_key, self.r.options.stats_interval, requester="cluster")
         return self.r.poller.result(self.key)
 
     def autoscale(self, dep: JSON | None, stats: Any) -> str | None:
@@ -618,15 +620,10 @@ class _Run:
 
 
 def build(
-    manager: Manager,
-    options: ClusterOptions,
-    poller_factory: Callable[[Callable[[str], None]], StatsPoller],
-    recorder: EventRecorder,
+    manager: Manager, options: ClusterOptions, poller: StatsPoller, recorder: EventRecorder
 ) -> ClusterReconciler:
-    """Create the reconciler with its poller wired to enqueue clusters whose stats changed."""
-    holder: list[ClusterReconciler] = []
-    poller = poller_factory(lambda key: holder[0].enqueue_key(key) if holder else None)
+    """Create the reconciler; a change in a cluster's polled stats re-enqueues it."""
     r = ClusterReconciler(manager, options, poller, recorder)
-    holder.append(r)
+    poller.subscribe(r.enqueue_key)
     r.setup()
     return r

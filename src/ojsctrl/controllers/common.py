@@ -6,6 +6,8 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
+import structlog
+
 from ojsctrl.api.common import GROUP, VERSION
 from ojsctrl.runtime.apply import is_subset
 from ojsctrl.runtime.client import JSON, Client, NotFoundError, Resource
@@ -18,6 +20,8 @@ FIELD_MANAGER = "ojsctrl"
 AUTOSCALER_MANAGER = "ojsctrl-autoscaler"
 HASH_ANNOTATION = f"{GROUP}/applied-hash"
 AUTOSCALER_ANNOTATION = f"{GROUP}/autoscaler"
+log = structlog.get_logger("ojsctrl.status")
+
 MANAGED_SELECTOR = "app.kubernetes.io/managed-by=ojsctrl"
 SERVICEMONITOR_CRD = "servicemonitors.monitoring.coreos.com"
 
@@ -62,6 +66,10 @@ def apply_status(client: Client, resource: Resource, obj: JSON, status: JSON) ->
     """Server-side apply of the status subresource when it differs; returns whether it wrote."""
     if status_unchanged(status, obj.get("status")):
         return False
+    live = obj.get("status") or {}
+    log.debug(
+        "status changed", fields=sorted(k for k in set(status) | set(live) if status.get(k) != live.get(k))
+    )
     meta = obj["metadata"]
     body = {
         "apiVersion": obj["apiVersion"],

@@ -6,7 +6,7 @@ import argparse
 import socket
 
 from ojsctrl import __version__
-from ojsctrl.controllers import cluster
+from ojsctrl.controllers import cluster, worker
 from ojsctrl.controllers.stats import StatsPoller
 from ojsctrl.ojs.client import OJSClient, validate_url_template
 from ojsctrl.runtime.events import EventRecorder
@@ -23,23 +23,27 @@ def setup_operator(manager: Manager, args: argparse.Namespace) -> None:
         return {q.name: (q.available, q.active) for q in stats.queues}
 
     recorder = EventRecorder(manager.client, "ojsctrl", host=socket.gethostname())
-    pollers: list[StatsPoller] = []
-
-    def make_poller(on_change):  # type: ignore[no-untyped-def]
-        poller = StatsPoller(fetch, on_change)
-        pollers.append(poller)
-        return poller
-
-    cluster.build(
+    # One poll per cluster and interval, shared by the cluster reconciler and all of its workers.
+    poller = StatsPoller(fetch)
+    clusters = cluster.build(
         manager,
         cluster.ClusterOptions(
             server_image=args.server_image,
             url_template=args.ojs_url_template,
             max_concurrent_reconciles=args.max_concurrent_reconciles,
         ),
-        make_poller,
+        poller,
         recorder,
     )
-    for p in pollers:
-        manager.add_runnable(Runnable("ojs-stats-poller", p.start, p.stop, needs_leader=True))
+    worker.build(
+        manager,
+        worker.WorkerOptions(
+            url_template=args.ojs_url_template, max_concurrent_reconciles=args.max_concurrent_reconciles
+        ),
+        poller,
+        recorder,
+        ojs,
+        clusters,
+    )
+    manager.add_runnable(Runnable("ojs-stats-poller", poller.start, poller.stop, needs_leader=True))
     manager.add_runnable(Runnable("ojs-client", lambda: None, ojs.close, needs_leader=False))

@@ -23,11 +23,15 @@ log = structlog.get_logger("ojsctrl.stats")
 
 @dataclass
 class Target:
-    """Where and how often to poll one cluster."""
+    """Where and how often to poll one cluster: the smallest interval any requester wants."""
 
     url: str
     api_key: str | None
-    interval: float
+    wants: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def interval(self) -> float:
+        return min(self.wants.values()) if self.wants else 30.0
 
 
 @dataclass
@@ -52,13 +56,12 @@ class StatsPoller:
     def __init__(
         self,
         fetch: Fetch,
-        on_change: Callable[[str], None],
         *,
         workers: int = 8,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
-        self._on_change = on_change
+        self._subscribers: list[Callable[[str], None]] = []
         self._clock = clock
         self._targets: dict[str, Target] = {}
         self._results: dict[str, PollResult] = {}
@@ -79,14 +82,31 @@ class StatsPoller:
         self._thread.join(5)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def register(self, key: str, url: str, api_key: str | None, interval: float) -> None:
-        """Poll this cluster (idempotent; a changed url, key or interval takes effect at once)."""
+    def subscribe(self, fn: Callable[[str], None]) -> None:
+        """Call fn(cluster_key) whenever a cluster's poll outcome changes."""
+        self._subscribers.append(fn)
+
+    def register(self, key: str, url: str, api_key: str | None, interval: float, requester: str = "") -> None:
+        """Poll this cluster at least every `interval` for `requester` (idempotent; a changed url or
+        key, or a shorter interval, takes effect at once)."""
         with self._lock:
             old = self._targets.get(key)
-            self._targets[key] = Target(url, api_key, interval)
-            if old is None or old.url != url or old.api_key != api_key or interval < old.interval:
+            old_interval = old.interval if old else None
+            target = old if old is not None else Target(url, api_key)
+            moved = old is not None and (old.url != url or old.api_key != api_key)
+            target.url, target.api_key = url, api_key
+            target.wants[requester] = interval
+            self._targets[key] = target
+            if old is None or moved or (old_interval is not None and target.interval < old_interval):
                 heapq.heappush(self._heap, (self._clock(), key))
                 self._lock.notify_all()
+
+    def release(self, key: str, requester: str) -> None:
+        """`requester` no longer needs this cluster polled."""
+        with self._lock:
+            target = self._targets.get(key)
+            if target is not None:
+                target.wants.pop(requester, None)
 
     def unregister(self, key: str) -> None:
         with self._lock:
@@ -144,10 +164,11 @@ class StatsPoller:
         if changed:
             if not result.ok:
                 log.info("queue stats unavailable", cluster=key, error=result.error)
-            try:
-                self._on_change(key)
-            except Exception:
-                log.exception("stats change handler failed", cluster=key)
+            for fn in list(self._subscribers):
+                try:
+                    fn(key)
+                except Exception:
+                    log.exception("stats change handler failed", cluster=key)
 
 
 def top_queues(queues: dict[str, tuple[int, int]], limit: int = 20) -> list[dict[str, Any]]:

@@ -315,7 +315,7 @@ class OJSClient:
         """Close pooled connections."""
         self._pool.clear()
 
-    # ---- public API ---------------------------------------------------------------------------------------
+    # ---- public API --------------------------------------------------------------------------------------
 
     def queue_stats(self, base_url: str, api_key: str | None) -> QueueStats:
         """Per-queue ``available``/``active`` counts of the server at ``base_url``.
@@ -371,7 +371,7 @@ class OJSClient:
         resp = self._request("POST", base_url, path, api_key, deadline, body=b"{}")
         if resp.status in (200, 202, 204):
             return
-        if resp.status in _ADMIN_ABSENT_STATUSES and resp.status != 404:
+        if resp.status in (405, 501):  # a 404 is ambiguous here: most likely an unknown worker
             raise OJSError(
                 f"{resp.url} has no admin API", reason="AdminAPIUnavailable", status=resp.status, url=resp.url
             )
@@ -398,7 +398,7 @@ class OJSClient:
         healthy = resp.status == 200 and status.lower() in ("ok", "healthy")
         return HealthStatus(healthy=healthy, status=status, http_status=resp.status)
 
-    # ---- queue stats ---------------------------------------------------------------------------------
+    # ---- queue stats -------------------------------------------------------------------------------------
 
     def _admin_queue_stats(self, base_url: str, api_key: str | None, deadline: _Deadline) -> QueueStats:
         items = self._paginate(
@@ -453,7 +453,7 @@ class OJSClient:
             counts.append(_parse_queue_stats(name, self._json_object(resp), resp.url))
         return QueueStats(tuple(counts), source="queues")
 
-    # ---- pagination ----------------------------------------------------------------------------------
+    # ---- pagination --------------------------------------------------------------------------------------
 
     def _paginate(
         self,
@@ -510,7 +510,7 @@ class OJSClient:
             url=_redact_url(base_url),
         )
 
-    # ---- transport -----------------------------------------------------------------------------------
+    # ---- transport ---------------------------------------------------------------------------------------
 
     def _get(
         self, base_url: str, path: str, api_key: str | None, deadline: _Deadline, query: dict[str, Any]

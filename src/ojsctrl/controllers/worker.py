@@ -1,0 +1,590 @@
+"""The OJSWorker reconciler: the worker Deployment wired to its cluster, queue-depth autoscaling
+with drain-before-shutdown, the CPU-mode HPA, and status."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import structlog
+
+from ojsctrl.api import OJSCluster, OJSWorker, validate_worker
+from ojsctrl.api.common import API_VERSION
+from ojsctrl.api.durations import duration_seconds
+from ojsctrl.builders import cluster as cb
+from ojsctrl.builders import worker as wb
+from ojsctrl.builders.common import config_hash
+from ojsctrl.controllers import metrics
+from ojsctrl.controllers.cluster import ClusterReconciler
+from ojsctrl.controllers.cluster_status import deployment_state, highest, workload_phase
+from ojsctrl.controllers.common import (
+    AUTOSCALER_ANNOTATION,
+    AUTOSCALER_MANAGER,
+    FIELD_MANAGER,
+    HASH_ANNOTATION,
+    MANAGED_SELECTOR,
+    OJSWORKERS,
+    apply_status,
+    condition,
+    merge_conditions,
+    now_rfc3339,
+)
+from ojsctrl.controllers.stats import PollResult, StatsPoller
+from ojsctrl.ojs.autoscale import History, WorkerScaling, initial_replicas, plan_drain, worker_desired
+from ojsctrl.ojs.client import OJSClient, url_for
+from ojsctrl.runtime.apply import Applier, controller_ref
+from ojsctrl.runtime.client import DEPLOYMENTS, HPAS, JSON, PODS, ApiError, NotFoundError, Resource
+from ojsctrl.runtime.controller import Controller, Request, Result
+from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
+from ojsctrl.runtime.informer import Informer
+from ojsctrl.runtime.manager import Manager
+
+log = structlog.get_logger("ojsctrl.worker")
+
+CLUSTER_INDEX = "cluster-ref"
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+DEFAULT_TARGET_JOBS = 10
+
+
+def worker_cluster(obj: JSON) -> Iterable[str]:
+    """Index function: `namespace/clusterRef` of a worker."""
+    ref = (obj.get("spec") or {}).get("clusterRef") if isinstance(obj.get("spec"), dict) else None
+    ns = (obj.get("metadata") or {}).get("namespace")
+    return (f"{ns}/{ref}",) if isinstance(ref, str) and ref else ()
+
+
+@dataclass
+class WorkerOptions:
+    """Operator flags the worker reconciler uses."""
+
+    url_template: str
+    max_concurrent_reconciles: int = 4
+
+
+class WorkerReconciler:
+    """Reconciles OJSWorkers. Construct, then `setup()`."""
+
+    def __init__(
+        self,
+        manager: Manager,
+        options: WorkerOptions,
+        poller: StatsPoller,
+        recorder: EventRecorder,
+        ojs: OJSClient,
+        clusters: ClusterReconciler,
+    ) -> None:
+        self.manager = manager
+        self.client = manager.client
+        self.options = options
+        self.poller = poller
+        self.recorder = recorder
+        self.ojs = ojs
+        self.cr = clusters
+        self.applier = Applier(self.client, FIELD_MANAGER, HASH_ANNOTATION)
+        f = manager.informers
+        self.workers = f.informer(OJSWORKERS)
+        self.workers.add_indexers({CLUSTER_INDEX: worker_cluster})
+        self.children: dict[Resource, Informer] = {
+            DEPLOYMENTS: f.informer(DEPLOYMENTS, label_selector=MANAGED_SELECTOR),
+            HPAS: f.informer(HPAS, label_selector=MANAGED_SELECTOR),
+        }
+        self.pods = f.informer(PODS, label_selector=MANAGED_SELECTOR)
+        self._history: dict[str, History] = {}
+        self._polled: dict[str, str] = {}  # worker key -> cluster key it asked the poller for
+        self._lock = threading.Lock()
+        self.controller = Controller(
+            "ojsworker", self.reconcile, max_concurrent_reconciles=options.max_concurrent_reconciles
+        )
+
+    def setup(self) -> None:
+        c = self.controller
+        c.watch_primary(self.workers)
+        for inf in self.children.values():
+            c.watch_owned(inf, API_VERSION, "OJSWorker")
+        c.watch_mapped(self.cr.clusters, self._workers_of_cluster)
+        c.watch_mapped(self.cr.secret_meta, self._workers_for_secret)
+        self.poller.subscribe(self._stats_changed)
+        self.manager.add_controller(c)
+
+    def _workers_of_cluster(self, cluster: JSON) -> Iterable[Request]:
+        meta = cluster.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        return [Request.for_object(w) for w in self.workers.store.by_index(CLUSTER_INDEX, key)]
+
+    def _workers_for_secret(self, secret: JSON) -> Iterable[Request]:
+        # The cluster's API key Secret feeds OJS_AUTH_TOKEN and the workers' template hash.
+        out: list[Request] = []
+        for c in self.cr._clusters_for_secret(secret):
+            out.extend(
+                Request.for_object(w)
+                for w in self.workers.store.by_index(CLUSTER_INDEX, f"{c.namespace}/{c.name}")
+            )
+        return out
+
+    def _stats_changed(self, cluster_key: str) -> None:
+        for w in self.workers.store.by_index(CLUSTER_INDEX, cluster_key):
+            self.controller.queue.add(Request.for_object(w))
+
+    # ------------------------------------------------------------------ reconcile
+    def reconcile(self, req: Request) -> Result | None:
+        obj = self.workers.store.get_by_name(req.namespace, req.name)
+        key = str(req)
+        if obj is None:
+            with self._lock:
+                self._history.pop(key, None)
+            for ck in self.poller_keys_for(key):
+                self.poller.release(ck, f"worker:{key}")
+            return None
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        generation = int(obj["metadata"].get("generation") or 0)
+        ref = (obj.get("spec") or {}).get("clusterRef")
+        cluster_obj = self.cr.clusters.store.get_by_name(req.namespace, ref) if isinstance(ref, str) else None
+        result = validate_worker(obj, cluster_exists=cluster_obj is not None)
+        if result.errors:
+            msg = "; ".join(f"{e.path}: {e.message}" for e in result.errors)[:2000]
+            self._status(
+                obj, "Error", [condition("Ready", False, "InvalidSpec", msg, generation=generation)], {}
+            )
+            return None
+        if cluster_obj is None:
+            msg = f"OJSCluster {ref} not found in namespace {req.namespace}"
+            self._status(
+                obj,
+                "Error",
+                [
+                    condition("Ready", False, "ClusterNotFound", msg, generation=generation),
+                    condition("ClusterFound", False, "ClusterNotFound", msg, generation=generation),
+                ],
+                {},
+                event=(WARNING, "ClusterNotFound", msg),
+            )
+            return None
+        try:
+            cluster = OJSCluster.from_dict(cluster_obj)
+        except Exception as e:
+            msg = f"OJSCluster {ref} is invalid: {str(e)[:300]}"
+            self._status(
+                obj,
+                "Error",
+                [
+                    condition("Ready", False, "ClusterInvalid", msg, generation=generation),
+                    condition("ClusterFound", True, "ClusterFound", "", generation=generation),
+                ],
+                {},
+            )
+            return None
+        return _Run(self, obj, OJSWorker.from_dict(obj), cluster_obj, cluster, generation).run()
+
+    def poller_keys_for(self, worker_key: str) -> list[str]:
+        with self._lock:
+            ck = self._polled.pop(worker_key, None)
+        return [ck] if ck else []
+
+    def _status(
+        self, obj: JSON, phase: str, conds: list[JSON], extra: JSON, event: tuple[str, str, str] | None = None
+    ) -> None:
+        old = obj.get("status") or {}
+        generation = int(obj["metadata"].get("generation") or 0)
+        status: JSON = {
+            **extra,
+            "phase": phase,
+            "observedGeneration": generation,
+            "conditions": merge_conditions(old.get("conditions"), conds, now_rfc3339()),
+        }
+        for k in ("lastScaleTime", "selector"):
+            if k not in status and old.get(k):
+                status[k] = old[k]
+        wrote = apply_status(self.client, OJSWORKERS, obj, status)
+        if wrote and old.get("phase") != phase:
+            if event is not None:
+                self.recorder.event(obj, *event)
+            else:
+                kind = WARNING if phase in ("Error", "Degraded") else NORMAL
+                msg = next((c.get("message") for c in conds if c["type"] == "Ready"), "") or f"phase {phase}"
+                self.recorder.event(obj, kind, phase, msg)
+
+
+class _Run:
+    """One reconcile of one worker."""
+
+    def __init__(
+        self,
+        r: WorkerReconciler,
+        obj: JSON,
+        worker: OJSWorker,
+        cluster_obj: JSON,
+        cluster: OJSCluster,
+        generation: int,
+    ) -> None:
+        self.r = r
+        self.obj = obj
+        self.worker = worker
+        self.spec = worker.spec
+        self.cluster_obj = cluster_obj
+        self.cluster = cluster
+        self.generation = generation
+        self.ns: str = obj["metadata"]["namespace"]
+        self.name: str = obj["metadata"]["name"]
+        self.uid: str = obj["metadata"]["uid"]
+        self.key = f"{self.ns}/{self.name}"
+        self.cluster_key = f"{self.ns}/{cluster_obj['metadata']['name']}"
+        self.dep_name = f"{self.name}-worker"
+        self.conflicts: list[str] = []
+        self.scaling_cond: JSON | None = None
+        self.requeue: float | None = None
+        self.draining = False
+        self.desired: int | None = None
+        self.scaled_at: str | None = None
+
+    def cached(self, resource: Resource, name: str) -> JSON | None:
+        return self.r.children[resource].store.get_by_name(self.ns, name)
+
+    def ensure(self, resource: Resource, body: JSON | None) -> JSON | None:
+        if body is None:
+            return None
+        out = self.r.applier.ensure(
+            resource, body, self.uid, self.cached(resource, body["metadata"]["name"]), in_cache=True
+        )
+        if out.conflict:
+            self.conflicts.append(out.conflict)
+            return None
+        return out.obj
+
+    def remove(self, resource: Resource, name: str) -> None:
+        live = self.cached(resource, name)
+        if live is None:
+            return
+        ref = controller_ref(live)
+        if ref is None or ref.get("uid") != self.uid:
+            return
+        with contextlib.suppress(NotFoundError):
+            self.r.client.delete(resource, name, self.ns, uid=live["metadata"]["uid"])
+
+    # ------------------------------------------------------------------ steps
+    def run(self) -> Result | None:
+        a = self.spec.auto_scaling
+        api_key = self.api_key()
+        # The template shows the spec itself; the hash adds what it does not: the key's value.
+        digest = config_hash(api_key or b"")
+        live = self.cached(DEPLOYMENTS, self.dep_name)
+        holds = ((live or {}).get("metadata") or {}).get("annotations", {}).get(
+            AUTOSCALER_ANNOTATION
+        ) == "true"
+        if not a.enabled:
+            replicas: int | None = self.spec.replicas
+        elif live is None:
+            replicas = (
+                initial_replicas(self.spec.replicas, a.min_replicas, a.max_replicas)
+                if a.metric != "cpu"
+                else max(1, initial_replicas(self.spec.replicas, a.min_replicas, a.max_replicas))
+            )
+        elif holds:
+            replicas = None
+        else:
+            replicas = int((live.get("spec") or {}).get("replicas") or 0)
+        dep = self.ensure(
+            DEPLOYMENTS,
+            wb.worker_deployment(self.worker, self.cluster, config_hash=digest, replicas=replicas),
+        )
+        dep = self.handover(dep, a.enabled, holds) or dep
+
+        hpa = wb.worker_hpa(self.worker)
+        if hpa is None:
+            self.remove(HPAS, self.dep_name)
+        else:
+            self.ensure(HPAS, hpa)
+
+        stats = None
+        if a.enabled and a.metric == "queueDepth":
+            stats = self.poll(api_key)
+            dep = self.autoscale(dep, stats, api_key) or dep
+        else:
+            with self.r._lock:
+                self.r._history.pop(self.key, None)
+            self.r.poller.release(self.cluster_key, f"worker:{self.key}")
+            stats = self.r.poller.result(self.cluster_key)
+        self.status(dep, stats)
+        return Result(requeue_after=self.requeue) if self.requeue else None
+
+    def api_key(self) -> str | None:
+        ref = cb.api_key_ref(self.cluster)
+        if ref is None:
+            return None
+        value = self.r.cr.secrets.value(self.ns, ref.name, ref.key)
+        return value.decode(errors="replace") if value else None
+
+    def handover(self, dep: JSON | None, enabled: bool, holds: bool) -> JSON | None:
+        """spec.replicas passes between ojsctrl and the autoscaler's field manager (SPEC §8.3)."""
+        if dep is None:
+            return None
+        body: JSON = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": self.dep_name, "namespace": self.ns},
+        }
+        a = self.spec.auto_scaling
+        if enabled and not holds:
+            live = int((dep.get("spec") or {}).get("replicas") or 0)
+            lo = max(1, a.min_replicas) if a.metric == "cpu" else a.min_replicas
+            body["metadata"]["annotations"] = {AUTOSCALER_ANNOTATION: "true"}
+            body["spec"] = {"replicas": max(lo, min(a.max_replicas, live))}
+            self.requeue = 0.5  # next pass, ojsctrl stops sending replicas
+            return dict(self.r.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True))
+        if not enabled and holds:
+            return dict(self.r.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True))
+        return None
+
+    def poll(self, api_key: str | None) -> PollResult | None:
+        interval = duration_seconds(self.spec.auto_scaling.polling_interval)
+        url = url_for(self.r.options.url_template, self.cluster_obj["metadata"]["name"], self.ns)
+        self.r.poller.register(self.cluster_key, url, api_key, interval, requester=f"worker:{self.key}")
+        with self.r._lock:
+            self.r._polled[self.key] = self.cluster_key
+        self.requeue = interval
+        return self.r.poller.result(self.cluster_key)
+
+    def target(self) -> int:
+        a = self.spec.auto_scaling
+        if a.target_jobs_per_worker:
+            return int(a.target_jobs_per_worker)
+        return int(self.cluster.spec.auto_scaling.target_jobs_per_worker or DEFAULT_TARGET_JOBS)
+
+    def load(self, stats: PollResult) -> tuple[int, int]:
+        available = sum(stats.queues.get(q, (0, 0))[0] for q in self.spec.queues)
+        active = sum(stats.queues.get(q, (0, 0))[1] for q in self.spec.queues)
+        return available, active
+
+    def autoscale(self, dep: JSON | None, stats: PollResult | None, api_key: str | None) -> JSON | None:
+        a = self.spec.auto_scaling
+        if dep is None:
+            return None
+        holds = ((dep.get("metadata") or {}).get("annotations") or {}).get(AUTOSCALER_ANNOTATION) == "true"
+        if not holds:
+            return None
+        current = int((dep.get("spec") or {}).get("replicas") or 0)
+        ok = stats is not None and stats.ok
+        available, active = self.load(stats) if stats is not None and stats.ok else (0, 0)
+        with self.r._lock:
+            history = self.r._history.get(self.key) or History()
+        decision = worker_desired(
+            available + active,
+            current,
+            WorkerScaling(
+                a.min_replicas,
+                a.max_replicas,
+                self.target(),
+                int(a.scale_up_threshold),
+                duration_seconds(a.scale_down_delay),
+            ),
+            history,
+            time.time(),
+            stats_available=ok,
+        )
+        with self.r._lock:
+            self.r._history[self.key] = decision.history
+        self.desired = decision.desired
+        metrics.WORKER_DESIRED.labels(self.ns, self.name).set(decision.desired)
+        reason, message = decision.reason, decision.message
+        target = decision.desired
+        if target < current and self.spec.graceful_shutdown.drain_before_shutdown and ok:
+            target, reason, message = self.drain(current, target, api_key, reason, message)
+        self.scaling_cond = condition(
+            "Autoscaling",
+            ok,
+            reason if ok else "StatsUnavailable",
+            message
+            if ok
+            else f"holding {current} replicas: {(stats.error if stats else 'no poll yet') or ''}",
+            generation=self.generation,
+        )
+        if target == current:
+            return None
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": self.dep_name,
+                "namespace": self.ns,
+                "annotations": {AUTOSCALER_ANNOTATION: "true"},
+            },
+            "spec": {"replicas": target},
+        }
+        out = self.r.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True)
+        direction = "up" if target > current else "down"
+        metrics.SCALE_TOTAL.labels(direction).inc()
+        self.scaled_at = now_rfc3339()
+        self.r.recorder.event(
+            self.obj, NORMAL, "Scaled", f"scaled workers from {current} to {target}: {message}"
+        )
+        return dict(out)
+
+    def drain(
+        self, current: int, desired: int, api_key: str | None, reason: str, message: str
+    ) -> tuple[int, str, str]:
+        """Remove idle workers first: deletion costs on pods, quiet the victims, shrink by the idle count."""
+        pods = [
+            p
+            for p in self.r.pods.store.by_index("namespace", self.ns)
+            if (p.get("metadata") or {}).get("labels", {}).get("app.kubernetes.io/instance") == self.name
+            and (p.get("metadata") or {}).get("labels", {}).get("app.kubernetes.io/component") == "worker"
+            and not (p.get("metadata") or {}).get("deletionTimestamp")
+        ]
+        names = sorted(p["metadata"]["name"] for p in pods)
+        url = url_for(self.r.options.url_template, self.cluster_obj["metadata"]["name"], self.ns)
+        try:
+            workers = self.r.ojs.workers(url, api_key)
+        except Exception as e:
+            # Without the workers list a scale-down could kill busy workers: hold and retry.
+            return current, "StatsUnavailable", f"cannot read workers for the drain: {str(e)[:200]}"
+        plan = plan_drain(names, workers, current, desired)
+        if plan.unmatched:
+            return desired, "WorkerIdsUnmatched", "no OJS worker id matches a pod name; plain scale-down"
+        by_name = {p["metadata"]["name"]: p for p in pods}
+        for pod, cost in plan.deletion_costs.items():
+            live = by_name.get(pod)
+            have = ((live or {}).get("metadata") or {}).get("annotations", {}).get(DELETION_COST)
+            if live is not None and have != str(cost):
+                try:
+                    self.r.client.patch(
+                        PODS, pod, {"metadata": {"annotations": {DELETION_COST: str(cost)}}}, self.ns
+                    )
+                except ApiError as e:
+                    log.warning("could not set pod deletion cost", pod=pod, status=e.status)
+        for wid in plan.quiet:
+            try:
+                self.r.ojs.quiet_worker(url, api_key, wid)
+            except Exception as e:
+                log.warning("could not quiet worker", worker=wid, error=str(e)[:200])
+        self.draining = plan.draining
+        if plan.draining:
+            self.requeue = min(self.requeue or 5.0, 5.0)
+            return (
+                plan.replicas,
+                "Draining",
+                f"removing idle workers first; busy workers finish their jobs "
+                f"({plan.replicas} now, {desired} wanted)",
+            )
+        return plan.replicas, reason, message
+
+    # ------------------------------------------------------------------ status
+    def status(self, dep: JSON | None, stats: PollResult | None) -> None:
+        gen = self.generation
+        state = deployment_state(dep)
+        phase = workload_phase(state)
+        if self.draining:
+            phase = highest(phase, "Draining")
+        if self.conflicts:
+            phase = highest(phase, "Degraded")
+        a = self.spec.auto_scaling
+        conds = [
+            condition(
+                "Ready",
+                phase == "Running",
+                "Running" if phase == "Running" else ("NameConflict" if self.conflicts else phase),
+                "; ".join(self.conflicts) or state.failed or f"phase {phase}",
+                generation=gen,
+            ),
+            condition(
+                "Available",
+                state.available,
+                "MinimumReplicasAvailable" if state.available else "MinimumReplicasUnavailable",
+                f"{state.ready}/{state.desired} worker replicas ready",
+                generation=gen,
+            ),
+            condition(
+                "Progressing",
+                not state.rolled_out and not state.failed,
+                "RolloutInProgress" if not state.rolled_out else "RolloutComplete",
+                state.failed or "",
+                generation=gen,
+            ),
+            condition(
+                "Degraded",
+                bool(self.conflicts or state.failed),
+                "NameConflict" if self.conflicts else ("RolloutFailed" if state.failed else "AsExpected"),
+                "; ".join(self.conflicts) or state.failed or "",
+                generation=gen,
+            ),
+            condition(
+                "ClusterFound",
+                True,
+                "ClusterFound",
+                f"OJSCluster {self.cluster_obj['metadata']['name']}",
+                generation=gen,
+            ),
+        ]
+        if self.scaling_cond is not None:
+            cond = dict(self.scaling_cond)
+            if "replicas" in (self.obj.get("spec") or {}):
+                cond["message"] += (
+                    f" (spec.replicas {self.spec.replicas} is ignored while autoscaling is "
+                    "enabled: it was only the initial value)"
+                )
+            conds.append(cond)
+        elif a.enabled and a.metric == "cpu":
+            conds.append(
+                condition(
+                    "Autoscaling",
+                    True,
+                    "HorizontalPodAutoscaler",
+                    f"CPU utilisation target {a.cpu_utilization}% via HPA {self.dep_name}",
+                    generation=gen,
+                )
+            )
+        elif a.enabled:
+            conds.append(
+                condition(
+                    "Autoscaling", False, "WaitingForStats", "waiting for the first poll", generation=gen
+                )
+            )
+        else:
+            conds.append(
+                condition(
+                    "Autoscaling", False, "Disabled", "replicas come from spec.replicas", generation=gen
+                )
+            )
+        extra: JSON = {
+            "replicas": state.replicas,
+            "readyReplicas": state.ready,
+            "selector": wb.worker_selector_string(self.worker),
+        }
+        if self.desired is not None:
+            extra["desiredReplicas"] = self.desired
+        elif not a.enabled:
+            extra["desiredReplicas"] = self.spec.replicas
+        else:
+            old = (self.obj.get("status") or {}).get("desiredReplicas")
+            if old is not None:
+                extra["desiredReplicas"] = old
+        if stats is not None and stats.ok:
+            available, active = self.load(stats)
+            extra["queueDepth"] = available
+            extra["activeJobs"] = active
+        else:
+            old_status = self.obj.get("status") or {}
+            for k in ("queueDepth", "activeJobs"):
+                if k in old_status:
+                    extra[k] = old_status[k]
+        if self.scaled_at:
+            extra["lastScaleTime"] = self.scaled_at
+        self.r._status(self.obj, phase, conds, extra)
+        if self.conflicts:
+            self.r.recorder.event(self.obj, WARNING, "NameConflict", "; ".join(self.conflicts))
+
+
+def build(
+    manager: Manager,
+    options: WorkerOptions,
+    poller: StatsPoller,
+    recorder: EventRecorder,
+    ojs: OJSClient,
+    clusters: ClusterReconciler,
+) -> WorkerReconciler:
+    """Create and wire the worker reconciler."""
+    r = WorkerReconciler(manager, options, poller, recorder, ojs, clusters)
+    r.setup()
+    return r

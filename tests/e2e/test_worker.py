@@ -1,0 +1,357 @@
+"""The OJSWorker reconciler and queue-depth autoscaling, against the real control plane and the
+test OJS server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
+from ojsctrl.runtime.client import DEPLOYMENTS, HPAS, PODS, Client, NotFoundError, Resource
+from tests.e2e.helpers import OperatorProcess, driver, namespace, wait_until
+from tests.e2e.test_cluster import mutating_by_operator, sample
+from tests.harness.controlplane import ControlPlane
+from tests.ojsserver.server import OJSTestServer
+
+
+@pytest.fixture(scope="module")
+def ojs_server() -> Iterator[OJSTestServer]:
+    server = OJSTestServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(crds: ControlPlane, ojs_server: OJSTestServer) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(
+        crds,
+        "ojsctrl",
+        "--ojs-url-template",
+        ojs_server.base_url,
+        "--log-level",
+        "debug",
+        name="ojsctrl-worker",
+    )
+    wait_until("operator ready", op.ready, 60)
+    yield op
+    op.stop()
+
+
+def get(client: Client, res: Resource, ns: str, name: str) -> dict[str, Any] | None:
+    try:
+        return client.get(res, name, ns)
+    except NotFoundError:
+        return None
+
+
+def wstatus(client: Client, ns: str, name: str) -> dict[str, Any]:
+    return (get(client, OJSWORKERS, ns, name) or {}).get("status") or {}
+
+
+def wcond(client: Client, ns: str, name: str, type_: str) -> dict[str, Any]:
+    for c in wstatus(client, ns, name).get("conditions") or []:
+        if c["type"] == type_:
+            return c
+    return {}
+
+
+def replicas(client: Client, ns: str, dep: str) -> int | None:
+    obj = get(client, DEPLOYMENTS, ns, dep)
+    return None if obj is None else obj["spec"].get("replicas")
+
+
+def cluster(client: Client, ns: str, name: str = "jobs") -> None:
+    client.create(
+        OJSCLUSTERS,
+        {
+            "apiVersion": "ojs.openjobspec.dev/v1alpha1",
+            "kind": "OJSCluster",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"backend": {"type": "lite"}},
+        },
+        ns,
+    )
+
+
+def worker(client: Client, ns: str, name: str, queue: str, **spec: Any) -> None:
+    body = {
+        "clusterRef": "jobs",
+        "jobTypes": ["t.run"],
+        "queues": [queue],
+        "image": "example.invalid/w:1",
+        **spec,
+    }
+    client.create(
+        OJSWORKERS,
+        {
+            "apiVersion": "ojs.openjobspec.dev/v1alpha1",
+            "kind": "OJSWorker",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": body,
+        },
+        ns,
+    )
+
+
+def test_readme_multi_worker_example(crds: ControlPlane, operator: OperatorProcess) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "multi")
+    for doc in sample("readme-multi-worker.yaml"):
+        res = OJSCLUSTERS if doc["kind"] == "OJSCluster" else OJSWORKERS
+        client.create(res, {**doc, "metadata": {**doc["metadata"], "namespace": ns}}, ns)
+    for name in ("email-worker", "data-processor"):
+        wait_until(f"{name} Running", lambda n=name: wstatus(client, ns, n).get("phase") == "Running", 120)
+    dep = client.get(DEPLOYMENTS, "data-processor-worker", ns)
+    assert dep["spec"]["replicas"] == 3
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["OJS_URL"]["value"] == f"http://ojs-multi-server.{ns}.svc:8080"
+    assert env["OJS_BACKEND_URL"]["value"] == env["OJS_URL"]["value"]
+    assert env["OJS_QUEUES"]["value"] == "data-processing" and env["OJS_QUEUE"]["value"] == "data-processing"
+    assert env["OJS_JOB_TYPES"]["value"] == "data.transform,report.generate"
+    assert env["OJS_CONCURRENCY"]["value"] == "50"
+    assert env["OJS_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "ojs-multi-api-key"
+    assert env["OJS_WORKER_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert c["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"}
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 40
+    assert dep["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "ojs-worker",
+        "app.kubernetes.io/instance": "data-processor",
+        "app.kubernetes.io/component": "worker",
+    }
+    st = wstatus(client, ns, "data-processor")
+    assert st["selector"] == (
+        "app.kubernetes.io/component=worker,app.kubernetes.io/instance=data-processor,"
+        "app.kubernetes.io/name=ojs-worker"
+    )
+    assert st["readyReplicas"] == 3
+    # The autoscaled example starts from its replicas (2) inside [1, 10] under the autoscaler's manager.
+    email = client.get(DEPLOYMENTS, "email-worker-worker", ns)
+    assert email["metadata"]["annotations"]["ojs.openjobspec.dev/autoscaler"] == "true"
+    assert email["spec"]["replicas"] == 2
+
+    # kubectl scale through the scale subresource works with autoscaling off.
+    client.patch(OJSWORKERS, "data-processor", {"spec": {"replicas": 1}}, ns, subresource="scale")
+    wait_until("scaled to 1", lambda: replicas(client, ns, "data-processor-worker") == 1, 60)
+    wait_until(
+        "settled at 1",
+        lambda: (
+            lambda st: (
+                st.get("replicas") == 1 and st.get("readyReplicas") == 1 and st.get("phase") == "Running"
+            )
+        )(wstatus(client, ns, "data-processor")),
+        90,
+    )
+
+    # Steady state: nothing changed, nothing written.
+    time.sleep(2)
+    since = time.time()
+    client.patch(OJSWORKERS, "data-processor", {"metadata": {"labels": {"touched": "yes"}}}, ns)
+    time.sleep(4)
+    writes = [w for w in mutating_by_operator(crds, since, ns) if "/events" not in w]
+    assert writes == []
+
+
+def test_worker_before_its_cluster(crds: ControlPlane, operator: OperatorProcess) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "order")
+    worker(client, ns, "early", "q-early")
+    wait_until(
+        "Error / ClusterFound False",
+        lambda: wcond(client, ns, "early", "ClusterFound").get("status") == "False",
+        60,
+    )
+    assert wstatus(client, ns, "early")["phase"] == "Error"
+    created = time.monotonic()
+    cluster(client, ns)
+    wait_until("worker deployment", lambda: get(client, DEPLOYMENTS, ns, "early-worker") is not None, 30)
+    assert time.monotonic() - created < 15, "the worker waited for a timer, not the cluster's creation"
+    wait_until("Running", lambda: wstatus(client, ns, "early").get("phase") == "Running", 90)
+    client.delete(OJSCLUSTERS, "jobs", ns)
+    wait_until(
+        "Error after the cluster is deleted", lambda: wstatus(client, ns, "early").get("phase") == "Error", 30
+    )
+    assert get(client, DEPLOYMENTS, ns, "early-worker") is not None
+
+
+def test_queue_depth_autoscaling(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "auto")
+    cluster(client, ns)
+    q = f"q-{ns}"
+    worker(
+        client,
+        ns,
+        "scaler",
+        q,
+        replicas=1,
+        autoScaling={
+            "enabled": True,
+            "minReplicas": 1,
+            "maxReplicas": 20,
+            "targetJobsPerWorker": 10,
+            "pollingInterval": "1s",
+            "scaleDownDelay": "8s",
+        },
+    )
+    wait_until(
+        "autoscaler holds replicas",
+        lambda: (
+            (get(client, DEPLOYMENTS, ns, "scaler-worker") or {})
+            .get("metadata", {})
+            .get("annotations", {})
+            .get("ojs.openjobspec.dev/autoscaler")
+            == "true"
+        ),
+        60,
+    )
+    ojs_server.set_queue(q, available=95, active=0)
+    started = time.monotonic()
+    wait_until("10 replicas", lambda: replicas(client, ns, "scaler-worker") == 10, 30)
+    assert time.monotonic() - started < 1 + 10
+    st = wstatus(client, ns, "scaler")
+    wait_until("status shows depth", lambda: wstatus(client, ns, "scaler").get("queueDepth") == 95, 30)
+    assert wstatus(client, ns, "scaler").get("desiredReplicas") == 10
+    assert st is not None
+    ojs_server.set_queue(q, available=0, active=0)
+    drained = time.monotonic()
+    wait_until("back to 1", lambda: replicas(client, ns, "scaler-worker") == 1, 60)
+    assert time.monotonic() - drained >= 7.0, "scaled down before scaleDownDelay"
+    assert wstatus(client, ns, "scaler").get("lastScaleTime")
+
+    # scaleUpThreshold holds a small queue.
+    client.patch(OJSWORKERS, "scaler", {"spec": {"autoScaling": {"scaleUpThreshold": 50}}}, ns)
+    ojs_server.set_queue(q, available=30)
+    time.sleep(4)
+    assert replicas(client, ns, "scaler-worker") == 1
+
+    # Scale to zero, and back to one on a new job.
+    client.patch(
+        OJSWORKERS,
+        "scaler",
+        {"spec": {"autoScaling": {"minReplicas": 0, "scaleUpThreshold": 0, "scaleDownDelay": "2s"}}},
+        ns,
+    )
+    ojs_server.set_queue(q, available=0)
+    wait_until("zero replicas", lambda: replicas(client, ns, "scaler-worker") == 0, 60)
+    ojs_server.set_queue(q, available=1)
+    wait_until("activated to 1", lambda: replicas(client, ns, "scaler-worker") == 1, 30)
+
+    # Stats failing: replicas held, a condition says why.
+    ojs_server.set_queue(q, available=0)
+    client.patch(
+        OJSWORKERS, "scaler", {"spec": {"autoScaling": {"minReplicas": 1, "scaleDownDelay": "1s"}}}, ns
+    )
+    ojs_server.fail.status_500 = True
+    try:
+        ojs_server.set_queue(q, available=500)
+        wait_until(
+            "StatsUnavailable",
+            lambda: wcond(client, ns, "scaler", "Autoscaling").get("reason") == "StatsUnavailable",
+            30,
+        )
+        time.sleep(3)
+        assert replicas(client, ns, "scaler-worker") == 1
+    finally:
+        ojs_server.fail.status_500 = False
+
+
+def test_drain_before_shutdown_keeps_busy_pods(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "drain")
+    cluster(client, ns)
+    q = f"q-{ns}"
+    ojs_server.set_queue(q, available=40)
+    worker(
+        client,
+        ns,
+        "drainer",
+        q,
+        replicas=4,
+        gracefulShutdown={"drainBeforeShutdown": True},
+        autoScaling={
+            "enabled": True,
+            "minReplicas": 1,
+            "maxReplicas": 4,
+            "targetJobsPerWorker": 10,
+            "pollingInterval": "1s",
+            "scaleDownDelay": "2s",
+        },
+    )
+    sel = "app.kubernetes.io/instance=drainer,app.kubernetes.io/component=worker"
+
+    def pods() -> list[str]:
+        items, _ = client.list(PODS, ns, label_selector=sel)
+        return sorted(p["metadata"]["name"] for p in items if not p["metadata"].get("deletionTimestamp"))
+
+    wait_until("4 pods", lambda: len(pods()) == 4, 90)
+    names = pods()
+    busy = names[:2]
+    for n in names:
+        ojs_server.set_worker(n, active_jobs=3 if n in busy else 0)
+    ojs_server.set_queue(q, available=0, active=6)  # load 6 -> 1 replica wanted
+    try:
+        wait_until("idle pods removed", lambda: pods() == busy, 90)
+    except AssertionError:
+        raise AssertionError(
+            f"pods {pods()} busy {busy} status {wstatus(client, ns, 'drainer')} "
+            f"replicas {replicas(client, ns, 'drainer-worker')} "
+            f"quiet {ojs_server.quiet_requests}"
+        ) from None
+    assert wstatus(client, ns, "drainer").get("phase") in ("Draining", "Scaling", "Running")
+    costs = {
+        p["metadata"]["name"]: p["metadata"]
+        .get("annotations", {})
+        .get("controller.kubernetes.io/pod-deletion-cost")
+        for p in client.list(PODS, ns, label_selector=sel)[0]
+    }
+    assert all(costs[b] == "3" for b in busy)
+    # Busy workers finish; the last step removes one of them.
+    for n in busy:
+        ojs_server.set_worker(n, active_jobs=0)
+    ojs_server.set_queue(q, available=0, active=0)
+    wait_until("one pod left", lambda: len(pods()) == 1, 90)
+
+
+def test_cpu_mode_hpa_and_back(crds: ControlPlane, operator: OperatorProcess) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "cpu")
+    cluster(client, ns)
+    worker(
+        client,
+        ns,
+        "cpu",
+        "q-cpu",
+        replicas=3,
+        resources={"requests": {"cpu": "100m"}},
+        autoScaling={
+            "enabled": True,
+            "metric": "cpu",
+            "minReplicas": 2,
+            "maxReplicas": 6,
+            "cpuUtilization": 70,
+            "scaleDownDelay": "90s",
+        },
+    )
+    wait_until("HPA", lambda: get(client, HPAS, ns, "cpu-worker") is not None, 60)
+    hpa = client.get(HPAS, "cpu-worker", ns)
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "cpu-worker",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 90
+    assert replicas(client, ns, "cpu-worker") == 3
+    client.patch(OJSWORKERS, "cpu", {"spec": {"autoScaling": {"enabled": False}, "replicas": 2}}, ns)
+    wait_until("HPA removed", lambda: get(client, HPAS, ns, "cpu-worker") is None, 60)
+    wait_until("replicas from spec", lambda: replicas(client, ns, "cpu-worker") == 2, 60)
