@@ -355,3 +355,109 @@ def test_cpu_mode_hpa_and_back(crds: ControlPlane, operator: OperatorProcess) ->
     client.patch(OJSWORKERS, "cpu", {"spec": {"autoScaling": {"enabled": False}, "replicas": 2}}, ns)
     wait_until("HPA removed", lambda: get(client, HPAS, ns, "cpu-worker") is None, 60)
     wait_until("replicas from spec", lambda: replicas(client, ns, "cpu-worker") == 2, 60)
+
+
+def test_replicas_handover_never_falls_to_the_default(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    from ojsctrl.runtime.informer import FuncHandler, Informer
+
+    client = driver(crds)
+    ns = namespace(crds, "handover")
+    cluster(client, ns)
+    q = f"q-{ns}"
+    ojs_server.set_queue(q, available=70)
+    seen: list[int | None] = []
+    inf = Informer(driver(crds), DEPLOYMENTS, namespaces=[ns])
+    inf.add_event_handler(
+        FuncHandler(
+            add=lambda o: (
+                seen.append(o["spec"].get("replicas")) if o["metadata"]["name"] == "ho-worker" else None
+            ),
+            update=lambda _, o: (
+                seen.append(o["spec"].get("replicas")) if o["metadata"]["name"] == "ho-worker" else None
+            ),
+        )
+    )
+    inf.start()
+    try:
+        worker(client, ns, "ho", q, replicas=5)
+        wait_until("5 replicas", lambda: replicas(client, ns, "ho-worker") == 5, 60)
+        client.patch(
+            OJSWORKERS,
+            "ho",
+            {
+                "spec": {
+                    "autoScaling": {
+                        "enabled": True,
+                        "minReplicas": 2,
+                        "maxReplicas": 10,
+                        "targetJobsPerWorker": 10,
+                        "pollingInterval": "1s",
+                        "scaleDownDelay": "1h",
+                    }
+                }
+            },
+            ns,
+        )
+        wait_until("autoscaled to 7", lambda: replicas(client, ns, "ho-worker") == 7, 60)
+        # kubectl scale while autoscaling is on: the condition says spec.replicas is ignored.
+        client.patch(OJSWORKERS, "ho", {"spec": {"replicas": 3}}, ns, subresource="scale")
+        wait_until(
+            "ignored", lambda: "ignored" in wcond(client, ns, "ho", "Autoscaling").get("message", ""), 30
+        )
+        time.sleep(2)
+        assert replicas(client, ns, "ho-worker") == 7
+        client.patch(OJSWORKERS, "ho", {"spec": {"autoScaling": {"enabled": False}}}, ns)
+        wait_until("back to spec.replicas 3", lambda: replicas(client, ns, "ho-worker") == 3, 60)
+        time.sleep(2)
+        dep = client.get(DEPLOYMENTS, "ho-worker", ns)
+        assert "ojs.openjobspec.dev/autoscaler" not in (dep["metadata"].get("annotations") or {})
+    finally:
+        inf.stop()
+    assert seen and all(r is not None and r >= 2 for r in seen), seen
+    assert 1 not in seen, seen
+
+
+def test_server_autoscaling_on_queue_depth(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "srv")
+    client.create(
+        OJSCLUSTERS,
+        {
+            "apiVersion": "ojs.openjobspec.dev/v1alpha1",
+            "kind": "OJSCluster",
+            "metadata": {"name": "jobs", "namespace": ns},
+            "spec": {
+                "backend": {"type": "redis", "url": "redis://r:6379"},
+                "replicas": 2,
+                "autoScaling": {
+                    "enabled": True,
+                    "minReplicas": 2,
+                    "maxReplicas": 5,
+                    "targetQueueDepth": 100,
+                    "scaleUpCooldown": "0s",
+                    "scaleDownCooldown": "3s",
+                },
+            },
+        },
+        ns,
+    )
+    wait_until(
+        "server deployment under the autoscaler",
+        lambda: (
+            (get(client, DEPLOYMENTS, ns, "jobs-server") or {})
+            .get("metadata", {})
+            .get("annotations", {})
+            .get("ojs.openjobspec.dev/autoscaler")
+            == "true"
+        ),
+        60,
+    )
+    # The shared test server answers for every cluster: total depth is the sum over all its queues.
+    ojs_server.set_queue(f"srv-{ns}", available=10_000)
+    wait_until("scaled to max 5", lambda: replicas(client, ns, "jobs-server") == 5, 60)
+    ojs_server.set_queue(f"srv-{ns}", available=0)
+    ojs_server.remove_queue(f"srv-{ns}")
