@@ -137,15 +137,11 @@ def test_readme_multi_worker_example(crds: ControlPlane, operator: OperatorProce
     # kubectl scale through the scale subresource works with autoscaling off.
     client.patch(OJSWORKERS, "data-processor", {"spec": {"replicas": 1}}, ns, subresource="scale")
     wait_until("scaled to 1", lambda: replicas(client, ns, "data-processor-worker") == 1, 60)
-    wait_until(
-        "settled at 1",
-        lambda: (
-            lambda st: (
-                st.get("replicas") == 1 and st.get("readyReplicas") == 1 and st.get("phase") == "Running"
-            )
-        )(wstatus(client, ns, "data-processor")),
-        90,
-    )
+    def settled() -> bool:
+        st = wstatus(client, ns, "data-processor")
+        return st.get("replicas") == 1 and st.get("readyReplicas") == 1 and st.get("phase") == "Running"
+
+    wait_until("settled at 1", settled, 90)
 
     # Steady state: nothing changed, nothing written.
     time.sleep(2)
