@@ -17,7 +17,11 @@ cache="${OJSCTRL_CACHE:-$HOME/.cache/ojsctrl}"
 set_name="k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}"
 bin="$cache/bin/$set_name"
 build="$cache/build"
-stamp="$bin/.complete"
+outputs=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok kwok-stages helm
+         crds/monitoring.coreos.com_servicemonitors.yaml)
+all_present() {
+  for o in "${outputs[@]}"; do [[ -e "$bin/$o" ]] || return 1; done
+}
 
 if [[ -n "${OJSCTRL_CONTROLPLANE_BIN:-}" ]]; then
   echo "controlplane: using binaries from \$OJSCTRL_CONTROLPLANE_BIN=$OJSCTRL_CONTROLPLANE_BIN"
@@ -27,7 +31,7 @@ if [[ "${1:-}" == "--print-bin" ]]; then
   echo "$bin"
   exit 0
 fi
-if [[ -f "$stamp" ]]; then
+if all_present; then
   echo "controlplane: binaries up to date in $bin"
   exit 0
 fi
@@ -141,9 +145,23 @@ build_helm() {
   step "helm: done"
 }
 
+fetch_servicemonitor_crd() {
+  local dest="$bin/crds/monitoring.coreos.com_servicemonitors.yaml"
+  [[ -f "$dest" ]] && { step "ServiceMonitor CRD already fetched"; return; }
+  local work="$build/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
+  mkdir -p "$work" "$bin/crds"
+  step "ServiceMonitor CRD from prometheus-operator $PROMETHEUS_OPERATOR_VERSION"
+  local moddir
+  moddir=$(cd "$work" && GOFLAGS= go mod download -json \
+      "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); sys.exit(d["Error"]) if "Error" in d else print(d["Dir"])')
+  cp "$moddir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" "$dest"
+  chmod u+w "$dest"
+}
+
 build_etcd
 build_kwok
 build_kubernetes
 build_helm
-touch "$stamp"
+fetch_servicemonitor_crd
 step "all binaries in $bin ($(( $(date +%s) - started ))s)"

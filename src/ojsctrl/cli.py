@@ -23,6 +23,7 @@ from ojsctrl.runtime import logging as runtime_logging
 from ojsctrl.runtime.client import Client, ClientOptions
 from ojsctrl.runtime.httpserver import parse_bind_address
 from ojsctrl.runtime.manager import Manager, ManagerOptions
+from ojsctrl.webhooks.flags import add_webhook_flags
 
 DEFAULT_URL_TEMPLATE = "http://{service}.{namespace}.svc:{port}"
 
@@ -213,6 +214,7 @@ def build_parser() -> _Parser:
     )
     p.add_flag("--log-level", default="info", help="debug, info, warning or error")
     p.add_flag("--log-format", default="json", help="json or console")
+    add_webhook_flags(p)
     return p
 
 

@@ -14,7 +14,6 @@ import yaml
 from ojsctrl.controllers.common import OJSCLUSTERS
 from ojsctrl.runtime.client import (
     CONFIGMAPS,
-    CRDS,
     DEPLOYMENTS,
     PDBS,
     SECRETS,
@@ -24,6 +23,7 @@ from ojsctrl.runtime.client import (
     Resource,
 )
 from tests.e2e.helpers import OperatorProcess, driver, namespace, wait_until
+from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane, free_port
 
 SAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "samples"
@@ -222,8 +222,8 @@ def test_production_example_secret_rotation_monitoring_and_pdb(
     assert "pw-two" not in dumped and "pw-one" not in dumped
 
     # The ServiceMonitor CRD appearing later is noticed without touching the cluster.
-    if get(client, CRDS, "", "servicemonitors.monitoring.coreos.com") is None:
-        client.create(CRDS, _servicemonitor_crd())
+    # The real ServiceMonitor CRD, from the pinned prometheus-operator module.
+    crds.kubectl("apply", "--server-side", "-f", str(binaries.servicemonitor_crd()))
     sm = Resource("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor")
     wait_until("ServiceMonitor created", lambda: get(client, sm, ns, "ojs-production-server") is not None, 60)
     wait_until(
@@ -316,29 +316,127 @@ def test_invalid_spec_that_bypassed_admission_gets_a_condition(
     assert get(client, DEPLOYMENTS, ns, "ojs-nats-server") is None
 
 
-def _servicemonitor_crd() -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+BACKEND_ENV = {
+    "redis": "REDIS_URL",
+    "postgres": "DATABASE_URL",
+    "nats": "NATS_URL",
+    "kafka": "KAFKA_BROKERS",
+    "sqs": "SQS_QUEUE_URL",
+}
+
+
+def test_every_backend_type_gets_its_env(crds: ControlPlane, operator: OperatorProcess) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "backends")
+    for doc in sample("secrets.yaml"):
+        client.create(SECRETS, {**doc, "metadata": {**doc["metadata"], "namespace": ns}}, ns)
+    for t in (*BACKEND_ENV, "lite"):
+        create(client, sample(f"backend-{t}.yaml")[0], ns)
+    for t in (*BACKEND_ENV, "lite"):
+        wait_until(f"ojs-{t} Running", lambda t=t: phase(client, ns, f"ojs-{t}") == "Running", 120)
+        env = {
+            e["name"]: e
+            for e in client.get(DEPLOYMENTS, f"ojs-{t}-server", ns)["spec"]["template"]["spec"]["containers"][
+                0
+            ]["env"]
+        }
+        others = set(BACKEND_ENV.values()) - {BACKEND_ENV.get(t)}
+        assert not others & set(env), (t, sorted(env))
+        assert env["OJS_PORT"]["value"] == "8080" and env["OJS_GRPC_PORT"]["value"] == "9090"
+        if t == "postgres":
+            assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+                "name": "postgres-credentials",
+                "key": "url",
+            }
+        elif t != "lite":
+            assert "value" in env[BACKEND_ENV[t]]
+
+
+def test_auth_disabled_pdb_variants_and_unowned_server_deployment(
+    crds: ControlPlane, operator: OperatorProcess
+) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "variants")
+    spec = {"backend": {"type": "nats", "url": "nats://n:4222"}, "replicas": 3, "auth": {"disabled": True}}
+    client.create(
+        OJSCLUSTERS,
+        {
+            "apiVersion": "ojs.openjobspec.dev/v1alpha1",
+            "kind": "OJSCluster",
+            "metadata": {"name": "v", "namespace": ns},
+            "spec": spec,
+        },
+        ns,
+    )
+    wait_until("Running", lambda: phase(client, ns, "v") == "Running", 90)
+    env = {
+        e["name"]: e
+        for e in client.get(DEPLOYMENTS, "v-server", ns)["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["OJS_ALLOW_INSECURE_NO_AUTH"]["value"] == "true" and "OJS_API_KEY" not in env
+    assert get(client, SECRETS, ns, "v-api-key") is None
+    assert client.get(PDBS, "v-server", ns)["spec"]["maxUnavailable"] == 1
+    client.patch(OJSCLUSTERS, "v", {"spec": {"podDisruptionBudget": {"minAvailable": 2}}}, ns)
+    wait_until(
+        "minAvailable 2",
+        lambda: (
+            (get(client, PDBS, ns, "v-server") or {}).get("spec", {}).get("minAvailable") == 2
+            and "maxUnavailable" not in client.get(PDBS, "v-server", ns)["spec"]
+        ),
+        60,
+    )
+    client.patch(
+        OJSCLUSTERS, "v", {"spec": {"podDisruptionBudget": {"enabled": False, "minAvailable": None}}}, ns
+    )
+    wait_until("PDB removed", lambda: get(client, PDBS, ns, "v-server") is None, 60)
+    # An unrelated Secret changing does not roll the pods.
+    before = client.get(DEPLOYMENTS, "v-server", ns)["spec"]["template"]["metadata"]["annotations"]
+    client.create(
+        SECRETS,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "unrelated", "namespace": ns},
+            "stringData": {"x": "1"},
+        },
+        ns,
+    )
+    client.patch(SECRETS, "unrelated", {"stringData": {"x": "2"}}, ns)
+    time.sleep(3)
+    assert client.get(DEPLOYMENTS, "v-server", ns)["spec"]["template"]["metadata"]["annotations"] == before
+
+    # A pre-existing Deployment <name>-server that the operator does not own is left alone and reported.
+    ns2 = namespace(crds, "foreign")
+    foreign = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "f-server", "namespace": ns2},
         "spec": {
-            "group": "monitoring.coreos.com",
-            "scope": "Namespaced",
-            "names": {
-                "plural": "servicemonitors",
-                "singular": "servicemonitor",
-                "kind": "ServiceMonitor",
-                "listKind": "ServiceMonitorList",
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "mine"}},
+            "template": {
+                "metadata": {"labels": {"app": "mine"}},
+                "spec": {"containers": [{"name": "c", "image": "example.invalid/mine:1"}]},
             },
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                    },
-                }
-            ],
         },
     }
+    client.create(DEPLOYMENTS, foreign, ns2)
+    client.create(
+        OJSCLUSTERS,
+        {
+            "apiVersion": "ojs.openjobspec.dev/v1alpha1",
+            "kind": "OJSCluster",
+            "metadata": {"name": "f", "namespace": ns2},
+            "spec": {"backend": {"type": "lite"}},
+        },
+        ns2,
+    )
+    wait_until(
+        "Degraded NameConflict",
+        lambda: cond(client, ns2, "f", "Degraded").get("reason") == "NameConflict",
+        60,
+    )
+    assert "f-server" in cond(client, ns2, "f", "Degraded")["message"]
+    dep = client.get(DEPLOYMENTS, "f-server", ns2)
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "example.invalid/mine:1"
+    assert "ownerReferences" not in dep["metadata"]

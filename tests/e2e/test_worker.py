@@ -26,13 +26,17 @@ def ojs_server() -> Iterator[OJSTestServer]:
 
 @pytest.fixture(scope="module")
 def operator(crds: ControlPlane, ojs_server: OJSTestServer) -> Iterator[OperatorProcess]:
+    # One test server stands in for every cluster: the path prefix names the cluster, so faults can
+    # target one of them. A short sync period makes resyncs happen during the module.
     op = OperatorProcess(
         crds,
         "ojsctrl",
         "--ojs-url-template",
-        ojs_server.base_url,
+        ojs_server.base_url + "/{namespace}/{name}",
         "--log-level",
         "debug",
+        "--sync-period",
+        "10s",
         name="ojsctrl-worker",
     )
     wait_until("operator ready", op.ready, 60)
@@ -137,6 +141,7 @@ def test_readme_multi_worker_example(crds: ControlPlane, operator: OperatorProce
     # kubectl scale through the scale subresource works with autoscaling off.
     client.patch(OJSWORKERS, "data-processor", {"spec": {"replicas": 1}}, ns, subresource="scale")
     wait_until("scaled to 1", lambda: replicas(client, ns, "data-processor-worker") == 1, 60)
+
     def settled() -> bool:
         st = wstatus(client, ns, "data-processor")
         return st.get("replicas") == 1 and st.get("readyReplicas") == 1 and st.get("phase") == "Running"
@@ -219,7 +224,7 @@ def test_queue_depth_autoscaling(
     drained = time.monotonic()
     wait_until("back to 1", lambda: replicas(client, ns, "scaler-worker") == 1, 60)
     assert time.monotonic() - drained >= 7.0, "scaled down before scaleDownDelay"
-    assert wstatus(client, ns, "scaler").get("lastScaleTime")
+    wait_until("lastScaleTime", lambda: bool(wstatus(client, ns, "scaler").get("lastScaleTime")), 10)
 
     # scaleUpThreshold holds a small queue.
     client.patch(OJSWORKERS, "scaler", {"spec": {"autoScaling": {"scaleUpThreshold": 50}}}, ns)
@@ -457,3 +462,70 @@ def test_server_autoscaling_on_queue_depth(
     wait_until("scaled to max 5", lambda: replicas(client, ns, "jobs-server") == 5, 60)
     ojs_server.set_queue(f"srv-{ns}", available=0)
     ojs_server.remove_queue(f"srv-{ns}")
+
+
+def test_queue_stats_in_status_and_metrics_and_a_hung_server_slows_no_one(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    client = driver(crds)
+    slow_ns = namespace(crds, "hung")
+    fast_ns = namespace(crds, "fast")
+    ojs_server.set_queue(f"stats-{fast_ns}", available=7, active=2)
+    ojs_server.fail.paths = (f"/{slow_ns}/",)
+    ojs_server.fail.hang = True
+    try:
+        cluster(client, slow_ns)
+        time.sleep(0.5)
+        started = time.monotonic()
+        cluster(client, fast_ns)
+
+        def fast_has_stats() -> bool:
+            st = (get(client, OJSCLUSTERS, fast_ns, "jobs") or {}).get("status") or {}
+            return any(
+                q["name"] == f"stats-{fast_ns}" and q["available"] == 7 and q["active"] == 2
+                for q in st.get("queues") or []
+            )
+
+        wait_until("fast cluster shows its queue counts", fast_has_stats, 30)
+        assert time.monotonic() - started < 8, "the hung server delayed another cluster"
+        st = client.get(OJSCLUSTERS, "jobs", fast_ns)["status"]
+        assert st["queueDepth"] >= 7 and st["activeJobs"] >= 2
+        metric = operator.metric(
+            "ojs_cluster_queue_depth", {"namespace": fast_ns, "cluster": "jobs", "queue": f"stats-{fast_ns}"}
+        )
+        assert metric == 7
+        qs = {c["type"]: c for c in client.get(OJSCLUSTERS, "jobs", fast_ns)["status"]["conditions"]}
+        assert qs["QueueStatsAvailable"]["status"] == "True"
+
+        def slow_unavailable() -> bool:
+            conds = ((get(client, OJSCLUSTERS, slow_ns, "jobs") or {}).get("status") or {}).get(
+                "conditions"
+            ) or []
+            return any(
+                c["type"] == "QueueStatsAvailable" and c["reason"] == "ServerUnreachable" for c in conds
+            )
+
+        wait_until("hung cluster reports QueueStatsAvailable=False", slow_unavailable, 60)
+    finally:
+        ojs_server.fail.hang = False
+        ojs_server.fail.paths = ()
+        ojs_server.release()
+        ojs_server.remove_queue(f"stats-{fast_ns}")
+
+
+def test_resyncs_with_nothing_changed_write_nothing(crds: ControlPlane, operator: OperatorProcess) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "resync")
+    cluster(client, ns)
+    worker(client, ns, "steady", f"q-{ns}", replicas=2)
+    wait_until("worker Running", lambda: wstatus(client, ns, "steady").get("phase") == "Running", 90)
+    wait_until(
+        "cluster Running",
+        lambda: ((get(client, OJSCLUSTERS, ns, "jobs") or {}).get("status") or {}).get("phase") == "Running",
+        90,
+    )
+    time.sleep(3)
+    since = time.time()
+    time.sleep(25)  # two and a half sync periods of 10 s
+    writes = [w for w in mutating_by_operator(crds, since, ns) if "/events" not in w]
+    assert writes == [], writes

@@ -34,6 +34,11 @@ def bin_dir() -> Path:
     return Path(out)
 
 
+def servicemonitor_crd() -> Path:
+    """The real ServiceMonitor CRD from the pinned prometheus-operator module."""
+    return bin_dir() / "crds" / "monitoring.coreos.com_servicemonitors.yaml"
+
+
 def stages_dir() -> Path:
     """The kwok stage definitions copied out of the kwok module at build time."""
     return bin_dir() / "kwok-stages"
@@ -42,7 +47,10 @@ def stages_dir() -> Path:
 def missing() -> list[str]:
     """Names of required binaries that are not there yet."""
     d = bin_dir()
-    return [b for b in REQUIRED if not os.access(d / b, os.X_OK)]
+    out = [b for b in REQUIRED if not os.access(d / b, os.X_OK)]
+    if not servicemonitor_crd().exists():
+        out.append("crds/monitoring.coreos.com_servicemonitors.yaml")
+    return out
 
 
 def ensure_built() -> Path:

@@ -781,6 +781,12 @@ class _Handler(BaseHTTPRequestHandler):
         app = self.app
         split = urlsplit(self.path)
         path, query = split.path, parse_qs(split.query)
+        # A prefix before /ojs/ (e.g. /<namespace>/<cluster>/ojs/v1/...) lets one server stand in for
+        # many clusters; fault filters (FailMode.paths) see the full path, so one cluster can be faulted.
+        full_path = path
+        at = path.find("/ojs/")
+        if at > 0:
+            path = path[at:]
         body: Any = None
         length = int(self.headers.get("Content-Length") or 0)
         if length > _MAX_REQUEST_BODY:
@@ -811,7 +817,7 @@ class _Handler(BaseHTTPRequestHandler):
         if app.fail.admin_404 and path.startswith("/ojs/v1/admin/"):
             self._send(_error(404, "not_found", f"no route for {path}"))
             return
-        fault = app._fault_applies(path)
+        fault = app._fault_applies(full_path)
         f = app.fail
         if fault and f.slow:
             time.sleep(f.slow)

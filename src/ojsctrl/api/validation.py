@@ -221,10 +221,9 @@ def _check_types(spec: Mapping[str, Any], model: type[BaseModel], result: Valida
 
 
 def _normalise_numbers(value: Any, depth: int) -> Any:
-    # The API server accepts 2.0 where an integer is expected (it is a JSON integer); strict pydantic would
-    # not. It also drops nulls before validating, so a null is an absent field.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    # The API server drops nulls before validating, so a null is an absent field. A float where an
+    # integer is expected (2.0) stays a float: the schema may let it through, but the CEL rules that read
+    # the field fail on it, so Python rejects it too and the two agree.
     if depth <= 0:
         return value
     if isinstance(value, Mapping):

@@ -119,6 +119,7 @@ class ClusterReconciler:
         self.secrets = SecretReader(self.client, self.secret_meta)
         self.crds = f.informer(CRDS, metadata_only=True)
         self._history: dict[str, Any] = {}
+        self._last_scale: dict[str, str] = {}
         self._lock = threading.Lock()
         self.controller = Controller(
             "ojscluster", self.reconcile, max_concurrent_reconciles=options.max_concurrent_reconciles
@@ -163,6 +164,7 @@ class ClusterReconciler:
             self.poller.unregister(str(req))
             with self._lock:
                 self._history.pop(str(req), None)
+                self._last_scale.pop(str(req), None)
             return None
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
@@ -611,8 +613,12 @@ class _Run:
             for k in ("queueDepth", "activeJobs", "queues"):
                 if k in old:
                     extra[k] = old[k]
-        if scaled_at:
-            extra["lastScaleTime"] = scaled_at
+        with self.r._lock:
+            if scaled_at:
+                self.r._last_scale[self.key] = scaled_at
+            last = self.r._last_scale.get(self.key)
+        if last:
+            extra["lastScaleTime"] = last
         conds.extend(self.conditions)
         self.r._write_status(self.obj, phase, conds, extra)
         if self.conflicts:

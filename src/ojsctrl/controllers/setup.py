@@ -47,3 +47,7 @@ def setup_operator(manager: Manager, args: argparse.Namespace) -> None:
     )
     manager.add_runnable(Runnable("ojs-stats-poller", poller.start, poller.stop, needs_leader=True))
     manager.add_runnable(Runnable("ojs-client", lambda: None, ojs.close, needs_leader=False))
+
+    from ojsctrl.webhooks.setup import setup_webhooks
+
+    setup_webhooks(manager, args)

@@ -93,7 +93,8 @@ class WorkerReconciler:
         }
         self.pods = f.informer(PODS, label_selector=MANAGED_SELECTOR)
         self._history: dict[str, History] = {}
-        self._polled: dict[str, str] = {}  # worker key -> cluster key it asked the poller for
+        self._polled: dict[str, str] = {}
+        self._last_scale: dict[str, str] = {}  # worker key -> cluster key it asked the poller for
         self._lock = threading.Lock()
         self.controller = Controller(
             "ojsworker", self.reconcile, max_concurrent_reconciles=options.max_concurrent_reconciles
@@ -135,6 +136,7 @@ class WorkerReconciler:
         if obj is None:
             with self._lock:
                 self._history.pop(key, None)
+                self._last_scale.pop(key, None)
             for ck in self.poller_keys_for(key):
                 self.poller.release(ck, f"worker:{key}")
             return None
@@ -569,8 +571,14 @@ class _Run:
             for k in ("queueDepth", "activeJobs"):
                 if k in old_status:
                     extra[k] = old_status[k]
-        if self.scaled_at:
-            extra["lastScaleTime"] = self.scaled_at
+        # Remembered in memory too: the cached object may not show our last status write yet, and an
+        # apply without the field would remove it.
+        with self.r._lock:
+            if self.scaled_at:
+                self.r._last_scale[self.key] = self.scaled_at
+            last = self.r._last_scale.get(self.key)
+        if last:
+            extra["lastScaleTime"] = last
         self.r._status(self.obj, phase, conds, extra)
         if self.conflicts:
             self.r.recorder.event(self.obj, WARNING, "NameConflict", "; ".join(self.conflicts))

@@ -50,6 +50,7 @@ from ojsctrl.runtime.client import (
     JSON,
     SECRETS,
     AlreadyExistsError,
+    ApiError,
     Client,
     ConflictError,
     NotFoundError,
@@ -625,13 +626,18 @@ class SelfManagedCertificates:
             return False
         return True
 
-    def _get_configs(self) -> dict[str, JSON | None]:
-        out: dict[str, JSON | None] = {}
+    def _get_configs(self) -> dict[str, JSON | ApiError | None]:
+        """Each configuration, None when it does not exist, or the error that kept it from being read (an
+        unreadable configuration must not stop this replica from serving the certificate it has)."""
+        out: dict[str, JSON | ApiError | None] = {}
         for name in self.cfg.webhook_configs:
             try:
                 out[name] = self.client.get(VALIDATING_WEBHOOK_CONFIGURATIONS, name)
             except NotFoundError:
                 out[name] = None
+            except ApiError as e:
+                log.warning("cannot read the webhook configuration", name=name, error=str(e))
+                out[name] = e
         return out
 
     @staticmethod
@@ -642,7 +648,7 @@ class SelfManagedCertificates:
         ]
 
     def _published_at(
-        self, state: CertState | None, configs: Mapping[str, JSON | None], now: dt.datetime
+        self, state: CertState | None, configs: Mapping[str, JSON | ApiError | None], now: dt.datetime
     ) -> dt.datetime | None:
         if state is None or state.pending is None:
             self._seen_published.clear()
@@ -655,15 +661,20 @@ class SelfManagedCertificates:
             # A configuration that does not exist sends no requests, so it cannot be broken by a promotion.
             if config is None:
                 continue
+            if isinstance(config, ApiError):
+                self._seen_published.pop(fp, None)
+                return None
             for bundle in self._published_cas(config):
                 if fp not in {_fingerprint(c) for c in bundle}:
                     self._seen_published.pop(fp, None)
                     return None
         return self._seen_published.setdefault(fp, now)
 
-    def _publish(self, state: CertState, configs: Mapping[str, JSON | None], now: dt.datetime) -> None:
+    def _publish(
+        self, state: CertState, configs: Mapping[str, JSON | ApiError | None], now: dt.datetime
+    ) -> None:
         for name, config in configs.items():
-            if config is None:
+            if config is None or isinstance(config, ApiError):
                 continue
             changed = False
             for webhook, published in zip(
@@ -682,6 +693,9 @@ class SelfManagedCertificates:
                 self.client.replace(VALIDATING_WEBHOOK_CONFIGURATIONS, config)
             except ConflictError:
                 log.debug("webhook configuration changed meanwhile; publishing again next round", name=name)
+                continue
+            except ApiError as e:
+                log.warning("cannot publish the CA bundle", webhook_configuration=name, error=str(e))
                 continue
             log.info("CA bundle published", webhook_configuration=name, cas=len(state.cas))
 

@@ -366,7 +366,7 @@ class WebhookServer:
         self._server = server
         self.reloader.reload()
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="webhook-server", daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="webhook-server", daemon=True
         )
         self._thread.start()
         log.info(
@@ -450,25 +450,44 @@ class WebhookServer:
             raise _BadRequest(411, "Content-Length required")
         length = int(raw_length)
         if length > self.options.max_request_bytes:
+            self._discard(req, length)
             raise _BadRequest(413, f"request body larger than {self.options.max_request_bytes} bytes")
+        body = self._read_exactly(req, length, time.monotonic() + self.options.request_timeout)
+        # Checked after reading, so the answer is not lost to a connection reset over unread data.
         content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise _BadRequest(415, f"Content-Type must be application/json, not {content_type!r}")
-        deadline = time.monotonic() + self.options.request_timeout
+        return body
+
+    def _read_exactly(self, req: http.server.BaseHTTPRequestHandler, length: int, deadline: float) -> bytes:
         chunks: list[bytes] = []
         remaining = length
-        while remaining > 0:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise _BadRequest(408, "request body not received in time")
-            req.connection.settimeout(left)
-            chunk = req.rfile.read1(min(remaining, 65536))
-            if not chunk:
-                raise _BadRequest(400, "request body shorter than Content-Length")
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        req.connection.settimeout(self.options.idle_timeout)
+        try:
+            while remaining > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                req.connection.settimeout(left)
+                chunk = req.rfile.read1(min(remaining, 65536))
+                if not chunk:
+                    raise _BadRequest(400, "request body shorter than Content-Length")
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        except TimeoutError:
+            raise _BadRequest(408, "request body not received in time") from None
+        finally:
+            with contextlib.suppress(OSError):
+                req.connection.settimeout(self.options.idle_timeout)
         return b"".join(chunks)
+
+    def _discard(self, req: http.server.BaseHTTPRequestHandler, length: int) -> None:
+        """Read and drop an oversized body for a short while, so the client sees the 413 rather than a
+        reset; the connection is closed after the answer anyway."""
+        deadline = time.monotonic() + 1.0
+        remaining = length
+        with contextlib.suppress(OSError, _BadRequest):
+            while remaining > 0 and time.monotonic() < deadline:
+                remaining -= len(self._read_exactly(req, min(remaining, 1 << 20), deadline))
 
     def _handle(self, req: http.server.BaseHTTPRequestHandler) -> None:
         path = req.path.split("?", 1)[0]
@@ -480,12 +499,12 @@ class WebhookServer:
             self._busy += 1
         status = 200
         try:
-            if handler is None:
-                status = 404
-                self._reply(req, 404, b"no webhook at this path\n", "text/plain; charset=utf-8")
-                return
             try:
-                review = self._decode(self._read_body(req))
+                # The body is read before any answer, so the client is not reset over unread data.
+                body = self._read_body(req)
+                if handler is None:
+                    raise _BadRequest(404, "no webhook at this path")
+                review = self._decode(body)
             except _BadRequest as e:
                 status = e.status
                 self._reply(req, e.status, f"{e}\n".encode(), "text/plain; charset=utf-8")

@@ -64,7 +64,8 @@ def setup_webhooks(manager: Manager, args: argparse.Namespace) -> WebhookServer 
     Idempotent per manager: a second call returns the server registered by the first.
     """
     existing = _registered.get(manager)
-    if existing is not None or not args.enable_webhooks:
+    # getattr: safe to call from a setup whose parser lacks the webhook flags (then webhooks are off).
+    if existing is not None or not getattr(args, "enable_webhooks", False):
         return existing
     host = args.webhook_host or ("0.0.0.0" if in_cluster() else "127.0.0.1")  # noqa: S104 - in-cluster default
     cert_dir = args.webhook_cert_dir
