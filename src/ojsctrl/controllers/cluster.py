@@ -30,6 +30,7 @@ from ojsctrl.controllers.common import (
     SERVICEMONITORS,
     apply_status,
     condition,
+    get_condition,
     merge_conditions,
     now_rfc3339,
 )
@@ -241,6 +242,8 @@ class _Run:
     def remove(self, resource: Resource, name: str) -> None:
         """Delete a child that is no longer wanted, only if this cluster controls it."""
         inf = self.r.children.get(resource)
+        if resource == SECRETS:
+            inf = self.r.secret_meta  # metadata is all it takes to check ownership
         live = inf.store.get_by_name(self.ns, name) if inf else None
         if live is None and inf is None:
             try:
@@ -444,7 +447,10 @@ class _Run:
                     )
                 )
         else:
-            if self.r.servicemonitor_served():
+            # Only a cluster whose status says it had one may still have a ServiceMonitor; this spares
+            # a GET on every reconcile of every other cluster (ServiceMonitors are not cached).
+            had = get_condition((self.obj.get("status") or {}).get("conditions"), "MonitoringReady")
+            if self.r.servicemonitor_served() and had and had.get("reason") == "ServiceMonitorApplied":
                 self.remove(SERVICEMONITORS, f"{self.name}-server")
             self.conditions.append(
                 condition(
