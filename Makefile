@@ -26,7 +26,7 @@ controlplane: ## Build the local control plane binaries from the Go module proxy
 	@bash hack/build-controlplane.sh
 
 .PHONY: test
-test: venv controlplane ## Run unit and e2e tests (builds what is missing first)
+test: venv controlplane deps ## Run unit and e2e tests (builds and installs what is missing first)
 	$(PY) -m pytest tests/unit tests/e2e $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -59,8 +59,104 @@ run: venv ## Run the operator against $$KUBECONFIG, or against a local control p
 
 .PHONY: bench
 bench: venv controlplane ## Run the benchmarks (not part of make test)
-	$(PY) -m bench
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m bench $(BENCH)
 
 .PHONY: clean
 clean: ## Remove build outputs (not the control plane cache)
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+
+# ---------------------------------------------------------------------------- delivery (SPEC §7)
+# Every target below works against the kubeconfig in use ($KUBECONFIG, else ~/.kube/config), like kubectl.
+VERSION      := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -n1)
+IMG          ?= ghcr.io/openjobspec/ojs-operator:v$(VERSION)
+BUNDLE_IMG   ?= ghcr.io/openjobspec/ojs-operator-bundle:v$(VERSION)
+CONTAINER_TOOL ?= docker
+NAMESPACE    ?= ojs-system
+RELEASE      ?= ojs-operator
+HELM_ARGS    ?=
+# kubectl and helm: the pinned builds from hack/build-controlplane.sh (built on first use), or a kubectl
+# already on PATH when the pinned one is not built yet.
+TOOLS_BIN    := $(or $(OJSCTRL_CONTROLPLANE_BIN),$(shell bash hack/build-controlplane.sh --print-bin 2>/dev/null))
+KUBECTL      ?= $(if $(wildcard $(TOOLS_BIN)/kubectl),$(TOOLS_BIN)/kubectl,$(or $(shell command -v kubectl 2>/dev/null),$(TOOLS_BIN)/kubectl))
+HELM         ?= $(TOOLS_BIN)/helm
+CHART        := deploy/helm/ojs-operator
+
+.PHONY: tools
+tools: ## Make sure kubectl and helm are there (builds the pinned ones when missing)
+	@if [[ ! -x "$(KUBECTL)" || ! -x "$(HELM)" ]]; then bash hack/build-controlplane.sh; fi
+
+.PHONY: deps
+deps: ## Install system tools some tests use (promtool, from Debian's prometheus package)
+	@bash hack/install-deps.sh
+
+.PHONY: manifests generate
+manifests: venv ## Regenerate CRDs, webhook configuration, their copies in deploy/, the OLM CSV, dashboards and CRD docs
+	$(PY) -m ojsctrl.api.crdgen
+	$(PY) -m ojsctrl.webhooks.manifests --write .
+	$(PY) hack/sync_manifests.py
+	$(PY) hack/gen_olm.py
+	$(PY) hack/gen_dashboards.py
+	$(PY) hack/gen_crd_docs.py
+generate: manifests ## Same as manifests (the reference README's name)
+
+.PHONY: install
+install: tools ## Install or update the CRDs in the cluster (server-side apply)
+	$(KUBECTL) apply --server-side --field-manager=ojsctrl-install --force-conflicts -f manifests/crds
+	$(KUBECTL) wait --for=condition=Established --timeout=60s -f manifests/crds
+
+.PHONY: uninstall
+uninstall: tools ## Remove the CRDs, and with them every OJSCluster and OJSWorker
+	$(KUBECTL) delete --ignore-not-found -f manifests/crds
+
+.PHONY: deploy
+deploy: tools ## Deploy the operator with kustomize (deploy/default), image $(IMG)
+	$(KUBECTL) kustomize deploy/default \
+	  | sed 's|image: ghcr.io/openjobspec/ojs-operator:v[^[:space:]]*|image: $(IMG)|' \
+	  | $(KUBECTL) apply --server-side --field-manager=ojsctrl-install --force-conflicts -f -
+	$(KUBECTL) rollout status -n $(NAMESPACE) deployment/ojs-operator-controller-manager --timeout=180s
+
+.PHONY: undeploy
+undeploy: tools ## Remove the operator; keeps the CRDs (your resources) and the namespace
+	$(KUBECTL) delete --ignore-not-found -k deploy/default -l app.kubernetes.io/name=ojs-operator,app.kubernetes.io/component
+
+.PHONY: build
+build: venv ## Build the wheel into dist/
+	$(PY) -m pip wheel --no-deps --wheel-dir dist .
+	@ls -1 dist/*.whl
+
+define need_engine
+	@command -v $(CONTAINER_TOOL) >/dev/null 2>&1 || { echo "$@: $(CONTAINER_TOOL) is not installed (set CONTAINER_TOOL=podman to use Podman)" >&2; exit 1; }
+	@$(CONTAINER_TOOL) info >/dev/null 2>&1 || { echo "$@: no container engine answers '$(CONTAINER_TOOL) info': start Docker (or Podman with CONTAINER_TOOL=podman) and try again" >&2; exit 1; }
+endef
+
+.PHONY: docker-build
+docker-build: ## Build the operator image $(IMG) (needs a running container engine)
+	$(need_engine)
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the operator image $(IMG)
+	$(need_engine)
+	$(CONTAINER_TOOL) push $(IMG)
+
+.PHONY: bundle-build
+bundle-build: ## Build the OLM bundle image $(BUNDLE_IMG) from deploy/olm
+	$(need_engine)
+	$(CONTAINER_TOOL) build -f deploy/olm/bundle.Dockerfile -t $(BUNDLE_IMG) deploy/olm
+
+.PHONY: helm-lint
+helm-lint: tools ## Lint the Helm chart
+	$(HELM) lint $(CHART)
+
+.PHONY: helm-package
+helm-package: tools ## Package the Helm chart into dist/
+	$(HELM) package $(CHART) --destination dist
+
+.PHONY: helm-install
+helm-install: tools ## Install or upgrade the operator with Helm into $(NAMESPACE) (HELM_ARGS="--set ...")
+	$(HELM) upgrade --install $(RELEASE) $(CHART) --namespace $(NAMESPACE) --create-namespace $(HELM_ARGS)
+
+.PHONY: helm-uninstall
+helm-uninstall: tools ## Uninstall the Helm release (the CRDs stay)
+	$(HELM) uninstall $(RELEASE) --namespace $(NAMESPACE)

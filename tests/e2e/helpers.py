@@ -143,6 +143,12 @@ class OperatorProcess:
             *args,
         ]
         full_env = {**os.environ, **(env or {})}
+        if os.environ.get("OJSCTRL_E2E_AS_SA") == "1" and module == "ojsctrl":
+            # The whole suite as the deployed ServiceAccount: a missing permission fails a test.
+            from tests.e2e.test_delivery import service_account_kubeconfig
+
+            argv += ["--kubeconfig", str(service_account_kubeconfig(plane))]
+            full_env.setdefault("OJSCTRL_LEADER_ELECTION_NAMESPACE", "ojs-system")
         self.proc = subprocess.Popen(
             argv, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, stdin=subprocess.DEVNULL
         )

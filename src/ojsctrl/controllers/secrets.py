@@ -13,7 +13,9 @@ import threading
 from cachetools import LRUCache
 
 from ojsctrl.runtime.client import JSON, SECRETS, Client, NotFoundError
-from ojsctrl.runtime.informer import Informer
+from ojsctrl.runtime.informer import DeletedFinalStateUnknown, FuncHandler, Informer
+
+_REMEMBERED = "created:"
 
 
 class SecretReader:
@@ -24,6 +26,11 @@ class SecretReader:
         self.informer = informer
         self._cache: LRUCache[str, tuple[str, dict[str, bytes]]] = LRUCache(maxsize=max_entries)
         self._lock = threading.Lock()
+        informer.add_event_handler(FuncHandler(delete=self._on_delete))
+
+    def _on_delete(self, obj: JSON | DeletedFinalStateUnknown) -> None:
+        meta = (obj.obj if isinstance(obj, DeletedFinalStateUnknown) else obj).get("metadata") or {}
+        self.forget(meta.get("namespace", ""), meta.get("name", ""))
 
     def meta(self, namespace: str, name: str) -> JSON | None:
         return self.informer.store.get_by_name(namespace, name)
@@ -35,8 +42,16 @@ class SecretReader:
         rv = (meta or {}).get("metadata", {}).get("resourceVersion")
         with self._lock:
             cached = self._cache.get(key)
-        if cached is not None and rv is not None and cached[0] == rv:
-            return cached[1]
+        if cached is not None:
+            created_by_us = cached[0].startswith(_REMEMBERED)
+            version = cached[0].removeprefix(_REMEMBERED)
+            # A Secret we created a moment ago may not be in the metadata cache yet: its value is known.
+            if (rv is None and created_by_us) or (rv is not None and version == rv):
+                return cached[1]
+        if meta is None:
+            # The metadata cache is synced and authoritative: the Secret does not exist (yet). Its
+            # creation is an informer event that brings the referencing resource back here.
+            return None
         try:
             obj = self.client.get(SECRETS, name, namespace)
         except NotFoundError:
@@ -58,4 +73,12 @@ class SecretReader:
         meta = obj["metadata"]
         decoded = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
         with self._lock:
-            self._cache[f"{meta['namespace']}/{meta['name']}"] = (meta["resourceVersion"], decoded)
+            self._cache[f"{meta['namespace']}/{meta['name']}"] = (
+                _REMEMBERED + meta["resourceVersion"],
+                decoded,
+            )
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop a cached value (the Secret was deleted)."""
+        with self._lock:
+            self._cache.pop(f"{namespace}/{name}", None)

@@ -331,7 +331,9 @@ class Client:
         if content_type:
             headers["Content-Type"] = content_type
         # get_api_key_with_prefix runs the refresh hook, so rotated tokens are picked up.
-        token = self._config.get_api_key_with_prefix("authorization")
+        # The package keeps the token under "BearerToken" (kubeconfig and in-cluster) or, in older
+        # versions, "authorization"; both are read.
+        token = self._config.get_api_key_with_prefix("BearerToken", alias="authorization")
         if token:
             headers["Authorization"] = token
         elif self._config.username or self._config.password:

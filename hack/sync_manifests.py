@@ -1,0 +1,77 @@
+"""Copy the generated manifests to the places that ship them.
+
+Kustomize reads no file outside a kustomization's folder, a Helm chart and an OLM bundle carry their own
+files, so the generated CRDs (manifests/crds) and webhook configuration (manifests/webhook) are copied:
+
+    manifests/crds/*.yaml                                   -> deploy/crds/, deploy/helm/ojs-operator/crds/,
+                                                               deploy/olm/manifests/
+    manifests/webhook/validating-webhook-configuration.yaml -> deploy/webhook/
+
+`python hack/sync_manifests.py` writes the copies; `--check` only reports stale ones (exit 1).
+`make manifests` runs it after regenerating the sources; a unit test runs the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CRD_TARGETS = ("deploy/crds", "deploy/helm/ojs-operator/crds", "deploy/olm/manifests")
+WEBHOOK_SOURCE = "manifests/webhook/validating-webhook-configuration.yaml"
+WEBHOOK_TARGET = "deploy/webhook/validating-webhook-configuration.yaml"
+
+
+def copies(repo: Path = REPO) -> dict[Path, bytes]:
+    """Every copy's path and the content it must have."""
+    out: dict[Path, bytes] = {}
+    for crd in sorted((repo / "manifests" / "crds").glob("*.yaml")):
+        for target in CRD_TARGETS:
+            out[repo / target / crd.name] = crd.read_bytes()
+    out[repo / WEBHOOK_TARGET] = (repo / WEBHOOK_SOURCE).read_bytes()
+    return out
+
+
+def stale(repo: Path = REPO) -> list[str]:
+    """Copies that are missing or differ from their source, plus CRD copies whose source is gone."""
+    wanted = copies(repo)
+    out = [str(p.relative_to(repo)) for p, data in wanted.items() if not p.exists() or p.read_bytes() != data]
+    for target in CRD_TARGETS:
+        for path in (repo / target).glob("*_*.yaml"):
+            if path.name.startswith("ojs.openjobspec.dev_") and path not in wanted:
+                out.append(f"{path.relative_to(repo)} (no longer generated)")
+    return sorted(out)
+
+
+def write(repo: Path = REPO) -> list[str]:
+    """Write the stale copies; returns what was written or removed."""
+    changed = stale(repo)
+    wanted = copies(repo)
+    for path, data in wanted.items():
+        if not path.exists() or path.read_bytes() != data:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    for target in CRD_TARGETS:
+        for path in (repo / target).glob("ojs.openjobspec.dev_*.yaml"):
+            if path not in wanted:
+                path.unlink()
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="report stale copies, write nothing")
+    args = parser.parse_args(argv)
+    if args.check:
+        out = stale()
+        for line in out:
+            print(f"stale: {line} (run `make manifests`)", file=sys.stderr)
+        return 1 if out else 0
+    for line in write():
+        print(f"updated {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

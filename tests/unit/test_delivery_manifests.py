@@ -1,0 +1,222 @@
+"""Delivery artifacts stay in step with their sources (SPEC §7): generated copies, versions, RBAC, the
+Dockerfile and the Makefile. No cluster needed (tests/e2e/test_delivery.py applies them)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def hack(name: str) -> ModuleType:
+    """Import a script from hack/ by path (hack/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"hack_{name}", ROOT / "hack" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load(path: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((ROOT / path).read_text()) if d]
+
+
+@pytest.mark.parametrize("script", ["sync_manifests", "gen_olm", "gen_dashboards", "gen_crd_docs"])
+def test_generated_files_are_current(script: str) -> None:
+    assert hack(script).main(["--check"]) == 0, f"stale output of hack/{script}.py: run `make manifests`"
+
+
+def test_crd_copies_are_identical_to_the_generated_crds() -> None:
+    sources = sorted((ROOT / "manifests" / "crds").glob("*.yaml"))
+    assert len(sources) == 2
+    for target in ("deploy/crds", "deploy/helm/ojs-operator/crds", "deploy/olm/manifests"):
+        for src in sources:
+            assert (ROOT / target / src.name).read_bytes() == src.read_bytes(), f"{target}/{src.name}"
+    listed = load("deploy/crds/kustomization.yaml")[0]["resources"]
+    assert sorted(listed) == [p.name for p in sources]
+
+
+def test_versions_agree() -> None:
+    chart = load("deploy/helm/ojs-operator/Chart.yaml")[0]
+    assert chart["version"] == VERSION and chart["appVersion"] == VERSION
+    kustomization = load("deploy/default/kustomization.yaml")[0]
+    assert kustomization["images"] == [{"name": "ghcr.io/openjobspec/ojs-operator", "newTag": f"v{VERSION}"}]
+    manager = load("deploy/manager/manager.yaml")[0]
+    assert manager["spec"]["template"]["spec"]["containers"][0]["image"].endswith(f":v{VERSION}")
+    from ojsctrl import __version__
+
+    assert __version__ == VERSION
+
+
+def test_names_the_troubleshooting_guide_relies_on() -> None:
+    objs = {
+        (o["kind"], o["metadata"]["name"]): o
+        for p in (ROOT / "manifests" / "rbac").glob("*.yaml")
+        if p.name != "kustomization.yaml"
+        for o in load(str(p.relative_to(ROOT)))
+    }
+    objs |= {(o["kind"], o["metadata"]["name"]): o for o in load("deploy/manager/manager.yaml")}
+    assert ("ClusterRole", "ojs-operator-manager-role") in objs
+    binding = objs[("ClusterRoleBinding", "ojs-operator-manager-rolebinding")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "ojs-operator-controller-manager", "namespace": "ojs-system"}
+    ]
+    dep = objs[("Deployment", "ojs-operator-controller-manager")]
+    assert dep["metadata"]["namespace"] == "ojs-system"
+    assert dep["spec"]["selector"]["matchLabels"]["control-plane"] == "controller-manager"
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "ojs-operator-controller-manager"
+    assert load("deploy/default/kustomization.yaml")[0]["namespace"] == "ojs-system"
+
+
+def test_every_rbac_rule_says_why() -> None:
+    """Each rule of the manager's roles is preceded by a comment (its justification)."""
+    for name in ("role.yaml", "leader_election_role.yaml"):
+        lines = (ROOT / "manifests" / "rbac" / name).read_text().splitlines()
+        rules = [i for i, line in enumerate(lines) if line.startswith("- apiGroups:")]
+        assert rules
+        for i in rules:
+            assert lines[i - 1].startswith("#") or name == "leader_election_role.yaml", (
+                f"{name}:{i + 1}: rule without a comment"
+            )
+
+
+def test_manager_rbac_is_least_privilege_shaped() -> None:
+    role = load("manifests/rbac/role.yaml")[0]
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+        assert (
+            "escalate" not in rule["verbs"]
+            and "bind" not in rule["verbs"]
+            and "impersonate" not in rule["verbs"]
+        )
+        if "validatingwebhookconfigurations" in rule["resources"]:
+            assert rule["resourceNames"] == ["ojs-operator-validating-webhook-configuration"]
+            assert sorted(rule["verbs"]) == ["get", "update"]
+        if rule["resources"] == ["secrets"]:
+            assert (
+                "update" not in rule["verbs"] and "patch" not in rule["verbs"]
+            )  # Secrets are never rewritten
+    namespaced = load("manifests/rbac/leader_election_role.yaml")[0]
+    assert namespaced["metadata"]["namespace"] == "ojs-system"
+    secret_rule = next(r for r in namespaced["rules"] if r["resources"] == ["secrets"])
+    assert secret_rule["resourceNames"] == ["ojs-operator-webhook-server-cert"]
+    # The names the operator's webhook flags default to.
+    from ojsctrl.webhooks.flags import DEFAULT_CERT_SECRET, DEFAULT_CONFIG_NAME, DEFAULT_SERVICE_NAME
+
+    assert secret_rule["resourceNames"] == [DEFAULT_CERT_SECRET]
+    webhook_rule = next(r for r in role["rules"] if "validatingwebhookconfigurations" in r["resources"])
+    assert webhook_rule["resourceNames"] == [DEFAULT_CONFIG_NAME]
+    assert load("deploy/webhook/service.yaml")[0]["metadata"]["name"] == DEFAULT_SERVICE_NAME
+
+
+def test_aggregated_user_roles() -> None:
+    viewer = load("manifests/rbac/ojs_viewer_role.yaml")[0]
+    editor = load("manifests/rbac/ojs_editor_role.yaml")[0]
+    assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert editor["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in editor["metadata"]["labels"]
+    assert {v for r in viewer["rules"] for v in r["verbs"]} == {"get", "list", "watch"}
+    status_rules = [r for r in editor["rules"] if any(x.endswith("/status") for x in r["resources"])]
+    assert all(r["verbs"] == ["get"] for r in status_rules)
+
+
+def test_manager_args_are_flags_the_cli_knows() -> None:
+    from ojsctrl.cli import build_parser
+    from ojsctrl.webhooks.flags import add_webhook_flags
+
+    parser = build_parser()
+    known = {a for action in parser._actions for a in action.option_strings}
+    if "--enable-webhooks" not in known:
+        add_webhook_flags(parser)
+        known = {a for action in parser._actions for a in action.option_strings}
+    container = load("deploy/manager/manager.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
+    for arg in container["args"]:
+        assert arg.split("=", 1)[0] in known, arg
+    parser.parse_args(container["args"])
+
+
+# ----------------------------------------------------------------------------------------- Dockerfile
+def test_dockerfile_is_multi_stage_small_and_non_root() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    instructions = [
+        line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+    froms = [line for line in instructions if line.startswith("FROM ")]
+    assert len(froms) >= 2, "multi-stage"
+    assert " AS build" in froms[0]
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+    assert "distroless" in args["RUNTIME_IMAGE"] and args["RUNTIME_IMAGE"].endswith(":nonroot")
+    assert args["BUILD_IMAGE"].startswith("python:3.11")  # the runtime's Python: cp311 wheels
+    for image in args.values():
+        assert not image.endswith(":latest") and ":" in image
+    user = [line for line in instructions if line.startswith("USER ")][-1]
+    uid, _, gid = user.split()[1].partition(":")
+    assert uid.isdigit() and int(uid) != 0 and gid.isdigit() and int(gid) != 0
+    manager = load("deploy/manager/manager.yaml")[0]["spec"]["template"]["spec"]["securityContext"]
+    assert manager["runAsUser"] == int(uid) and manager["runAsGroup"] == int(gid)
+    assert instructions[-1] == 'ENTRYPOINT ["/usr/bin/python3", "-m", "ojsctrl"]'
+    assert "COPY --from=build" in text
+    for src in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
+        for part in src.split():
+            assert (ROOT / part).exists(), f"Dockerfile copies {part}, which does not exist"
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignore[0 if ignore[0] == "*" else 1] == "*" and "!src/" in ignore
+
+
+def test_bundle_dockerfile_labels_match_annotations() -> None:
+    annotations = load("deploy/olm/metadata/annotations.yaml")[0]["annotations"]
+    text = (ROOT / "deploy" / "olm" / "bundle.Dockerfile").read_text()
+    labels = dict(re.findall(r"(operators\.operatorframework\.io\.[\w.]+)=(\S+)", text))
+    assert labels == annotations
+
+
+# ----------------------------------------------------------------------------------------- Makefile
+SPEC_TARGETS = [
+    "build",
+    "test",
+    "lint",
+    "run",
+    "install",
+    "uninstall",
+    "deploy",
+    "undeploy",
+    "docker-build",
+    "docker-push",
+    "helm-package",
+    "helm-install",
+    "helm-uninstall",
+    "generate",
+    "manifests",
+    "bench",
+]
+
+
+@pytest.mark.parametrize("target", SPEC_TARGETS)
+def test_makefile_has_the_spec_targets(target: str) -> None:
+    out = subprocess.run(
+        ["make", "-n", "--no-print-directory", target], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert "No rule to make target" not in out.stderr, out.stderr
+    assert out.returncode == 0, out.stderr
+
+
+def test_docker_build_explains_a_missing_engine() -> None:
+    out = subprocess.run(
+        ["make", "--no-print-directory", "docker-build", "CONTAINER_TOOL=ojsctrl-no-such-engine"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode != 0
+    assert "ojsctrl-no-such-engine is not installed" in out.stderr
