@@ -28,6 +28,7 @@ from ojsctrl.controllers.common import (
     OJSCLUSTERS,
     SERVICEMONITOR_CRD,
     SERVICEMONITORS,
+    STATUS_COALESCE,
     apply_status,
     condition,
     get_condition,
@@ -50,6 +51,7 @@ from ojsctrl.runtime.client import (
     SERVICES,
     AlreadyExistsError,
     ApiError,
+    InvalidError,
     NotFoundError,
     Resource,
 )
@@ -85,6 +87,13 @@ def referenced_secrets(obj: JSON) -> Iterable[str]:
     out.add(f"{ns}/{name}-api-key")
     out.add(f"{ns}/{name}-redis")
     return tuple(out)
+
+
+def invalid_child_message(resource: Resource, name: str, error: InvalidError) -> str:
+    """Why the API server refused a child, naming its fields (for a condition message)."""
+    fields = ", ".join(str(c.get("field")) for c in error.causes if c.get("field"))
+    text = f"{resource.kind} {name} was refused by the API server ({fields or error.reason}): {error.message}"
+    return text[:1000]
 
 
 @dataclass
@@ -131,7 +140,7 @@ class ClusterReconciler:
         c = self.controller
         c.watch_primary(self.clusters)
         for inf in self.children.values():
-            c.watch_owned(inf, API_VERSION, "OJSCluster")
+            c.watch_owned(inf, API_VERSION, "OJSCluster", status_delay=STATUS_COALESCE)
         c.watch_mapped(self.secret_meta, self._clusters_for_secret)
         c.watch_mapped(self.crds, self._clusters_for_crd)
         self.manager.add_controller(c)
@@ -197,8 +206,10 @@ class ClusterReconciler:
         if "lastScaleTime" not in status and old.get("lastScaleTime"):
             status["lastScaleTime"] = old["lastScaleTime"]
         wrote = apply_status(self.client, OJSCLUSTERS, obj, status)
-        if wrote and old.get("phase") != phase:
-            kind = WARNING if phase in ("Error", "Degraded") else NORMAL
+        prev = old.get("phase")
+        kind = WARNING if phase in ("Error", "Degraded") else NORMAL
+        # A first Normal phase (Pending, Running) is not news; a problem always is.
+        if wrote and prev != phase and (prev or kind == WARNING):
             msg = next((c.get("message") for c in conds if c["type"] == "Ready"), "") or f"phase {phase}"
             self.recorder.event(obj, kind, phase, msg)
 
@@ -231,9 +242,15 @@ class _Run:
             return None
         name = body["metadata"]["name"]
         inf = self.r.children.get(resource)
-        out = self.r.applier.ensure(
-            resource, body, self.uid, self.cached(resource, name), in_cache=inf is not None
-        )
+        try:
+            out = self.r.applier.ensure(
+                resource, body, self.uid, self.cached(resource, name), in_cache=inf is not None
+            )
+        except InvalidError as e:
+            # The API server refuses the child this spec makes (a value neither CEL nor the Python rules
+            # catch). Retrying cannot help until the spec changes, which enqueues the cluster again.
+            self.problems.append(("InvalidSpec", invalid_child_message(resource, name, e)))
+            return None
         if out.conflict:
             self.conflicts.append(out.conflict)
             return None

@@ -24,6 +24,8 @@ log = structlog.get_logger("ojsctrl.status")
 
 MANAGED_SELECTOR = "app.kubernetes.io/managed-by=ojsctrl"
 SERVICEMONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+# Child status updates (a rollout's steps) reach the owner this much later, coalesced into one reconcile.
+STATUS_COALESCE = 1.0
 
 
 def now_rfc3339() -> str:

@@ -66,6 +66,9 @@ class StatsPoller:
         self._targets: dict[str, Target] = {}
         self._results: dict[str, PollResult] = {}
         self._heap: list[tuple[float, str]] = []
+        # The one live schedule entry per cluster: heap entries whose time differs are stale and skipped,
+        # so a re-registration never leaves two entries that would each poll every interval.
+        self._due: dict[str, float] = {}
         self._inflight: set[str] = set()
         self._lock = threading.Condition()
         self._stop = threading.Event()
@@ -98,7 +101,7 @@ class StatsPoller:
             target.wants[requester] = interval
             self._targets[key] = target
             if old is None or moved or (old_interval is not None and target.interval < old_interval):
-                heapq.heappush(self._heap, (self._clock(), key))
+                self._schedule(key, self._clock())
                 self._lock.notify_all()
 
     def release(self, key: str, requester: str) -> None:
@@ -112,6 +115,12 @@ class StatsPoller:
         with self._lock:
             self._targets.pop(key, None)
             self._results.pop(key, None)
+            self._due.pop(key, None)
+
+    def _schedule(self, key: str, at: float) -> None:
+        """(Re)schedule the next poll of `key` (caller holds the lock); earlier entries become stale."""
+        self._due[key] = at
+        heapq.heappush(self._heap, (at, key))
 
     def result(self, key: str) -> PollResult | None:
         with self._lock:
@@ -127,7 +136,9 @@ class StatsPoller:
                 now = self._clock()
                 due: list[str] = []
                 while self._heap and self._heap[0][0] <= now:
-                    _, key = heapq.heappop(self._heap)
+                    at, key = heapq.heappop(self._heap)
+                    if self._due.get(key) != at:
+                        continue  # superseded by a later (re)schedule
                     if key in self._targets and key not in self._inflight:
                         due.append(key)
                         self._inflight.add(key)
@@ -159,7 +170,7 @@ class StatsPoller:
                 return
             prev = self._results.get(key)
             self._results[key] = result
-            heapq.heappush(self._heap, (self._clock() + self._targets[key].interval, key))
+            self._schedule(key, self._clock() + self._targets[key].interval)
         changed = prev is None or prev.error != result.error or prev.queues != result.queues
         if changed:
             if not result.ok:

@@ -18,7 +18,7 @@ from ojsctrl.builders import cluster as cb
 from ojsctrl.builders import worker as wb
 from ojsctrl.builders.common import config_hash
 from ojsctrl.controllers import metrics
-from ojsctrl.controllers.cluster import ClusterReconciler
+from ojsctrl.controllers.cluster import ClusterReconciler, invalid_child_message
 from ojsctrl.controllers.cluster_status import deployment_state, highest, workload_phase
 from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
@@ -27,8 +27,10 @@ from ojsctrl.controllers.common import (
     HASH_ANNOTATION,
     MANAGED_SELECTOR,
     OJSWORKERS,
+    STATUS_COALESCE,
     apply_status,
     condition,
+    get_condition,
     merge_conditions,
     now_rfc3339,
 )
@@ -36,7 +38,16 @@ from ojsctrl.controllers.stats import PollResult, StatsPoller
 from ojsctrl.ojs.autoscale import History, WorkerScaling, initial_replicas, plan_drain, worker_desired
 from ojsctrl.ojs.client import OJSClient, url_for
 from ojsctrl.runtime.apply import Applier, controller_ref
-from ojsctrl.runtime.client import DEPLOYMENTS, HPAS, JSON, PODS, ApiError, NotFoundError, Resource
+from ojsctrl.runtime.client import (
+    DEPLOYMENTS,
+    HPAS,
+    JSON,
+    PODS,
+    ApiError,
+    InvalidError,
+    NotFoundError,
+    Resource,
+)
 from ojsctrl.runtime.controller import Controller, Request, Result
 from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
 from ojsctrl.runtime.informer import Informer
@@ -104,7 +115,7 @@ class WorkerReconciler:
         c = self.controller
         c.watch_primary(self.workers)
         for inf in self.children.values():
-            c.watch_owned(inf, API_VERSION, "OJSWorker")
+            c.watch_owned(inf, API_VERSION, "OJSWorker", status_delay=STATUS_COALESCE)
         c.watch_mapped(self.cr.clusters, self._workers_of_cluster)
         c.watch_mapped(self.cr.secret_meta, self._workers_for_secret)
         self.poller.subscribe(self._stats_changed)
@@ -191,6 +202,10 @@ class WorkerReconciler:
     ) -> None:
         old = obj.get("status") or {}
         generation = int(obj["metadata"].get("generation") or 0)
+        if phase == "Degraded":
+            # OJSWorker has no Degraded phase (SPEC §1.2; the CRD's enum refuses it): a name conflict or a
+            # failed rollout is an Error, and the Degraded condition says which.
+            phase = "Error"
         status: JSON = {
             **extra,
             "phase": phase,
@@ -201,11 +216,13 @@ class WorkerReconciler:
             if k not in status and old.get(k):
                 status[k] = old[k]
         wrote = apply_status(self.client, OJSWORKERS, obj, status)
-        if wrote and old.get("phase") != phase:
+        prev = old.get("phase")
+        if wrote and prev != phase:
+            kind = WARNING if phase in ("Error", "Degraded") else NORMAL
+            # A first Normal phase (Pending, Running) is not news; a problem always is.
             if event is not None:
                 self.recorder.event(obj, *event)
-            else:
-                kind = WARNING if phase in ("Error", "Degraded") else NORMAL
+            elif prev or kind == WARNING:
                 msg = next((c.get("message") for c in conds if c["type"] == "Ready"), "") or f"phase {phase}"
                 self.recorder.event(obj, kind, phase, msg)
 
@@ -236,6 +253,7 @@ class _Run:
         self.cluster_key = f"{self.ns}/{cluster_obj['metadata']['name']}"
         self.dep_name = f"{self.name}-worker"
         self.conflicts: list[str] = []
+        self.problems: list[str] = []  # children the API server refused
         self.scaling_cond: JSON | None = None
         self.requeue: float | None = None
         self.draining = False
@@ -248,9 +266,15 @@ class _Run:
     def ensure(self, resource: Resource, body: JSON | None) -> JSON | None:
         if body is None:
             return None
-        out = self.r.applier.ensure(
-            resource, body, self.uid, self.cached(resource, body["metadata"]["name"]), in_cache=True
-        )
+        try:
+            out = self.r.applier.ensure(
+                resource, body, self.uid, self.cached(resource, body["metadata"]["name"]), in_cache=True
+            )
+        except InvalidError as e:
+            # A spec value only the API server refuses: report it. Retrying cannot help until the spec
+            # changes, which enqueues the worker again.
+            self.problems.append(invalid_child_message(resource, body["metadata"]["name"], e))
+            return None
         if out.conflict:
             self.conflicts.append(out.conflict)
             return None
@@ -270,9 +294,11 @@ class _Run:
     def run(self) -> Result | None:
         a = self.spec.auto_scaling
         api_key = self.api_key()
+        live = self.cached(DEPLOYMENTS, self.dep_name)
+        if api_key is None and live is None and cb.generates_api_key(self.cluster):
+            return self.wait_for_api_key()
         # The template shows the spec itself; the hash adds what it does not: the key's value.
         digest = config_hash(api_key or b"")
-        live = self.cached(DEPLOYMENTS, self.dep_name)
         holds = ((live or {}).get("metadata") or {}).get("annotations", {}).get(
             AUTOSCALER_ANNOTATION
         ) == "true"
@@ -311,6 +337,33 @@ class _Run:
             stats = self.r.poller.result(self.cluster_key)
         self.status(dep, stats)
         return Result(requeue_after=self.requeue) if self.requeue else None
+
+    def wait_for_api_key(self) -> Result:
+        """The cluster has not generated its API key yet. A Deployment made now would roll again the
+        moment the key exists (the template hash covers it), so wait: the Secret's creation re-enqueues
+        the worker."""
+        cluster = self.cluster_obj["metadata"]["name"]
+        secret = cb.api_key_secret_name(self.cluster)
+        msg = f"waiting for OJSCluster {cluster} to create its API key Secret {secret}"
+        ready = get_condition((self.cluster_obj.get("status") or {}).get("conditions"), "Ready")
+        if ready is not None and ready.get("status") == "False" and ready.get("reason") != "Pending":
+            msg += f" (the cluster is not ready: {ready.get('reason')}: {str(ready.get('message'))[:300]})"
+        self.r._status(
+            self.obj,
+            "Pending",
+            [
+                condition("Ready", False, "WaitingForAPIKey", msg, generation=self.generation),
+                condition(
+                    "ClusterFound",
+                    True,
+                    "ClusterFound",
+                    f"OJSCluster {cluster}",
+                    generation=self.generation,
+                ),
+            ],
+            {},
+        )
+        return Result(requeue_after=5.0)
 
     def api_key(self) -> str | None:
         ref = cb.api_key_ref(self.cluster)
@@ -481,13 +534,19 @@ class _Run:
             phase = highest(phase, "Draining")
         if self.conflicts:
             phase = highest(phase, "Degraded")
+        if self.problems:
+            phase = highest(phase, "Error")
         a = self.spec.auto_scaling
+        if self.problems:
+            ready_reason = "InvalidSpec"
+        else:
+            ready_reason = "Running" if phase == "Running" else ("NameConflict" if self.conflicts else phase)
         conds = [
             condition(
                 "Ready",
                 phase == "Running",
-                "Running" if phase == "Running" else ("NameConflict" if self.conflicts else phase),
-                "; ".join(self.conflicts) or state.failed or f"phase {phase}",
+                ready_reason,
+                "; ".join(self.problems + self.conflicts) or state.failed or f"phase {phase}",
                 generation=gen,
             ),
             condition(

@@ -158,6 +158,14 @@ def resource_version_changed(event: str, old: JSON | None, new: JSON | None) -> 
     )
 
 
+def _status_only(event: str, old: JSON | None, new: JSON | None) -> bool:
+    if event != "update" or old is None or new is None or old is new:
+        return False
+    gen_old = (old.get("metadata") or {}).get("generation")
+    gen_new = (new.get("metadata") or {}).get("generation")
+    return gen_old is not None and gen_old == gen_new and old.get("status") != new.get("status")
+
+
 def _unwrap(obj: JSON | DeletedFinalStateUnknown) -> JSON:
     return obj.obj if isinstance(obj, DeletedFinalStateUnknown) else obj
 
@@ -194,14 +202,21 @@ class Controller:
 
     # ------------------------------------------------------------------ watches
     def _handler(
-        self, mapper: Callable[[JSON], Iterable[Request]], predicates: Iterable[Predicate]
+        self,
+        mapper: Callable[[JSON], Iterable[Request]],
+        predicates: Iterable[Predicate],
+        status_delay: float = 0.0,
     ) -> FuncHandler:
         preds = list(predicates)
 
         def enqueue(event: str, old: JSON | None, new: JSON | None, obj: JSON) -> None:
             if all(p(event, old, new) for p in preds):
+                delay = status_delay if status_delay > 0 and _status_only(event, old, new) else 0.0
                 for req in mapper(obj):
-                    self.queue.add(req)
+                    if delay:
+                        self.queue.add_after(req, delay)
+                    else:
+                        self.queue.add(req)
 
         return FuncHandler(
             add=lambda obj: enqueue("add", None, obj, obj),
@@ -215,9 +230,19 @@ class Controller:
         informer.add_event_handler(self._handler(lambda o: (Request.for_object(o),), predicates))
 
     def watch_owned(
-        self, informer: Informer, owner_api_version: str, owner_kind: str, *predicates: Predicate
+        self,
+        informer: Informer,
+        owner_api_version: str,
+        owner_kind: str,
+        *predicates: Predicate,
+        status_delay: float = 0.0,
     ) -> None:
-        """Reconcile the controller owner of an object when the object changes."""
+        """Reconcile the controller owner of an object when the object changes.
+
+        With `status_delay`, an update that only moved the child's status (same generation) reaches
+        the owner after that delay: a Deployment rolling out reports several status steps within a
+        second, and one owner reconcile (and one status write) covers them all.
+        """
         group = owner_api_version.rpartition("/")[0]
 
         def owner(obj: JSON) -> Iterable[Request]:
@@ -231,7 +256,7 @@ class Controller:
             return ()
 
         self.informers.append(informer)
-        informer.add_event_handler(self._handler(owner, predicates))
+        informer.add_event_handler(self._handler(owner, predicates, status_delay))
 
     def watch_mapped(self, informer: Informer, mapper: MapFunc, *predicates: Predicate) -> None:
         """Reconcile whatever mapper(obj) names when an object of another kind changes."""
