@@ -342,6 +342,10 @@ class _Run:
         """The cluster has not generated its API key yet. A Deployment made now would roll again the
         moment the key exists (the template hash covers it), so wait: the Secret's creation re-enqueues
         the worker."""
+        if not self.obj.get("status"):
+            # Usually a matter of milliseconds (the cluster was created alongside): no status write
+            # for that; the Secret's creation brings the worker back.
+            return Result(requeue_after=5.0)
         cluster = self.cluster_obj["metadata"]["name"]
         secret = cb.api_key_secret_name(self.cluster)
         msg = f"waiting for OJSCluster {cluster} to create its API key Secret {secret}"
