@@ -47,6 +47,7 @@ def setup_operator(manager: Manager, args: argparse.Namespace) -> None:
     )
     manager.add_runnable(Runnable("ojs-stats-poller", poller.start, poller.stop, needs_leader=True))
     manager.add_runnable(Runnable("ojs-client", lambda: None, ojs.close, needs_leader=False))
+    manager.add_runnable(Runnable("event-sender", recorder.start, recorder.stop, needs_leader=True))
 
     from ojsctrl.webhooks.setup import setup_webhooks
 

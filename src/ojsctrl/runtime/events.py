@@ -8,6 +8,7 @@ cannot flood the API server. Emission never raises: an event is worth less than 
 from __future__ import annotations
 
 import datetime as dt
+import queue
 import threading
 import uuid
 
@@ -37,6 +38,7 @@ class EventRecorder:
         window: float = 600.0,
         max_tracked: int = 10_000,
         host: str = "",
+        max_queued: int = 10_000,
     ) -> None:
         self.client = client
         self.component = component
@@ -45,9 +47,42 @@ class EventRecorder:
             maxsize=max_tracked, ttl=window
         )
         self._lock = threading.Lock()
+        self._pending: queue.Queue[tuple[JSON, str, str, str] | None] = queue.Queue(maxsize=max_queued)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Send events from a background thread (as client-go's broadcaster does), so a reconcile
+        never waits on an event write. Without start(), event() sends inline."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, name="event-sender", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Send what is queued (bounded by timeout), then stop the sender."""
+        if self._thread is not None:
+            self._pending.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _drain(self) -> None:
+        while True:
+            item = self._pending.get()
+            if item is None:
+                return
+            self._send(*item)
 
     def event(self, obj: JSON, type_: str, reason: str, message: str) -> None:
-        """Emit (or aggregate) an event about obj."""
+        """Emit (or aggregate) an event about obj. Never raises; drops the event when the bounded
+        queue is full (an event is worth less than the reconcile)."""
+        if self._thread is None:
+            self._send(obj, type_, reason, message)
+            return
+        try:
+            self._pending.put_nowait((obj, type_, reason, message))
+        except queue.Full:
+            log.warning("event queue full; dropping event", reason=reason)
+
+    def _send(self, obj: JSON, type_: str, reason: str, message: str) -> None:
         meta = obj.get("metadata") or {}
         ns = meta.get("namespace") or "default"
         uid = meta.get("uid") or ""
