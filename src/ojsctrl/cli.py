@@ -139,6 +139,18 @@ class _Parser(argparse.ArgumentParser):
         return ns
 
 
+def _hidden_env(name: str, type: Callable[[str], Any], default: Any) -> Any:
+    """Environment default of a hidden flag (hidden flags skip add_flag, which would document them)."""
+    env = ENV_PREFIX + name.lstrip("-").upper().replace("-", "_")
+    raw = os.environ.get(env)
+    if raw is None:
+        return default
+    try:
+        return type(raw)
+    except (argparse.ArgumentTypeError, ValueError) as e:
+        raise SystemExit(f"environment variable {env}: {e}") from None
+
+
 def build_parser() -> _Parser:
     """Every manager flag. Later features add theirs here."""
     p = _Parser(prog="ojsctrl", description="Kubernetes operator for Open Job Spec servers and workers.")
@@ -157,6 +169,19 @@ def build_parser() -> _Parser:
         default=":8081",
         type=_bind_address,
         help="address of /healthz and /readyz; 0 disables",
+    )
+    p.add_flag(
+        "--metrics-secure",
+        boolean=True,
+        default=False,
+        help="serve /metrics over HTTPS and require a bearer token allowed to get the non-resource URL "
+        "/metrics (TokenReview + SubjectAccessReview)",
+    )
+    p.add_flag(
+        "--metrics-cert-dir",
+        default="",
+        help="directory with tls.crt and tls.key for --metrics-secure (reloaded when they change); "
+        "empty = a self-signed certificate made at start-up",
     )
     p.add_flag(
         "--leader-elect", boolean=True, default=False, help="enable leader election (one active manager)"
@@ -212,6 +237,19 @@ def build_parser() -> _Parser:
         default=DEFAULT_URL_TEMPLATE,
         help="how the operator reaches OJS servers; placeholders {name} {namespace} {service} {port}",
     )
+    # Hidden, for tests: how long an informer may make no progress before /healthz fails (SPEC §8.13: 5m),
+    # and a suffix that tells several operator processes apart in the API server's audit log.
+    p.add_argument(
+        "--informer-stall-timeout",
+        default=_hidden_env("--informer-stall-timeout", parse_duration, 300.0),
+        type=parse_duration,
+        help=argparse.SUPPRESS,
+    )
+    p.add_argument(
+        "--user-agent-suffix",
+        default=_hidden_env("--user-agent-suffix", str, ""),
+        help=argparse.SUPPRESS,
+    )
     p.add_flag("--log-level", default="info", help="debug, info, warning or error")
     p.add_flag("--log-format", default="json", help="json or console")
     add_webhook_flags(p)
@@ -220,11 +258,12 @@ def build_parser() -> _Parser:
 
 def build_manager(args: argparse.Namespace) -> Manager:
     """A Manager configured from parsed flags (no controllers registered)."""
+    user_agent = f"ojsctrl/{__version__}"
+    if getattr(args, "user_agent_suffix", ""):
+        user_agent += f" {args.user_agent_suffix}"
     client = Client.from_kubeconfig(
         args.kubeconfig or None,
-        options=ClientOptions(
-            qps=args.kube_api_qps, burst=args.kube_api_burst, user_agent=f"ojsctrl/{__version__}"
-        ),
+        options=ClientOptions(qps=args.kube_api_qps, burst=args.kube_api_burst, user_agent=user_agent),
     )
     options = ManagerOptions(
         metrics_bind_address=args.metrics_bind_address,
@@ -239,6 +278,9 @@ def build_manager(args: argparse.Namespace) -> Manager:
         sync_period=args.sync_period,
         watch_inactivity_timeout=args.watch_inactivity_timeout,
         graceful_shutdown_timeout=args.graceful_shutdown_timeout,
+        informer_stall_timeout=getattr(args, "informer_stall_timeout", 300.0),
+        metrics_secure=args.metrics_secure,
+        metrics_cert_dir=args.metrics_cert_dir,
     )
     return Manager(client, options)
 

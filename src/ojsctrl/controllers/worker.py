@@ -342,15 +342,19 @@ class _Run:
         """The cluster has not generated its API key yet. A Deployment made now would roll again the
         moment the key exists (the template hash covers it), so wait: the Secret's creation re-enqueues
         the worker."""
-        if not self.obj.get("status"):
+        ready = get_condition((self.cluster_obj.get("status") or {}).get("conditions"), "Ready")
+        cluster_failed = (
+            ready is not None and ready.get("status") == "False" and ready.get("reason") != "Pending"
+        )
+        if not self.obj.get("status") and not cluster_failed:
             # Usually a matter of milliseconds (the cluster was created alongside): no status write
-            # for that; the Secret's creation brings the worker back.
+            # for that; the Secret's creation brings the worker back. A cluster that reports a problem
+            # (say InvalidSpec) may never make the key: then the worker says so.
             return Result(requeue_after=5.0)
         cluster = self.cluster_obj["metadata"]["name"]
         secret = cb.api_key_secret_name(self.cluster)
         msg = f"waiting for OJSCluster {cluster} to create its API key Secret {secret}"
-        ready = get_condition((self.cluster_obj.get("status") or {}).get("conditions"), "Ready")
-        if ready is not None and ready.get("status") == "False" and ready.get("reason") != "Pending":
+        if cluster_failed and ready is not None:
             msg += f" (the cluster is not ready: {ready.get('reason')}: {str(ready.get('message'))[:300]})"
         self.r._status(
             self.obj,

@@ -410,12 +410,17 @@ def plan_drain(pods: Sequence[str], workers: Sequence[WorkerInfo], current: int,
     if not matched:
         return DrainPlan(replicas=desired, unmatched=True)
     idle = sorted((w for w in matched if w.idle), key=lambda w: (not w.quiet, w.id))
-    victims = [w.id for w in idle[: current - desired]]
+    # More pods than `current`: the surplus is already on its way out (the ReplicaSet removes the cheapest,
+    # i.e. the first idle ones, and a lagging cache still lists them). Counting those idle pods again would
+    # let this step shrink into the busy ones.
+    surplus = max(0, len(names) - current)
+    leaving = {w.id for w in idle[:surplus]}
+    victims = [w.id for w in idle[surplus:][: current - desired]]
     replicas = current - len(victims)
     victim_set = set(victims)
     costs = {
         p: IDLE_DELETION_COST
-        if p in victim_set
+        if p in victim_set or p in leaving
         else min(by_id[p].active_jobs, _MAX_DELETION_COST)
         if p in by_id
         else 0

@@ -2,19 +2,47 @@
 
 Health checks answer like Kubernetes components: body `ok` with 200, or 500 naming the failed check;
 `?verbose` lists `[+]name ok` / `[-]name failed: reason` for every check; `/healthz/<name>` runs one.
+
+With `--metrics-secure` the metrics listener serves HTTPS (a certificate from a directory, reloaded when it
+changes, or a self-signed one made at start-up) and every scrape must carry a bearer token that a
+TokenReview authenticates and a SubjectAccessReview authorises for `get` on the non-resource URL
+`/metrics`, as controller-runtime's `filters.WithAuthenticationAndAuthorization` does. Answers are cached
+briefly so a scrape every few seconds costs the API server two reviews per token and TTL, not per scrape.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.server
+import os
+import shutil
 import socket
+import ssl
+import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import CollectorRegistry
+import cachetools
+import structlog
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import choose_encoder
+
+from ojsctrl.runtime.metrics import REGISTRY
+
+log = structlog.get_logger("ojsctrl.httpserver")
+
+METRICS_AUTH = Counter(
+    "ojsctrl_metrics_authorization_total",
+    "Scrapes of the secure metrics endpoint, by outcome (allowed, unauthenticated, forbidden, error) "
+    "and whether the answer came from the cache.",
+    ["result", "cached"],
+    registry=REGISTRY,
+)
 
 Check = Callable[[], str | None]
 """A health check: returns None when healthy, or a short reason when not."""
@@ -66,6 +94,244 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
+class _TLSServer(_Server):
+    """TLS per connection, in the connection's thread: a slow handshake never blocks the accept loop,
+    and a reloaded certificate applies to the next connection."""
+
+    tls: Callable[[], ssl.SSLContext | None]
+    handshake_timeout = 10.0
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        ctx = self.tls()
+        if ctx is None:
+            return
+        request.settimeout(self.handshake_timeout)
+        try:
+            conn = ctx.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return  # a plain-HTTP client or a failed handshake: nothing to answer
+        try:
+            self.RequestHandlerClass(conn, client_address, self)  # type: ignore[arg-type]
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
+class _TLSServer6(_TLSServer):
+    address_family = socket.AF_INET6
+
+
+# --------------------------------------------------------------------------- secure metrics
+class _Requester(Protocol):
+    def request(self, method: str, path: str, *, body: Any = ..., timeout: float | None = ...) -> Any: ...
+
+
+@dataclass(frozen=True)
+class AuthDecision:
+    """The answer for one scrape: HTTP status 200 (allowed), 401, 403 or 500, and why."""
+
+    status: int
+    reason: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.status == 200
+
+
+class MetricsAuthorizer:
+    """Bearer token -> TokenReview -> SubjectAccessReview (non-resource URL, verb get).
+
+    Decisions are cached per token (by its SHA-256, never the token itself): allowed for `allowed_ttl`,
+    refused for `denied_ttl`; an API error is not cached (a 401 when authentication could not be checked,
+    a 500 when authorisation could not, as controller-runtime answers).
+    """
+
+    MAX_TOKEN_BYTES = 16 * 1024
+
+    def __init__(
+        self,
+        client: _Requester,
+        *,
+        path: str = "/metrics",
+        verb: str = "get",
+        allowed_ttl: float = 60.0,
+        denied_ttl: float = 10.0,
+        max_entries: int = 4096,
+        timeout: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client, self.path, self.verb, self.timeout = client, path, verb, timeout
+        ttls = {True: allowed_ttl, False: denied_ttl}
+
+        def ttu(_key: str, value: AuthDecision, now: float) -> float:
+            return now + ttls[value.allowed]
+
+        self._cache: cachetools.TLRUCache[str, AuthDecision] = cachetools.TLRUCache(
+            maxsize=max_entries, ttu=ttu, timer=clock
+        )
+        self._lock = threading.Lock()
+
+    def check(self, authorization: str | None) -> AuthDecision:
+        """Decide for the value of one request's Authorization header."""
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or len(token) > self.MAX_TOKEN_BYTES:
+            METRICS_AUTH.labels("unauthenticated", "false").inc()
+            return AuthDecision(401, "a bearer token is required")
+        key = hashlib.sha256(token.encode()).hexdigest()
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None:
+            METRICS_AUTH.labels(self._result(cached), "true").inc()
+            return cached
+        decision, cacheable = self._review(token)
+        if cacheable:
+            with self._lock:
+                self._cache[key] = decision
+        METRICS_AUTH.labels(self._result(decision), "false").inc()
+        return decision
+
+    @staticmethod
+    def _result(d: AuthDecision) -> str:
+        return {200: "allowed", 401: "unauthenticated", 403: "forbidden"}.get(d.status, "error")
+
+    def _review(self, token: str) -> tuple[AuthDecision, bool]:
+        try:
+            tr = self.client.request(
+                "POST",
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                body={
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenReview",
+                    "spec": {"token": token},
+                },
+                timeout=self.timeout,
+            )
+        except Exception as e:
+            log.warning("metrics scrape: TokenReview failed", error=str(e)[:300])
+            return AuthDecision(401, "the token could not be reviewed"), False
+        status = (tr or {}).get("status") or {}
+        user = status.get("user") or {}
+        if not status.get("authenticated") or not user.get("username"):
+            return AuthDecision(401, "invalid bearer token"), True
+        spec: dict[str, Any] = {
+            "user": user["username"],
+            "groups": list(user.get("groups") or []),
+            "nonResourceAttributes": {"path": self.path, "verb": self.verb},
+        }
+        if user.get("uid"):
+            spec["uid"] = user["uid"]
+        if user.get("extra"):
+            spec["extra"] = user["extra"]
+        try:
+            sar = self.client.request(
+                "POST",
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                body={
+                    "apiVersion": "authorization.k8s.io/v1",
+                    "kind": "SubjectAccessReview",
+                    "spec": spec,
+                },
+                timeout=self.timeout,
+            )
+        except Exception as e:
+            log.warning("metrics scrape: SubjectAccessReview failed", error=str(e)[:300])
+            return AuthDecision(500, "authorization could not be checked"), False
+        if ((sar or {}).get("status") or {}).get("allowed"):
+            return AuthDecision(200, user["username"]), True
+        return (
+            AuthDecision(403, f'user "{user["username"]}" may not {self.verb} {self.path}'),
+            True,
+        )
+
+
+def _file_signature(path: str) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)  # follows the ..data symlinks of projected Secret volumes
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class ServingCertificate:
+    """The metrics listener's TLS context: `tls.crt`/`tls.key` from `cert_dir` (reloaded when they change),
+    or, without a directory, a self-signed certificate made at start-up (kubebuilder's default)."""
+
+    CERT, KEY = "tls.crt", "tls.key"
+
+    def __init__(self, cert_dir: str = "", *, check_interval: float = 1.0) -> None:
+        self.check_interval = check_interval
+        self._lock = threading.Lock()
+        self._ctx: ssl.SSLContext | None = None
+        self._signature: object = None
+        self._checked = 0.0
+        self.self_signed = not cert_dir
+        if cert_dir:
+            self.cert_file = os.path.join(cert_dir, self.CERT)
+            self.key_file = os.path.join(cert_dir, self.KEY)
+            if not self.reload():
+                raise OSError(f"cannot load {self.cert_file} and {self.key_file}")
+        else:
+            self.cert_file = self.key_file = ""
+            self._ctx = self._self_signed()
+
+    @staticmethod
+    def _self_signed() -> ssl.SSLContext:
+        from ojsctrl.runtime.certs import CertConfig, issue, utcnow
+        from ojsctrl.runtime.webhook import tls_server_context
+
+        cfg = CertConfig(
+            namespace="",
+            secret_name="",
+            dns_names=("localhost", socket.gethostname()),
+            ip_addresses=("127.0.0.1", "::1"),
+            ca_name="ojsctrl-metrics-ca",
+        )
+        ca, pair = issue(cfg, utcnow())
+        from cryptography.hazmat.primitives import serialization
+
+        folder = tempfile.mkdtemp(prefix="ojsctrl-metrics-tls-")
+        try:
+            cert, key = os.path.join(folder, "tls.crt"), os.path.join(folder, "tls.key")
+            with open(cert, "wb") as f:
+                f.write(pair.cert_pem + ca.public_bytes(serialization.Encoding.PEM))
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(pair.key_pem)
+            return tls_server_context(cert, key)
+        finally:
+            # The context holds the material; nothing stays on disk.
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def reload(self) -> bool:
+        """Load the files when they changed; True when a new certificate is in use."""
+        from ojsctrl.runtime.webhook import tls_server_context
+
+        with self._lock:
+            self._checked = time.monotonic()
+            signature = (_file_signature(self.cert_file), _file_signature(self.key_file))
+            if None in signature or signature == self._signature:
+                return False
+            try:
+                ctx = tls_server_context(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError) as e:
+                log.warning("cannot load the metrics serving certificate", error=str(e), file=self.cert_file)
+                return False
+            self._ctx, self._signature = ctx, signature
+            log.info("metrics serving certificate loaded", file=self.cert_file)
+            return True
+
+    def context(self) -> ssl.SSLContext | None:
+        if not self.self_signed and time.monotonic() - self._checked >= self.check_interval:
+            self.reload()
+        return self._ctx
+
+
 class EndpointServer:
     """One HTTP listener serving any of: health checks, readiness checks, metrics."""
 
@@ -77,8 +343,11 @@ class EndpointServer:
         readyz: Checks | None = None,
         registry: CollectorRegistry | None = None,
         name: str = "http",
+        tls: Callable[[], ssl.SSLContext | None] | None = None,
+        authorizer: MetricsAuthorizer | None = None,
     ) -> None:
         self.healthz, self.readyz, self.registry = healthz, readyz, registry
+        self.authorizer = authorizer
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -91,8 +360,14 @@ class EndpointServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        server_cls = _Server6 if ":" in address[0] else _Server
+        server_cls: type[_Server]
+        if tls is not None:
+            server_cls = _TLSServer6 if ":" in address[0] else _TLSServer
+        else:
+            server_cls = _Server6 if ":" in address[0] else _Server
         self._server = server_cls(address, Handler)
+        if isinstance(self._server, _TLSServer) and tls is not None:
+            self._server.tls = tls
         self.address = self._server.server_address
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -132,6 +407,14 @@ class EndpointServer:
         path = url.path.rstrip("/") or "/"
         query = parse_qs(url.query, keep_blank_values=True)
         if path == "/metrics" and self.registry is not None:
+            if self.authorizer is not None:
+                decision = self.authorizer.check(req.headers.get("Authorization"))
+                if not decision.allowed:
+                    text = {401: "Unauthorized", 403: "Forbidden"}.get(
+                        decision.status, "Internal Server Error"
+                    )
+                    self._reply(req, decision.status, f"{text}: {decision.reason}\n".encode())
+                    return
             encoder, content_type = choose_encoder(req.headers.get("Accept", ""))
             self._reply(req, 200, encoder(self.registry), content_type)
             return

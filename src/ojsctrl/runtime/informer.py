@@ -424,7 +424,15 @@ class Informer:
         consistent = False  # after a 410 the next list must not be served from a stale cache
         failures = 0
         plog = self._log.bind(namespace=scope or "*")
+        opened = False
+
+        def on_open() -> None:
+            nonlocal opened
+            opened = True
+            self._mark_progress()
+
         while not self._stop.is_set():
+            opened = False
             try:
                 if rv is None:
                     items, rv = self.client.list(
@@ -441,7 +449,7 @@ class Informer:
                     self._progress = time.monotonic()
                     consistent = False
                     plog.debug("listed", count=len(items), resource_version=rv)
-                handle = WatchHandle(on_open=self._mark_progress)
+                handle = WatchHandle(on_open=on_open)
                 self._handles[scope] = handle
                 if self._stop.is_set():
                     return
@@ -488,6 +496,11 @@ class Informer:
             except Exception as e:
                 if self._stop.is_set():
                     return
+                if opened:
+                    # The server answered and the stream then broke or went silent (no bookmarks on some
+                    # servers): not a failed attempt. Reopen at the first backoff step instead of letting
+                    # quiet watches back off to 30 s, which delays events and stalls /healthz.
+                    failures = 0
                 failures += 1
                 WATCH_RESTARTS.labels(self._label, "error").inc()
                 delay = min(0.8 * 2 ** (failures - 1), 30.0) * random.uniform(0.8, 1.2)

@@ -26,7 +26,14 @@ import structlog
 
 from ojsctrl.runtime.client import Client
 from ojsctrl.runtime.controller import Controller
-from ojsctrl.runtime.httpserver import Check, Checks, EndpointServer, parse_bind_address
+from ojsctrl.runtime.httpserver import (
+    Check,
+    Checks,
+    EndpointServer,
+    MetricsAuthorizer,
+    ServingCertificate,
+    parse_bind_address,
+)
 from ojsctrl.runtime.informer import InformerFactory
 from ojsctrl.runtime.leaderelection import LeaderElector
 from ojsctrl.runtime.metrics import REGISTRY
@@ -53,6 +60,9 @@ class ManagerOptions:
     watch_inactivity_timeout: float = 70.0
     informer_stall_timeout: float = 300.0
     identity: str = ""
+    # HTTPS + TokenReview/SubjectAccessReview on /metrics; certificate from metrics_cert_dir or self-signed.
+    metrics_secure: bool = False
+    metrics_cert_dir: str = ""
 
 
 @dataclass
@@ -146,10 +156,24 @@ class Manager:
             self._servers.append(srv)
             log.info("serving health probes", address=f"{srv.address[0]!s}:{srv.port}")
         if metrics is not None:
-            srv = EndpointServer(metrics, registry=REGISTRY, name="metrics")
+            if self.options.metrics_secure:
+                cert = ServingCertificate(self.options.metrics_cert_dir)
+                srv = EndpointServer(
+                    metrics,
+                    registry=REGISTRY,
+                    name="metrics",
+                    tls=cert.context,
+                    authorizer=MetricsAuthorizer(self.client),
+                )
+            else:
+                srv = EndpointServer(metrics, registry=REGISTRY, name="metrics")
             srv.start()
             self._servers.append(srv)
-            log.info("serving metrics", address=f"{srv.address[0]!s}:{srv.port}")
+            log.info(
+                "serving metrics",
+                address=f"{srv.address[0]!s}:{srv.port}",
+                secure=self.options.metrics_secure,
+            )
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT start a graceful shutdown; a second signal exits at once."""
@@ -188,7 +212,7 @@ class Manager:
         try:
             self._start_servers()
         except OSError as e:
-            log.error("cannot bind the manager's endpoints", error=str(e))
+            log.error("cannot serve the manager's endpoints", error=str(e))
             return 1
         for r in self.runnables:
             if not r.needs_leader:
