@@ -67,6 +67,11 @@ def replicas(client: Client, ns: str, dep: str) -> int | None:
     return None if obj is None else obj["spec"].get("replicas")
 
 
+def replicas_ready(client: Client, ns: str, dep: str) -> int:
+    obj = get(client, DEPLOYMENTS, ns, dep)
+    return 0 if obj is None else int((obj.get("status") or {}).get("readyReplicas") or 0)
+
+
 def cluster(client: Client, ns: str, name: str = "jobs") -> None:
     client.create(
         OJSCLUSTERS,
@@ -293,8 +298,11 @@ def test_drain_before_shutdown_keeps_busy_pods(
         items, _ = client.list(PODS, ns, label_selector=sel)
         return sorted(p["metadata"]["name"] for p in items if not p["metadata"].get("deletionTimestamp"))
 
-    wait_until("4 pods", lambda: len(pods()) == 4, 90)
+    # Busy workers are serving ones: wait until all four are Ready (the ReplicaSet removes pods that are
+    # not ready before it weighs deletion costs; the unit tests cover how the plan allows for that).
+    wait_until("4 ready worker replicas", lambda: replicas_ready(client, ns, "drainer-worker") == 4, 90)
     names = pods()
+    assert len(names) == 4
     busy = names[:2]
     for n in names:
         ojs_server.set_worker(n, active_jobs=3 if n in busy else 0)
@@ -307,7 +315,13 @@ def test_drain_before_shutdown_keeps_busy_pods(
             f"replicas {replicas(client, ns, 'drainer-worker')} "
             f"quiet {ojs_server.quiet_requests}"
         ) from None
-    assert wstatus(client, ns, "drainer").get("phase") in ("Draining", "Scaling", "Running")
+    # The status follows the Deployment's own status, which the deployment controller reports a
+    # moment after the scale; it must settle on a serving phase while busy workers are kept.
+    wait_until(
+        "phase of a scaled-down worker",
+        lambda: wstatus(client, ns, "drainer").get("phase") in ("Draining", "Scaling", "Running"),
+        30,
+    )
     costs = {
         p["metadata"]["name"]: p["metadata"]
         .get("annotations", {})

@@ -365,6 +365,23 @@ def test_drain_shrinks_by_at_most_needed() -> None:
     assert sorted(plan.deletion_costs.values()) == [IDLE_DELETION_COST, IDLE_DELETION_COST, 0, 0, 0]
 
 
+def test_drain_removes_not_ready_idle_pods_first() -> None:
+    # The ReplicaSet removes pods that are not ready before it weighs costs: idle ones among them go first.
+    workers = [WorkerInfo("a", 0), WorkerInfo("b", 0), WorkerInfo("c", 2)]
+    plan = plan_drain(["a", "b", "c"], workers, current=3, desired=2, not_ready=["b"])
+    assert plan.victims == ("b",) and plan.replicas == 2
+
+
+def test_drain_busy_pod_not_ready_limits_the_step() -> None:
+    # A busy pod that is not ready would go before any ready idle pod whatever its cost, so the step
+    # shrinks only by the idle pods that also rank before it.
+    workers = [WorkerInfo("a", 0), WorkerInfo("b", 0), WorkerInfo("c", 3), WorkerInfo("d", 3)]
+    plan = plan_drain(["a", "b", "c", "d"], workers, current=4, desired=1, not_ready=["b", "c", "d"])
+    assert plan.victims == ("b",) and plan.replicas == 3 and plan.draining
+    held = plan_drain(["a", "b", "c", "d"], workers, current=4, desired=1, not_ready=["c"])
+    assert held.victims == () and held.replicas == 4 and held.draining
+
+
 def test_drain_all_busy_holds() -> None:
     workers = [WorkerInfo("p1", 2), WorkerInfo("p2", 5)]
     plan = plan_drain(["p1", "p2", "p3"], workers, current=3, desired=1)

@@ -503,7 +503,9 @@ class _Run:
         except Exception as e:
             # Without the workers list a scale-down could kill busy workers: hold and retry.
             return current, "StatsUnavailable", f"cannot read workers for the drain: {str(e)[:200]}"
-        plan = plan_drain(names, workers, current, desired)
+        plan = plan_drain(
+            names, workers, current, desired, [p["metadata"]["name"] for p in pods if not _ranks_ready(p)]
+        )
         if plan.unmatched:
             return desired, "WorkerIdsUnmatched", "no OJS worker id matches a pod name; plain scale-down"
         by_name = {p["metadata"]["name"]: p for p in pods}
@@ -538,6 +540,10 @@ class _Run:
         gen = self.generation
         state = deployment_state(dep)
         phase = workload_phase(state)
+        if self.scaled_at is not None and phase == "Pending" and state.ready > 0:
+            # This reconcile changed only the replica count; until the deployment controller observes
+            # it the Deployment looks unobserved, but the workers are serving: that is Scaling.
+            phase = "Scaling"
         if self.draining:
             phase = highest(phase, "Draining")
         if self.conflicts:
@@ -663,3 +669,13 @@ def build(
     r = WorkerReconciler(manager, options, poller, recorder, ojs, clusters)
     r.setup()
     return r
+
+
+def _ranks_ready(pod: JSON) -> bool:
+    """Whether the ReplicaSet controller would weigh this pod's deletion cost against the others': it
+    first removes pods that are unscheduled, not Running or not Ready, whatever their cost."""
+    status = pod.get("status") or {}
+    if not (pod.get("spec") or {}).get("nodeName") or status.get("phase") != "Running":
+        return False
+    ready = get_condition(status.get("conditions"), "Ready")
+    return ready is not None and ready.get("status") == "True"

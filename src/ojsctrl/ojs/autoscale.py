@@ -18,7 +18,7 @@ Rules shared by both autoscalers:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final, Literal
@@ -390,12 +390,22 @@ class DrainPlan:
     unmatched: bool = False
 
 
-def plan_drain(pods: Sequence[str], workers: Sequence[WorkerInfo], current: int, desired: int) -> DrainPlan:
+def plan_drain(
+    pods: Sequence[str],
+    workers: Sequence[WorkerInfo],
+    current: int,
+    desired: int,
+    not_ready: Collection[str] = (),
+) -> DrainPlan:
     """Plan a scale-down from ``current`` to ``desired`` that removes idle workers first.
 
     ``pods`` are the names of the worker Deployment's pods; ``workers`` what ``GET /ojs/v1/admin/workers``
     reported (worker id = pod name). Idle pods that are already quiet go first, then other idle pods by
     name; busy pods are never chosen, so a step shrinks by at most the number of idle pods.
+
+    ``not_ready`` names the pods the ReplicaSet controller removes before it looks at deletion costs at
+    all (unscheduled, not running or not ready). Those idle ones go first; and while a busy pod is among
+    them, a step shrinks only by the idle pods that rank before it, since a cost cannot protect it.
     """
     _check_non_negative(current=current, desired=desired)
     if desired >= current:
@@ -409,13 +419,17 @@ def plan_drain(pods: Sequence[str], workers: Sequence[WorkerInfo], current: int,
     matched = [by_id[p] for p in names if p in by_id]
     if not matched:
         return DrainPlan(replicas=desired, unmatched=True)
-    idle = sorted((w for w in matched if w.idle), key=lambda w: (not w.quiet, w.id))
+    early = set(not_ready)
+    idle = sorted((w for w in matched if w.idle), key=lambda w: (w.id not in early, not w.quiet, w.id))
     # More pods than `current`: the surplus is already on its way out (the ReplicaSet removes the cheapest,
     # i.e. the first idle ones, and a lagging cache still lists them). Counting those idle pods again would
     # let this step shrink into the busy ones.
     surplus = max(0, len(names) - current)
     leaving = {w.id for w in idle[:surplus]}
-    victims = [w.id for w in idle[surplus:][: current - desired]]
+    candidates = idle[surplus:]
+    if any(not w.idle and w.id in early for w in matched):
+        candidates = [w for w in candidates if w.id in early]
+    victims = [w.id for w in candidates[: current - desired]]
     replicas = current - len(victims)
     victim_set = set(victims)
     costs = {
