@@ -9,7 +9,8 @@
   (and, where Prometheus is installed, a real Prometheus scrapes it and a dashboard query returns data);
 - the real operator runs authenticated as its ServiceAccount (a TokenRequest token) and converges an
   OJSCluster and an OJSWorker in a `restricted` namespace with no 403, and the audit log of that run is
-  compared with the ClusterRole and Role: every grant is used or justified in JUSTIFIED below;
+  compared with the ClusterRole and Role: every grant is used or justified in JUSTIFIED below (that run
+  serves --metrics-secure and is scraped, so the TokenReview and SubjectAccessReview grants are used);
 - the docs' shell blocks marked `<!-- tested: e2e -->` run against a fresh plane.
 
 The module has its own control planes, so it can install and remove CRDs and webhook configurations
@@ -36,6 +37,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -86,6 +88,18 @@ WEBHOOK_GRANTS: dict[tuple[str, str, str], str] = {
     ("", "secrets", "update"): "self-managed certificates rewrite ojs-operator-webhook-server-cert when they "
     "rotate (tests/e2e/test_webhooks.py covers rotation)",
 }
+
+
+# Grants used only by --metrics-secure (each scrape's token is reviewed, the answer cached per token). The
+# converge run serves its metrics that way and is scraped with an authorised token, so these must appear in
+# its audit log: they are checked as used, not accepted as justified.
+METRICS_SECURE_GRANTS: dict[tuple[str, str, str], str] = {
+    ("authentication.k8s.io", "tokenreviews", "create"): "--metrics-secure authenticates a scrape's bearer "
+    "token with a TokenReview (runtime/httpserver.py MetricsAuthorizer)",
+    ("authorization.k8s.io", "subjectaccessreviews", "create"): "--metrics-secure authorises the reviewed "
+    "user for get on the non-resource URL /metrics with a SubjectAccessReview",
+}
+METRICS_READER = "ojsctrl-e2e-delivery-metrics-reader"
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -760,6 +774,58 @@ def _apply(plane: ControlPlane, obj: dict[str, Any]) -> None:
     plane.kubectl("apply", "--server-side", "--field-manager=ojsctrl-e2e", "-f", "-", input=json.dumps(obj))
 
 
+def metrics_scraper_token(plane: ControlPlane, ns: str) -> str:
+    """A token of a ServiceAccount `metrics-scraper` in `ns`, bound to a ClusterRole allowing `get` on the
+    non-resource URL /metrics (what a Prometheus scraping a --metrics-secure manager needs)."""
+    rbac = "rbac.authorization.k8s.io"
+    for obj in (
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "metrics-scraper", "namespace": ns},
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": METRICS_READER},
+            "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}],
+        },
+        {
+            "apiVersion": f"{rbac}/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": METRICS_READER},
+            "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": METRICS_READER},
+            "subjects": [{"kind": "ServiceAccount", "name": "metrics-scraper", "namespace": ns}],
+        },
+    ):
+        _apply(plane, obj)
+    assert plane.client is not None
+    answer = plane.client.create(
+        f"/api/v1/namespaces/{ns}/serviceaccounts/metrics-scraper/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600},
+        },
+    )
+    return str(answer["status"]["token"])
+
+
+def secure_scrape(port: int, token: str | None) -> tuple[int, str]:
+    """GET https://127.0.0.1:<port>/metrics (the manager's self-signed certificate is not verified)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = urllib.request.Request(f"https://127.0.0.1:{port}/metrics")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
 @pytest.fixture(scope="module")
 def sa_run(dplane: ControlPlane) -> dict[str, Any]:
     """The operator, authenticated as its ServiceAccount, through the life cycle of a cluster and a worker."""
@@ -770,10 +836,13 @@ def sa_run(dplane: ControlPlane) -> dict[str, Any]:
         "wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"
     )
     ns = restricted_namespace(dplane, "sa", {"ojsctrl-e2e-delivery": "on"})
+    # Made before the operator starts: the RBAC authoriser sees the binding by the time of the scrape.
+    scraper = metrics_scraper_token(dplane, ns)
     with_webhooks = webhooks_supported()
     args = [
         "--kubeconfig",
         str(kubeconfig),
+        "--metrics-secure",
         "--leader-elect",
         "--leader-election-namespace",
         NAMESPACE,
@@ -910,8 +979,24 @@ def sa_run(dplane: ControlPlane) -> dict[str, Any]:
         )
         lease = _get(dplane, "lease", "-n", NAMESPACE, "ojs-k8s-operator.openjobspec.dev")
         assert lease is not None and lease["spec"].get("holderIdentity")
+
+        # --metrics-secure as the ServiceAccount: the operator reviews the scraper's token (TokenReview,
+        # SubjectAccessReview); without those grants it answers 401 and logs the 403 it got.
+        assert secure_scrape(op.metrics_port, None)[0] == 401
+        scraped: dict[str, Any] = {}
+
+        def authorised() -> bool:
+            scraped["status"], scraped["body"] = secure_scrape(op.metrics_port, scraper)
+            return bool(scraped["status"] == 200)
+
+        try:
+            wait_until("an authorised scrape of the secure metrics endpoint", authorised, 30, 0.5)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: last answer {scraped}\noperator log:\n{op.logs()[-3000:]}") from None
+        assert "controller_runtime_reconcile_total" in scraped["body"]
     finally:
         op.stop()
+        dplane.kubectl("delete", "clusterrolebinding,clusterrole", METRICS_READER, "--ignore-not-found")
     logs = op.logs()
     if with_webhooks:
         dplane.kubectl("delete", "validatingwebhookconfiguration", WEBHOOK_CONFIG, "--ignore-not-found")
@@ -976,6 +1061,9 @@ def test_audit_log_matches_the_cluster_role(dplane: ControlPlane, sa_run: dict[s
     assert not unused, "granted but neither used in this run nor justified in JUSTIFIED: " + ", ".join(
         f"{g or 'core'}/{r} {v}" for g, r, v in sorted(unused)
     )
+    assert set(METRICS_SECURE_GRANTS) <= set(grants), "the ClusterRole lacks the --metrics-secure reviews"
+    unreviewed = {k: why for k, why in METRICS_SECURE_GRANTS.items() if k not in used}
+    assert not unreviewed, f"the secure metrics scrape made no such request: {unreviewed}"
     print(
         f"{len(grants)} grants: {len(set(grants) & set(used))} used, {len(set(grants) - set(used))} justified"
     )

@@ -106,6 +106,18 @@ def test_manager_rbac_is_least_privilege_shaped() -> None:
             assert (
                 "update" not in rule["verbs"] and "patch" not in rule["verbs"]
             )  # Secrets are never rewritten
+    # --metrics-secure reviews each scrape's token: create on the two review kinds, nothing else of theirs.
+    reviews = {
+        (g, r): rule["verbs"]
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        if g in ("authentication.k8s.io", "authorization.k8s.io")
+    }
+    assert reviews == {
+        ("authentication.k8s.io", "tokenreviews"): ["create"],
+        ("authorization.k8s.io", "subjectaccessreviews"): ["create"],
+    }
     namespaced = load("manifests/rbac/leader_election_role.yaml")[0]
     assert namespaced["metadata"]["namespace"] == "ojs-system"
     secret_rule = next(r for r in namespaced["rules"] if r["resources"] == ["secrets"])
