@@ -162,6 +162,32 @@ def test_readme_multi_worker_example(crds: ControlPlane, operator: OperatorProce
     assert writes == []
 
 
+def test_new_healthy_pair_costs_one_status_write_each_and_no_event(
+    crds: ControlPlane, operator: OperatorProcess
+) -> None:
+    # A cluster and a worker that simply come up: their first status is held while they are Pending
+    # with nothing wrong, so each gets one status write (Running) and no phase event.
+    client = driver(crds)
+    ns = namespace(crds, "budget")
+    since = time.time() - 1
+    cluster(client, ns)
+    worker(client, ns, "lean", "q-lean")
+    wait_until("worker Running", lambda: wstatus(client, ns, "lean").get("phase") == "Running", 90)
+    wait_until(
+        "cluster Running",
+        lambda: ((get(client, OJSCLUSTERS, ns, "jobs") or {}).get("status") or {}).get("phase") == "Running",
+        60,
+    )
+    time.sleep(3)
+    writes = mutating_by_operator(crds, since, ns)
+    cluster_status = [w for w in writes if "/ojsclusters/jobs/status" in w]
+    worker_status = [w for w in writes if "/ojsworkers/lean/status" in w]
+    events = [w for w in writes if "/events" in w]
+    assert len(cluster_status) == 1, writes
+    assert len(worker_status) == 1, writes
+    assert events == [], writes
+
+
 def test_worker_before_its_cluster(crds: ControlPlane, operator: OperatorProcess) -> None:
     client = driver(crds)
     ns = namespace(crds, "order")

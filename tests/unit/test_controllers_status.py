@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -135,5 +136,102 @@ def test_poller_polls_once_per_interval_for_all_requesters_and_reports_changes()
         n = len(calls)
         time.sleep(0.8)
         assert len(calls) <= n + 1
+    finally:
+        poller.stop()
+
+
+def test_poller_keeps_one_schedule_per_cluster_whatever_re_registers_it() -> None:
+    """Every way a reconciler can re-register a cluster that is already scheduled (the same settings again,
+    a shorter interval from another requester, a new URL or API key, a shorter interval then released,
+    unregister and register) leaves it one schedule: afterwards, over any window, it is polled at most once
+    per interval. Two schedule entries would each poll every interval, about twice that."""
+    interval = 0.1
+    polls: dict[str, int] = {}
+    urls: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def fetch(url: str, api_key: str | None) -> dict[str, tuple[int, int]]:
+        cluster = str(urllib.parse.urlsplit(url).hostname).split(".", 1)[0]
+        with lock:
+            polls[cluster] = polls.get(cluster, 0) + 1
+            urls[cluster] = url
+        return {"default": (0, 0)}
+
+    def url(cluster: str, version: int = 1) -> str:
+        return f"http://{cluster}.example/v{version}"
+
+    def counts() -> dict[str, int]:
+        with lock:
+            return dict(polls)
+
+    clusters = ("same", "shorter", "flapped", "moved", "rekeyed", "readded")
+    final = {c: (url(c, 2 if c == "moved" else 1), "k2" if c == "rekeyed" else "k") for c in clusters}
+    poller = StatsPoller(fetch, workers=4)
+    poller.start()
+    try:
+        for c in clusters:
+            poller.register(f"ns/{c}", url(c), "k", 0.4 if c == "shorter" else interval, requester="cluster")
+        # Re-register after the first polls, at times that fall between scheduled polls.
+        for _ in range(3):
+            time.sleep(0.035)
+            poller.register("ns/same", url("same"), "k", interval, requester="cluster")
+        poller.register("ns/shorter", url("shorter"), "k", interval, requester="worker:a")
+        time.sleep(0.035)
+        poller.register("ns/flapped", url("flapped"), "k", interval / 2, requester="worker:a")
+        poller.release("ns/flapped", "worker:a")
+        poller.register("ns/moved", url("moved", 2), "k", interval, requester="cluster")
+        time.sleep(0.035)
+        poller.register("ns/rekeyed", url("rekeyed"), "k2", interval, requester="cluster")
+        poller.unregister("ns/readded")
+        poller.register("ns/readded", url("readded"), "k", interval, requester="cluster")
+        time.sleep(0.3)
+
+        # The window: reconciles keep registering the same settings, which must change nothing.
+        before, start = counts(), time.monotonic()
+        while time.monotonic() - start < 1.0:
+            for c in clusters:
+                requesters = ("cluster", "worker:a") if c == "shorter" else ("cluster",)
+                for r in requesters:
+                    poller.register(f"ns/{c}", *final[c], interval, requester=r)
+            time.sleep(0.02)
+        after, window = counts(), time.monotonic() - start
+    finally:
+        poller.stop()
+
+    # One schedule: consecutive polls start at least `interval` apart (the next is due `interval` after the
+    # previous one finished), so a window holds at most window/interval + 1 of them; a slow machine only
+    # makes fewer.
+    most = int(window / interval) + 1
+    per_cluster = {c: after.get(c, 0) - before.get(c, 0) for c in clusters}
+    assert all(2 <= n <= most for n in per_cluster.values()), (per_cluster, f"at most {most}")
+    assert urls["moved"] == url("moved", 2)
+
+
+def test_poller_asks_the_new_address_when_a_cluster_moves_mid_poll() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    urls: list[str] = []
+
+    def fetch(url: str, key: str | None) -> dict[str, tuple[int, int]]:
+        urls.append(url)
+        if url == "http://old":
+            started.set()
+            release.wait(5)
+            return {"q": (1, 0)}
+        return {"q": (2, 0)}
+
+    poller = StatsPoller(fetch, workers=2)
+    poller.start()
+    try:
+        poller.register("ns/c", "http://old", "k", 60.0, requester="cluster")
+        assert started.wait(5)
+        poller.register("ns/c", "http://new", "k", 60.0, requester="cluster")  # its poll is in flight
+        release.set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (poller.result("ns/c") is None or "http://new" not in urls):
+            time.sleep(0.02)
+        result = poller.result("ns/c")
+        # The old address's answer is dropped and the new one asked at once, not an interval later.
+        assert result is not None and result.queues == {"q": (2, 0)}, (urls, result)
     finally:
         poller.stop()

@@ -29,10 +29,9 @@ from ojsctrl.controllers.common import (
     SERVICEMONITOR_CRD,
     SERVICEMONITORS,
     STATUS_COALESCE,
-    apply_status,
+    StatusWriter,
     condition,
     get_condition,
-    merge_conditions,
     now_rfc3339,
 )
 from ojsctrl.controllers.secrets import SecretReader
@@ -118,6 +117,7 @@ class ClusterReconciler:
         self.poller = poller
         self.recorder = recorder
         self.applier = Applier(self.client, FIELD_MANAGER, HASH_ANNOTATION)
+        self.status_writer = StatusWriter(self.client, OJSCLUSTERS, recorder, keep=("lastScaleTime",))
         f = manager.informers
         self.clusters = f.informer(OJSCLUSTERS)
         self.clusters.add_indexers({SECRET_REF_INDEX: referenced_secrets})
@@ -194,24 +194,8 @@ class ClusterReconciler:
         cluster = OJSCluster.from_dict(obj)
         return _Run(self, obj, cluster, generation).run()
 
-    def _write_status(self, obj: JSON, phase: str, conds: list[JSON], extra: JSON) -> None:
-        old = obj.get("status") or {}
-        generation = int(obj["metadata"].get("generation") or 0)
-        status: JSON = {
-            **extra,
-            "phase": phase,
-            "observedGeneration": generation,
-            "conditions": merge_conditions(old.get("conditions"), conds, now_rfc3339()),
-        }
-        if "lastScaleTime" not in status and old.get("lastScaleTime"):
-            status["lastScaleTime"] = old["lastScaleTime"]
-        wrote = apply_status(self.client, OJSCLUSTERS, obj, status)
-        prev = old.get("phase")
-        kind = WARNING if phase in ("Error", "Degraded") else NORMAL
-        # A first Normal phase (Pending, Running) is not news; a problem always is.
-        if wrote and prev != phase and (prev or kind == WARNING):
-            msg = next((c.get("message") for c in conds if c["type"] == "Ready"), "") or f"phase {phase}"
-            self.recorder.event(obj, kind, phase, msg)
+    def _write_status(self, obj: JSON, phase: str, conds: list[JSON], extra: JSON) -> float | None:
+        return self.status_writer.write(obj, phase, conds, extra)
 
 
 class _Run:
@@ -643,7 +627,9 @@ class _Run:
         if last:
             extra["lastScaleTime"] = last
         conds.extend(self.conditions)
-        self.r._write_status(self.obj, phase, conds, extra)
+        held = self.r._write_status(self.obj, phase, conds, extra)
+        if held is not None:
+            self.requeue = min(self.requeue or held, held)
         if self.conflicts:
             self.r.recorder.event(self.obj, WARNING, "NameConflict", "; ".join(self.conflicts))
 

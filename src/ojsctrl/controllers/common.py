@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import structlog
+from cachetools import TTLCache
 
 from ojsctrl.api.common import GROUP, VERSION
 from ojsctrl.runtime.apply import is_subset
 from ojsctrl.runtime.client import JSON, Client, NotFoundError, Resource
+from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
 
 OJSCLUSTERS = Resource(GROUP, VERSION, "ojsclusters", "OJSCluster")
 OJSWORKERS = Resource(GROUP, VERSION, "ojsworkers", "OJSWorker")
@@ -26,6 +30,10 @@ MANAGED_SELECTOR = "app.kubernetes.io/managed-by=ojsctrl"
 SERVICEMONITOR_CRD = "servicemonitors.monitoring.coreos.com"
 # Child status updates (a rollout's steps) reach the owner this much later, coalesced into one reconcile.
 STATUS_COALESCE = 1.0
+# A new object that is simply on its way (Pending, nothing wrong) gets its first status when it is
+# Running or after this long, whichever comes first: a healthy rollout then costs one status write and
+# no event instead of a write per rollout step.
+FIRST_STATUS_GRACE = 10.0
 
 
 def now_rfc3339() -> str:
@@ -91,3 +99,72 @@ def get_condition(conditions: Iterable[Any] | None, type_: str) -> JSON | None:
         if isinstance(c, dict) and c.get("type") == type_:
             return c
     return None
+
+
+class StatusWriter:
+    """Writes one kind's status (server-side apply, only when it changed) and the event of a phase change.
+
+    The first status of a new object is held back while the object is Pending with nothing wrong, for
+    up to ``grace`` seconds from the first reconcile that would have written it: ``write`` then returns
+    the seconds left, for the reconciler to come back (a child's progress brings it back sooner).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        resource: Resource,
+        recorder: EventRecorder,
+        *,
+        keep: tuple[str, ...] = (),
+        grace: float = FIRST_STATUS_GRACE,
+    ) -> None:
+        self.client = client
+        self.resource = resource
+        self.recorder = recorder
+        self.keep = keep
+        self.grace = grace
+        # object uid -> monotonic time of the first held write; entries of objects deleted meanwhile expire.
+        self._held: TTLCache[str, float] = TTLCache(maxsize=200_000, ttl=max(60.0, 4 * grace))
+        self._lock = threading.Lock()
+
+    def write(
+        self,
+        obj: JSON,
+        phase: str,
+        conds: list[JSON],
+        extra: JSON,
+        event: tuple[str, str, str] | None = None,
+    ) -> float | None:
+        """Write the status; returns None, or the seconds to wait when a first Pending status is held."""
+        old = obj.get("status") or {}
+        uid = str(obj["metadata"].get("uid") or "")
+        if not old and phase == "Pending" and event is None and self.grace > 0 and uid:
+            now = time.monotonic()
+            with self._lock:
+                first = self._held.setdefault(uid, now)
+            left = self.grace - (now - first)
+            if left > 0:
+                return left
+        with self._lock:
+            self._held.pop(uid, None)
+        generation = int(obj["metadata"].get("generation") or 0)
+        status: JSON = {
+            **extra,
+            "phase": phase,
+            "observedGeneration": generation,
+            "conditions": merge_conditions(old.get("conditions"), conds, now_rfc3339()),
+        }
+        for k in self.keep:
+            if k not in status and old.get(k):
+                status[k] = old[k]
+        wrote = apply_status(self.client, self.resource, obj, status)
+        prev = old.get("phase")
+        if wrote and prev != phase:
+            kind = WARNING if phase in ("Error", "Degraded") else NORMAL
+            # A first Normal phase (Pending, Running) is not news; a problem always is.
+            if event is not None:
+                self.recorder.event(obj, *event)
+            elif prev or kind == WARNING:
+                msg = next((c.get("message") for c in conds if c["type"] == "Ready"), "") or f"phase {phase}"
+                self.recorder.event(obj, kind, phase, msg)
+        return None

@@ -155,22 +155,29 @@ class StatsPoller:
     def _poll(self, key: str) -> None:
         with self._lock:
             target = self._targets.get(key)
-        if target is None:
-            with self._lock:
+            if target is None:
                 self._inflight.discard(key)
-            return
+                return
+            url, api_key = target.url, target.api_key
         try:
-            queues = self._fetch(target.url, target.api_key)
+            queues = self._fetch(url, api_key)
             result = PollResult(self._clock(), queues)
         except Exception as e:
             result = PollResult(self._clock(), error=str(e)[:300] or type(e).__name__)
         with self._lock:
             self._inflight.discard(key)
-            if key not in self._targets:
+            current = self._targets.get(key)
+            if current is None:
+                return
+            if (current.url, current.api_key) != (url, api_key):
+                # Moved while this poll ran (its own re-poll was skipped as in flight): the answer is
+                # for the old address; ask the new one now.
+                self._schedule(key, self._clock())
+                self._lock.notify_all()
                 return
             prev = self._results.get(key)
             self._results[key] = result
-            self._schedule(key, self._clock() + self._targets[key].interval)
+            self._schedule(key, self._clock() + current.interval)
         changed = prev is None or prev.error != result.error or prev.queues != result.queues
         if changed:
             if not result.ok:

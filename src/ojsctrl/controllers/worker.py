@@ -28,10 +28,9 @@ from ojsctrl.controllers.common import (
     MANAGED_SELECTOR,
     OJSWORKERS,
     STATUS_COALESCE,
-    apply_status,
+    StatusWriter,
     condition,
     get_condition,
-    merge_conditions,
     now_rfc3339,
 )
 from ojsctrl.controllers.stats import PollResult, StatsPoller
@@ -95,6 +94,9 @@ class WorkerReconciler:
         self.ojs = ojs
         self.cr = clusters
         self.applier = Applier(self.client, FIELD_MANAGER, HASH_ANNOTATION)
+        self.status_writer = StatusWriter(
+            self.client, OJSWORKERS, recorder, keep=("lastScaleTime", "selector")
+        )
         f = manager.informers
         self.workers = f.informer(OJSWORKERS)
         self.workers.add_indexers({CLUSTER_INDEX: worker_cluster})
@@ -199,32 +201,16 @@ class WorkerReconciler:
 
     def _status(
         self, obj: JSON, phase: str, conds: list[JSON], extra: JSON, event: tuple[str, str, str] | None = None
-    ) -> None:
-        old = obj.get("status") or {}
-        generation = int(obj["metadata"].get("generation") or 0)
+    ) -> float | None:
         if phase == "Degraded":
             # OJSWorker has no Degraded phase (SPEC §1.2; the CRD's enum refuses it): a name conflict or a
             # failed rollout is an Error, and the Degraded condition says which.
             phase = "Error"
-        status: JSON = {
-            **extra,
-            "phase": phase,
-            "observedGeneration": generation,
-            "conditions": merge_conditions(old.get("conditions"), conds, now_rfc3339()),
-        }
-        for k in ("lastScaleTime", "selector"):
-            if k not in status and old.get(k):
-                status[k] = old[k]
-        wrote = apply_status(self.client, OJSWORKERS, obj, status)
-        prev = old.get("phase")
-        if wrote and prev != phase:
-            kind = WARNING if phase in ("Error", "Degraded") else NORMAL
-            # A first Normal phase (Pending, Running) is not news; a problem always is.
-            if event is not None:
-                self.recorder.event(obj, *event)
-            elif prev or kind == WARNING:
-                msg = next((c.get("message") for c in conds if c["type"] == "Ready"), "") or f"phase {phase}"
-                self.recorder.event(obj, kind, phase, msg)
+        return self.status_writer.write(obj, phase, conds, extra, event)
+
+
+# Autoscaling decisions that may change with time alone (no new counts).
+TIME_BOUND_REASONS = frozenset({"ScaleDownStabilizing", "ScaleUpCooldown"})
 
 
 class _Run:
@@ -407,7 +393,8 @@ class _Run:
         self.r.poller.register(self.cluster_key, url, api_key, interval, requester=f"worker:{self.key}")
         with self.r._lock:
             self.r._polled[self.key] = self.cluster_key
-        self.requeue = interval
+        # No periodic requeue: the poller re-enqueues this worker when the counts change, and autoscale()
+        # asks to come back while a decision waits on time (a stabilising scale-down).
         return self.r.poller.result(self.cluster_key)
 
     def target(self) -> int:
@@ -452,6 +439,10 @@ class _Run:
         self.desired = decision.desired
         metrics.WORKER_DESIRED.labels(self.ns, self.name).set(decision.desired)
         reason, message = decision.reason, decision.message
+        if decision.reason in TIME_BOUND_REASONS:
+            # Same counts, different answer later: re-evaluate on the polling interval meanwhile.
+            interval = duration_seconds(a.polling_interval)
+            self.requeue = min(self.requeue or interval, interval)
         target = decision.desired
         if target < current and self.spec.graceful_shutdown.drain_before_shutdown and ok:
             target, reason, message = self.drain(current, target, api_key, reason, message)
@@ -652,7 +643,9 @@ class _Run:
             last = self.r._last_scale.get(self.key)
         if last:
             extra["lastScaleTime"] = last
-        self.r._status(self.obj, phase, conds, extra)
+        held = self.r._status(self.obj, phase, conds, extra)
+        if held is not None:
+            self.requeue = min(self.requeue or held, held)
         if self.conflicts:
             self.r.recorder.event(self.obj, WARNING, "NameConflict", "; ".join(self.conflicts))
 

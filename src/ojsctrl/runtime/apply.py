@@ -118,7 +118,9 @@ class Applier:
         live = cached
         if live is None:
             try:
-                live = self.client.get(resource, meta["name"], meta.get("namespace"))
+                # From the API server's watch cache: no fresher than the informer, but it also sees
+                # objects without our labels (a name taken by someone else).
+                live = self.client.get(resource, meta["name"], meta.get("namespace"), resource_version="0")
             except NotFoundError:
                 live = None
         if live is not None:
