@@ -235,3 +235,30 @@ def test_poller_asks_the_new_address_when_a_cluster_moves_mid_poll() -> None:
         assert result is not None and result.queues == {"q": (2, 0)}, (urls, result)
     finally:
         poller.stop()
+
+
+def test_workload_conditions_name_the_first_problem_and_conflicts() -> None:
+    from ojsctrl.controllers.cluster_status import workload_conditions
+
+    state = deployment_state(dep())
+    ok = {c["type"]: c for c in workload_conditions("Running", state, what="server", generation=3)}
+    assert ok["Ready"]["status"] == "True" and ok["Ready"]["reason"] == "Running"
+    assert ok["Available"]["message"] == "2/2 server replicas ready"
+    assert ok["Progressing"]["reason"] == "RolloutComplete" and ok["Degraded"]["reason"] == "AsExpected"
+    assert all(c["observedGeneration"] == 3 for c in ok.values())
+    bad = {
+        c["type"]: c
+        for c in workload_conditions(
+            "Error",
+            state,
+            what="worker",
+            problems=[("InvalidSpec", "Deployment x: refused"), ("Other", "y")],
+            conflicts=["Service s exists and is not owned by this resource"],
+            generation=3,
+        )
+    }
+    assert bad["Ready"]["status"] == "False" and bad["Ready"]["reason"] == "InvalidSpec"
+    assert bad["Ready"]["message"] == (
+        "Deployment x: refused; y; Service s exists and is not owned by this resource"
+    )
+    assert bad["Degraded"]["status"] == "True" and bad["Degraded"]["reason"] == "NameConflict"

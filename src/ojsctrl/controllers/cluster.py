@@ -18,7 +18,7 @@ from ojsctrl.api.durations import duration_seconds
 from ojsctrl.builders import cluster as b
 from ojsctrl.builders.common import config_hash
 from ojsctrl.controllers import metrics
-from ojsctrl.controllers.cluster_status import deployment_state, highest, workload_phase
+from ojsctrl.controllers.cluster_status import deployment_state, highest, workload_conditions, workload_phase
 from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
     AUTOSCALER_MANAGER,
@@ -547,40 +547,10 @@ class _Run:
         if self.problems:
             phase = highest(phase, "Error")
 
-        degraded_msg = "; ".join(self.conflicts) or (state.failed or "")
-        conds = [
-            condition(
-                "Ready",
-                phase == "Running",
-                "Running"
-                if phase == "Running"
-                else (
-                    self.problems[0][0] if self.problems else ("NameConflict" if self.conflicts else phase)
-                ),
-                "; ".join(m for _, m in self.problems) or degraded_msg or f"phase {phase}",
-                generation=gen,
-            ),
-            condition(
-                "Available",
-                state.available,
-                "MinimumReplicasAvailable" if state.available else "MinimumReplicasUnavailable",
-                f"{state.ready}/{state.desired} server replicas ready",
-                generation=gen,
-            ),
-            condition(
-                "Progressing",
-                not state.rolled_out and not state.failed,
-                "RolloutInProgress" if not state.rolled_out else "RolloutComplete",
-                state.failed or "",
-                generation=gen,
-            ),
-            condition(
-                "Degraded",
-                bool(self.conflicts or state.failed),
-                "NameConflict" if self.conflicts else ("RolloutFailed" if state.failed else "AsExpected"),
-                degraded_msg,
-                generation=gen,
-            ),
+        conds = workload_conditions(
+            phase, state, what="server", problems=self.problems, conflicts=self.conflicts, generation=gen
+        )
+        conds += [
             condition(
                 "BackendReady",
                 backend_ready,

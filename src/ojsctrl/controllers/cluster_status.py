@@ -6,8 +6,10 @@ Deployments, the spec and ownership only. Queue stats and monitoring are conditi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ojsctrl.controllers.common import condition
 from ojsctrl.runtime.client import JSON
 
 PRECEDENCE = ("Error", "Degraded", "Draining", "Scaling", "Pending", "Running")
@@ -94,3 +96,56 @@ def highest(*phases: str) -> str:
     """The phase that wins by precedence."""
     present = [p for p in phases if p]
     return min(present, key=PRECEDENCE.index) if present else "Pending"
+
+
+def workload_conditions(
+    phase: str,
+    state: DeploymentState,
+    *,
+    what: str,
+    problems: Sequence[tuple[str, str]] = (),
+    conflicts: Sequence[str] = (),
+    generation: int,
+) -> list[JSON]:
+    """Ready, Available, Progressing and Degraded of an owner whose workload is one Deployment.
+
+    ``problems`` are (reason, message) pairs that make the owner an Error (the first reason is Ready's);
+    ``conflicts`` are children that exist without our ownership; ``what`` names the replicas ("server").
+    """
+    if phase == "Running":
+        ready_reason = "Running"
+    elif problems:
+        ready_reason = problems[0][0]
+    else:
+        ready_reason = "NameConflict" if conflicts else phase
+    degraded_msg = "; ".join(conflicts) or state.failed or ""
+    return [
+        condition(
+            "Ready",
+            phase == "Running",
+            ready_reason,
+            "; ".join([m for _, m in problems] + list(conflicts)) or state.failed or f"phase {phase}",
+            generation=generation,
+        ),
+        condition(
+            "Available",
+            state.available,
+            "MinimumReplicasAvailable" if state.available else "MinimumReplicasUnavailable",
+            f"{state.ready}/{state.desired} {what} replicas ready",
+            generation=generation,
+        ),
+        condition(
+            "Progressing",
+            not state.rolled_out and not state.failed,
+            "RolloutInProgress" if not state.rolled_out else "RolloutComplete",
+            state.failed or "",
+            generation=generation,
+        ),
+        condition(
+            "Degraded",
+            bool(conflicts or state.failed),
+            "NameConflict" if conflicts else ("RolloutFailed" if state.failed else "AsExpected"),
+            degraded_msg,
+            generation=generation,
+        ),
+    ]

@@ -19,7 +19,7 @@ from ojsctrl.builders import worker as wb
 from ojsctrl.builders.common import config_hash
 from ojsctrl.controllers import metrics
 from ojsctrl.controllers.cluster import ClusterReconciler, invalid_child_message
-from ojsctrl.controllers.cluster_status import deployment_state, highest, workload_phase
+from ojsctrl.controllers.cluster_status import deployment_state, highest, workload_conditions, workload_phase
 from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
     AUTOSCALER_MANAGER,
@@ -542,39 +542,15 @@ class _Run:
         if self.problems:
             phase = highest(phase, "Error")
         a = self.spec.auto_scaling
-        if self.problems:
-            ready_reason = "InvalidSpec"
-        else:
-            ready_reason = "Running" if phase == "Running" else ("NameConflict" if self.conflicts else phase)
-        conds = [
-            condition(
-                "Ready",
-                phase == "Running",
-                ready_reason,
-                "; ".join(self.problems + self.conflicts) or state.failed or f"phase {phase}",
-                generation=gen,
-            ),
-            condition(
-                "Available",
-                state.available,
-                "MinimumReplicasAvailable" if state.available else "MinimumReplicasUnavailable",
-                f"{state.ready}/{state.desired} worker replicas ready",
-                generation=gen,
-            ),
-            condition(
-                "Progressing",
-                not state.rolled_out and not state.failed,
-                "RolloutInProgress" if not state.rolled_out else "RolloutComplete",
-                state.failed or "",
-                generation=gen,
-            ),
-            condition(
-                "Degraded",
-                bool(self.conflicts or state.failed),
-                "NameConflict" if self.conflicts else ("RolloutFailed" if state.failed else "AsExpected"),
-                "; ".join(self.conflicts) or state.failed or "",
-                generation=gen,
-            ),
+        conds = workload_conditions(
+            phase,
+            state,
+            what="worker",
+            problems=[("InvalidSpec", m) for m in self.problems],
+            conflicts=self.conflicts,
+            generation=gen,
+        )
+        conds += [
             condition(
                 "ClusterFound",
                 True,
