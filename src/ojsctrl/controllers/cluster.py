@@ -29,7 +29,9 @@ from ojsctrl.controllers.common import (
     SERVICEMONITOR_CRD,
     SERVICEMONITORS,
     STATUS_COALESCE,
+    UNMANAGED_SELECTOR,
     StatusWriter,
+    cached_child,
     condition,
     get_condition,
     now_rfc3339,
@@ -124,6 +126,9 @@ class ClusterReconciler:
         self.children: dict[Resource, Informer] = {
             r: f.informer(r, label_selector=MANAGED_SELECTOR)
             for r in (DEPLOYMENTS, SERVICES, CONFIGMAPS, PDBS, PVCS)
+        }
+        self.others: dict[Resource, Informer] = {
+            r: f.informer(r, label_selector=UNMANAGED_SELECTOR, metadata_only=True) for r in self.children
         }
         self.secret_meta = f.informer(SECRETS, metadata_only=True)
         self.secrets = SecretReader(self.client, self.secret_meta)
@@ -225,10 +230,13 @@ class _Run:
         if body is None:
             return None
         name = body["metadata"]["name"]
-        inf = self.r.children.get(resource)
         try:
             out = self.r.applier.ensure(
-                resource, body, self.uid, self.cached(resource, name), in_cache=inf is not None
+                resource,
+                body,
+                self.uid,
+                cached_child(self.r.children, self.r.others, resource, self.ns, name),
+                in_cache=resource in self.r.children and resource in self.r.others,
             )
         except InvalidError as e:
             # The API server refuses the child this spec makes (a value neither CEL nor the Python rules

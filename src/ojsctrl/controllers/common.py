@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -15,6 +15,7 @@ from ojsctrl.api.common import GROUP, VERSION
 from ojsctrl.runtime.apply import is_subset
 from ojsctrl.runtime.client import JSON, Client, NotFoundError, Resource
 from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
+from ojsctrl.runtime.informer import Informer
 
 OJSCLUSTERS = Resource(GROUP, VERSION, "ojsclusters", "OJSCluster")
 OJSWORKERS = Resource(GROUP, VERSION, "ojsworkers", "OJSWorker")
@@ -27,6 +28,9 @@ AUTOSCALER_ANNOTATION = f"{GROUP}/autoscaler"
 log = structlog.get_logger("ojsctrl.status")
 
 MANAGED_SELECTOR = "app.kubernetes.io/managed-by=ojsctrl"
+# Everything else of a child kind, cached as metadata only: with both caches a name is known to be free
+# (or taken by someone else) without a GET before a child's first apply.
+UNMANAGED_SELECTOR = "app.kubernetes.io/managed-by!=ojsctrl"
 SERVICEMONITOR_CRD = "servicemonitors.monitoring.coreos.com"
 # Child status updates (a rollout's steps) reach the owner this much later, coalesced into one reconcile.
 STATUS_COALESCE = 1.0
@@ -168,3 +172,20 @@ class StatusWriter:
                 msg = next((c.get("message") for c in conds if c["type"] == "Ready"), "") or f"phase {phase}"
                 self.recorder.event(obj, kind, phase, msg)
         return None
+
+
+def cached_child(
+    ours: Mapping[Resource, Informer],
+    others: Mapping[Resource, Informer],
+    resource: Resource,
+    ns: str,
+    name: str,
+) -> JSON | None:
+    """A child by name from the managed cache (full objects), else from the cache of everything else of
+    its kind (metadata only): a name someone else took is seen without a GET."""
+    for caches in (ours, others):
+        inf = caches.get(resource)
+        obj = inf.store.get_by_name(ns, name) if inf is not None else None
+        if obj is not None:
+            return obj
+    return None

@@ -28,7 +28,9 @@ from ojsctrl.controllers.common import (
     MANAGED_SELECTOR,
     OJSWORKERS,
     STATUS_COALESCE,
+    UNMANAGED_SELECTOR,
     StatusWriter,
+    cached_child,
     condition,
     get_condition,
     now_rfc3339,
@@ -103,6 +105,9 @@ class WorkerReconciler:
         self.children: dict[Resource, Informer] = {
             DEPLOYMENTS: f.informer(DEPLOYMENTS, label_selector=MANAGED_SELECTOR),
             HPAS: f.informer(HPAS, label_selector=MANAGED_SELECTOR),
+        }
+        self.others: dict[Resource, Informer] = {
+            r: f.informer(r, label_selector=UNMANAGED_SELECTOR, metadata_only=True) for r in self.children
         }
         self.pods = f.informer(PODS, label_selector=MANAGED_SELECTOR)
         self._history: dict[str, History] = {}
@@ -254,7 +259,11 @@ class _Run:
             return None
         try:
             out = self.r.applier.ensure(
-                resource, body, self.uid, self.cached(resource, body["metadata"]["name"]), in_cache=True
+                resource,
+                body,
+                self.uid,
+                cached_child(self.r.children, self.r.others, resource, self.ns, body["metadata"]["name"]),
+                in_cache=True,
             )
         except InvalidError as e:
             # A spec value only the API server refuses: report it. Retrying cannot help until the spec

@@ -4,8 +4,8 @@ Each child carries an annotation holding the hash of its canonical apply body. A
 when the cached child carries the same hash *and* every field of the body still has the value the
 body asks for (a user's edit of an owned field is therefore restored, while fields that other
 actors added are ignored). A child missing from the cache is read with one GET before its first
-apply; a child that exists without our controller owner reference is never written: the caller
-gets a conflict to report.
+apply, unless the caller's caches cover every object of the kind; a child that exists without our
+controller owner reference is never written: the caller gets a conflict to report.
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ class Applier:
     ) -> ApplyOutcome:
         """Apply `body` unless the live child already matches it.
 
-        `cached` is the informer's copy (None when absent); `in_cache` says whether the informer is
-        authoritative for this object (False when the child kind is not cached at all, so a GET is
-        always needed).
+        `cached` is the caches' copy (None when absent); `in_cache` says whether the caches are
+        authoritative for this name, i.e. they hold every object of the kind, ours or not (then absent
+        means absent). Otherwise a child missing from `cached` is read with a GET before it is applied.
         """
         body = copy.deepcopy(body)
         meta = body.setdefault("metadata", {})
@@ -116,7 +116,7 @@ class Applier:
         key = (resource, object_key(body))
 
         live = cached
-        if live is None:
+        if live is None and not in_cache:
             try:
                 # From the API server's watch cache: no fresher than the informer, but it also sees
                 # objects without our labels (a name taken by someone else).
