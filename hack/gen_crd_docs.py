@@ -11,7 +11,6 @@ API server sees them. So the reference can drift from neither.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import sys
 import types
@@ -23,6 +22,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+if str(REPO / "hack") not in sys.path:  # a test loads this file by path; as a script, hack/ is on it
+    sys.path.append(str(REPO / "hack"))
+
+from _genfile import write_or_check  # noqa: E402
 
 from ojsctrl.api import (  # noqa: E402
     OJSCluster,
@@ -217,18 +220,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail when docs/crd-reference.md is stale")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT.relative_to(REPO)} is stale: run `make manifests`", file=sys.stderr)
-            return 1
-        return 0
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    return 0
+    return write_or_check(argv, __doc__, OUT, render, check_help="fail when docs/crd-reference.md is stale")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ that the metrics they name are exported.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,6 +21,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+if str(REPO / "hack") not in sys.path:  # a test loads this file by path; as a script, hack/ is on it
+    sys.path.append(str(REPO / "hack"))
+
+from _genfile import write_or_check  # noqa: E402
 
 OUT = REPO / "deploy" / "helm" / "ojs-operator" / "dashboards" / "ojs-operator.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -213,18 +216,7 @@ KUBE_STATE_METRICS = frozenset({"kube_deployment_status_replicas_available"})
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail when the committed dashboard is stale")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT.relative_to(REPO)} is stale: run `make manifests`", file=sys.stderr)
-            return 1
-        return 0
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text)
-    return 0
+    return write_or_check(argv, __doc__, OUT, render, check_help="fail when the committed dashboard is stale")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.e2e.helpers import install_crds
 from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane
 
@@ -60,14 +61,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def crds(plane: ControlPlane) -> ControlPlane:
     """The plane with the operator's CRDs installed (server-side apply, as `make install` does)."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    files = sorted((root / "manifests" / "crds").glob("*.yaml"))
-    args = ["apply", "--server-side", "--field-manager=ojsctrl-install"]
-    for f in files:
-        args += ["-f", str(f)]
-    plane.kubectl(*args)
-    for f in files:
-        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(f))
-    return plane
+    return install_crds(plane)

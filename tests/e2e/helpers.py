@@ -8,12 +8,20 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from ojsctrl.runtime.client import CONFIGMAPS, Client, ClientOptions
+import yaml
+
+from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
+from ojsctrl.runtime.client import CONFIGMAPS, DEPLOYMENTS, Client, ClientOptions, NotFoundError, Resource
 from tests.harness.controlplane import ControlPlane
 
 FULL = os.environ.get("OJSCTRL_FULL") == "1"
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "deploy" / "samples"
+OJS_API = "ojs.openjobspec.dev/v1alpha1"
+UA = "ojsctrl/"  # the operator's user agent starts so
 
 
 def size(reduced: int, full: int) -> int:
@@ -46,6 +54,141 @@ def configmap(ns: str, name: str, labels: dict[str, str] | None = None, **data: 
         "metadata": {"name": name, "namespace": ns, "labels": labels or {}},
         "data": data,
     }
+
+
+def secret(ns: str, name: str, string_data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns},
+        "stringData": string_data,
+    }
+
+
+def foreign_deployment(
+    ns: str, name: str, app: str, image: str, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A one-container Deployment of a user's (not the operator's), e.g. squatting on a child's name."""
+    metadata: dict[str, Any] = {"name": name, "namespace": ns}
+    if labels is not None:
+        metadata["labels"] = labels
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": app}},
+            "template": {
+                "metadata": {"labels": {"app": app}},
+                "spec": {"containers": [{"name": "c", "image": image}]},
+            },
+        },
+    }
+
+
+def ojs_object(kind: str, ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": OJS_API, "kind": kind, "metadata": {"name": name, "namespace": ns}, "spec": spec}
+
+
+def ojs_cluster(ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return ojs_object("OJSCluster", ns, name, spec)
+
+
+def ojs_worker(ns: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return ojs_object("OJSWorker", ns, name, spec)
+
+
+def install_crds(plane: ControlPlane) -> ControlPlane:
+    """Install the operator's CRDs (server-side apply, as `make install` does) and wait until they serve."""
+    files = sorted((ROOT / "manifests" / "crds").glob("*.yaml"))
+    args = ["apply", "--server-side", "--field-manager=ojsctrl-install"]
+    for f in files:
+        args += ["-f", str(f)]
+    plane.kubectl(*args)
+    for f in files:
+        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(f))
+    return plane
+
+
+def sample(name: str) -> list[dict[str, Any]]:
+    """The documents of a file in deploy/samples."""
+    return [d for d in yaml.safe_load_all((SAMPLES / name).read_text()) if d]
+
+
+def create(client: Client, obj: dict[str, Any], ns: str) -> dict[str, Any]:
+    """Create an OJSCluster or OJSWorker document (a sample, say) in namespace ns."""
+    obj = dict(obj)
+    obj["metadata"] = {**obj["metadata"], "namespace": ns}
+    res = OJSCLUSTERS if obj["kind"] == "OJSCluster" else OJSWORKERS
+    return client.create(res, obj, ns)
+
+
+def mutating_by_operator(plane: ControlPlane, since: float, ns: str) -> list[str]:
+    """The operator's writes in namespace ns since then (wall clock), from the plane's audit log."""
+    out = []
+    for e in plane.audit_events():
+        if not e.get("userAgent", "").startswith(UA) or e.get("verb") in ("get", "list", "watch"):
+            continue
+        ts = e.get("stageTimestamp", "")
+        if not ts:
+            continue
+        t = time.mktime(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        if t >= since and f"/namespaces/{ns}/" in e.get("requestURI", ""):
+            out.append(f"{e['verb']} {e['requestURI']}")
+    return out
+
+
+# --------------------------------------------------------------------------- reading objects back
+def get(client: Client, res: Resource, ns: str, name: str) -> dict[str, Any] | None:
+    """The object, or None when it does not exist."""
+    try:
+        return client.get(res, name, ns)
+    except NotFoundError:
+        return None
+
+
+def status_of(obj: dict[str, Any] | None) -> dict[str, Any]:
+    return ((obj or {}).get("status")) or {}
+
+
+def cond_of(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    """The object's condition of that type ({} when there is none)."""
+    for c in status_of(obj).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
+def phase(client: Client, ns: str, name: str) -> str | None:
+    """An OJSCluster's phase (None while it has none, or when the cluster does not exist)."""
+    return status_of(get(client, OJSCLUSTERS, ns, name)).get("phase")
+
+
+def cond(client: Client, ns: str, name: str, type_: str) -> dict[str, Any]:
+    """An OJSCluster's condition of that type ({} when there is none)."""
+    return cond_of(get(client, OJSCLUSTERS, ns, name), type_)
+
+
+def wstatus(client: Client, ns: str, name: str) -> dict[str, Any]:
+    """An OJSWorker's status ({} when there is none)."""
+    return status_of(get(client, OJSWORKERS, ns, name))
+
+
+def wcond(client: Client, ns: str, name: str, type_: str) -> dict[str, Any]:
+    """An OJSWorker's condition of that type ({} when there is none)."""
+    return cond_of(get(client, OJSWORKERS, ns, name), type_)
+
+
+def gone(client: Client, ns: str, name: str, *resources: Resource) -> bool:
+    """No object of these kinds by that name exists."""
+    return all(get(client, res, ns, name) is None for res in resources)
+
+
+def replicas(client: Client, ns: str, dep: str) -> int | None:
+    """A Deployment's spec.replicas (None when it is unset or the Deployment does not exist)."""
+    obj = get(client, DEPLOYMENTS, ns, dep)
+    return None if obj is None else obj["spec"].get("replicas")
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float = 60.0, interval: float = 0.1) -> float:
@@ -200,3 +343,12 @@ class OperatorProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._log.close()
+
+
+def start_ojsctrl(plane: ControlPlane, ojs_url: str, *args: str, name: str) -> OperatorProcess:
+    """The real `ojsctrl` (debug logs, OJS servers at the URL template ojs_url), once it is ready."""
+    op = OperatorProcess(
+        plane, "ojsctrl", "--ojs-url-template", ojs_url, "--log-level", "debug", *args, name=name
+    )
+    wait_until("operator ready", op.ready, 60)
+    return op

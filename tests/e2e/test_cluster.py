@@ -5,95 +5,39 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from ojsctrl.controllers.common import OJSCLUSTERS
-from ojsctrl.runtime.client import (
-    CONFIGMAPS,
-    DEPLOYMENTS,
-    PDBS,
-    SECRETS,
-    SERVICES,
-    Client,
-    NotFoundError,
-    Resource,
+from ojsctrl.runtime.client import CONFIGMAPS, DEPLOYMENTS, PDBS, SECRETS, SERVICES, Resource
+from tests.e2e.helpers import (
+    OperatorProcess,
+    cond,
+    configmap,
+    create,
+    driver,
+    foreign_deployment,
+    get,
+    gone,
+    mutating_by_operator,
+    namespace,
+    ojs_cluster,
+    phase,
+    sample,
+    secret,
+    start_ojsctrl,
+    wait_until,
 )
-from tests.e2e.helpers import OperatorProcess, driver, namespace, wait_until
 from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane, free_port
-
-SAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "samples"
-UA = "ojsctrl/"
 
 
 @pytest.fixture(scope="module")
 def operator(crds: ControlPlane) -> Iterator[OperatorProcess]:
     # Nothing listens on this port: queue stats are unavailable, which these tests expect.
-    op = OperatorProcess(
-        crds,
-        "ojsctrl",
-        "--ojs-url-template",
-        f"http://127.0.0.1:{free_port()}",
-        "--log-level",
-        "debug",
-        name="ojsctrl-cluster",
-    )
-    wait_until("operator ready", op.ready, 60)
+    op = start_ojsctrl(crds, f"http://127.0.0.1:{free_port()}", name="ojsctrl-cluster")
     yield op
     op.stop()
-
-
-def sample(name: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((SAMPLES / name).read_text()) if d]
-
-
-def create(client: Client, obj: dict[str, Any], ns: str) -> dict[str, Any]:
-    obj = dict(obj)
-    obj["metadata"] = {**obj["metadata"], "namespace": ns}
-    res = (
-        OJSCLUSTERS
-        if obj["kind"] == "OJSCluster"
-        else Resource("ojs.openjobspec.dev", "v1alpha1", "ojsworkers", "OJSWorker")
-    )
-    return client.create(res, obj, ns)
-
-
-def get(client: Client, res: Resource, ns: str, name: str) -> dict[str, Any] | None:
-    try:
-        return client.get(res, name, ns)
-    except NotFoundError:
-        return None
-
-
-def phase(client: Client, ns: str, name: str) -> str | None:
-    obj = get(client, OJSCLUSTERS, ns, name) or {}
-    return (obj.get("status") or {}).get("phase")
-
-
-def cond(client: Client, ns: str, name: str, type_: str) -> dict[str, Any]:
-    obj = get(client, OJSCLUSTERS, ns, name) or {}
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return c
-    return {}
-
-
-def mutating_by_operator(plane: ControlPlane, since: float, ns: str) -> list[str]:
-    out = []
-    for e in plane.audit_events():
-        if not e.get("userAgent", "").startswith(UA) or e.get("verb") in ("get", "list", "watch"):
-            continue
-        ts = e.get("stageTimestamp", "")
-        if not ts:
-            continue
-        t = time.mktime(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
-        if t >= since and f"/namespaces/{ns}/" in e.get("requestURI", ""):
-            out.append(f"{e['verb']} {e['requestURI']}")
-    return out
 
 
 def test_minimal_example_converges_with_every_child(crds: ControlPlane, operator: OperatorProcess) -> None:
@@ -159,12 +103,7 @@ def test_minimal_example_converges_with_every_child(crds: ControlPlane, operator
         OJSCLUSTERS, "ojs-minimal", {"spec": {"backend": {"embedded": False, "url": "redis://ext:6379"}}}, ns
     )
     wait_until(
-        "redis objects removed",
-        lambda: (
-            get(client, DEPLOYMENTS, ns, "ojs-minimal-redis") is None
-            and get(client, SERVICES, ns, "ojs-minimal-redis") is None
-        ),
-        60,
+        "redis objects removed", lambda: gone(client, ns, "ojs-minimal-redis", DEPLOYMENTS, SERVICES), 60
     )
     dep = client.get(DEPLOYMENTS, "ojs-minimal-server", ns)
     env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -183,16 +122,7 @@ def test_production_example_secret_rotation_monitoring_and_pdb(
     bc = cond(client, ns, "ojs-production", "BackendReady")
     assert bc["status"] == "False" and "redis-credentials" in bc["message"]
 
-    client.create(
-        SECRETS,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "redis-credentials", "namespace": ns},
-            "stringData": {"url": "redis://:pw-one@redis:6379/0"},
-        },
-        ns,
-    )
+    client.create(SECRETS, secret(ns, "redis-credentials", {"url": "redis://:pw-one@redis:6379/0"}), ns)
     wait_until("Running once the Secret exists", lambda: phase(client, ns, "ojs-production") == "Running", 90)
     dep = client.get(DEPLOYMENTS, "ojs-production-server", ns)
     assert dep["spec"]["replicas"] == 3
@@ -236,16 +166,7 @@ def test_production_example_secret_rotation_monitoring_and_pdb(
 def test_name_conflict_and_user_edits(crds: ControlPlane, operator: OperatorProcess) -> None:
     client = driver(crds)
     ns = namespace(crds, "conflict")
-    client.create(
-        CONFIGMAPS,
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "ojs-lite-config", "namespace": ns},
-            "data": {"mine": "keep"},
-        },
-        ns,
-    )
+    client.create(CONFIGMAPS, configmap(ns, "ojs-lite-config", mine="keep"), ns)
     create(client, sample("backend-lite.yaml")[0], ns)
     wait_until("Degraded with NameConflict", lambda: phase(client, ns, "ojs-lite") == "Degraded", 60)
     deg = cond(client, ns, "ojs-lite", "Degraded")
@@ -287,14 +208,7 @@ def test_name_conflict_and_user_edits(crds: ControlPlane, operator: OperatorProc
 
     # Deleting the cluster garbage-collects its children (no finalizer).
     client.delete(OJSCLUSTERS, "ojs-lite", ns)
-    wait_until(
-        "children collected",
-        lambda: (
-            get(client, DEPLOYMENTS, ns, "ojs-lite-server") is None
-            and get(client, SERVICES, ns, "ojs-lite-server") is None
-        ),
-        90,
-    )
+    wait_until("children collected", lambda: gone(client, ns, "ojs-lite-server", DEPLOYMENTS, SERVICES), 90)
 
 
 def test_invalid_spec_that_bypassed_admission_gets_a_condition(
@@ -358,16 +272,7 @@ def test_auth_disabled_pdb_variants_and_unowned_server_deployment(
     client = driver(crds)
     ns = namespace(crds, "variants")
     spec = {"backend": {"type": "nats", "url": "nats://n:4222"}, "replicas": 3, "auth": {"disabled": True}}
-    client.create(
-        OJSCLUSTERS,
-        {
-            "apiVersion": "ojs.openjobspec.dev/v1alpha1",
-            "kind": "OJSCluster",
-            "metadata": {"name": "v", "namespace": ns},
-            "spec": spec,
-        },
-        ns,
-    )
+    client.create(OJSCLUSTERS, ojs_cluster(ns, "v", spec), ns)
     wait_until("Running", lambda: phase(client, ns, "v") == "Running", 90)
     env = {
         e["name"]: e
@@ -391,46 +296,15 @@ def test_auth_disabled_pdb_variants_and_unowned_server_deployment(
     wait_until("PDB removed", lambda: get(client, PDBS, ns, "v-server") is None, 60)
     # An unrelated Secret changing does not roll the pods.
     before = client.get(DEPLOYMENTS, "v-server", ns)["spec"]["template"]["metadata"]["annotations"]
-    client.create(
-        SECRETS,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "unrelated", "namespace": ns},
-            "stringData": {"x": "1"},
-        },
-        ns,
-    )
+    client.create(SECRETS, secret(ns, "unrelated", {"x": "1"}), ns)
     client.patch(SECRETS, "unrelated", {"stringData": {"x": "2"}}, ns)
     time.sleep(3)
     assert client.get(DEPLOYMENTS, "v-server", ns)["spec"]["template"]["metadata"]["annotations"] == before
 
     # A pre-existing Deployment <name>-server that the operator does not own is left alone and reported.
     ns2 = namespace(crds, "foreign")
-    foreign = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "f-server", "namespace": ns2},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "mine"}},
-            "template": {
-                "metadata": {"labels": {"app": "mine"}},
-                "spec": {"containers": [{"name": "c", "image": "example.invalid/mine:1"}]},
-            },
-        },
-    }
-    client.create(DEPLOYMENTS, foreign, ns2)
-    client.create(
-        OJSCLUSTERS,
-        {
-            "apiVersion": "ojs.openjobspec.dev/v1alpha1",
-            "kind": "OJSCluster",
-            "metadata": {"name": "f", "namespace": ns2},
-            "spec": {"backend": {"type": "lite"}},
-        },
-        ns2,
-    )
+    client.create(DEPLOYMENTS, foreign_deployment(ns2, "f-server", "mine", "example.invalid/mine:1"), ns2)
+    client.create(OJSCLUSTERS, ojs_cluster(ns2, "f", {"backend": {"type": "lite"}}), ns2)
     wait_until(
         "Degraded NameConflict",
         lambda: cond(client, ns2, "f", "Degraded").get("reason") == "NameConflict",

@@ -54,7 +54,22 @@ from ojsctrl.runtime.client import (
     NotFoundError,
     Resource,
 )
-from tests.e2e.helpers import FULL, OperatorProcess, driver, namespace, parallel, size, wait_until
+from tests.e2e.helpers import (
+    FULL,
+    OperatorProcess,
+    cond_of,
+    driver,
+    foreign_deployment,
+    install_crds,
+    namespace,
+    ojs_cluster,
+    ojs_worker,
+    parallel,
+    secret,
+    size,
+    status_of,
+    wait_until,
+)
 from tests.harness.controlplane import ControlPlane, free_port
 from tests.ojsserver.server import OJSTestServer
 
@@ -80,7 +95,6 @@ EXPECTED_ERROR_TYPES = {
     "TransportError",
     "ReconcileError",
 }
-ROOT = Path(__file__).resolve().parents[2]
 
 # Everything the module started or created, for the closing secrets scan.
 OPERATORS: list[OperatorProcess] = []
@@ -308,13 +322,7 @@ def create_retrying(
 
 # --------------------------------------------------------------------------- objects
 def cluster_body(name: str, ns: str, **spec: Any) -> dict[str, Any]:
-    spec = {"backend": {"type": "lite"}, "replicas": 1, **spec}
-    return {
-        "apiVersion": API,
-        "kind": "OJSCluster",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    }
+    return ojs_cluster(ns, name, {"backend": {"type": "lite"}, "replicas": 1, **spec})
 
 
 def worker_body(name: str, ns: str, cluster: str, **spec: Any) -> dict[str, Any]:
@@ -326,7 +334,7 @@ def worker_body(name: str, ns: str, cluster: str, **spec: Any) -> dict[str, Any]
         "replicas": 1,
         **spec,
     }
-    return {"apiVersion": API, "kind": "OJSWorker", "metadata": {"name": name, "namespace": ns}, "spec": spec}
+    return ojs_worker(ns, name, spec)
 
 
 def storm_bodies(ns: str, n: int, prefix: str) -> list[tuple[Resource, dict[str, Any]]]:
@@ -358,17 +366,6 @@ def expected_children(obj: dict[str, Any]) -> set[tuple[str, str]]:
     if (spec.get("backend") or {}).get("embedded"):
         out |= {("Secret", f"{name}-redis"), ("Deployment", f"{name}-redis"), ("Service", f"{name}-redis")}
     return out
-
-
-def status_of(obj: dict[str, Any] | None) -> dict[str, Any]:
-    return ((obj or {}).get("status")) or {}
-
-
-def cond_of(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    for c in status_of(obj).get("conditions") or []:
-        if c.get("type") == type_:
-            return dict(c)
-    return {}
 
 
 def not_converged(client: Client, ns: str, names: set[str] | None = None) -> list[str]:
@@ -500,20 +497,9 @@ def ojs() -> Iterator[CountingOJSServer]:
     srv.stop()
 
 
-def _install_crds(plane: ControlPlane) -> ControlPlane:
-    files = sorted((ROOT / "manifests" / "crds").glob("*.yaml"))
-    args = ["apply", "--server-side", "--field-manager=ojsctrl-install"]
-    for f in files:
-        args += ["-f", str(f)]
-    plane.kubectl(*args)
-    for f in files:
-        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(f))
-    return plane
-
-
 @pytest.fixture(scope="module")
 def raw_crds(raw_plane: ControlPlane) -> ControlPlane:
-    return _install_crds(raw_plane)
+    return install_crds(raw_plane)
 
 
 @dataclass
@@ -1051,30 +1037,11 @@ def test_conflicts_with_users_and_foreign_objects(crds: ControlPlane, shared: Sh
     ns = shared.ns["conflict"]
     client = driver(crds)
     # Foreign objects squatting on a child's name: a worker's Deployment and a generated Secret.
-    foreign_dep = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "squat-worker", "namespace": ns, "labels": {"team": "other"}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "theirs"}},
-            "template": {
-                "metadata": {"labels": {"app": "theirs"}},
-                "spec": {"containers": [{"name": "c", "image": "example.invalid/theirs:1"}]},
-            },
-        },
-    }
-    client.create(DEPLOYMENTS, foreign_dep, ns)
-    client.create(
-        SECRETS,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "keyed-api-key", "namespace": ns},
-            "stringData": {"api-key": "users-own-key-do-not-touch"},
-        },
-        ns,
+    foreign_dep = foreign_deployment(
+        ns, "squat-worker", "theirs", "example.invalid/theirs:1", labels={"team": "other"}
     )
+    client.create(DEPLOYMENTS, foreign_dep, ns)
+    client.create(SECRETS, secret(ns, "keyed-api-key", {"api-key": "users-own-key-do-not-touch"}), ns)
     PLANTED.add("users-own-key-do-not-touch")
     before_dep = client.get(DEPLOYMENTS, "squat-worker", ns)
     before_secret = client.get(SECRETS, "keyed-api-key", ns)
@@ -1584,14 +1551,7 @@ def test_generated_bad_resources_get_a_condition_and_no_error_loop(
     op = shared.op
     n = size(60, 500)
     client.create(
-        SECRETS,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "bad-db", "namespace": ns},
-            "stringData": {"url": "postgres://ojs:pw-generated-spec-9f3@db:5432/x"},
-        },
-        ns,
+        SECRETS, secret(ns, "bad-db", {"url": "postgres://ojs:pw-generated-spec-9f3@db:5432/x"}), ns
     )
     PLANTED.update(
         {"postgres://ojs:pw-generated-spec-9f3@db:5432/x", "pw-generated-spec-9f3", "hunter2-inline-pw"}
@@ -2108,26 +2068,8 @@ def test_no_secret_value_leaks_anywhere(crds: ControlPlane, shared: Shared) -> N
     ns = shared.ns["secrets"]
     client = driver(crds)
     # A few more secret-bearing clusters, including a rotation, so there is something to leak.
-    client.create(
-        SECRETS,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "backend", "namespace": ns},
-            "stringData": {"url": "redis://:pw-rotation-one-7a1@redis:6379/0"},
-        },
-        ns,
-    )
-    client.create(
-        SECRETS,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "given-key", "namespace": ns},
-            "stringData": {"api-key": "api-key-given-by-user-5c2"},
-        },
-        ns,
-    )
+    client.create(SECRETS, secret(ns, "backend", {"url": "redis://:pw-rotation-one-7a1@redis:6379/0"}), ns)
+    client.create(SECRETS, secret(ns, "given-key", {"api-key": "api-key-given-by-user-5c2"}), ns)
     client.create(
         OJSCLUSTERS,
         cluster_body(

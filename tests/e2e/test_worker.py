@@ -10,9 +10,26 @@ from typing import Any
 import pytest
 
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
-from ojsctrl.runtime.client import DEPLOYMENTS, HPAS, PODS, Client, NotFoundError, Resource
-from tests.e2e.helpers import OperatorProcess, driver, namespace, wait_until
-from tests.e2e.test_cluster import mutating_by_operator, sample
+from ojsctrl.runtime.client import DEPLOYMENTS, HPAS, PODS, Client
+from tests.e2e.helpers import (
+    OperatorProcess,
+    cond,
+    create,
+    driver,
+    get,
+    mutating_by_operator,
+    namespace,
+    ojs_cluster,
+    ojs_worker,
+    phase,
+    replicas,
+    sample,
+    start_ojsctrl,
+    status_of,
+    wait_until,
+    wcond,
+    wstatus,
+)
 from tests.harness.controlplane import ControlPlane
 from tests.ojsserver.server import OJSTestServer
 
@@ -28,43 +45,11 @@ def ojs_server() -> Iterator[OJSTestServer]:
 def operator(crds: ControlPlane, ojs_server: OJSTestServer) -> Iterator[OperatorProcess]:
     # One test server stands in for every cluster: the path prefix names the cluster, so faults can
     # target one of them. A short sync period makes resyncs happen during the module.
-    op = OperatorProcess(
-        crds,
-        "ojsctrl",
-        "--ojs-url-template",
-        ojs_server.base_url + "/{namespace}/{name}",
-        "--log-level",
-        "debug",
-        "--sync-period",
-        "10s",
-        name="ojsctrl-worker",
+    op = start_ojsctrl(
+        crds, ojs_server.base_url + "/{namespace}/{name}", "--sync-period", "10s", name="ojsctrl-worker"
     )
-    wait_until("operator ready", op.ready, 60)
     yield op
     op.stop()
-
-
-def get(client: Client, res: Resource, ns: str, name: str) -> dict[str, Any] | None:
-    try:
-        return client.get(res, name, ns)
-    except NotFoundError:
-        return None
-
-
-def wstatus(client: Client, ns: str, name: str) -> dict[str, Any]:
-    return (get(client, OJSWORKERS, ns, name) or {}).get("status") or {}
-
-
-def wcond(client: Client, ns: str, name: str, type_: str) -> dict[str, Any]:
-    for c in wstatus(client, ns, name).get("conditions") or []:
-        if c["type"] == type_:
-            return c
-    return {}
-
-
-def replicas(client: Client, ns: str, dep: str) -> int | None:
-    obj = get(client, DEPLOYMENTS, ns, dep)
-    return None if obj is None else obj["spec"].get("replicas")
 
 
 def replicas_ready(client: Client, ns: str, dep: str) -> int:
@@ -72,17 +57,14 @@ def replicas_ready(client: Client, ns: str, dep: str) -> int:
     return 0 if obj is None else int((obj.get("status") or {}).get("readyReplicas") or 0)
 
 
+def under_autoscaler(client: Client, ns: str, dep: str) -> bool:
+    """The Deployment's replicas are the autoscaler's (its annotation says so)."""
+    annotations = (get(client, DEPLOYMENTS, ns, dep) or {}).get("metadata", {}).get("annotations", {})
+    return annotations.get("ojs.openjobspec.dev/autoscaler") == "true"
+
+
 def cluster(client: Client, ns: str, name: str = "jobs") -> None:
-    client.create(
-        OJSCLUSTERS,
-        {
-            "apiVersion": "ojs.openjobspec.dev/v1alpha1",
-            "kind": "OJSCluster",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"backend": {"type": "lite"}},
-        },
-        ns,
-    )
+    client.create(OJSCLUSTERS, ojs_cluster(ns, name, {"backend": {"type": "lite"}}), ns)
 
 
 def worker(client: Client, ns: str, name: str, queue: str, **spec: Any) -> None:
@@ -93,24 +75,14 @@ def worker(client: Client, ns: str, name: str, queue: str, **spec: Any) -> None:
         "image": "example.invalid/w:1",
         **spec,
     }
-    client.create(
-        OJSWORKERS,
-        {
-            "apiVersion": "ojs.openjobspec.dev/v1alpha1",
-            "kind": "OJSWorker",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": body,
-        },
-        ns,
-    )
+    client.create(OJSWORKERS, ojs_worker(ns, name, body), ns)
 
 
 def test_readme_multi_worker_example(crds: ControlPlane, operator: OperatorProcess) -> None:
     client = driver(crds)
     ns = namespace(crds, "multi")
     for doc in sample("readme-multi-worker.yaml"):
-        res = OJSCLUSTERS if doc["kind"] == "OJSCluster" else OJSWORKERS
-        client.create(res, {**doc, "metadata": {**doc["metadata"], "namespace": ns}}, ns)
+        create(client, doc, ns)
     for name in ("email-worker", "data-processor"):
         wait_until(f"{name} Running", lambda n=name: wstatus(client, ns, n).get("phase") == "Running", 120)
     dep = client.get(DEPLOYMENTS, "data-processor-worker", ns)
@@ -173,11 +145,7 @@ def test_new_healthy_pair_costs_one_status_write_each_and_no_event(
     cluster(client, ns)
     worker(client, ns, "lean", "q-lean")
     wait_until("worker Running", lambda: wstatus(client, ns, "lean").get("phase") == "Running", 90)
-    wait_until(
-        "cluster Running",
-        lambda: ((get(client, OJSCLUSTERS, ns, "jobs") or {}).get("status") or {}).get("phase") == "Running",
-        60,
-    )
+    wait_until("cluster Running", lambda: phase(client, ns, "jobs") == "Running", 60)
     time.sleep(3)
     writes = mutating_by_operator(crds, since, ns)
     cluster_status = [w for w in writes if "/ojsclusters/jobs/status" in w]
@@ -186,6 +154,24 @@ def test_new_healthy_pair_costs_one_status_write_each_and_no_event(
     assert len(cluster_status) == 1, writes
     assert len(worker_status) == 1, writes
     assert events == [], writes
+    # The caches cover every object of the child kinds (ours in full, the rest as metadata), so no
+    # child is read with a GET before its first apply; a read only follows our own apply of it (the
+    # cache had not caught up yet).
+    applied: set[str] = set()
+    early_reads = []
+    for e in crds.audit_events():
+        uri = e.get("requestURI", "").split("?")[0]
+        if (
+            not e.get("userAgent", "").startswith("ojsctrl/")
+            or f"/namespaces/{ns}/" not in uri
+            or not any(f"/{kind}/" in uri for kind in ("deployments", "services", "configmaps"))
+        ):
+            continue
+        if e.get("verb") == "patch":
+            applied.add(uri)
+        elif e.get("verb") == "get" and uri not in applied:
+            early_reads.append(uri)
+    assert early_reads == []
 
 
 def test_worker_before_its_cluster(crds: ControlPlane, operator: OperatorProcess) -> None:
@@ -232,17 +218,7 @@ def test_queue_depth_autoscaling(
             "scaleDownDelay": "8s",
         },
     )
-    wait_until(
-        "autoscaler holds replicas",
-        lambda: (
-            (get(client, DEPLOYMENTS, ns, "scaler-worker") or {})
-            .get("metadata", {})
-            .get("annotations", {})
-            .get("ojs.openjobspec.dev/autoscaler")
-            == "true"
-        ),
-        60,
-    )
+    wait_until("autoscaler holds replicas", lambda: under_autoscaler(client, ns, "scaler-worker"), 60)
     ojs_server.set_queue(q, available=95, active=0)
     started = time.monotonic()
     wait_until("10 replicas", lambda: replicas(client, ns, "scaler-worker") == 10, 30)
@@ -467,11 +443,10 @@ def test_server_autoscaling_on_queue_depth(
     ns = namespace(crds, "srv")
     client.create(
         OJSCLUSTERS,
-        {
-            "apiVersion": "ojs.openjobspec.dev/v1alpha1",
-            "kind": "OJSCluster",
-            "metadata": {"name": "jobs", "namespace": ns},
-            "spec": {
+        ojs_cluster(
+            ns,
+            "jobs",
+            {
                 "backend": {"type": "redis", "url": "redis://r:6379"},
                 "replicas": 2,
                 "autoScaling": {
@@ -483,19 +458,11 @@ def test_server_autoscaling_on_queue_depth(
                     "scaleDownCooldown": "3s",
                 },
             },
-        },
+        ),
         ns,
     )
     wait_until(
-        "server deployment under the autoscaler",
-        lambda: (
-            (get(client, DEPLOYMENTS, ns, "jobs-server") or {})
-            .get("metadata", {})
-            .get("annotations", {})
-            .get("ojs.openjobspec.dev/autoscaler")
-            == "true"
-        ),
-        60,
+        "server deployment under the autoscaler", lambda: under_autoscaler(client, ns, "jobs-server"), 60
     )
     # The shared test server answers for every cluster: total depth is the sum over all its queues.
     ojs_server.set_queue(f"srv-{ns}", available=10_000)
@@ -520,14 +487,26 @@ def test_queue_stats_in_status_and_metrics_and_a_hung_server_slows_no_one(
         cluster(client, fast_ns)
 
         def fast_has_stats() -> bool:
-            st = (get(client, OJSCLUSTERS, fast_ns, "jobs") or {}).get("status") or {}
+            st = status_of(get(client, OJSCLUSTERS, fast_ns, "jobs"))
             return any(
                 q["name"] == f"stats-{fast_ns}" and q["available"] == 7 and q["active"] == 2
                 for q in st.get("queues") or []
             )
 
-        wait_until("fast cluster shows its queue counts", fast_has_stats, 30)
+        def fast_metric() -> bool:
+            return (
+                operator.metric(
+                    "ojs_cluster_queue_depth",
+                    {"namespace": fast_ns, "cluster": "jobs", "queue": f"stats-{fast_ns}"},
+                )
+                == 7
+            )
+
+        # The poll result reaches the metrics at once; the status follows with the cluster's first
+        # status (held while it is healthy and Pending, up to 10 s).
+        wait_until("fast cluster's queue counts in the metrics", fast_metric, 30)
         assert time.monotonic() - started < 8, "the hung server delayed another cluster"
+        wait_until("fast cluster shows its queue counts", fast_has_stats, 30)
         st = client.get(OJSCLUSTERS, "jobs", fast_ns)["status"]
         assert st["queueDepth"] >= 7 and st["activeJobs"] >= 2
         metric = operator.metric(
@@ -537,15 +516,11 @@ def test_queue_stats_in_status_and_metrics_and_a_hung_server_slows_no_one(
         qs = {c["type"]: c for c in client.get(OJSCLUSTERS, "jobs", fast_ns)["status"]["conditions"]}
         assert qs["QueueStatsAvailable"]["status"] == "True"
 
-        def slow_unavailable() -> bool:
-            conds = ((get(client, OJSCLUSTERS, slow_ns, "jobs") or {}).get("status") or {}).get(
-                "conditions"
-            ) or []
-            return any(
-                c["type"] == "QueueStatsAvailable" and c["reason"] == "ServerUnreachable" for c in conds
-            )
-
-        wait_until("hung cluster reports QueueStatsAvailable=False", slow_unavailable, 60)
+        wait_until(
+            "hung cluster reports QueueStatsAvailable=False",
+            lambda: cond(client, slow_ns, "jobs", "QueueStatsAvailable").get("reason") == "ServerUnreachable",
+            60,
+        )
     finally:
         ojs_server.fail.hang = False
         ojs_server.fail.paths = ()
@@ -559,11 +534,7 @@ def test_resyncs_with_nothing_changed_write_nothing(crds: ControlPlane, operator
     cluster(client, ns)
     worker(client, ns, "steady", f"q-{ns}", replicas=2)
     wait_until("worker Running", lambda: wstatus(client, ns, "steady").get("phase") == "Running", 90)
-    wait_until(
-        "cluster Running",
-        lambda: ((get(client, OJSCLUSTERS, ns, "jobs") or {}).get("status") or {}).get("phase") == "Running",
-        90,
-    )
+    wait_until("cluster Running", lambda: phase(client, ns, "jobs") == "Running", 90)
     time.sleep(3)
     since = time.time()
     time.sleep(25)  # two and a half sync periods of 10 s

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from ojsctrl.api import (
     API_VERSION,
@@ -27,98 +26,7 @@ from ojsctrl.api import (
 )
 from ojsctrl.api.durations import is_duration, parse_duration_ns
 from ojsctrl.api.quantity import parse_quantity
-
-# The YAML examples of the reference README, verbatim (SPEC §1: they must apply unchanged).
-README_EXAMPLES = [
-    """\
-apiVersion: ojs.openjobspec.dev/v1alpha1
-kind: OJSCluster
-metadata:
-  name: ojs-minimal
-spec:
-  backend:
-    type: redis
-    embedded: true
-  replicas: 1""",
-    """\
-apiVersion: ojs.openjobspec.dev/v1alpha1
-kind: OJSCluster
-metadata:
-  name: ojs-production
-  namespace: ojs-system
-spec:
-  backend:
-    type: redis
-    urlSecretRef:
-      name: redis-credentials
-      key: url
-  replicas: 3
-  image: ghcr.io/openjobspec/ojs-backend-redis:v0.1.0
-  resources:
-    requests:
-      cpu: "250m"
-      memory: "256Mi"
-    limits:
-      cpu: "1"
-      memory: "512Mi"
-  autoScaling:
-    enabled: true
-    minReplicas: 3
-    maxReplicas: 10
-    targetQueueDepth: 100
-  monitoring:
-    enabled: true
-    serviceMonitor: true
-    grafanaDashboard: true
-""",
-    """\
-apiVersion: ojs.openjobspec.dev/v1alpha1
-kind: OJSCluster
-metadata:
-  name: ojs-multi
-spec:
-  backend:
-    type: redis
-    embedded: true
-  replicas: 2
----
-apiVersion: ojs.openjobspec.dev/v1alpha1
-kind: OJSWorker
-metadata:
-  name: email-worker
-spec:
-  clusterRef: ojs-multi
-  jobTypes: [email.send, email.digest]
-  queues: [emails]
-  concurrency: 10
-  replicas: 2
-  image: myapp/email-worker:latest
-  autoScaling:
-    enabled: true
-    minReplicas: 1
-    maxReplicas: 10
-    targetJobsPerWorker: 5
----
-apiVersion: ojs.openjobspec.dev/v1alpha1
-kind: OJSWorker
-metadata:
-  name: data-processor
-spec:
-  clusterRef: ojs-multi
-  jobTypes: [data.transform, report.generate]
-  queues: [data-processing]
-  concurrency: 50
-  replicas: 3
-  image: myapp/data-worker:latest
-  resources:
-    requests:
-      cpu: "500m"
-      memory: "512Mi"
-    limits:
-      cpu: "2"
-      memory: "2Gi"
-""",
-]
+from tests.unit.readme_examples import README_EXAMPLES, readme_documents
 
 _REPO = Path(__file__).resolve().parents[2]
 _README_CANDIDATES = [
@@ -146,10 +54,6 @@ def _readme_blocks(text: str) -> list[str]:
     return blocks
 
 
-def _documents() -> list[dict[str, Any]]:
-    return [doc for example in README_EXAMPLES for doc in yaml.safe_load_all(example)]
-
-
 def test_embedded_examples_match_the_reference_readme() -> None:
     readme = next((p for p in _README_CANDIDATES if p.exists()), None)
     if readme is None:
@@ -157,7 +61,7 @@ def test_embedded_examples_match_the_reference_readme() -> None:
     assert _readme_blocks(readme.read_text(encoding="utf-8")) == [e.strip() for e in README_EXAMPLES]
 
 
-@pytest.mark.parametrize("doc", _documents(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+@pytest.mark.parametrize("doc", readme_documents(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
 def test_readme_examples_parse_and_validate(doc: dict[str, Any]) -> None:
     if doc["kind"] == "OJSCluster":
         model: OJSCluster | OJSWorker = OJSCluster.from_dict(doc)
@@ -172,7 +76,7 @@ def test_readme_examples_parse_and_validate(doc: dict[str, Any]) -> None:
 
 
 def test_readme_worker_with_latest_tag_gets_a_warning() -> None:
-    workers = [d for d in _documents() if d["kind"] == "OJSWorker"]
+    workers = [d for d in readme_documents() if d["kind"] == "OJSWorker"]
     result = validate_worker(workers[0], cluster_exists=True)
     assert any("latest" in w for w in result.warnings)
 

@@ -9,14 +9,13 @@ import re
 from typing import Any
 
 import pytest
-import yaml
 
 from ojsctrl.api import OJSCluster, validate_cluster
 from ojsctrl.builders import cluster as b
 from ojsctrl.builders.common import CONFIG_HASH_ANNOTATION, config_hash
+from tests.unit.readme_examples import readme_documents
 from tests.unit.test_builders_common import (
     NS,
-    README_EXAMPLES,
     make_cluster,
     pod_specs,
     restricted_violations,
@@ -799,8 +798,7 @@ def test_promql_checker_rejects_invalid(expr: str) -> None:
 
 
 def _readme_clusters() -> list[OJSCluster]:
-    docs = [doc for example in README_EXAMPLES for doc in yaml.safe_load_all(example)]
-    return [OJSCluster.from_dict(with_identity(d)) for d in docs if d["kind"] == "OJSCluster"]
+    return [OJSCluster.from_dict(with_identity(d)) for d in readme_documents() if d["kind"] == "OJSCluster"]
 
 
 @pytest.mark.parametrize("cluster", _readme_clusters(), ids=lambda c: c.metadata["name"])

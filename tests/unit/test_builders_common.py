@@ -1,6 +1,6 @@
 """Shared builder helpers: labels, owner references, config hash, security contexts, env merge, pod settings.
 
-Also home of the helpers the other builder tests import: object factories, the README examples and a checker
+Also home of the helpers the other builder tests import: object factories and a checker
 of the `restricted` Pod Security Standard.
 """
 
@@ -32,96 +32,6 @@ from ojsctrl.builders.common import (
 )
 
 NS = "team-a"
-
-# The YAML examples of the reference README, verbatim (every one must build).
-README_EXAMPLES = [
-    """\
-apiVersion: ojs.openjobspec.dev/v1alpha1
-kind: OJSCluster
-metadata:
-  name: ojs-minimal
-spec:
-  backend:
-    type: redis
-    embedded: true
-  replicas: 1""",
-    """\
-apiVersion: ojs.openjobspec.dev/v1alpha1
-kind: OJSCluster
-metadata:
-  name: ojs-production
-  namespace: ojs-system
-spec:
-  backend:
-    type: redis
-    urlSecretRef:
-      name: redis-credentials
-      key: url
-  replicas: 3
-  image: ghcr.io/openjobspec/ojs-backend-redis:v0.1.0
-  resources:
-    requests:
-      cpu: "250m"
-      memory: "256Mi"
-    limits:
-      cpu: "1"
-      memory: "512Mi"
-  autoScaling:
-    enabled: true
-    minReplicas: 3
-    maxReplicas: 10
-    targetQueueDepth: 100
-  monitoring:
-    enabled: true
-    serviceMonitor: true
-    grafanaDashboard: true""",
-    """\
-apiVersion: ojs.openjobspec.dev/v1alpha1
-kind: OJSCluster
-metadata:
-  name: ojs-multi
-spec:
-  backend:
-    type: redis
-    embedded: true
-  replicas: 2
----
-apiVersion: ojs.openjobspec.dev/v1alpha1
-kind: OJSWorker
-metadata:
-  name: email-worker
-spec:
-  clusterRef: ojs-multi
-  jobTypes: [email.send, email.digest]
-  queues: [emails]
-  concurrency: 10
-  replicas: 2
-  image: myapp/email-worker:latest
-  autoScaling:
-    enabled: true
-    minReplicas: 1
-    maxReplicas: 10
-    targetJobsPerWorker: 5
----
-apiVersion: ojs.openjobspec.dev/v1alpha1
-kind: OJSWorker
-metadata:
-  name: data-processor
-spec:
-  clusterRef: ojs-multi
-  jobTypes: [data.transform, report.generate]
-  queues: [data-processing]
-  concurrency: 50
-  replicas: 3
-  image: myapp/data-worker:latest
-  resources:
-    requests:
-      cpu: "500m"
-      memory: "512Mi"
-    limits:
-      cpu: "2"
-      memory: "2Gi\"""",
-]
 
 
 def make_cluster(spec: Mapping[str, Any], name: str = "c1", namespace: str = NS) -> OJSCluster:

@@ -8,15 +8,14 @@ import json
 from typing import Any
 
 import pytest
-import yaml
 
 from ojsctrl.api import OJSCluster, OJSWorker, validate_worker
 from ojsctrl.builders import cluster as cb
 from ojsctrl.builders import worker as wb
 from ojsctrl.builders.common import CONFIG_HASH_ANNOTATION, config_hash
+from tests.unit.readme_examples import readme_documents
 from tests.unit.test_builders_common import (
     NS,
-    README_EXAMPLES,
     make_cluster,
     make_worker,
     restricted_violations,
@@ -373,7 +372,7 @@ def test_worker_env_names_unique(cluster: OJSCluster, worker: OJSWorker) -> None
 
 
 def _readme_pairs() -> list[tuple[OJSCluster, OJSWorker]]:
-    docs = [with_identity(doc) for example in README_EXAMPLES for doc in yaml.safe_load_all(example)]
+    docs = [with_identity(doc) for doc in readme_documents()]
     clusters = {d["metadata"]["name"]: OJSCluster.from_dict(d) for d in docs if d["kind"] == "OJSCluster"}
     return [
         (clusters[d["spec"]["clusterRef"]], OJSWorker.from_dict(d)) for d in docs if d["kind"] == "OJSWorker"

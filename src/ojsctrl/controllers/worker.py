@@ -109,7 +109,9 @@ class WorkerReconciler:
         self.others: dict[Resource, Informer] = {
             r: f.informer(r, label_selector=UNMANAGED_SELECTOR, metadata_only=True) for r in self.children
         }
-        self.pods = f.informer(PODS, label_selector=MANAGED_SELECTOR)
+        # Worker pods are read only to drain: their informer starts with the first drain, so an
+        # operator without drainBeforeShutdown workers never watches pods at all.
+        self._pods: Informer | None = None
         self._history: dict[str, History] = {}
         self._polled: dict[str, str] = {}
         self._last_scale: dict[str, str] = {}  # worker key -> cluster key it asked the poller for
@@ -199,6 +201,14 @@ class WorkerReconciler:
             return None
         return _Run(self, obj, OJSWorker.from_dict(obj), cluster_obj, cluster, generation).run()
 
+    def pod_cache(self) -> Informer | None:
+        """The worker pods' cache, started on first use; None until it has synced."""
+        with self._lock:
+            if self._pods is None:
+                self._pods = self.manager.informers.informer(PODS, label_selector=WORKER_PODS_SELECTOR)
+            pods = self._pods
+        return pods if pods.has_synced() else None
+
     def poller_keys_for(self, worker_key: str) -> list[str]:
         with self._lock:
             ck = self._polled.pop(worker_key, None)
@@ -214,6 +224,7 @@ class WorkerReconciler:
         return self.status_writer.write(obj, phase, conds, extra, event)
 
 
+WORKER_PODS_SELECTOR = f"{MANAGED_SELECTOR},app.kubernetes.io/component=worker"
 # Autoscaling decisions that may change with time alone (no new counts).
 TIME_BOUND_REASONS = frozenset({"ScaleDownStabilizing", "ScaleUpCooldown"})
 
@@ -489,9 +500,13 @@ class _Run:
         self, current: int, desired: int, api_key: str | None, reason: str, message: str
     ) -> tuple[int, str, str]:
         """Remove idle workers first: deletion costs on pods, quiet the victims, shrink by the idle count."""
+        cache = self.r.pod_cache()
+        if cache is None:
+            self.requeue = min(self.requeue or 1.0, 1.0)
+            return current, reason, f"{message}; waiting for the pod cache before draining"
         pods = [
             p
-            for p in self.r.pods.store.by_index("namespace", self.ns)
+            for p in cache.store.by_index("namespace", self.ns)
             if (p.get("metadata") or {}).get("labels", {}).get("app.kubernetes.io/instance") == self.name
             and (p.get("metadata") or {}).get("labels", {}).get("app.kubernetes.io/component") == "worker"
             and not (p.get("metadata") or {}).get("deletionTimestamp")

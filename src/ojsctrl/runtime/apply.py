@@ -116,13 +116,22 @@ class Applier:
         key = (resource, object_key(body))
 
         live = cached
-        if live is None and not in_cache:
-            try:
-                # From the API server's watch cache: no fresher than the informer, but it also sees
-                # objects without our labels (a name taken by someone else).
-                live = self.client.get(resource, meta["name"], meta.get("namespace"), resource_version="0")
-            except NotFoundError:
-                live = None
+        if live is None:
+            with self._lock:
+                lagging = key in self._recent
+            if lagging or not in_cache:
+                # Not cached although we applied it (the cache has not caught up with our own write):
+                # a quorum read says whether it still exists. Not cached because the caches do not
+                # cover the kind: the API server's watch cache (as fresh as an informer) will do.
+                try:
+                    live = self.client.get(
+                        resource,
+                        meta["name"],
+                        meta.get("namespace"),
+                        resource_version=None if lagging else "0",
+                    )
+                except NotFoundError:
+                    live = None
         if live is not None:
             ref = controller_ref(live)
             if ref is None or ref.get("uid") != owner_uid:
