@@ -262,3 +262,13 @@ def test_workload_conditions_name_the_first_problem_and_conflicts() -> None:
         "Deployment x: refused; y; Service s exists and is not owned by this resource"
     )
     assert bad["Degraded"]["status"] == "True" and bad["Degraded"]["reason"] == "NameConflict"
+
+
+def test_rollout_settled() -> None:
+    from ojsctrl.controllers.cluster_status import rollout_settled
+
+    assert rollout_settled(dep())
+    assert not rollout_settled(dep(ready=1, available="False"))
+    assert not rollout_settled(dep(observed=0, gen=2))
+    assert not rollout_settled(dep(replicas=4, ready=2, updated=2, total=2))
+    assert rollout_settled(dep(replicas=0, ready=0, updated=0, total=0, available="False"))

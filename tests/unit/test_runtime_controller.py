@@ -474,3 +474,28 @@ def test_watch_primary_and_mapped(controllers: Callable[..., Controller]) -> Non
     other._apply_event("ADDED", child("anything", []))
     assert queued(c) == {Request("team-a", "x"), Request("team-b", "y")}
     assert c.informers == [primary, other]
+
+
+def test_watch_owned_delays_status_steps_but_not_the_settled_one(
+    controllers: Callable[..., Controller],
+) -> None:
+    c = controllers(unique("owned-delay"), Recording())
+    inf = informer()
+    c.watch_owned(
+        inf,
+        OWNER_API,
+        OWNER_KIND,
+        status_delay=30.0,
+        settled=lambda o: (o.get("status") or {}).get("done") is True,
+    )
+    refs = [ref(name="c1")]
+    inf._apply_event("ADDED", child("d", refs, rv="1"))
+    assert queued(c) == {Request("team-a", "c1")}  # a new child: at once
+    step = {**child("d", refs, rv="2"), "status": {"done": False}}
+    inf._apply_event("MODIFIED", step)
+    assert queued(c) == set()  # a status step: later, coalesced
+    done = {**child("d", refs, rv="3"), "status": {"done": True}}
+    inf._apply_event("MODIFIED", done)
+    assert queued(c) == {Request("team-a", "c1")}  # the last step: at once
+    inf._apply_event("MODIFIED", child("d", refs, rv="4", generation=2))
+    assert queued(c) == {Request("team-a", "c1")}  # a spec change: at once

@@ -8,7 +8,6 @@ and ``redis_secret``; every other object refers to Secrets by name and key.
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import json
 from typing import Any
@@ -23,6 +22,7 @@ from ojsctrl.builders.common import (
     COMPONENT_SERVER,
     CONFIG_HASH_ANNOTATION,
     JSON,
+    canonical_resources,
     container_security_context,
     env_secret,
     env_value,
@@ -321,7 +321,7 @@ def server_deployment(cluster: OJSCluster, *, image: str, config_hash: str, repl
         ],
         "env": server_env(cluster),
         "envFrom": [{"configMapRef": {"name": config_map_name(cluster)}}],
-        "resources": copy.deepcopy(spec.resources),
+        "resources": canonical_resources(spec.resources),
         # Readiness follows the backend (health answers 503 while it is down); liveness and startup only check
         # the port, so a backend outage takes servers out of rotation without restarting them.
         "readinessProbe": {
@@ -533,7 +533,7 @@ def redis_pvc(cluster: OJSCluster) -> JSON | None:
         return None
     spec: JSON = {
         "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": str(redis.storage.size)}},
+        "resources": canonical_resources({"requests": {"storage": str(redis.storage.size)}}),
     }
     if redis.storage.storage_class_name:
         spec["storageClassName"] = redis.storage.storage_class_name
@@ -556,7 +556,9 @@ def redis_deployment(cluster: OJSCluster, *, config_hash: str) -> JSON:
     spec = cluster.spec
     redis = spec.backend.redis
     image = redis.image if redis is not None else DEFAULT_REDIS_IMAGE
-    resources = copy.deepcopy((redis.resources if redis is not None else None) or DEFAULT_REDIS_RESOURCES)
+    resources = canonical_resources(
+        (redis.resources if redis is not None else None) or DEFAULT_REDIS_RESOURCES
+    )
     pvc = redis_pvc(cluster)
     data_volume: JSON = (
         {"name": "data", "persistentVolumeClaim": {"claimName": redis_name(cluster)}}

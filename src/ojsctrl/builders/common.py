@@ -25,6 +25,7 @@ from ojsctrl.api.common import (
     OJSModel,
     PodSettings,
 )
+from ojsctrl.api.quantity import canonical_quantity
 
 JSON = dict[str, Any]
 
@@ -382,3 +383,22 @@ def pod_template_metadata(
     if pod_annotations:
         out["annotations"] = dict(sorted(pod_annotations.items()))
     return out
+
+
+def canonical_resources(resources: Mapping[str, Any] | None) -> JSON:
+    """A deep copy of ResourceRequirements with every limit and request in the API server's canonical
+    form (``0.5`` -> ``500m``, ``1024Mi`` -> ``1Gi``): the child then matches what is stored, and an
+    unchanged spec never looks like drift."""
+    out: JSON = copy.deepcopy(dict(resources or {}))
+    for part in ("limits", "requests"):
+        values = out.get(part)
+        if isinstance(values, dict):
+            out[part] = {k: _canonical_or_same(v) for k, v in values.items()}
+    return out
+
+
+def _canonical_or_same(value: Any) -> Any:
+    try:
+        return canonical_quantity(value)
+    except ValueError:
+        return value  # not a quantity: left for the API server to refuse, with its own message

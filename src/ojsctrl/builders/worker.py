@@ -13,6 +13,7 @@ from ojsctrl.builders.common import (
     COMPONENT_WORKER,
     CONFIG_HASH_ANNOTATION,
     JSON,
+    canonical_resources,
     container_security_context,
     env_field,
     env_secret,
@@ -109,7 +110,7 @@ def worker_deployment(
     if spec.env_from:
         container["envFrom"] = copy.deepcopy(spec.env_from)
     if spec.resources is not None:
-        container["resources"] = copy.deepcopy(spec.resources)
+        container["resources"] = canonical_resources(spec.resources)
     container["securityContext"] = container_security_context(spec.security_context)
     container["volumeMounts"] = [mount]
     pod_spec: JSON = {

@@ -18,7 +18,13 @@ from ojsctrl.api.durations import duration_seconds
 from ojsctrl.builders import cluster as b
 from ojsctrl.builders.common import config_hash
 from ojsctrl.controllers import metrics
-from ojsctrl.controllers.cluster_status import deployment_state, highest, workload_conditions, workload_phase
+from ojsctrl.controllers.cluster_status import (
+    deployment_state,
+    highest,
+    rollout_settled,
+    workload_conditions,
+    workload_phase,
+)
 from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
     AUTOSCALER_MANAGER,
@@ -144,8 +150,14 @@ class ClusterReconciler:
     def setup(self) -> None:
         c = self.controller
         c.watch_primary(self.clusters)
-        for inf in self.children.values():
-            c.watch_owned(inf, API_VERSION, "OJSCluster", status_delay=STATUS_COALESCE)
+        for res, inf in self.children.items():
+            c.watch_owned(
+                inf,
+                API_VERSION,
+                "OJSCluster",
+                status_delay=STATUS_COALESCE,
+                settled=rollout_settled if res == DEPLOYMENTS else None,
+            )
         c.watch_mapped(self.secret_meta, self._clusters_for_secret)
         c.watch_mapped(self.crds, self._clusters_for_crd)
         self.manager.add_controller(c)

@@ -66,6 +66,12 @@ def deployment_state(dep: JSON | None) -> DeploymentState:
     )
 
 
+def rollout_settled(dep: JSON) -> bool:
+    """Whether a Deployment's status shows a finished rollout (every replica updated, ready, available)."""
+    state = deployment_state(dep)
+    return state.rolled_out and (state.available or state.desired == 0)
+
+
 def workload_phase(state: DeploymentState) -> str:
     """Running, Scaling, Pending or Degraded from one Deployment."""
     if not state.exists:

@@ -19,7 +19,13 @@ from ojsctrl.builders import worker as wb
 from ojsctrl.builders.common import config_hash
 from ojsctrl.controllers import metrics
 from ojsctrl.controllers.cluster import ClusterReconciler, invalid_child_message
-from ojsctrl.controllers.cluster_status import deployment_state, highest, workload_conditions, workload_phase
+from ojsctrl.controllers.cluster_status import (
+    deployment_state,
+    highest,
+    rollout_settled,
+    workload_conditions,
+    workload_phase,
+)
 from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
     AUTOSCALER_MANAGER,
@@ -123,8 +129,14 @@ class WorkerReconciler:
     def setup(self) -> None:
         c = self.controller
         c.watch_primary(self.workers)
-        for inf in self.children.values():
-            c.watch_owned(inf, API_VERSION, "OJSWorker", status_delay=STATUS_COALESCE)
+        for res, inf in self.children.items():
+            c.watch_owned(
+                inf,
+                API_VERSION,
+                "OJSWorker",
+                status_delay=STATUS_COALESCE,
+                settled=rollout_settled if res == DEPLOYMENTS else None,
+            )
         c.watch_mapped(self.cr.clusters, self._workers_of_cluster)
         c.watch_mapped(self.cr.secret_meta, self._workers_for_secret)
         self.poller.subscribe(self._stats_changed)

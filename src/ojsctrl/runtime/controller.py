@@ -211,12 +211,15 @@ class Controller:
         mapper: Callable[[JSON], Iterable[Request]],
         predicates: Iterable[Predicate],
         status_delay: float = 0.0,
+        settled: Callable[[JSON], bool] | None = None,
     ) -> FuncHandler:
         preds = list(predicates)
 
         def enqueue(event: str, old: JSON | None, new: JSON | None, obj: JSON) -> None:
             if all(p(event, old, new) for p in preds):
                 delay = status_delay if status_delay > 0 and _status_only(event, old, new) else 0.0
+                if delay and settled is not None and new is not None and settled(new):
+                    delay = 0.0  # the last step of a rollout: no later step to wait for
                 for req in mapper(obj):
                     if delay:
                         self.queue.add_after(req, delay)
@@ -241,12 +244,14 @@ class Controller:
         owner_kind: str,
         *predicates: Predicate,
         status_delay: float = 0.0,
+        settled: Callable[[JSON], bool] | None = None,
     ) -> None:
         """Reconcile the controller owner of an object when the object changes.
 
         With `status_delay`, an update that only moved the child's status (same generation) reaches
         the owner after that delay: a Deployment rolling out reports several status steps within a
-        second, and one owner reconcile (and one status write) covers them all.
+        second, and one owner reconcile (and one status write) covers them all. A status update for
+        which `settled(child)` is true (say, a finished rollout) is not delayed: nothing follows it.
         """
         group = owner_api_version.rpartition("/")[0]
 
@@ -261,7 +266,7 @@ class Controller:
             return ()
 
         self.informers.append(informer)
-        informer.add_event_handler(self._handler(owner, predicates, status_delay))
+        informer.add_event_handler(self._handler(owner, predicates, status_delay, settled))
 
     def watch_mapped(self, informer: Informer, mapper: MapFunc, *predicates: Predicate) -> None:
         """Reconcile whatever mapper(obj) names when an object of another kind changes."""
