@@ -134,7 +134,8 @@ class ClusterReconciler:
             for r in (DEPLOYMENTS, SERVICES, CONFIGMAPS, PDBS, PVCS)
         }
         self.others: dict[Resource, Informer] = {
-            r: f.informer(r, label_selector=UNMANAGED_SELECTOR, metadata_only=True) for r in self.children
+            r: f.informer(r, label_selector=UNMANAGED_SELECTOR, metadata_only=True)
+            for r in (DEPLOYMENTS, SERVICES, CONFIGMAPS)  # made for every cluster; PDBs and PVCs: GET
         }
         self.secret_meta = f.informer(SECRETS, metadata_only=True)
         self.secrets = SecretReader(self.client, self.secret_meta)

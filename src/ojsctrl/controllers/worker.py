@@ -113,7 +113,8 @@ class WorkerReconciler:
             HPAS: f.informer(HPAS, label_selector=MANAGED_SELECTOR),
         }
         self.others: dict[Resource, Informer] = {
-            r: f.informer(r, label_selector=UNMANAGED_SELECTOR, metadata_only=True) for r in self.children
+            # Every worker has a Deployment; a CPU-mode HPA is rare: read with a GET before its first apply.
+            DEPLOYMENTS: f.informer(DEPLOYMENTS, label_selector=UNMANAGED_SELECTOR, metadata_only=True),
         }
         # Worker pods are read only to drain: their informer starts with the first drain, so an
         # operator without drainBeforeShutdown workers never watches pods at all.
@@ -286,7 +287,7 @@ class _Run:
                 body,
                 self.uid,
                 cached_child(self.r.children, self.r.others, resource, self.ns, body["metadata"]["name"]),
-                in_cache=True,
+                in_cache=resource in self.r.others,
             )
         except InvalidError as e:
             # A spec value only the API server refuses: report it. Retrying cannot help until the spec
