@@ -31,7 +31,7 @@ OJSCTRL_BENCH_CONCURRENCY (4, ojsctrl's default --max-concurrent-reconciles), OJ
 slower profiled run's figures go to scale-profile.*),
 OJSCTRL_BENCH_KEEP=1 (keep the planes' folders), OJSCTRL_BENCH_FRESH=1 (drop earlier sizes
 from scale.json instead of merging), OJSCTRL_BENCH_OPERATOR_MODULE (run this module instead of ojsctrl,
-e.g. bench.experiments.prototype_fixes) with OJSCTRL_BENCH_RESULTS_NAME (write <name>.{json,md,png}
+e.g. a candidate build) with OJSCTRL_BENCH_RESULTS_NAME (write <name>.{json,md,png}
 instead of scale.*) for before/after figures. Results: bench/results/scale.{json,md,png}.
 
 The machine is shared: each run also records the CPU the plane used and the share of the machine other

@@ -82,9 +82,9 @@ def test_above_max_is_lowered_at_once() -> None:
 def test_worker_scale_down_waits_for_the_window() -> None:
     s = spec(delay=300)
     d = worker_desired(100, 0, s, History(), 0.0)
-    assert (d.desired, d.reason) == (10, "Activated")
+    assert (d.desired, d.reason) == (10, "Activated") and not d.waits_on_time
     d = worker_desired(0, 10, s, d.history, 10.0)
-    assert (d.desired, d.reason) == (10, "ScaleDownStabilizing")
+    assert (d.desired, d.reason) == (10, "ScaleDownStabilizing") and d.waits_on_time
     d = worker_desired(0, 10, s, d.history, 299.0)
     assert d.desired == 10
     d = worker_desired(0, 10, s, d.history, 311.0)
@@ -172,7 +172,7 @@ def test_server_scale_up_cooldown() -> None:
     d = server(300, 2, SEASONED, 0.0)
     assert (d.desired, d.reason, d.history.last_scale_up) == (3, "ScaledUp", 0.0)
     d = server(700, 3, d.history, 30.0)
-    assert (d.desired, d.reason) == (3, "ScaleUpCooldown")
+    assert (d.desired, d.reason) == (3, "ScaleUpCooldown") and d.waits_on_time
     assert "30s left" in d.message
     d = server(700, 3, d.history, 60.0)
     assert (d.desired, d.reason) == (7, "ScaledUp")

@@ -120,8 +120,8 @@ class WorkerReconciler:
         # operator without drainBeforeShutdown workers never watches pods at all.
         self._pods: Informer | None = None
         self._history: dict[str, History] = {}
-        self._polled: dict[str, str] = {}
-        self._last_scale: dict[str, str] = {}  # worker key -> cluster key it asked the poller for
+        self._polled: dict[str, str] = {}  # worker key -> cluster key it asked the poller for
+        self._last_scale: dict[str, str] = {}  # worker key -> its last scale time (RFC 3339)
         self._lock = threading.Lock()
         self.controller = Controller(
             "ojsworker", self.reconcile, max_concurrent_reconciles=options.max_concurrent_reconciles
@@ -238,8 +238,6 @@ class WorkerReconciler:
 
 
 WORKER_PODS_SELECTOR = f"{MANAGED_SELECTOR},app.kubernetes.io/component=worker"
-# Autoscaling decisions that may change with time alone (no new counts).
-TIME_BOUND_REASONS = frozenset({"ScaleDownStabilizing", "ScaleUpCooldown"})
 
 
 class _Run:
@@ -472,7 +470,7 @@ class _Run:
         self.desired = decision.desired
         metrics.WORKER_DESIRED.labels(self.ns, self.name).set(decision.desired)
         reason, message = decision.reason, decision.message
-        if decision.reason in TIME_BOUND_REASONS:
+        if decision.waits_on_time:
             # Same counts, different answer later: re-evaluate on the polling interval meanwhile.
             interval = duration_seconds(a.polling_interval)
             self.requeue = min(self.requeue or interval, interval)

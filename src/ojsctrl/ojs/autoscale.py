@@ -145,6 +145,15 @@ class Decision:
     recommended: int
     history: History
 
+    @property
+    def waits_on_time(self) -> bool:
+        """Whether the same counts may give another answer later (a stabilising scale-down, a cooldown):
+        the caller should evaluate again after a while, not only when the counts change."""
+        return self.reason in _TIME_BOUND_REASONS
+
+
+_TIME_BOUND_REASONS = frozenset({"ScaleDownStabilizing", "ScaleUpCooldown"})
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerScaling:

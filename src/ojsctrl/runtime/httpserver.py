@@ -250,14 +250,6 @@ class MetricsAuthorizer:
         )
 
 
-def _file_signature(path: str) -> tuple[int, int, int, int] | None:
-    try:
-        st = os.stat(path)  # follows the ..data symlinks of projected Secret volumes
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-
-
 class ServingCertificate:
     """The metrics listener's TLS context: `tls.crt`/`tls.key` from `cert_dir` (reloaded when they change),
     or, without a directory, a self-signed certificate made at start-up (kubebuilder's default)."""
@@ -265,16 +257,18 @@ class ServingCertificate:
     CERT, KEY = "tls.crt", "tls.key"
 
     def __init__(self, cert_dir: str = "", *, check_interval: float = 1.0) -> None:
-        self.check_interval = check_interval
-        self._lock = threading.Lock()
-        self._ctx: ssl.SSLContext | None = None
-        self._signature: object = None
-        self._checked = 0.0
+        from ojsctrl.runtime.webhook import CertificateReloader
+
         self.self_signed = not cert_dir
+        self._reloader: CertificateReloader | None = None
+        self._ctx: ssl.SSLContext | None = None
         if cert_dir:
             self.cert_file = os.path.join(cert_dir, self.CERT)
             self.key_file = os.path.join(cert_dir, self.KEY)
-            if not self.reload():
+            self._reloader = CertificateReloader(
+                self.cert_file, self.key_file, check_interval, purpose="metrics"
+            )
+            if not self._reloader.reload():
                 raise OSError(f"cannot load {self.cert_file} and {self.key_file}")
         else:
             self.cert_file = self.key_file = ""
@@ -310,26 +304,10 @@ class ServingCertificate:
 
     def reload(self) -> bool:
         """Load the files when they changed; True when a new certificate is in use."""
-        from ojsctrl.runtime.webhook import tls_server_context
-
-        with self._lock:
-            self._checked = time.monotonic()
-            signature = (_file_signature(self.cert_file), _file_signature(self.key_file))
-            if None in signature or signature == self._signature:
-                return False
-            try:
-                ctx = tls_server_context(self.cert_file, self.key_file)
-            except (OSError, ssl.SSLError) as e:
-                log.warning("cannot load the metrics serving certificate", error=str(e), file=self.cert_file)
-                return False
-            self._ctx, self._signature = ctx, signature
-            log.info("metrics serving certificate loaded", file=self.cert_file)
-            return True
+        return self._reloader.reload() if self._reloader is not None else False
 
     def context(self) -> ssl.SSLContext | None:
-        if not self.self_signed and time.monotonic() - self._checked >= self.check_interval:
-            self.reload()
-        return self._ctx
+        return self._reloader.context() if self._reloader is not None else self._ctx
 
 
 class EndpointServer:

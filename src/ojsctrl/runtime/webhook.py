@@ -179,9 +179,13 @@ class CertificateReloader:
     yet) keeps the previous context and is tried again on the next check.
     """
 
-    def __init__(self, cert_file: str, key_file: str, check_interval: float = 1.0) -> None:
+    def __init__(
+        self, cert_file: str, key_file: str, check_interval: float = 1.0, *, purpose: str = "webhook"
+    ) -> None:
         self.cert_file, self.key_file = cert_file, key_file
         self.check_interval = check_interval
+        # Names the certificate in logs; only the webhook's feeds the webhook certificate metrics.
+        self.purpose = purpose
         self._lock = threading.Lock()
         self._ctx: ssl.SSLContext | None = None
         self._signature: object = None
@@ -208,16 +212,20 @@ class CertificateReloader:
             except (OSError, ssl.SSLError) as e:
                 if signature != self._failed_signature:
                     self._failed_signature = signature
-                    CERT_RELOADS.labels("failed").inc()
+                    if self.purpose == "webhook":
+                        CERT_RELOADS.labels("failed").inc()
                     log.warning(
-                        "cannot load the webhook serving certificate", error=str(e), file=self.cert_file
+                        f"cannot load the {self.purpose} serving certificate",
+                        error=str(e),
+                        file=self.cert_file,
                     )
                 return False
             self._ctx, self._signature = ctx, signature
             self._describe()
-            CERT_RELOADS.labels("loaded").inc()
+            if self.purpose == "webhook":
+                CERT_RELOADS.labels("loaded").inc()
             log.info(
-                "webhook serving certificate loaded",
+                f"{self.purpose} serving certificate loaded",
                 file=self.cert_file,
                 sha256=self.fingerprint[:16],
                 not_after=self.not_after,
@@ -233,7 +241,8 @@ class CertificateReloader:
                 cert = x509.load_pem_x509_certificate(f.read())
             self.not_after = cert.not_valid_after_utc.timestamp()
             self.fingerprint = cert.fingerprint(hashes.SHA256()).hex()
-            CERT_NOT_AFTER.set(self.not_after)
+            if self.purpose == "webhook":
+                CERT_NOT_AFTER.set(self.not_after)
         except (OSError, ValueError):
             self.not_after, self.fingerprint = None, ""
 
