@@ -15,10 +15,12 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/python3-debian12:nonroot
 FROM ${BUILD_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY src ./src
-RUN pip wheel --no-deps --wheel-dir /wheels . \
- && pip install --target /app --no-compile /wheels/*.whl \
+# Dependencies only from the hashed lock (`make lock`): nothing is resolved at image build time.
+RUN pip install --require-hashes --no-deps --target /app --no-compile -r requirements.lock \
+ && pip wheel --no-deps --wheel-dir /wheels . \
+ && pip install --no-deps --target /app --no-compile /wheels/*.whl \
  && python -m compileall -q -j 0 --invalidation-mode unchecked-hash /app
 
 FROM ${RUNTIME_IMAGE}

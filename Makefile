@@ -5,17 +5,20 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-dev.lock | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## List targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Dependencies come from the hashed lock (requirements-dev.lock: runtime + dev tools); the project
+# itself is installed editable on top, without resolving anything again.
+$(STAMP): pyproject.toml requirements-dev.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	@rm -f $(VENV)/.installed-*; touch $@
 
 .PHONY: venv
@@ -49,13 +52,20 @@ fmt: venv ## Format the code
 	$(VENV)/bin/ruff format src tests bench hack
 	$(VENV)/bin/ruff check --fix src tests bench hack
 
+.PHONY: lock
+lock: ## Re-resolve requirements.lock (runtime) and requirements-dev.lock (runtime + dev) with hashes
+	@test -x .lock-venv/bin/pip-compile || { $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet pip-tools; }
+	.lock-venv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --output-file=requirements.lock pyproject.toml
+	.lock-venv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra dev --output-file=requirements-dev.lock pyproject.toml
+
 .PHONY: dev-cluster
 dev-cluster: venv controlplane ## Start the local control plane in the foreground (.dev/kubeconfig)
 	$(PY) -m tests.harness.devcluster
 
 .PHONY: run
-run: venv ## Run the operator against $$KUBECONFIG, or against a local control plane when there is none
-	$(PY) hack/run.py
+ARGS ?=
+run: venv ## Run the operator against $$KUBECONFIG, or a local control plane when there is none (ARGS='manager flags')
+	$(PY) hack/run.py $(ARGS)
 
 .PHONY: bench
 bench: venv controlplane ## Run the benchmarks (not part of make test)

@@ -108,7 +108,11 @@ class _Parser(argparse.ArgumentParser):
                     default = type(raw)
             except (argparse.ArgumentTypeError, ValueError) as e:
                 self.error(f"environment variable {env}: {e}")
-        shown = f"{help} [env {env}]"
+        shown = (
+            f"{help} [env {env}]"
+            if repeatable
+            else f"{help} (default: {_shown_default(default, type)}) [env {env}]"
+        )
         if boolean:
             self.add_argument(
                 name,
@@ -137,6 +141,22 @@ class _Parser(argparse.ArgumentParser):
             if getattr(ns, dest) is None:
                 setattr(ns, dest, list(default))
         return ns
+
+
+def _shown_default(value: Any, type: Callable[[str], Any] | None = None) -> str:
+    """A default as the user would type it in ``--help`` (argparse's own %(default)s prints reprs)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if type is parse_duration and isinstance(value, int | float):
+        seconds = int(value)
+        if seconds != value or seconds == 0:
+            return f"{value}s"
+        h, rest = divmod(seconds, 3600)
+        m, sec = divmod(rest, 60)
+        return "".join(f"{n}{u}" for n, u in ((h, "h"), (m, "m"), (sec, "s")) if n) or "0s"
+    if value in ("", None):
+        return "none"
+    return str(value).replace("%", "%%")
 
 
 def _hidden_env(name: str, type: Callable[[str], Any], default: Any) -> Any:
