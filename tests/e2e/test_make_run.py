@@ -112,13 +112,23 @@ def test_make_run_admission_and_sigterm_leave_nothing_behind(crds: ControlPlane,
             return True
 
         wait_until("dev webhook configuration installed", webhook_installed, 60, 0.5)
-        bad = ojs_worker(ns, "bad-env", {"clusterRef": "c", "env": [{"name": "A=B", "value": "x"}]})
+        bad = ojs_worker(
+            ns,
+            "bad-env",
+            {
+                "clusterRef": "c",
+                "image": "example.invalid/w:1",
+                "jobTypes": ["t.run"],
+                "env": [{"name": "A=B", "value": "x"}],
+            },
+        )
 
         def refused_by_webhook() -> bool:
             try:
                 create(client, bad, ns)
             except ApiError as e:
-                return "admission webhook" in str(e) and "env" in str(e)
+                assert "admission webhook" in str(e), str(e)
+                return "env" in str(e)
             pytest.fail("a worker with env name 'A=B' was admitted")
 
         # The API server may need a moment to use a configuration it just stored.
