@@ -631,10 +631,11 @@ class _Run:
                 "pods are matched to OJS workers when a scale-down is planned",
                 generation=self.generation,
             )
+        matched = last["status"] == "True"
         return condition(
             WORKERS_MATCHED,
-            last["status"] == "True",
-            str(last.get("reason") or ""),
+            matched,
+            str(last.get("reason") or ("WorkersMatched" if matched else UNMATCHED_REASON)),
             str(last.get("message") or ""),
             generation=self.generation,
         )
