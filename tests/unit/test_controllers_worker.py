@@ -22,4 +22,5 @@ def test_unmatched_message_names_the_sdk_conventions() -> None:
     ):
         assert needed in msg, needed
     assert "OJS_WORKER_ID" not in msg
+    assert "(0 live workers reported by the server)" in unmatched_message(40, 0)
     assert UNMATCHED_REASON == "WorkerIdsUnmatched"

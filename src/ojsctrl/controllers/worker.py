@@ -71,11 +71,12 @@ WORKERS_MATCHED = "WorkersMatched"
 UNMATCHED_REASON = "WorkerIdsUnmatched"
 
 
-def unmatched_message(grace_seconds: int) -> str:
+def unmatched_message(grace_seconds: int, live_workers: int | None = None) -> str:
     """What a user with unmatched workers needs to know: how pods are matched, which SDKs match, and what
     keeps a scale-down safe without matching (SPEC §9.4; facts in reference/ojs-ecosystem.md)."""
+    seen = "" if live_workers is None else f" ({live_workers} live workers reported by the server)"
     return (
-        "no pod matches a live OJS worker, so pods cannot be ranked by busyness: scale-down is plain and "
+        f"no pod matches a live OJS worker{seen}, so pods cannot be ranked by busyness: scale-down is plain and "
         "relies on graceful shutdown. A worker matches its pod when its id starts with worker_<pod name>_ "
         "(the Go SDK's ids carry the hostname, which is the pod name) or when the server reports its "
         "hostname or metadata.kubernetes_pod; the Python, JS, Rust, Java and Ruby SDKs use random ids and "
@@ -557,12 +558,13 @@ class _Run:
         plan = plan_drain(
             names, workers, current, desired, [p["metadata"]["name"] for p in pods if not _ranks_ready(p)]
         )
-        self.matching = self.matching_condition(plan, len(names))
+        live = sum(not w.stale for w in workers)
+        self.matching = self.matching_condition(plan, len(names), live)
         if plan.unmatched:
             return (
                 desired,
                 UNMATCHED_REASON,
-                f"{message}; {unmatched_message(wb.termination_grace_seconds(self.worker))}",
+                f"{message}; {unmatched_message(wb.termination_grace_seconds(self.worker), live)}",
             )
         by_name = {p["metadata"]["name"]: p for p in pods}
         for pod, cost in plan.deletion_costs.items():
@@ -590,14 +592,14 @@ class _Run:
             )
         return plan.replicas, reason, message
 
-    def matching_condition(self, plan: DrainPlan, pods: int) -> JSON:
+    def matching_condition(self, plan: DrainPlan, pods: int, live: int) -> JSON:
         """WorkersMatched: whether the drain could tie pods to live OJS workers, kept between drains."""
         if plan.unmatched:
             return condition(
                 WORKERS_MATCHED,
                 False,
                 UNMATCHED_REASON,
-                unmatched_message(wb.termination_grace_seconds(self.worker)),
+                unmatched_message(wb.termination_grace_seconds(self.worker), live),
                 generation=self.generation,
             )
         msg = f"{plan.matched} of {pods} pods matched to live OJS workers"
