@@ -77,8 +77,8 @@ def unmatched_message(grace_seconds: int, live_workers: int | None = None) -> st
     seen = "" if live_workers is None else f" ({live_workers} live workers reported by the server)"
     return (
         f"no pod matches a live OJS worker{seen}, so pods cannot be ranked by busyness: scale-down is "
-        "plain and relies on graceful shutdown. A worker matches its pod when its id starts with worker_<pod name>_ "
-        "(the Go SDK's ids carry the hostname, which is the pod name) or when the server reports its "
+        "plain and relies on graceful shutdown. A worker matches its pod when its id starts with "
+        "worker_<pod name>_ (the Go SDK's ids carry the hostname, which is the pod name) or when the server reports its "
         "hostname or metadata.kubernetes_pod; the Python, JS, Rust, Java and Ruby SDKs use random ids and "
         "match only through such a server. Busy workers finish their jobs on SIGTERM within the SDKs' 25s "
         f"grace; terminationGracePeriodSeconds is {grace_seconds}s (Rust workers stop only on SIGINT)"
