@@ -76,12 +76,14 @@ def unmatched_message(grace_seconds: int, live_workers: int | None = None) -> st
     keeps a scale-down safe without matching (SPEC §9.4; facts in reference/ojs-ecosystem.md)."""
     seen = "" if live_workers is None else f" ({live_workers} live workers reported by the server)"
     return (
-        f"no pod matches a live OJS worker{seen}, so pods cannot be ranked by busyness: scale-down is "
-        "plain and relies on graceful shutdown. A worker matches its pod when its id starts with "
-        "worker_<pod name>_ (the Go SDK's ids carry the hostname, which is the pod name) or when the server reports its "
-        "hostname or metadata.kubernetes_pod; the Python, JS, Rust, Java and Ruby SDKs use random ids and "
-        "match only through such a server. Busy workers finish their jobs on SIGTERM within the SDKs' 25s "
-        f"grace; terminationGracePeriodSeconds is {grace_seconds}s (Rust workers stop only on SIGINT)"
+        f"no pod matches a live OJS worker{seen}, so pods cannot be ranked by busyness: "
+        "scale-down is plain and relies on graceful shutdown. "
+        "A worker matches its pod when its id starts with worker_<pod name>_ "
+        "(the Go SDK's ids carry the hostname, which is the pod name) "
+        "or when the server reports its hostname or metadata.kubernetes_pod; "
+        "the Python, JS, Rust, Java and Ruby SDKs use random ids and match only through such a server. "
+        "Busy workers finish their jobs on SIGTERM within the SDKs' 25s grace; "
+        f"terminationGracePeriodSeconds is {grace_seconds}s (Rust workers stop only on SIGINT)"
     )
 
 
@@ -558,13 +560,13 @@ class _Run:
         plan = plan_drain(
             names, workers, current, desired, [p["metadata"]["name"] for p in pods if not _ranks_ready(p)]
         )
-        live = sum(not w.stale for w in workers)
-        self.matching = self.matching_condition(plan, len(names), live)
+        live_workers = sum(not w.stale for w in workers)
+        self.matching = self.matching_condition(plan, len(names), live_workers)
         if plan.unmatched:
             return (
                 desired,
                 UNMATCHED_REASON,
-                f"{message}; {unmatched_message(wb.termination_grace_seconds(self.worker), live)}",
+                f"{message}; {unmatched_message(wb.termination_grace_seconds(self.worker), live_workers)}",
             )
         by_name = {p["metadata"]["name"]: p for p in pods}
         for pod, cost in plan.deletion_costs.items():
