@@ -56,7 +56,6 @@ def test_operator_env_in_order() -> None:
         ("OJS_CONCURRENCY", "4"),
         ("OJS_SHUTDOWN_TIMEOUT", "30"),
         ("OJS_AUTH_TOKEN", {"secretKeyRef": {"name": "c1-api-key", "key": "api-key"}}),
-        ("OJS_WORKER_ID", field_ref("metadata.name")),
         ("POD_NAME", field_ref("metadata.name")),
         ("POD_NAMESPACE", field_ref("metadata.namespace")),
     ]
@@ -131,10 +130,20 @@ def test_user_container_fields_verbatim() -> None:
     assert not {"command", "args", "envFrom", "resources"} & set(bare)
 
 
-@pytest.mark.parametrize(("timeout", "grace"), [(None, 40), (0, 10), (30, 40), (600, 610)])
+@pytest.mark.parametrize(
+    ("timeout", "grace"), [(None, 40), (0, 35), (10, 35), (24, 35), (25, 35), (26, 36), (30, 40), (600, 610)]
+)
 def test_termination_grace_period(timeout: int | None, grace: int) -> None:
+    """timeoutSeconds + 10, never below the SDKs' fixed 25 s grace + 10 (SPEC §9.4)."""
     spec = {} if timeout is None else {"gracefulShutdown": {"timeoutSeconds": timeout}}
     assert deployment(spec)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+
+
+def test_no_worker_id_env() -> None:
+    """No SDK reads OJS_WORKER_ID (SPEC §9.4): the operator does not pretend to set the worker id."""
+    for spec in ({}, {"gracefulShutdown": {"drainBeforeShutdown": True}}):
+        names = [e["name"] for e in container(deployment(spec))["env"]]
+        assert "OJS_WORKER_ID" not in names and "POD_NAME" in names
 
 
 def test_deployment_shape() -> None:

@@ -140,6 +140,45 @@ def test_poller_polls_once_per_interval_for_all_requesters_and_reports_changes()
         poller.stop()
 
 
+def test_poller_counts_failed_polls_so_a_missed_outage_shows() -> None:
+    """SPEC §9.5: a reconcile that reads a good result after an outage it never saw still learns of it
+    from the grown failure count (the autoscaler then records a hold sample)."""
+    state = {"fail": 0}
+
+    def fetch(url: str, key: str | None) -> dict[str, tuple[int, int]]:
+        if state["fail"] > 0:
+            state["fail"] -= 1
+            raise RuntimeError("server down")
+        return {"default": (1, 0)}
+
+    poller = StatsPoller(fetch, workers=1)
+    poller.start()
+    try:
+        poller.register("ns/c", "http://x", "k", 0.05, requester="cluster")
+
+        def wait(pred: Any) -> Any:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                r = poller.result("ns/c")
+                if r is not None and pred(r):
+                    return r
+                time.sleep(0.01)
+            raise AssertionError(f"not reached: {poller.result('ns/c')}")
+
+        first = wait(lambda r: r.ok)
+        assert first.failures == 0
+        state["fail"] = 2
+        back = wait(lambda r: r.ok and r.failures == 2)
+        assert back.queues == {"default": (1, 0)}
+        time.sleep(0.2)
+        assert poller.result("ns/c").failures == 2  # type: ignore[union-attr]
+        poller.unregister("ns/c")
+        poller.register("ns/c", "http://x", "k", 0.05, requester="cluster")
+        assert wait(lambda r: r.ok).failures == 0  # a new registration starts counting again
+    finally:
+        poller.stop()
+
+
 def test_poller_keeps_one_schedule_per_cluster_whatever_re_registers_it() -> None:
     """Every way a reconciler can re-register a cluster that is already scheduled (the same settings again,
     a shorter interval from another requester, a new URL or API key, a shorter interval then released,

@@ -1,4 +1,5 @@
-"""Autoscaling decisions and drain planning: tables for the rules, hypothesis for the invariants."""
+"""Autoscaling decisions, hold samples across outages, and drain planning (matching OJS workers to pods):
+tables for the rules, hypothesis for the invariants."""
 
 from __future__ import annotations
 
@@ -19,6 +20,12 @@ from ojsctrl.ojs.autoscale import (
     plan_drain,
     server_desired,
     worker_desired,
+)
+from ojsctrl.ojs.drain import (
+    IDLE_KEPT_DELETION_COST,
+    UNMATCHED_DELETION_COST,
+    match_workers,
+    pod_of,
 )
 from ojsctrl.ojs.model import WorkerInfo
 
@@ -122,6 +129,75 @@ def test_outage_counts_as_holding() -> None:
     assert d.reason == "ScaleDownStabilizing"
     d = worker_desired(0, 5, s, d.history, 661.0)
     assert d.desired == 0
+
+
+def test_one_failed_poll_holds_across_a_long_outage() -> None:
+    """SPEC §9.5: the only evaluation during an outage longer than the window is its start (the poller
+    reports a change once); the first good poll after it must not scale down at once."""
+    s = spec(delay=60)
+    d = worker_desired(30, 3, s, SEASONED, 0.0)
+    assert (d.desired, d.reason) == (3, "Stable")
+    d = worker_desired(0, 3, s, d.history, 10.0, stats_available=False)
+    assert (d.desired, d.reason) == (3, "StatsUnavailable")
+    d = worker_desired(0, 3, s, d.history, 1000.0)  # 990 s later the server answers again, idle
+    assert (d.desired, d.reason) == (3, "ScaleDownStabilizing")
+    d = worker_desired(0, 3, s, d.history, 1059.0)
+    assert d.desired == 3, "scaled down before a whole window of good data"
+    d = worker_desired(0, 3, s, d.history, 1060.0)
+    assert (d.desired, d.reason) == (0, "ScaledDown")
+
+
+def test_outage_missed_between_reconciles_counts_as_a_hold() -> None:
+    """The poller failed and recovered before the reconcile ran: the grown failure count is a hold."""
+    s = spec(delay=60)
+    d = worker_desired(30, 3, s, SEASONED, 0.0, failed_polls=0)
+    d = worker_desired(0, 3, s, d.history, 500.0, failed_polls=2)  # two failures nobody saw
+    assert (d.desired, d.reason) == (3, "ScaleDownStabilizing")
+    d = worker_desired(0, 3, s, d.history, 559.0, failed_polls=2)
+    assert d.desired == 3
+    d = worker_desired(0, 3, s, d.history, 560.0, failed_polls=2)  # the hold sample is still in the window
+    assert d.desired == 3
+    d = worker_desired(0, 3, s, d.history, 561.0, failed_polls=2)
+    assert d.desired == 0
+    # Without a failure in between the same history scales down once the window passed.
+    d = worker_desired(30, 3, s, SEASONED, 0.0, failed_polls=0)
+    assert worker_desired(0, 3, s, d.history, 500.0, failed_polls=0).desired == 0
+    # A count that went back (the cluster was registered anew) is no outage; a scale-up is never held.
+    d = worker_desired(30, 3, s, SEASONED, 0.0, failed_polls=5)
+    assert worker_desired(0, 3, s, d.history, 500.0, failed_polls=0).desired == 0
+    assert worker_desired(90, 3, s, d.history, 500.0, failed_polls=9).desired == 9
+
+
+def test_server_outage_holds_then_waits_a_window() -> None:
+    d = server(500, 5, SEASONED, 0.0)
+    assert d.desired == 5
+    d = server(0, 5, d.history, 10.0, available=False)
+    assert (d.desired, d.reason) == (5, "StatsUnavailable")
+    d = server(0, 5, d.history, 5000.0)
+    assert (d.desired, d.reason) == (5, "ScaleDownStabilizing")
+    d = server(0, 5, d.history, 5300.0)
+    assert (d.desired, d.reason) == (2, "ScaledDown")
+    missed = server_desired(
+        0,
+        5,
+        min_replicas=2,
+        max_replicas=8,
+        target_queue_depth=100,
+        scale_up_cooldown=60,
+        scale_down_cooldown=300,
+        history=History(since=-1e9, failed_polls=0),
+        now=1000.0,
+        failed_polls=1,
+    )
+    assert (missed.desired, missed.reason) == (5, "ScaleDownStabilizing")
+
+
+def test_history_hold_restarts_the_good_data_run() -> None:
+    h = History(since=0.0).hold(100.0, 4, 60)
+    assert h.since is None and h.window_max(100.0, 60) == 4
+    assert not h.covers(1000.0, 60)
+    h = h.record(1000.0, 1, 60)
+    assert h.since == 1000.0 and not h.covers(1059.0, 60) and h.covers(1060.0, 60)
 
 
 def test_initial_replicas() -> None:
@@ -334,20 +410,121 @@ def test_server_invariants(
         history, current = d.history, d.desired
 
 
+_ok_fail_missed = st.lists(
+    st.tuples(
+        st.integers(0, 400),  # load
+        st.floats(0, 200, allow_nan=False),  # seconds since the previous step
+        st.sampled_from(["ok", "ok", "ok", "fail", "missed"]),  # a poll seen failing / failures missed
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(s=worker_specs(), start=st.integers(0, 15), steps=_ok_fail_missed)
+def test_no_scale_down_without_a_window_of_good_data(
+    s: WorkerScaling, start: int, steps: list[tuple[int, float, str]]
+) -> None:
+    """SPEC §9.5 as an invariant: every scale-down (within the bounds) follows a whole window of good
+    data, whether the failures were seen by an evaluation or only counted by the poller."""
+    current, history, now, failures = start, History(), 0.0, 0
+    good_since: float | None = None
+    for load, dt, kind in steps:
+        now += dt
+        if kind != "ok":
+            failures += 1
+        available = kind != "fail"
+        good_since = (
+            None if kind == "fail" else now if (kind == "missed" or good_since is None) else good_since
+        )
+        d = worker_desired(load, current, s, history, now, stats_available=available, failed_polls=failures)
+        if d.direction == "down" and current <= s.max_replicas:
+            assert good_since is not None and now - good_since >= s.scale_down_delay
+        history, current = d.history, d.desired
+
+
 # ---- drain planning --------------------------------------------------------------------------------------
+
+NANOS = 1_733_000_000_000_000_000
+
+
+def go(pod: str, jobs: int | list[str] = 0, state: str = "running", pid: int = 1) -> WorkerInfo:
+    """A worker as the Go SDK names it: worker_<hostname>_<pid>_<unixnano> (ojs-go-sdk worker.go)."""
+    n = len(jobs) if isinstance(jobs, list) else jobs
+    return WorkerInfo(f"worker_{pod}_{pid}_{NANOS + pid}", n, state)
+
+
+def py(jobs: int = 0, **kw: str) -> WorkerInfo:
+    """A worker as the Python SDK names it: worker_<16 hex of a uuid4> (ojs-python-sdk worker.py)."""
+    py.n = getattr(py, "n", 0) + 1  # type: ignore[attr-defined]
+    return WorkerInfo(f"worker_{py.n:016x}", jobs, **kw)  # type: ignore[attr-defined]
+
+
+JS_ID = "worker_1b4e28ba-2fa1-41d2-883f-0016d3cca427"  # worker_<crypto.randomUUID()> (ojs-js-sdk worker.ts)
+
+
+@pytest.mark.parametrize(
+    ("worker", "pod"),
+    [
+        (go("web-1"), "web-1"),
+        (go("web-12"), "web-12"),
+        (go("web-1-abc"), None),  # not one of ours
+        (WorkerInfo("worker_web-1", 0), None),  # no `_` after the hostname
+        (WorkerInfo("worker_web-1_", 0), None),  # nothing after it
+        (WorkerInfo("web-1", 0), None),  # a bare pod name is no SDK's id (OJS_WORKER_ID is gone)
+        (WorkerInfo("worker_00000000000000ab", 0), None),  # Python
+        (WorkerInfo(JS_ID, 0), None),  # JS
+        (WorkerInfo(JS_ID, 0, hostname="web-12"), "web-12"),  # JS id, hostname reported by the server
+        (WorkerInfo("worker_00000000000000ab", 0, pod="web-1"), "web-1"),  # metadata.kubernetes_pod
+        (WorkerInfo("worker_00000000000000ab", 0, pod="other", hostname="web-1"), "web-1"),
+        (WorkerInfo(JS_ID, 0, hostname="web-1.example.org"), None),
+    ],
+)
+def test_pod_of(worker: WorkerInfo, pod: str | None) -> None:
+    assert pod_of(worker, {"web-1", "web-12", "web-2"}) == pod
+
+
+def test_prefix_pod_names_never_take_each_others_workers() -> None:
+    """worker_web-1_… and worker_web-12_…: a pod name that prefixes another pod name matches its own only."""
+    pods = ["web-1", "web-12", "web-123"]
+    workers = [go("web-1", 0, pid=7), go("web-12", 4, pid=7), go("web-123", 2, pid=12)]
+    m = match_workers(pods, workers)
+    assert {p: [w.id for w in pw.workers] for p, pw in m.items()} == {
+        "web-1": [workers[0].id],
+        "web-12": [workers[1].id],
+        "web-123": [workers[2].id],
+    }
+    plan = plan_drain(pods, workers, current=3, desired=1)
+    assert plan.victims == ("web-1",) and plan.replicas == 2 and plan.draining
+    assert dict(plan.deletion_costs) == {"web-1": IDLE_DELETION_COST, "web-12": 4, "web-123": 2}
+
+
+def test_restarted_container_stale_records_are_gone() -> None:
+    """Several workers per pod: a restart leaves the old record stale; busyness sums the live ones."""
+    pods = ["a", "b", "c"]
+    workers = [
+        go("a", 5, state="stale", pid=1),  # the crashed process: its jobs no longer run here
+        go("a", 0, pid=2),
+        go("b", 1, pid=1),
+        go("b", 2, pid=2),  # two live processes (say, two containers)
+        go("c", 3, state="stale"),  # only a stale record: nothing known about c
+    ]
+    m = match_workers(pods, workers)
+    assert m["a"].active_jobs == 0 and m["b"].active_jobs == 3 and "c" not in m
+    plan = plan_drain(pods, workers, current=3, desired=1)
+    assert plan.victims == ("a", "c") and plan.replicas == 1 and not plan.draining
+    assert plan.quiet == (workers[1].id,)  # the live worker of the idle victim; c has nobody to tell
+    assert dict(plan.deletion_costs) == {"a": IDLE_DELETION_COST, "b": 3, "c": IDLE_DELETION_COST}
+    assert plan.unmatched_pods == ("c",) and plan.matched == 2
 
 
 def test_drain_picks_idle_pods_first() -> None:
     pods = ["w-a", "w-b", "w-c", "w-d"]
-    workers = [
-        WorkerInfo("w-a", 3),
-        WorkerInfo("w-b", 0),
-        WorkerInfo("w-c", 0, "quiet"),
-        WorkerInfo("w-d", 1),
-    ]
+    workers = [go("w-a", 3), go("w-b", 0), go("w-c", 0, "quiet"), go("w-d", 1)]
     plan = plan_drain(pods, workers, current=4, desired=1)
     assert plan.victims == ("w-c", "w-b")  # already quiet first
-    assert plan.quiet == ("w-b",)
+    assert plan.quiet == (workers[1].id,)
     assert plan.replicas == 2 and plan.draining and not plan.unmatched
     assert dict(plan.deletion_costs) == {
         "w-a": 3,
@@ -357,17 +534,48 @@ def test_drain_picks_idle_pods_first() -> None:
     }
 
 
+def test_quiet_directive_counts_as_quiet() -> None:
+    """Servers report a quiet call as the directive at once; asking again changes nothing."""
+    told = WorkerInfo(go("a").id, 0, "running", directive="quiet")
+    plan = plan_drain(["a", "b"], [told, go("b")], current=2, desired=1)
+    assert plan.victims == ("a",) and plan.quiet == ()
+
+
+def test_unmatched_pods_rank_between_idle_and_busy() -> None:
+    pods = ["busy", "idle-1", "idle-2", "new"]
+    workers = [go("busy", 2), go("idle-1"), go("idle-2"), py(0)]  # `new` has no live worker (yet)
+    one = plan_drain(pods, workers, current=4, desired=3)
+    assert one.victims == ("idle-1",)
+    assert dict(one.deletion_costs) == {
+        "busy": 2,
+        "idle-1": IDLE_DELETION_COST,
+        "idle-2": IDLE_KEPT_DELETION_COST,
+        "new": UNMATCHED_DELETION_COST,
+    }
+    assert IDLE_DELETION_COST < IDLE_KEPT_DELETION_COST < UNMATCHED_DELETION_COST < 1
+    three = plan_drain(pods, workers, current=4, desired=1)
+    assert three.victims == ("idle-1", "idle-2", "new") and three.replicas == 1 and not three.draining
+    assert three.quiet == (workers[1].id, workers[2].id)
+    assert three.deletion_costs["busy"] == 2
+    assert set(three.deletion_costs.values()) == {IDLE_DELETION_COST, 2}
+
+
+def test_busy_cost_is_capped_to_int32() -> None:
+    plan = plan_drain(["a", "b"], [go("a", 2**40), go("b")], current=2, desired=1)
+    assert plan.deletion_costs["a"] == 2**31 - 1
+
+
 def test_drain_shrinks_by_at_most_needed() -> None:
-    workers = [WorkerInfo(f"w-{i}", 0) for i in range(5)]
-    plan = plan_drain([w.id for w in workers], workers, current=5, desired=3)
+    pods = [f"w-{i}" for i in range(5)]
+    plan = plan_drain(pods, [go(p) for p in pods], current=5, desired=3)
     assert plan.replicas == 3 and not plan.draining
     assert plan.victims == ("w-0", "w-1")
-    assert sorted(plan.deletion_costs.values()) == [IDLE_DELETION_COST, IDLE_DELETION_COST, 0, 0, 0]
+    assert sorted(plan.deletion_costs.values()) == [IDLE_DELETION_COST] * 2 + [IDLE_KEPT_DELETION_COST] * 3
 
 
 def test_drain_removes_not_ready_idle_pods_first() -> None:
     # The ReplicaSet removes pods that are not ready before it weighs costs: idle ones among them go first.
-    workers = [WorkerInfo("a", 0), WorkerInfo("b", 0), WorkerInfo("c", 2)]
+    workers = [go("a"), go("b"), go("c", 2)]
     plan = plan_drain(["a", "b", "c"], workers, current=3, desired=2, not_ready=["b"])
     assert plan.victims == ("b",) and plan.replicas == 2
 
@@ -375,7 +583,7 @@ def test_drain_removes_not_ready_idle_pods_first() -> None:
 def test_drain_busy_pod_not_ready_limits_the_step() -> None:
     # A busy pod that is not ready would go before any ready idle pod whatever its cost, so the step
     # shrinks only by the idle pods that also rank before it.
-    workers = [WorkerInfo("a", 0), WorkerInfo("b", 0), WorkerInfo("c", 3), WorkerInfo("d", 3)]
+    workers = [go("a"), go("b"), go("c", 3), go("d", 3)]
     plan = plan_drain(["a", "b", "c", "d"], workers, current=4, desired=1, not_ready=["b", "c", "d"])
     assert plan.victims == ("b",) and plan.replicas == 3 and plan.draining
     held = plan_drain(["a", "b", "c", "d"], workers, current=4, desired=1, not_ready=["c"])
@@ -383,46 +591,95 @@ def test_drain_busy_pod_not_ready_limits_the_step() -> None:
 
 
 def test_drain_all_busy_holds() -> None:
-    workers = [WorkerInfo("p1", 2), WorkerInfo("p2", 5)]
-    plan = plan_drain(["p1", "p2", "p3"], workers, current=3, desired=1)
-    assert plan.replicas == 3 and plan.draining and plan.victims == ()
-    assert dict(plan.deletion_costs) == {"p1": 2, "p2": 5, "p3": 0}
+    workers = [go("p1", 2), go("p2", ["j1", "j2", "j3", "j4", "j5"])]
+    plan = plan_drain(["p1", "p2"], workers, current=2, desired=1)
+    assert plan.replicas == 2 and plan.draining and plan.victims == ()
+    assert dict(plan.deletion_costs) == {"p1": 2, "p2": 5}
 
 
-def test_drain_unmatched_is_plain_scale_down() -> None:
-    plan = plan_drain(["pod-1", "pod-2"], [WorkerInfo("hostname-x", 0)], current=2, desired=1)
+@pytest.mark.parametrize(
+    "workers",
+    [
+        [],  # nobody reported yet
+        [py(0), py(3), WorkerInfo(JS_ID, 1)],  # Python/JS SDK ids: random
+        [go("pod-1", state="stale"), go("pod-2", 2, state="stale")],  # only stale records
+        [go("pod-9")],  # Go ids of other pods
+    ],
+)
+def test_drain_unmatched_is_plain_scale_down(workers: list[WorkerInfo]) -> None:
+    plan = plan_drain(["pod-1", "pod-2"], workers, current=2, desired=1)
     assert plan.unmatched and plan.replicas == 1
-    assert plan.deletion_costs == {} and plan.quiet == ()
+    assert plan.deletion_costs == {} and plan.quiet == () and plan.victims == ()
+    assert plan.unmatched_pods == ("pod-1", "pod-2") and plan.matched == 0
 
 
 def test_drain_not_needed_when_not_shrinking() -> None:
-    plan = plan_drain(["a"], [WorkerInfo("a", 0)], current=1, desired=3)
-    assert plan.replicas == 3 and not plan.unmatched and plan.victims == ()
+    plan = plan_drain(["a"], [go("a")], current=1, desired=3)
+    assert plan.replicas == 3 and not plan.unmatched and plan.victims == () and plan.matched == 1
+
+
+def test_drain_rejects_negative_counts() -> None:
+    with pytest.raises(ValueError):
+        plan_drain([], [], current=-1, desired=0)
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    jobs=st.lists(st.one_of(st.none(), st.integers(0, 3)), max_size=12),
+    jobs=st.lists(
+        st.one_of(st.none(), st.tuples(st.integers(0, 3), st.booleans(), st.booleans())), max_size=12
+    ),
     extra=st.lists(st.integers(0, 3), max_size=3),
     desired=st.integers(0, 12),
+    not_ready=st.sets(st.integers(0, 11), max_size=4),
 )
-def test_drain_invariants(jobs: list[int | None], extra: list[int], desired: int) -> None:
+def test_drain_invariants(
+    jobs: list[tuple[int, bool, bool] | None], extra: list[int], desired: int, not_ready: set[int]
+) -> None:
+    """Per pod: no worker, or a Go-style worker with (active jobs, stale, identified by hostname)."""
     pods = [f"pod-{i}" for i in range(len(jobs))]
-    workers = [WorkerInfo(p, n) for p, n in zip(pods, jobs, strict=True) if n is not None]
-    workers += [WorkerInfo(f"elsewhere-{i}", n) for i, n in enumerate(extra)]
+    workers: list[WorkerInfo] = []
+    for p, j in zip(pods, jobs, strict=True):
+        if j is None:
+            continue
+        n, stale, by_hostname = j
+        state = "stale" if stale else "running"
+        workers.append(WorkerInfo(f"worker_{p}x", n, state, hostname=p) if by_hostname else go(p, n, state))
+    workers += [WorkerInfo(f"worker_elsewhere-{i}_1_2", n) for i, n in enumerate(extra)]
     current = len(pods)
-    plan = plan_drain(pods, workers, current, desired)
+    plan = plan_drain(pods, workers, current, desired, [f"pod-{i}" for i in not_ready])
+    live = {w.hostname or w.id.split("_")[1]: w for w in workers if not w.stale}
     if desired >= current:
         assert plan.replicas == desired
         return
     if plan.unmatched:
-        assert all(n is None for n in jobs) and plan.replicas == desired
+        assert not any(p in live for p in pods) and plan.replicas == desired
         return
     assert desired <= plan.replicas <= current
     assert current - plan.replicas == len(plan.victims)
-    busy = {w.id for w in workers if w.active_jobs > 0}
+    busy = {p for p in pods if p in live and live[p].active_jobs > 0}
     assert not busy & set(plan.victims)
-    assert set(plan.quiet) <= set(plan.victims)
     assert set(plan.deletion_costs) == set(pods)
     assert {p for p, c in plan.deletion_costs.items() if c == IDLE_DELETION_COST} == set(plan.victims)
+    assert set(plan.quiet) == {live[p].id for p in plan.victims if p in live}
+    assert set(plan.unmatched_pods) == {p for p in pods if p not in live}
+    # Ranking: every idle matched pod kept costs less than every unmatched pod, which costs less than busy.
+    idle_kept = [
+        c for p, c in plan.deletion_costs.items() if p in live and p not in busy and p not in plan.victims
+    ]
+    unmatched_kept = [c for p, c in plan.deletion_costs.items() if p not in live and p not in plan.victims]
+    assert all(c == IDLE_KEPT_DELETION_COST for c in idle_kept)
+    assert all(c == UNMATCHED_DELETION_COST for c in unmatched_kept)
+    assert all(plan.deletion_costs[p] >= 1 for p in busy)
+    # No unmatched pod goes while an idle matched pod of the same readiness stays.
+    for v in plan.victims:
+        if v not in live:
+            assert not [
+                p
+                for p in pods
+                if p in live
+                and p not in busy
+                and p not in plan.victims
+                and (p in plan.deletion_costs)
+                and ((pods.index(p) in not_ready) == (pods.index(v) in not_ready))
+            ]
     assert plan.draining == (plan.replicas > desired)

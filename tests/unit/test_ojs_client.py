@@ -5,12 +5,16 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from ojsctrl.ojs.client import (
     DEFAULT_URL_TEMPLATE,
@@ -26,6 +30,7 @@ from ojsctrl.ojs.client import (
     validate_url_template,
 )
 from ojsctrl.ojs.model import QueueCounts, QueueStats, WorkerInfo
+from ojsctrl.ojs.quiet import QuietSender
 from tests.ojsserver import FailMode, OJSTestServer
 
 KEY = "s3cr3t-api-key-value"
@@ -231,19 +236,267 @@ def test_invalid_base_url(client: OJSClient) -> None:
 
 def test_workers_and_quiet(server: OJSTestServer) -> None:
     client = OJSClient(per_page=2)
-    server.set_worker("pod-b", active_jobs=3)
-    server.set_worker("pod-a")
-    server.set_worker("pod-c", active_jobs=1, state="quiet")
+    server.set_worker("worker_pod-b_1_1", active_jobs=3)
+    server.set_worker("worker_pod-a_1_1")
+    server.set_worker("worker_pod-c_1_1", active_jobs=1, state="quiet")
     workers = client.workers(server.base_url, KEY)
-    assert workers == [
-        WorkerInfo("pod-a", 0, "running"),
-        WorkerInfo("pod-b", 3, "running"),
-        WorkerInfo("pod-c", 1, "quiet"),
+    assert [(w.id, w.active_jobs, w.state) for w in workers] == [
+        ("worker_pod-a_1_1", 0, "running"),
+        ("worker_pod-b_1_1", 3, "running"),
+        ("worker_pod-c_1_1", 1, "quiet"),
     ]
+    assert [w.quiet for w in workers] == [False, False, True]
     assert _pages(server, "/ojs/v1/admin/workers") == ["1", "2"]
-    client.quiet_worker(server.base_url, KEY, "pod-a")
-    assert server.worker_state("pod-a") == "quiet"
-    assert server.quiet_requests == ["pod-a"]
+    client.quiet_worker(server.base_url, KEY, "worker_pod-a_1_1")
+    quiet = [r for r in server.requests if r.method == "POST"]
+    assert [r.path for r in quiet] == ["/ojs/v1/admin/workers/worker_pod-a_1_1/quiet"]
+    assert quiet[0].authorized
+
+
+def test_workers_read_every_page(server: OJSTestServer, client: OJSClient) -> None:
+    for i in range(250):
+        server.set_worker(f"worker_w-{i:03d}_1_1", active_jobs=i % 4)
+    workers = client.workers(server.base_url, KEY)
+    assert len(workers) == 250 and sum(w.active_jobs for w in workers) == sum(i % 4 for i in range(250))
+    assert [w.id for w in workers] == sorted(w.id for w in workers)
+    reqs = [r for r in server.requests if r.path == "/ojs/v1/admin/workers"]
+    assert [r.query["page"][0] for r in reqs] == ["1", "2", "3"]
+    assert {r.query["per_page"][0] for r in reqs} == {"100"}
+
+
+def test_workers_never_ask_more_than_100_per_page(server: OJSTestServer) -> None:
+    # The reference servers answer per_page > 100 with their default page of 50.
+    for i in range(120):
+        server.set_worker(f"worker_w-{i:03d}_1_1")
+    assert len(OJSClient(per_page=500).workers(server.base_url, KEY)) == 120
+    assert {r.query["per_page"][0] for r in server.requests} == {"100"}
+
+
+def test_workers_beyond_the_page_bound_are_a_clear_error(server: OJSTestServer) -> None:
+    for i in range(7):
+        server.set_worker(f"worker_w-{i}_1_1")
+    with pytest.raises(OJSError) as exc:
+        OJSClient(per_page=2, max_pages=3).workers(server.base_url, KEY)
+    assert exc.value.reason == "TooManyItems"
+    assert "/ojs/v1/admin/workers has more than 3 pages of 2" in str(exc.value)
+    assert "at most 6 items" in str(exc.value)
+    _assert_clean(exc.value)
+
+
+def test_workers_from_a_server_ignoring_pagination(server: OJSTestServer, client: OJSClient) -> None:
+    for i in range(150):
+        server.set_worker(f"worker_w-{i:03d}_1_1")
+    server.fail.ignore_pagination = True
+    assert len(client.workers(server.base_url, KEY)) == 150
+    assert _pages(server, "/ojs/v1/admin/workers") == ["1"]
+
+
+# A tiny server of our own for shapes the shared double does not produce: real servers' quirks and the
+# spec's optional fields.
+
+Answer = Callable[[str, dict[str, list[str]]], tuple[int, Any]]
+
+
+@pytest.fixture
+def json_server() -> Iterator[Callable[[Answer], str]]:
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(answer: Answer) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                parts = urllib.parse.urlsplit(self.path)
+                status, body = answer(parts.path, urllib.parse.parse_qs(parts.query))
+                data = orjson.dumps(body)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        servers.append(srv)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{srv.server_address[1]}"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def redis_like(items: list[dict[str, Any]], asked: list[tuple[int, int]]) -> Answer:
+    """Pagination as ojs-backend-redis handler_admin.go (commit 5b459da) does it: per_page 1..100 else 50,
+    {"items", "summary", "pagination": {"total", "page", "per_page"}}, no has_more."""
+
+    def answer(path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        assert path == "/ojs/v1/admin/workers"
+        page = max(1, int(query.get("page", ["1"])[0]))
+        per_page = int(query.get("per_page", ["0"])[0])
+        if not 1 <= per_page <= 100:
+            per_page = 50
+        asked.append((page, per_page))
+        start = (page - 1) * per_page
+        return 200, {
+            "items": items[start : start + per_page],
+            "summary": {"total": len(items)},
+            "pagination": {"total": len(items), "page": page, "per_page": per_page},
+        }
+
+    return answer
+
+
+def test_workers_in_the_shapes_servers_and_spec_use(json_server: Callable[[Answer], str]) -> None:
+    items: list[dict[str, Any]] = [
+        # ojs-backend-redis admin_list.go: id, state, directive, active_jobs (int), last_heartbeat
+        {
+            "id": "worker_web-1_7_1733000000000000000",
+            "state": "running",
+            "directive": "continue",
+            "active_jobs": 2,
+            "last_heartbeat": "2026-12-05T10:00:00.000Z",
+        },
+        {"id": "worker_web-2_7_1", "state": "quiet", "directive": "quiet", "active_jobs": 0},
+        {"id": "worker_web-3_7_1", "state": "stale", "directive": "continue", "active_jobs": 4},
+        # active_jobs as the list of job ids servers accept in a heartbeat
+        {"id": "worker_00000000000000ab", "state": "running", "active_jobs": ["j1", "j2", "j3"]},
+        # the admin API spec §9.1: hostname, metadata.kubernetes_pod and more
+        {
+            "id": "worker_1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+            "state": "running",
+            "active_jobs": 1,
+            "hostname": "web-5",
+            "queues": ["default"],
+            "concurrency": 10,
+            "metadata": {"kubernetes_pod": "web-5", "node": "n1"},
+        },
+        # only what is required
+        {"id": "worker_minimal", "active_jobs": 0},
+        {"id": "worker_nulls", "active_jobs": 0, "state": None, "hostname": None, "metadata": None},
+    ]
+    asked: list[tuple[int, int]] = []
+    url = json_server(redis_like(items, asked))
+    workers = {w.id: w for w in OJSClient(per_page=3).workers(url, None)}
+    assert asked == [(1, 3), (2, 3), (3, 3)]
+    assert workers["worker_web-1_7_1733000000000000000"] == WorkerInfo(
+        "worker_web-1_7_1733000000000000000", 2, "running", directive="continue"
+    )
+    assert workers["worker_web-2_7_1"].quiet
+    assert workers["worker_web-3_7_1"].stale and not workers["worker_web-1_7_1733000000000000000"].stale
+    assert workers["worker_00000000000000ab"].active_jobs == 3
+    spec = workers["worker_1b4e28ba-2fa1-41d2-883f-0016d3cca427"]
+    assert (spec.hostname, spec.pod, spec.active_jobs) == ("web-5", "web-5", 1)
+    assert workers["worker_minimal"] == WorkerInfo("worker_minimal", 0)
+    assert workers["worker_nulls"] == WorkerInfo("worker_nulls", 0)
+
+
+def test_workers_follow_the_page_size_the_server_used(json_server: Callable[[Answer], str]) -> None:
+    """A server that pages by its own size and says so in pagination.per_page (no total, no has_more)."""
+    items = [{"id": f"worker_w-{i:03d}_1_1", "active_jobs": 0} for i in range(120)]
+
+    def answer(_path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        page = int(query["page"][0])
+        return 200, {
+            "items": items[(page - 1) * 50 : page * 50],
+            "pagination": {"page": page, "per_page": 50},
+        }
+
+    assert len(OJSClient().workers(json_server(answer), None)) == 120
+
+
+def test_workers_from_a_server_without_pagination(json_server: Callable[[Answer], str]) -> None:
+    """Everything at once and no pagination block: a repeated page ends the list."""
+    items = [{"id": f"worker_w-{i:03d}_1_1", "active_jobs": 1} for i in range(130)]
+    calls: list[str] = []
+
+    def answer(_path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+        calls.append(query["page"][0])
+        return 200, {"items": items}
+
+    workers = OJSClient().workers(json_server(answer), None)
+    assert len(workers) == 130 and calls == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        ({"id": "w", "active_jobs": "3"}, "active_jobs of worker 'w' must be a number or an array"),
+        ({"id": "w", "active_jobs": True}, "active_jobs of worker 'w'"),
+        ({"id": "w", "active_jobs": {"n": 1}}, "active_jobs of worker 'w'"),
+        ({"id": "w", "active_jobs": -1}, "active_jobs of worker 'w' must not be negative"),
+        ({"id": "w"}, "active_jobs of worker 'w'"),
+        ({"id": "w", "active_jobs": 0, "state": 3}, "state of worker 'w' must be a string"),
+        ({"id": "w", "active_jobs": 0, "directive": ["quiet"]}, "directive of worker 'w'"),
+        ({"id": "w", "active_jobs": 0, "hostname": 1}, "hostname of worker 'w' must be a string"),
+        ({"id": "w", "active_jobs": 0, "metadata": "pod"}, "metadata of worker 'w' must be an object"),
+        (
+            {"id": "w", "active_jobs": 0, "metadata": {"kubernetes_pod": 5}},
+            "metadata.kubernetes_pod of worker 'w' must be a string",
+        ),
+        ({"id": 7, "active_jobs": 0}, "items[].id"),
+    ],
+)
+def test_worker_fields_of_the_wrong_type_name_the_field(item: dict[str, Any], field: str) -> None:
+    with pytest.raises(OJSError, match="invalid response from u: ") as exc:
+        _parse_worker(item, "u")
+    assert field in str(exc.value) and exc.value.reason == "InvalidResponse"
+
+
+# ---- quiet calls in the background -----------------------------------------------------------------------
+
+
+def test_quiet_sender_never_waits_on_a_hanging_server(server: OJSTestServer) -> None:
+    server.fail = FailMode(hang=True, paths=("/ojs/v1/admin/workers",))
+    sender = QuietSender(OJSClient(connect_timeout=0.3, read_timeout=0.3, total_timeout=0.5, retries=0))
+    ids = ["worker_a_1_1", "worker_b_1_1", "worker_c_1_1"]
+    try:
+        with capture_logs() as logs:
+            started = time.monotonic()
+            assert sender.send(server.base_url, KEY, ids) == ids
+            assert time.monotonic() - started < 0.1, "send() waited on the network"
+            # Asked again while pending: nothing new is queued.
+            assert sender.send(server.base_url, KEY, ids) == []
+            assert sender.wait_idle(5.0)
+        assert (sender.sent, sender.failed) == (0, 3)
+        failures = [e for e in logs if e["event"] == "could not quiet worker"]
+        assert sorted(e["worker"] for e in failures) == ids
+        assert all(KEY not in str(e) for e in logs)
+        # The server is back: the next drain step's call goes through, and is not repeated soon after.
+        server.release()
+        assert sender.send(server.base_url, KEY, ids[:1]) == ids[:1]
+        assert sender.wait_idle(5.0)
+        assert sender.sent == 1
+        assert sender.send(server.base_url, KEY, ids[:1]) == []
+        posts = [r.path for r in server.requests if r.method == "POST"]
+        assert posts.count("/ojs/v1/admin/workers/worker_a_1_1/quiet") == 2
+    finally:
+        server.release()
+        sender.close()
+
+
+def test_quiet_sender_is_bounded() -> None:
+    gate = threading.Event()
+    calls: list[str] = []
+
+    class Blocking:
+        def quiet_worker(self, base_url: str, api_key: str | None, worker_id: str) -> None:
+            calls.append(worker_id)
+            gate.wait(5)
+
+    sender = QuietSender(Blocking(), threads=1, max_pending=2)
+    try:
+        assert sender.send("http://x", None, ["w1", "w2", "w3", "w4"]) == ["w1", "w2"]
+        assert sender.dropped == 2 and sender.pending() == 2
+        gate.set()
+        assert sender.wait_idle(5.0)
+        assert sorted(calls) == ["w1", "w2"] and sender.sent == 2
+        sender.close()
+        assert sender.send("http://x", None, ["w5"]) == []
+    finally:
+        gate.set()
+        sender.close()
 
 
 def test_workers_without_admin_api(server: OJSTestServer, client: OJSClient) -> None:
@@ -307,13 +560,25 @@ def test_queue_item_parser_never_crashes(item: Any) -> None:
     assert type(q.available) is int and type(q.active) is int
 
 
-@given(item=_json | st.fixed_dictionaries({"id": _json, "active_jobs": _json}, optional={"state": _json}))
+@given(
+    item=_json
+    | st.fixed_dictionaries(
+        {"id": _json, "active_jobs": _json},
+        optional={
+            "state": _json,
+            "directive": _json,
+            "hostname": _json,
+            "metadata": _json | st.fixed_dictionaries({"kubernetes_pod": _json}),
+        },
+    )
+)
 def test_worker_parser_never_crashes(item: Any) -> None:
     try:
         w = _parse_worker(item, "u")
     except OJSError:
         return
     assert type(w.active_jobs) is int and 0 <= w.active_jobs <= MAX_COUNT
+    assert all(type(v) is str for v in (w.state, w.directive, w.hostname, w.pod))
 
 
 # ---- StatsCache ------------------------------------------------------------------------------------------

@@ -34,6 +34,10 @@ from ojsctrl.builders.common import (
 WORKER_CONTAINER = "worker"
 # OJS graceful-shutdown spec: the kubelet's grace period outlasts the worker's own drain by this margin.
 GRACE_MARGIN_SECONDS = 10
+# How long the OJS worker SDKs wait for active jobs after SIGTERM, whatever the pod says: 25 s, fixed in
+# the Python (worker.py), JS (worker.ts), Rust, Java and Ruby SDKs and the Go SDK's default
+# (options.go gracePeriod); reference/ojs-ecosystem.md. The pod's grace period stays above it.
+SDK_GRACE_SECONDS = 25
 # autoscaling/v2 rejects a stabilisation window above one hour (SPEC §8.8).
 MAX_HPA_WINDOW_SECONDS = 3600
 
@@ -79,11 +83,18 @@ def worker_env(worker: OJSWorker, cluster: OJSCluster) -> list[JSON]:
     key_ref = api_key_ref(cluster)
     if key_ref is not None:
         env.append(env_secret("OJS_AUTH_TOKEN", key_ref.name, key_ref.key))
-    # The drain logic matches OJS worker ids to pod names (SPEC §8.9).
-    env.append(env_field("OJS_WORKER_ID", "metadata.name"))
+    # No OJS_WORKER_ID: no SDK reads it (SPEC §9.4). The drain matches workers to pods by the hostname in
+    # their ids or the server's report; POD_NAME is there for applications that report it themselves.
     env.append(env_field("POD_NAME", "metadata.name"))
     env.append(env_field("POD_NAMESPACE", "metadata.namespace"))
     return merge_env(env, spec.env)
+
+
+def termination_grace_seconds(worker: OJSWorker) -> int:
+    """The pod's grace period: ``gracefulShutdown.timeoutSeconds`` + 10 s, and never less than the SDKs'
+    own 25 s grace + 10 s, so the kubelet's SIGKILL never cuts a worker's drain short (SPEC §9.4)."""
+    timeout = worker.spec.graceful_shutdown.timeout_seconds
+    return max(timeout, SDK_GRACE_SECONDS) + GRACE_MARGIN_SECONDS
 
 
 def worker_deployment(
@@ -116,7 +127,7 @@ def worker_deployment(
     pod_spec: JSON = {
         "containers": [container],
         "securityContext": pod_security_context(spec.security_context),
-        "terminationGracePeriodSeconds": spec.graceful_shutdown.timeout_seconds + GRACE_MARGIN_SECONDS,
+        "terminationGracePeriodSeconds": termination_grace_seconds(worker),
         "volumes": [volume],
     }
     pod_spec.update(pod_scheduling(spec))

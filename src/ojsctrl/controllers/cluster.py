@@ -502,10 +502,8 @@ class _Run:
         if annotations.get(AUTOSCALER_ANNOTATION) != "true":
             return None
         current = int((dep.get("spec") or {}).get("replicas") or 1)
-        if stats is None or not stats.ok:
-            self.requeue = self.r.options.stats_interval
-            return None  # hold the last decision while stats are unavailable
-        depth = sum(av for av, _ in stats.queues.values())
+        ok = stats is not None and stats.ok
+        depth = sum(av for av, _ in stats.queues.values()) if ok else 0
         with self.r._lock:
             history = self.r._history.get(self.key)
         decision = server_desired(
@@ -518,10 +516,15 @@ class _Run:
             scale_down_cooldown=duration_seconds(a.scale_down_cooldown),
             history=history or History(),
             now=time.time(),
+            # A failed poll, seen now or missed between reconciles, is a hold sample (SPEC §9.5).
+            stats_available=ok,
+            failed_polls=stats.failures if stats is not None else None,
         )
         with self.r._lock:
             self.r._history[self.key] = decision.history
         self.requeue = self.r.options.stats_interval
+        if not ok:
+            return None  # hold the last decision while stats are unavailable
         if decision.desired == current:
             return None
         body = {

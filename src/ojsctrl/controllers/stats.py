@@ -41,6 +41,9 @@ class PollResult:
     at: float
     queues: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (available, active)
     error: str | None = None
+    failures: int = 0
+    """Failed polls of this cluster so far (this one included): a reconcile that finds it grown since it
+    last looked knows an outage happened even when the poll it reads succeeded (SPEC §9.5)."""
 
     @property
     def ok(self) -> bool:
@@ -70,6 +73,7 @@ class StatsPoller:
         # so a re-registration never leaves two entries that would each poll every interval.
         self._due: dict[str, float] = {}
         self._inflight: set[str] = set()
+        self._failures: dict[str, int] = {}
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ojs-poll")
@@ -116,6 +120,7 @@ class StatsPoller:
             self._targets.pop(key, None)
             self._results.pop(key, None)
             self._due.pop(key, None)
+            self._failures.pop(key, None)
 
     def _schedule(self, key: str, at: float) -> None:
         """(Re)schedule the next poll of `key` (caller holds the lock); earlier entries become stale."""
@@ -175,6 +180,9 @@ class StatsPoller:
                 self._schedule(key, self._clock())
                 self._lock.notify_all()
                 return
+            failures = self._failures.get(key, 0) + (0 if result.ok else 1)
+            self._failures[key] = failures
+            result.failures = failures
             prev = self._results.get(key)
             self._results[key] = result
             self._schedule(key, self._clock() + current.interval)

@@ -42,8 +42,10 @@ from ojsctrl.controllers.common import (
     now_rfc3339,
 )
 from ojsctrl.controllers.stats import PollResult, StatsPoller
-from ojsctrl.ojs.autoscale import History, WorkerScaling, initial_replicas, plan_drain, worker_desired
+from ojsctrl.ojs.autoscale import History, WorkerScaling, initial_replicas, worker_desired
 from ojsctrl.ojs.client import OJSClient, url_for
+from ojsctrl.ojs.drain import DELETION_COST_ANNOTATION, DrainPlan, plan_drain
+from ojsctrl.ojs.quiet import QuietSender, quiet_client
 from ojsctrl.runtime.apply import Applier, controller_ref
 from ojsctrl.runtime.client import (
     DEPLOYMENTS,
@@ -58,13 +60,31 @@ from ojsctrl.runtime.client import (
 from ojsctrl.runtime.controller import Controller, Request, Result
 from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
 from ojsctrl.runtime.informer import Informer
-from ojsctrl.runtime.manager import Manager
+from ojsctrl.runtime.manager import Manager, Runnable
 
 log = structlog.get_logger("ojsctrl.worker")
 
 CLUSTER_INDEX = "cluster-ref"
-DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+DELETION_COST = DELETION_COST_ANNOTATION
 DEFAULT_TARGET_JOBS = 10
+WORKERS_MATCHED = "WorkersMatched"
+UNMATCHED_REASON = "WorkerIdsUnmatched"
+
+
+def unmatched_message(grace_seconds: int, live_workers: int | None = None) -> str:
+    """What a user with unmatched workers needs to know: how pods are matched, which SDKs match, and what
+    keeps a scale-down safe without matching (SPEC §9.4; facts in reference/ojs-ecosystem.md)."""
+    seen = "" if live_workers is None else f" ({live_workers} live workers reported by the server)"
+    return (
+        f"no pod matches a live OJS worker{seen}, so pods cannot be ranked by busyness: "
+        "scale-down is plain and relies on graceful shutdown. "
+        "A worker matches its pod when its id starts with worker_<pod name>_ "
+        "(the Go SDK's ids carry the hostname, which is the pod name) "
+        "or when the server reports its hostname or metadata.kubernetes_pod; "
+        "the Python, JS, Rust, Java and Ruby SDKs use random ids and match only through such a server. "
+        "Busy workers finish their jobs on SIGTERM within the SDKs' 25s grace; "
+        f"terminationGracePeriodSeconds is {grace_seconds}s (Rust workers stop only on SIGINT)"
+    )
 
 
 def worker_cluster(obj: JSON) -> Iterable[str]:
@@ -93,6 +113,7 @@ class WorkerReconciler:
         recorder: EventRecorder,
         ojs: OJSClient,
         clusters: ClusterReconciler,
+        quiet: QuietSender | None = None,
     ) -> None:
         self.manager = manager
         self.client = manager.client
@@ -101,6 +122,8 @@ class WorkerReconciler:
         self.recorder = recorder
         self.ojs = ojs
         self.cr = clusters
+        # Quiet calls go out from a small pool of their own: a drain never waits on them (SPEC §9.4).
+        self.quiet = quiet if quiet is not None else QuietSender(quiet_client())
         self.applier = Applier(self.client, FIELD_MANAGER, HASH_ANNOTATION)
         self.status_writer = StatusWriter(
             self.client, OJSWORKERS, recorder, keep=("lastScaleTime", "selector")
@@ -122,6 +145,7 @@ class WorkerReconciler:
         self._history: dict[str, History] = {}
         self._polled: dict[str, str] = {}  # worker key -> cluster key it asked the poller for
         self._last_scale: dict[str, str] = {}  # worker key -> its last scale time (RFC 3339)
+        self._matching: dict[str, JSON] = {}  # worker key -> its last WorkersMatched condition
         self._lock = threading.Lock()
         self.controller = Controller(
             "ojsworker", self.reconcile, max_concurrent_reconciles=options.max_concurrent_reconciles
@@ -170,6 +194,7 @@ class WorkerReconciler:
             with self._lock:
                 self._history.pop(key, None)
                 self._last_scale.pop(key, None)
+                self._matching.pop(key, None)
             for ck in self.poller_keys_for(key):
                 self.poller.release(ck, f"worker:{key}")
             return None
@@ -272,6 +297,7 @@ class _Run:
         self.draining = False
         self.desired: int | None = None
         self.scaled_at: str | None = None
+        self.matching: JSON | None = None  # the WorkersMatched condition when this reconcile read workers
 
     def cached(self, resource: Resource, name: str) -> JSON | None:
         return self.r.children[resource].store.get_by_name(self.ns, name)
@@ -464,6 +490,7 @@ class _Run:
             history,
             time.time(),
             stats_available=ok,
+            failed_polls=stats.failures if stats is not None else None,
         )
         with self.r._lock:
             self.r._history[self.key] = decision.history
@@ -510,7 +537,8 @@ class _Run:
     def drain(
         self, current: int, desired: int, api_key: str | None, reason: str, message: str
     ) -> tuple[int, str, str]:
-        """Remove idle workers first: deletion costs on pods, quiet the victims, shrink by the idle count."""
+        """Remove idle pods first (SPEC §9.4): rank the pods by the live OJS workers matched to them, set
+        deletion costs, quiet the idle victims in the background, shrink by the pods that may go."""
         cache = self.r.pod_cache()
         if cache is None:
             self.requeue = min(self.requeue or 1.0, 1.0)
@@ -532,8 +560,14 @@ class _Run:
         plan = plan_drain(
             names, workers, current, desired, [p["metadata"]["name"] for p in pods if not _ranks_ready(p)]
         )
+        live_workers = sum(not w.stale for w in workers)
+        self.matching = self.matching_condition(plan, len(names), live_workers)
         if plan.unmatched:
-            return desired, "WorkerIdsUnmatched", "no OJS worker id matches a pod name; plain scale-down"
+            return (
+                desired,
+                UNMATCHED_REASON,
+                f"{message}; {unmatched_message(wb.termination_grace_seconds(self.worker), live_workers)}",
+            )
         by_name = {p["metadata"]["name"]: p for p in pods}
         for pod, cost in plan.deletion_costs.items():
             live = by_name.get(pod)
@@ -545,11 +579,10 @@ class _Run:
                     )
                 except ApiError as e:
                     log.warning("could not set pod deletion cost", pod=pod, status=e.status)
-        for wid in plan.quiet:
-            try:
-                self.r.ojs.quiet_worker(url, api_key, wid)
-            except Exception as e:
-                log.warning("could not quiet worker", worker=wid, error=str(e)[:200])
+        if plan.quiet:
+            # Fire and forget: the removal does not depend on it (servers pass quiet on as a heartbeat
+            # directive, which the SDKs do not read today), and a slow server must not hold this thread.
+            self.r.quiet.send(url, api_key, plan.quiet)
         self.draining = plan.draining
         if plan.draining:
             self.requeue = min(self.requeue or 5.0, 5.0)
@@ -560,6 +593,56 @@ class _Run:
                 f"({plan.replicas} now, {desired} wanted)",
             )
         return plan.replicas, reason, message
+
+    def matching_condition(self, plan: DrainPlan, pods: int, live: int) -> JSON:
+        """WorkersMatched: whether the drain could tie pods to live OJS workers, kept between drains."""
+        if plan.unmatched:
+            return condition(
+                WORKERS_MATCHED,
+                False,
+                UNMATCHED_REASON,
+                unmatched_message(wb.termination_grace_seconds(self.worker), live),
+                generation=self.generation,
+            )
+        msg = f"{plan.matched} of {pods} pods matched to live OJS workers"
+        if plan.unmatched_pods:
+            msg += (
+                f"; {len(plan.unmatched_pods)} without a live worker rank between idle and busy pods "
+                f"(e.g. {', '.join(plan.unmatched_pods[:3])})"
+            )
+        return condition(WORKERS_MATCHED, True, "WorkersMatched", msg, generation=self.generation)
+
+    def matching_status(self) -> JSON | None:
+        """The WorkersMatched condition to write: this reconcile's, else the last one known (workers are
+        only read when a drain plans a scale-down), else Unknown; None when drain is off."""
+        a = self.spec.auto_scaling
+        if not (self.spec.graceful_shutdown.drain_before_shutdown and a.enabled and a.metric == "queueDepth"):
+            with self.r._lock:
+                self.r._matching.pop(self.key, None)
+            return None
+        with self.r._lock:
+            if self.matching is not None:
+                self.r._matching[self.key] = self.matching
+            last = self.r._matching.get(self.key)
+        if last is None:
+            # After an operator restart: what the status said before.
+            last = get_condition((self.obj.get("status") or {}).get("conditions"), WORKERS_MATCHED)
+        if last is None or last.get("status") not in ("True", "False"):
+            return condition(
+                WORKERS_MATCHED,
+                "Unknown",
+                "NotChecked",
+                "pods are matched to OJS workers when a scale-down is planned",
+                generation=self.generation,
+            )
+        matched = last["status"] == "True"
+        return condition(
+            WORKERS_MATCHED,
+            matched,
+            str(last.get("reason") or ("WorkersMatched" if matched else UNMATCHED_REASON)),
+            str(last.get("message") or ""),
+            generation=self.generation,
+        )
 
     # ------------------------------------------------------------------ status
     def status(self, dep: JSON | None, stats: PollResult | None) -> None:
@@ -594,6 +677,9 @@ class _Run:
                 generation=gen,
             ),
         ]
+        matching = self.matching_status()
+        if matching is not None:
+            conds.append(matching)
         if self.scaling_cond is not None:
             cond = dict(self.scaling_cond)
             if "replicas" in (self.obj.get("spec") or {}):
@@ -672,6 +758,7 @@ def build(
     """Create and wire the worker reconciler."""
     r = WorkerReconciler(manager, options, poller, recorder, ojs, clusters)
     r.setup()
+    manager.add_runnable(Runnable("ojs-quiet-sender", lambda: None, r.quiet.close, needs_leader=False))
     return r
 
 

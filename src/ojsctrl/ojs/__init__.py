@@ -2,8 +2,11 @@
 
 * ``ojsctrl.ojs.model``: plain values (queue counts, worker info) shared by the two modules below.
 * ``ojsctrl.ojs.client``: the HTTP client (``OJSClient``), the per-cluster ``StatsCache`` and ``url_for``.
-* ``ojsctrl.ojs.autoscale``: pure decisions (``server_desired``, ``worker_desired``, ``plan_drain``); it
-  imports no client and does no I/O.
+* ``ojsctrl.ojs.autoscale``: pure decisions (``server_desired``, ``worker_desired``, hold samples across
+  outages); it imports no client and does no I/O.
+* ``ojsctrl.ojs.drain``: pure drain planning (``match_workers``, ``plan_drain``): which OJS worker runs in
+  which pod, which pods go first.
+* ``ojsctrl.ojs.quiet``: ``QuietSender``, quiet calls from a small background pool, never awaited.
 
 Nothing is re-exported here on purpose: importing the decision code must not pull in the HTTP client.
 """

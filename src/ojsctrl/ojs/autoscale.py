@@ -1,4 +1,5 @@
-"""Autoscaling decisions for OJS servers and workers, and drain planning (SPEC §2, §3, §8.7-8.9).
+"""Autoscaling decisions for OJS servers and workers (SPEC §2, §3, §8.7, §8.8, §9.5); drain planning is
+re-exported from :mod:`ojsctrl.ojs.drain` (§9.4).
 
 Pure functions: no I/O, no clock, no client. Time comes in as ``now`` (seconds on any clock, the same one
 for every call that shares a :class:`History`), and state between calls lives in the immutable
@@ -12,18 +13,21 @@ Rules shared by both autoscalers:
   ``window`` seconds, so a lower recommendation takes effect only after it has held for the whole window.
   Until a history covers a full window (a fresh operator, a newly enabled autoscaler) the current replica
   count counts as a recommendation, so a restart never causes an early scale-down.
-* While stats are unavailable the current replicas are held (only clamped to the bounds) and recorded as
-  the recommendation, so an outage longer than the window does not allow an immediate scale-down after it.
+* Missing data never scales down (SPEC §9.5). A failed poll records a hold sample (the current replicas,
+  only clamped to the bounds) in the window and restarts the good-data clock: after an outage, however
+  long, a scale-down waits for a whole window of good data, exactly as after a restart. A failed poll the
+  caller only learns about afterwards (the poller recovered before the reconcile ran) counts the same:
+  pass the poller's running count of failed polls as ``failed_polls``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from types import MappingProxyType
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
-from ojsctrl.ojs.model import WorkerInfo
+# Drain planning lives in its own module; importing it here keeps it under this module's purity contract.
+from ojsctrl.ojs.drain import DELETION_COST_ANNOTATION, IDLE_DELETION_COST, DrainPlan, plan_drain
 
 __all__ = [
     "DELETION_COST_ANNOTATION",
@@ -42,9 +46,6 @@ __all__ = [
 
 Direction = Literal["up", "down", "none"]
 
-DELETION_COST_ANNOTATION: Final = "controller.kubernetes.io/pod-deletion-cost"
-IDLE_DELETION_COST: Final = -100
-_MAX_DELETION_COST: Final = 2**31 - 1  # the annotation is an int32
 MAX_HISTORY: Final = 32
 """Most recommendations a :class:`History` keeps (it merges conservatively beyond that)."""
 
@@ -71,14 +72,18 @@ class History:
     entries; beyond that the two oldest are merged into one that keeps the higher value for the later
     time, which can only delay a scale-down, never hasten one.
 
-    ``since`` is when this history started (for "has it covered a full window yet"). ``last_scale_up`` and
-    ``last_scale_down`` may be seeded from ``status.lastScaleTime`` after an operator restart.
+    ``since`` is when the current run of good data started (for "has it covered a full window yet"); a
+    hold sample (a failed poll) clears it, so the next good sample starts the run again. ``failed_polls``
+    is the poller's count of failed polls when this history last looked, to notice failures it never saw.
+    ``last_scale_up`` and ``last_scale_down`` may be seeded from ``status.lastScaleTime`` after an operator
+    restart.
     """
 
     recommendations: tuple[Recommendation, ...] = ()
     since: float | None = None
     last_scale_up: float | None = None
     last_scale_down: float | None = None
+    failed_polls: int | None = None
 
     def normalized(self, now: float) -> History:
         """Times later than ``now`` (the clock stepped back) become ``now``: conservative and bounded."""
@@ -92,6 +97,7 @@ class History:
             since=None if self.since is None else min(self.since, now),
             last_scale_up=None if self.last_scale_up is None else min(self.last_scale_up, now),
             last_scale_down=None if self.last_scale_down is None else min(self.last_scale_down, now),
+            failed_polls=self.failed_polls,
         )
 
     def record(self, now: float, replicas: int, window: float) -> History:
@@ -103,6 +109,11 @@ class History:
             # Keep the older (higher) value until the later time: the window max can only grow.
             recs[0:2] = [Recommendation(recs[1].at, recs[0].replicas)]
         return replace(self, recommendations=tuple(recs), since=now if self.since is None else self.since)
+
+    def hold(self, now: float, replicas: int, window: float) -> History:
+        """This history after a failed poll: ``replicas`` (the count being held) recorded as a hold sample,
+        and the good-data run cleared, so no scale-down before a whole window of good data follows."""
+        return replace(self.record(now, replicas, window), since=None)
 
     def window_max(self, now: float, window: float) -> int | None:
         """Highest recommendation made during the last ``window`` seconds, or None if there is none."""
@@ -192,11 +203,13 @@ def server_desired(
     history: History,
     now: float,
     stats_available: bool = True,
+    failed_polls: int | None = None,
 ) -> Decision:
     """Desired OJS server replicas: ``clamp(ceil(total_depth / targetQueueDepth), min, max)`` (SPEC §2).
 
     A scale-up waits until ``scale_up_cooldown`` seconds have passed since the previous scale-up; a
-    scale-down follows the highest recommendation of the last ``scale_down_cooldown`` seconds.
+    scale-down follows the highest recommendation of the last ``scale_down_cooldown`` seconds. Without
+    stats the current replicas are held; ``failed_polls`` as in :func:`worker_desired`.
     """
     _check_bounds(min_replicas, max_replicas, allow_zero=False)
     if target_queue_depth < 1:
@@ -206,6 +219,9 @@ def server_desired(
         raise ValueError("cooldowns must be >= 0")
     history = history.normalized(now)
     window = scale_down_cooldown
+    history = _note_failures(
+        history, failed_polls, stats_available, _clamp(current, min_replicas, max_replicas), now, window
+    )
     if not stats_available:
         return _hold(current, min_replicas, max_replicas, history=history, now=now, window=window)
 
@@ -239,6 +255,7 @@ def worker_desired(
     now: float,
     *,
     stats_available: bool = True,
+    failed_polls: int | None = None,
 ) -> Decision:
     """Desired worker replicas: ``clamp(ceil(load / targetJobsPerWorker), min, max)`` (SPEC §3, §8.7).
 
@@ -246,11 +263,15 @@ def worker_desired(
     scaleUpThreshold``, except the activation 0 -> 1 as soon as ``load > 0`` (straight to the
     recommendation when the load is also above the threshold). A scale-down follows the highest
     recommendation of the last ``scaleDownDelay`` seconds. Without stats the current replicas are held.
+
+    ``failed_polls`` is the poller's running count of failed polls of this cluster (None when unknown): when
+    it grew since the history last looked, a failure happened unseen and counts as a hold sample now.
     """
     _check_non_negative(load=load, current=current)
     lo, hi = spec.min_replicas, spec.max_replicas
     history = history.normalized(now)
     window = spec.scale_down_delay
+    history = _note_failures(history, failed_polls, stats_available, _clamp(current, lo, hi), now, window)
     if not stats_available:
         return _hold(current, lo, hi, history=history, now=now, window=window)
 
@@ -327,9 +348,21 @@ class _Step:
         return self.decide(desired, "AboveMaxReplicas", "lowering to maxReplicas")
 
 
+def _note_failures(
+    history: History, failed_polls: int | None, stats_available: bool, held: int, now: float, window: float
+) -> History:
+    if failed_polls is None:
+        return history
+    seen = history.failed_polls
+    if stats_available and seen is not None and failed_polls > seen:
+        # Polls failed since the last evaluation, which never saw them: hold as if it had.
+        history = history.hold(now, held, window)
+    return replace(history, failed_polls=failed_polls)
+
+
 def _hold(current: int, lo: int, hi: int, *, history: History, now: float, window: float) -> Decision:
     desired = _clamp(current, lo, hi)
-    history = history.record(now, desired, window)
+    history = history.hold(now, desired, window)
     if desired > current:
         reason, message = "BelowMinReplicas", "queue stats unavailable; raising to minReplicas"
     elif desired < current:
@@ -372,87 +405,3 @@ def _check_non_negative(**values: int) -> None:
     for name, value in values.items():
         if value < 0:
             raise ValueError(f"{name} must be >= 0")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Drain planning (SPEC §8.9)
-
-
-@dataclass(frozen=True, slots=True)
-class DrainPlan:
-    """One step of a drain-before-shutdown scale-down.
-
-    ``replicas`` is what may be applied now: ``current`` minus the idle pods chosen as ``victims`` (never
-    below the desired count). ``deletion_costs`` maps every pod to its
-    ``controller.kubernetes.io/pod-deletion-cost``: -100 for victims, the worker's active jobs for the others,
-    0 for pods without a worker record. ``quiet`` lists the victims still to be quieted (already quiet
-    workers are not asked again). ``draining`` is True while busy pods still stand between ``replicas`` and
-    the desired count (phase Draining). ``unmatched`` is True when no worker id matches a pod name: then the
-    plan is a plain scale-down (condition Autoscaling reason WorkerIdsUnmatched).
-    """
-
-    replicas: int
-    deletion_costs: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
-    quiet: tuple[str, ...] = ()
-    victims: tuple[str, ...] = ()
-    draining: bool = False
-    unmatched: bool = False
-
-
-def plan_drain(
-    pods: Sequence[str],
-    workers: Sequence[WorkerInfo],
-    current: int,
-    desired: int,
-    not_ready: Collection[str] = (),
-) -> DrainPlan:
-    """Plan a scale-down from ``current`` to ``desired`` that removes idle workers first.
-
-    ``pods`` are the names of the worker Deployment's pods; ``workers`` what ``GET /ojs/v1/admin/workers``
-    reported (worker id = pod name). Idle pods that are already quiet go first, then other idle pods by
-    name; busy pods are never chosen, so a step shrinks by at most the number of idle pods.
-
-    ``not_ready`` names the pods the ReplicaSet controller removes before it looks at deletion costs at
-    all (unscheduled, not running or not ready). Those idle ones go first; and while a busy pod is among
-    them, a step shrinks only by the idle pods that rank before it, since a cost cannot protect it.
-    """
-    _check_non_negative(current=current, desired=desired)
-    if desired >= current:
-        return DrainPlan(replicas=desired)
-    by_id: dict[str, WorkerInfo] = {}
-    for w in workers:
-        known = by_id.get(w.id)
-        if known is None or w.active_jobs > known.active_jobs:
-            by_id[w.id] = w
-    names = list(dict.fromkeys(pods))
-    matched = [by_id[p] for p in names if p in by_id]
-    if not matched:
-        return DrainPlan(replicas=desired, unmatched=True)
-    early = set(not_ready)
-    idle = sorted((w for w in matched if w.idle), key=lambda w: (w.id not in early, not w.quiet, w.id))
-    # More pods than `current`: the surplus is already on its way out (the ReplicaSet removes the cheapest,
-    # i.e. the first idle ones, and a lagging cache still lists them). Counting those idle pods again would
-    # let this step shrink into the busy ones.
-    surplus = max(0, len(names) - current)
-    leaving = {w.id for w in idle[:surplus]}
-    candidates = idle[surplus:]
-    if any(not w.idle and w.id in early for w in matched):
-        candidates = [w for w in candidates if w.id in early]
-    victims = [w.id for w in candidates[: current - desired]]
-    replicas = current - len(victims)
-    victim_set = set(victims)
-    costs = {
-        p: IDLE_DELETION_COST
-        if p in victim_set or p in leaving
-        else min(by_id[p].active_jobs, _MAX_DELETION_COST)
-        if p in by_id
-        else 0
-        for p in names
-    }
-    return DrainPlan(
-        replicas=replicas,
-        deletion_costs=MappingProxyType(costs),
-        quiet=tuple(v for v in victims if not by_id[v].quiet),
-        victims=tuple(victims),
-        draining=replicas > desired,
-    )

@@ -51,6 +51,9 @@ _CHUNK: Final = 64 * 1024
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 # Servers without the admin extension answer these for /ojs/v1/admin/* (SPEC §4 names 404).
 _ADMIN_ABSENT_STATUSES: Final = frozenset({404, 405, 501})
+# Admin lists take per_page up to 100; a larger value makes the reference servers fall back to their
+# default of 50 (ojs-backend-redis internal/api/handler_admin.go), so never ask for more.
+ADMIN_MAX_PER_PAGE: Final = 100
 _MEDIA_TYPE: Final = "application/openjobspec+json"
 _HEADER_VALUE_RE: Final = re.compile(r"[\x21-\x7e]+")
 
@@ -162,6 +165,7 @@ class _Page:
     items: list[Any]
     total: int | None
     has_more: bool | None
+    per_page: int | None = None
 
 
 def _parse_page(body: dict[str, Any], items_key: str, url: str) -> _Page:
@@ -174,7 +178,14 @@ def _parse_page(body: dict[str, Any], items_key: str, url: str) -> _Page:
     has_more = pagination.get("has_more")
     if has_more is not None and not isinstance(has_more, bool):
         raise _invalid("pagination.has_more must be a boolean", url)
-    return _Page(items, None if total is None else _as_count(total, "pagination.total", url), has_more)
+    per_page = pagination.get("per_page")
+    return _Page(
+        items,
+        None if total is None else _as_count(total, "pagination.total", url),
+        has_more,
+        # The page size the server actually used; only a positive one tells where pages end.
+        per_page if isinstance(per_page, int) and not isinstance(per_page, bool) and per_page > 0 else None,
+    )
 
 
 def _parse_admin_queue(item: Any, url: str) -> QueueCounts:
@@ -211,18 +222,41 @@ def _parse_queue_name(item: Any, url: str) -> str:
     return _as_name(_as_object(item, "queues[] entry", url).get("name"), "queues[].name", url)
 
 
+def _optional_text(value: Any, what: str, url: str) -> str:
+    """An optional string field: absent or null is "", anything but a string of sane length an error."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > _MAX_NAME_LENGTH:
+        raise _invalid(f"{what} must be a string", url)
+    return value
+
+
+def _as_active_jobs(value: Any, what: str, url: str) -> int:
+    # Servers report a count (ojs-backend-redis admin_list.go: `active_jobs` int); the heartbeat they
+    # accept carries a list of job ids, and a server that echoes it would report the list: count it.
+    if isinstance(value, list):
+        return _as_count(len(value), what, url)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(f"{what} must be a number or an array of job ids, got {type(value).__name__}", url)
+    return _as_count(value, what, url)
+
+
 def _parse_worker(item: Any, url: str) -> WorkerInfo:
     obj = _as_object(item, "items[] entry", url)
     worker_id = _as_name(obj.get("id"), "items[].id", url)
-    state = obj.get("state", "")
-    if state is None:
-        state = ""
-    if not isinstance(state, str):
-        raise _invalid(f"state of worker {worker_id!r} must be a string", url)
+    who = f"of worker {worker_id!r}"
+    metadata = obj.get("metadata")
+    pod = ""
+    if metadata is not None:
+        meta = _as_object(metadata, f"metadata {who}", url)
+        pod = _optional_text(meta.get("kubernetes_pod"), f"metadata.kubernetes_pod {who}", url)
     return WorkerInfo(
         id=worker_id,
-        active_jobs=_as_count(obj.get("active_jobs"), f"active_jobs of worker {worker_id!r}", url),
-        state=state,
+        active_jobs=_as_active_jobs(obj.get("active_jobs"), f"active_jobs {who}", url),
+        state=_optional_text(obj.get("state"), f"state {who}", url).lower(),
+        directive=_optional_text(obj.get("directive"), f"directive {who}", url).lower(),
+        hostname=_optional_text(obj.get("hostname"), f"hostname {who}", url),
+        pod=pod,
     )
 
 
@@ -335,9 +369,14 @@ class OJSClient:
         return self._fallback_queue_stats(base_url, api_key, deadline)
 
     def workers(self, base_url: str, api_key: str | None) -> list[WorkerInfo]:
-        """Workers known to the server (``GET /ojs/v1/admin/workers``, all pages), with their active jobs.
+        """Workers known to the server (``GET /ojs/v1/admin/workers``, every page), sorted by id.
 
-        A server without the admin API raises :class:`OJSError` with reason ``AdminAPIUnavailable``.
+        Pages of at most 100 (the admin API's maximum) until the server's ``total``, ``has_more`` or a short
+        page says the list ended; a server that ignores the page parameters is read once. More than
+        ``max_pages`` pages is an :class:`OJSError` with reason ``TooManyItems`` (never a partial list: a
+        drain must not mistake a worker it did not read for an unmatched pod). Stale workers are included
+        (``state == "stale"``); callers decide what they mean. A server without the admin API raises
+        :class:`OJSError` with reason ``AdminAPIUnavailable``.
         """
         deadline = _Deadline(self.total_timeout)
         try:
@@ -359,8 +398,8 @@ class OJSClient:
         for item, url in items:
             worker = _parse_worker(item, url)
             known = by_id.get(worker.id)
-            # The same id twice (a restarted process re-registering): trust the busier record.
-            if known is None or worker.active_jobs > known.active_jobs:
+            # The same id twice (a list that shifted between pages): trust the live, then the busier record.
+            if known is None or (not worker.stale, worker.active_jobs) > (not known.stale, known.active_jobs):
                 by_id[worker.id] = worker
         return sorted(by_id.values(), key=lambda w: w.id)
 
@@ -434,7 +473,7 @@ class OJSClient:
             if self._last_page(page, len(names), new, limit, resp.url):
                 break
         else:
-            raise self._too_many(base_url, "queues")
+            raise self._too_many(base_url, "/ojs/v1/queues", limit)
         if len(names) > self.max_fallback_queues:
             raise OJSError(
                 f"{_redact_url(base_url)} lists {len(names)} queues; without the admin API at most "
@@ -468,8 +507,9 @@ class OJSClient:
         """All items of an admin list (``page``/``per_page``), each with the URL of the page it came from."""
         out: list[tuple[Any, str]] = []
         seen: set[Any] = set()
+        per_page = min(self.per_page, ADMIN_MAX_PER_PAGE)
         for page_no in range(1, self.max_pages + 1):
-            query = {"page": page_no, "per_page": self.per_page}
+            query = {"page": page_no, "per_page": per_page}
             resp = self._request("GET", base_url, path, api_key, deadline, query=query)
             if page_no == 1 and resp.status in _ADMIN_ABSENT_STATUSES:
                 raise _AdminAbsent
@@ -486,9 +526,9 @@ class OJSClient:
                     seen.add(key)
                 out.append((item, resp.url))
                 new += 1
-            if self._last_page(page, len(seen), new, self.per_page, resp.url):
+            if self._last_page(page, len(seen), new, page.per_page or per_page, resp.url):
                 return out
-        raise self._too_many(base_url, path)
+        raise self._too_many(base_url, path, per_page)
 
     @staticmethod
     def _last_page(page: _Page, collected: int, new: int, page_size: int, url: str) -> bool:
@@ -503,9 +543,10 @@ class OJSClient:
             return True
         return page.has_more is None and page.total is None and len(page.items) < page_size
 
-    def _too_many(self, base_url: str, what: str) -> OJSError:
+    def _too_many(self, base_url: str, what: str, per_page: int) -> OJSError:
         return OJSError(
-            f"{_redact_url(base_url)}: {what} has more than {self.max_pages} pages",
+            f"{_redact_url(base_url)}: {what} has more than {self.max_pages} pages of {per_page} "
+            f"(the operator reads at most {self.max_pages * per_page} items)",
             reason="TooManyItems",
             url=_redact_url(base_url),
         )

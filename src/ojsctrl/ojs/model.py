@@ -84,11 +84,23 @@ class QueueStats:
 
 @dataclass(frozen=True, slots=True)
 class WorkerInfo:
-    """One OJS worker as the admin API reports it; ``id`` is its pod name (OJS_WORKER_ID)."""
+    """One OJS worker as ``GET /ojs/v1/admin/workers`` reports it.
+
+    ``id`` is chosen by the worker SDK, never by the operator: the Go SDK uses
+    ``worker_<hostname>_<pid>_<unixnano>`` (ojs-go-sdk ``worker.go``), the Python and JS SDKs a random
+    ``worker_<hex>``/``worker_<uuid>``. ``state`` is what servers report (``running``, ``quiet`` or
+    ``stale``: ojs-backend-redis ``internal/redis/admin_list.go``), ``directive`` what the server will
+    answer the worker's next heartbeat (``continue``, ``quiet``). ``hostname`` and ``pod``
+    (``metadata.kubernetes_pod``) come from the admin API spec (§9.1); no server returns them today, so
+    they are often empty. ``active_jobs`` is a count whether the server sent a number or a list of job ids.
+    """
 
     id: str
     active_jobs: int
     state: str = ""
+    directive: str = ""
+    hostname: str = ""
+    pod: str = ""
 
     @property
     def idle(self) -> bool:
@@ -97,5 +109,15 @@ class WorkerInfo:
 
     @property
     def quiet(self) -> bool:
-        """True when the worker has been told to stop fetching (quiet, draining or shutting down)."""
-        return self.state.lower() in QUIET_STATES
+        """True when the worker has been told to stop fetching (quiet, draining or shutting down).
+
+        The directive counts too: servers store a quiet call as the directive and a worker only learns it
+        from its next heartbeat, so asking again before that would change nothing.
+        """
+        return self.state.lower() in QUIET_STATES or self.directive.lower() in QUIET_STATES
+
+    @property
+    def stale(self) -> bool:
+        """True when the server has not heard from the worker lately (no heartbeat for 60 s on the
+        reference servers): the process is gone or hung, and its record says nothing about a live pod."""
+        return self.state.lower() == "stale"
