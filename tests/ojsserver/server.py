@@ -308,12 +308,16 @@ class _Reply:
         self.raw = raw  # a non-JSON body (plain-text 404, Prometheus text)
 
 
-def _error(status: int, code: str, message: str, *, retryable: bool = False) -> _Reply:
-    # ojs-backend-redis: internal/api/errors.go (WriteError: {"error": OJSError}), internal/core/errors.go.
-    return _Reply(
-        status,
-        {"error": {"code": code, "message": message, "retryable": retryable, "request_id": f"req_{uuid7()}"}},
-    )
+def _error(
+    status: int, code: str, message: str, *, retryable: bool = False, details: dict[str, Any] | None = None
+) -> _Reply:
+    # ojs-backend-redis: internal/api/errors.go (WriteError: {"error": OJSError}), internal/core/errors.go
+    # (details omitted when empty).
+    err: dict[str, Any] = {"code": code, "message": message, "retryable": retryable}
+    if details:
+        err["details"] = details
+    err["request_id"] = f"req_{uuid7()}"
+    return _Reply(status, {"error": err})
 
 
 def _not_found() -> _Reply:
@@ -677,7 +681,19 @@ class OJSTestServer:
                 "conformance_level": 4,
                 "protocols": ["http"],
                 "backend": name,
-                "capabilities": {"dead_letter": True, "pause_resume": True, "priority_queues": True},
+                "capabilities": {
+                    "batch_enqueue": False,
+                    "cron_jobs": False,
+                    "dead_letter": True,
+                    "delayed_jobs": False,
+                    "job_ttl": False,
+                    "priority_queues": True,
+                    "rate_limiting": False,
+                    "schema_validation": False,
+                    "unique_jobs": False,
+                    "workflows": False,
+                    "pause_resume": True,
+                },
                 "extensions": {
                     "official": [{"name": "admin-api", "uri": "urn:ojs:ext:admin-api", "version": "1.0.0"}]
                 },
@@ -701,19 +717,20 @@ class OJSTestServer:
         retry = options.get("retry") if isinstance(options.get("retry"), dict) else {}
         max_attempts = retry.get("max_attempts", 3) if isinstance(retry, dict) else 3
         now = format_time(self.now())
+        # ojs-backend-redis: internal/core/job.go (Job: no specversion; priority only when given).
         job: dict[str, Any] = {
             "id": uuid7(),
-            "specversion": "1.0",
             "type": job_type,
             "state": "available",
             "args": args,
             "queue": queue,
-            "priority": options.get("priority", 0),
             "attempt": 0,
             "max_attempts": max_attempts,
             "created_at": now,
             "enqueued_at": now,
         }
+        if isinstance(options.get("priority"), int):
+            job["priority"] = options["priority"]
         # ojs-backend-redis: internal/api/handler_jobs.go (options.metadata becomes the job's meta, which
         # the heartbeat reads for test_directive).
         meta = options.get("metadata", obj.get("meta"))
@@ -760,7 +777,6 @@ class OJSTestServer:
                     q.synthetic_available -= 1
                     job = {
                         "id": uuid7(),
-                        "specversion": "1.0",
                         "type": "synthetic",
                         "args": [],
                         "queue": name,
@@ -807,11 +823,13 @@ class OJSTestServer:
         self._queue(job["queue"]).completed += 1
         return _Reply(
             200,
+            # ojs-backend-redis: internal/core/backend.go (AckResponse carries the job).
             {
                 "acknowledged": True,
                 "job_id": job["id"],
                 "state": "completed",
                 "completed_at": job["completed_at"],
+                "job": job,
             },
         )
 
@@ -1293,6 +1311,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "invalid_request",
                     "Unsupported Content-Type. Expected 'application/openjobspec+json' or "
                     "'application/json'.",
+                    details={"received": self.headers.get("Content-Type", "")},
                 ),
             )
             return
