@@ -3,7 +3,7 @@
 
 Run by hand, never in CI:
 
-    python3 hack/compare-ojs-server.py PATH [--with-stale]
+    python3 hack/compare-ojs-server.py PATH [--with-stale] [--conformance]
 
 PATH is an ``ojs-server`` binary built from ojs-backend-redis, or a source directory holding one at
 ``./ojs-server`` (this script does not build it, and the project carries none of its code: see
@@ -14,7 +14,9 @@ queues). It then sends the same requests to both (health, manifest, enqueue, fet
 and with an integer ``active_jobs``, admin workers, quiet then heartbeat, quiet on an unknown id, paging,
 admin queues, queue stats, queue list, ack, admin stats, unrouted paths) and compares statuses, content
 types and JSON shapes (keys and value types, not values). ``--with-stale`` also waits 61 s so the real
-server marks a worker stale (the double's clock is advanced instead). Exit status 1 when anything differs.
+server marks a worker stale (the double's clock is advanced instead). ``--conformance`` also replays the
+conformance cases of ``tests/unit/test_ojs_conformance.py`` against the real server and reports, per case,
+whether it fails at the step the double's list of disagreements names. Exit status 1 when anything differs.
 """
 
 from __future__ import annotations
@@ -192,12 +194,40 @@ def scenario(with_stale: bool) -> list[tuple[str, str, str, Any, str | None]]:
     return steps
 
 
+def replay_conformance(base: str) -> int:
+    """Replay the double's conformance cases on the real server; count cases whose outcome differs."""
+    import urllib3
+
+    from tests.ojsserver.replay import run_case
+    from tests.unit.test_ojs_conformance import CASES, DISAGREEMENTS
+
+    http = urllib3.PoolManager()
+    differing = 0
+    for path in CASES:
+        case = json.loads(path.read_text())
+        failures = run_case(case, base, http)
+        documented = DISAGREEMENTS.get(case["test_id"])
+        first = failures[0] if failures else None
+        if documented is None:
+            ok = first is None
+            outcome = "passes" if ok else f"FAILS at {first}"
+        else:
+            ok = first is not None and first[0] == documented[0]
+            outcome = f"fails at {first[0]} as documented" if ok else f"UNEXPECTED: {first}"
+        differing += not ok
+        print(f"[{'same' if ok else 'DIFF'}] conformance {case['test_id']} on the real server: {outcome}")
+    return differing
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("path", help="ojs-server binary, or a directory holding one as ./ojs-server")
     parser.add_argument("--with-stale", action="store_true", help="wait 61 s and compare stale workers")
+    parser.add_argument(
+        "--conformance", action="store_true", help="replay the conformance cases on the real server"
+    )
     args = parser.parse_args()
     binary = Path(args.path)
     if binary.is_dir():
@@ -245,6 +275,8 @@ def main() -> int:
                 time.sleep(61)
                 double.advance(61)
             if label == "health with the backend down":
+                if args.conformance:  # here: the cases leave queues and workers behind, and need redis up
+                    differences += replay_conformance(real.base)
                 procs[0].terminate()  # redis-server: the real server's PING fails
                 procs[0].wait(timeout=10)
                 double.set_healthy(False)
