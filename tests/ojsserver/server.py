@@ -1061,15 +1061,16 @@ class OJSTestServer:
         q = self._queues.get(name) or _Queue(name)
         counts = q.counts()
         if self.stats_shape == "spec":
+            # spec: ojs-http-binding.md §11.2 (no plain "completed": completed_last_hour; the double keeps no
+            # time window, so it reports every completion as within the hour).
+            stats = {k: counts[k] for k in ("available", "active", "scheduled", "retryable", "discarded")}
+            stats.update(completed_last_hour=counts["completed"], failed_last_hour=0)
             return _Reply(
                 200,
                 {
                     "queue": name,
                     "status": "paused" if q.paused else "active",
-                    "stats": {
-                        k: counts[k]
-                        for k in ("available", "active", "scheduled", "retryable", "completed", "discarded")
-                    },
+                    "stats": stats,
                     "computed_at": format_time(self.now()),
                 },
             )
