@@ -838,7 +838,8 @@ class OJSTestServer:
         if isinstance(job, _Reply):
             return job
         q = self._queue(job["queue"])
-        # ojs-backend-redis: internal/redis/jobs.go (Nack: requeue returns the job to available at once).
+        # ojs-backend-redis: internal/redis/jobs.go (Nack: requeue returns the job to available at once;
+        # without it the server schedules a retry as "retryable", which the double simplifies to available).
         if _object(raw).get("requeue") is True or job["attempt"] < job.get("max_attempts", 3):
             job["state"] = "available"
             q.available.append(job["id"])
