@@ -1,5 +1,23 @@
-"""A protocol-faithful OJS server for tests (the one test double the architecture allows)."""
+"""A model of the real OJS servers for tests (the one test double the architecture allows)."""
 
-from tests.ojsserver.server import FailMode, OJSTestServer, RecordedRequest, conformance_dir, uuid7
+from tests.ojsserver.server import (
+    PERSONALITIES,
+    FailMode,
+    OJSTestServer,
+    Personality,
+    RecordedRequest,
+    conformance_dir,
+    shared_dir,
+    uuid7,
+)
 
-__all__ = ["FailMode", "OJSTestServer", "RecordedRequest", "conformance_dir", "uuid7"]
+__all__ = [
+    "PERSONALITIES",
+    "FailMode",
+    "OJSTestServer",
+    "Personality",
+    "RecordedRequest",
+    "conformance_dir",
+    "shared_dir",
+    "uuid7",
+]
