@@ -683,3 +683,22 @@ def test_drain_invariants(
                 and ((pods.index(p) in not_ready) == (pods.index(v) in not_ready))
             ]
     assert plan.draining == (plan.replicas > desired)
+
+
+# ---------------------------------------------------------------------------- silent workers (SPEC §9.4)
+def test_silent_workers_count_as_stale_by_their_heartbeat_age() -> None:
+    from ojsctrl.ojs.drain import SILENT_WORKER_SECONDS, mark_silent, match_workers
+    from ojsctrl.ojs.model import WorkerInfo
+
+    now = 1_800_000_000.0
+    fresh = WorkerInfo("worker_web-1_7_1", 2, state="running", last_heartbeat=now - 5)
+    silent = WorkerInfo(
+        "worker_web-2_7_1", 2, state="running", last_heartbeat=now - SILENT_WORKER_SECONDS - 1
+    )
+    unknown = WorkerInfo("worker_web-3_7_1", 2, state="running")
+    marked = {w.id: w for w in mark_silent([fresh, silent, unknown], now)}
+    assert not marked[fresh.id].stale
+    assert marked[silent.id].stale
+    assert not marked[unknown.id].stale  # no heartbeat time reported: only the server's word counts
+    matched = match_workers(["web-1", "web-2", "web-3"], marked.values())
+    assert set(matched) == {"web-1", "web-3"}  # web-2's only worker went silent: the pod is unmatched

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -381,7 +382,9 @@ def test_workers_in_the_shapes_servers_and_spec_use(json_server: Callable[[Answe
     url = json_server(redis_like(items, asked))
     workers = {w.id: w for w in OJSClient(per_page=3).workers(url, None)}
     assert asked == [(1, 3), (2, 3), (3, 3)]
-    assert workers["worker_web-1_7_1733000000000000000"] == WorkerInfo(
+    web1 = workers["worker_web-1_7_1733000000000000000"]
+    assert web1.last_heartbeat is not None  # the server's RFC 3339 time, read
+    assert dataclasses.replace(web1, last_heartbeat=None) == WorkerInfo(
         "worker_web-1_7_1733000000000000000", 2, "running", directive="continue"
     )
     assert workers["worker_web-2_7_1"].quiet
@@ -730,3 +733,18 @@ def test_queue_stats_helpers() -> None:
     with pytest.raises(ValueError):
         QueueStats((QueueCounts("a"), QueueCounts("a")))
     assert WorkerInfo("w", 0, "quiet").quiet and WorkerInfo("w", 0).idle
+
+
+def test_null_lists_and_heartbeat_times_as_go_servers_write_them() -> None:
+    from ojsctrl.ojs.client import _optional_time, _parse_page
+
+    # ojs-backend-redis encodes an empty queue list as null (a nil slice).
+    assert _parse_page({"queues": None}, "queues", "http://x").items == []
+    with pytest.raises(OJSError):
+        _parse_page({}, "queues", "http://x")
+    assert _optional_time("2026-02-01T10:00:00.123456789Z", "t", "u") == pytest.approx(1769940000.123456)
+    assert _optional_time("2026-02-01T11:00:00+01:00", "t", "u") == 1769940000.0
+    assert _optional_time(None, "t", "u") is None
+    for bad in ("yesterday", "2026-02-01T10:00:00"):
+        with pytest.raises(OJSError, match="last_heartbeat|t "):
+            _optional_time(bad, "t", "u")

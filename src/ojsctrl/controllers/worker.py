@@ -44,7 +44,7 @@ from ojsctrl.controllers.common import (
 from ojsctrl.controllers.stats import PollResult, StatsPoller
 from ojsctrl.ojs.autoscale import History, WorkerScaling, initial_replicas, worker_desired
 from ojsctrl.ojs.client import OJSClient, url_for
-from ojsctrl.ojs.drain import DELETION_COST_ANNOTATION, DrainPlan, plan_drain
+from ojsctrl.ojs.drain import DELETION_COST_ANNOTATION, DrainPlan, mark_silent, plan_drain
 from ojsctrl.ojs.quiet import QuietSender, quiet_client
 from ojsctrl.runtime.apply import Applier, controller_ref
 from ojsctrl.runtime.client import (
@@ -553,7 +553,7 @@ class _Run:
         names = sorted(p["metadata"]["name"] for p in pods)
         url = url_for(self.r.options.url_template, self.cluster_obj["metadata"]["name"], self.ns)
         try:
-            workers = self.r.ojs.workers(url, api_key)
+            workers = mark_silent(self.r.ojs.workers(url, api_key), time.time())
         except Exception as e:
             # Without the workers list a scale-down could kill busy workers: hold and retry.
             return current, "StatsUnavailable", f"cannot read workers for the drain: {str(e)[:200]}"

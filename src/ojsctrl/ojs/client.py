@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
@@ -169,7 +170,10 @@ class _Page:
 
 
 def _parse_page(body: dict[str, Any], items_key: str, url: str) -> _Page:
-    items = _as_list(body.get(items_key), items_key, url)
+    raw_items = body.get(items_key)
+    # A Go server encodes an empty (nil) slice as null: ojs-backend-redis answers `"queues": null` on
+    # GET /ojs/v1/queues when there is no queue (tests/ojsserver/README.md, checked side by side).
+    items = [] if raw_items is None and items_key in body else _as_list(raw_items, items_key, url)
     pagination = body.get("pagination")
     if pagination is None:
         return _Page(items, None, None)
@@ -231,6 +235,20 @@ def _optional_text(value: Any, what: str, url: str) -> str:
     return value
 
 
+def _optional_time(value: Any, what: str, url: str) -> float | None:
+    """An optional RFC 3339 time (servers write Go's time.RFC3339 or RFC3339Nano); None when absent."""
+    text = _optional_text(value, what, url)
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)  # 3.11+: "Z" and nanoseconds too
+    except ValueError:
+        raise _invalid(f"{what} must be an RFC 3339 time", url) from None
+    if parsed.tzinfo is None:
+        raise _invalid(f"{what} must carry a time zone", url)
+    return parsed.timestamp()
+
+
 def _as_active_jobs(value: Any, what: str, url: str) -> int:
     # Servers report a count (ojs-backend-redis admin_list.go: `active_jobs` int); the heartbeat they
     # accept carries a list of job ids, and a server that echoes it would report the list: count it.
@@ -252,6 +270,7 @@ def _parse_worker(item: Any, url: str) -> WorkerInfo:
         pod = _optional_text(meta.get("kubernetes_pod"), f"metadata.kubernetes_pod {who}", url)
     return WorkerInfo(
         id=worker_id,
+        last_heartbeat=_optional_time(obj.get("last_heartbeat"), f"last_heartbeat {who}", url),
         active_jobs=_as_active_jobs(obj.get("active_jobs"), f"active_jobs {who}", url),
         state=_optional_text(obj.get("state"), f"state {who}", url).lower(),
         directive=_optional_text(obj.get("directive"), f"directive {who}", url).lower(),

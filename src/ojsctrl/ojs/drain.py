@@ -21,7 +21,7 @@ match only through a server that reports ``hostname`` or ``metadata.kubernetes_p
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Final
 
@@ -50,6 +50,20 @@ UNMATCHED_DELETION_COST: Final = 0
 """Cost of pods no live worker matches: their busyness is unknown, so they rank between idle and busy."""
 GO_SDK_ID_PREFIX: Final = "worker_"
 _MAX_DELETION_COST: Final = 2**31 - 1  # the annotation is an int32
+
+
+SILENT_WORKER_SECONDS: Final = 90.0
+"""A worker whose last heartbeat is older than this is treated as stale. Servers that judge staleness use
+60 s (ojs-backend-redis ``internal/redis/workers.go``); the 30 s beyond it absorb clock skew between the
+server, which stamps the heartbeat, and the operator, which reads it."""
+
+
+def mark_silent(workers: Iterable[WorkerInfo], now: float) -> list[WorkerInfo]:
+    """``workers`` with those silent for :data:`SILENT_WORKER_SECONDS` (by the heartbeat time the server
+    reports, against ``now`` in seconds since the epoch) marked ``stale``: postgres, nats, sqs and lite
+    never mark a worker stale themselves, so a dead pod's record would otherwise look alive forever."""
+    cutoff = now - SILENT_WORKER_SECONDS
+    return [replace(w, state="stale") if not w.stale and w.silent_since(cutoff) else w for w in workers]
 
 
 def pod_of(worker: WorkerInfo, pods: Collection[str]) -> str | None:

@@ -101,6 +101,8 @@ class WorkerInfo:
     directive: str = ""
     hostname: str = ""
     pod: str = ""
+    last_heartbeat: float | None = None
+    """Seconds since the epoch of the worker's last heartbeat, when the server says (RFC 3339 on the wire)."""
 
     @property
     def idle(self) -> bool:
@@ -115,6 +117,14 @@ class WorkerInfo:
         from its next heartbeat, so asking again before that would change nothing.
         """
         return self.state.lower() in QUIET_STATES or self.directive.lower() in QUIET_STATES
+
+    def silent_since(self, cutoff: float) -> bool:
+        """True when the server reports a last heartbeat older than ``cutoff`` (seconds since the epoch).
+
+        Only redis and kafka mark a silent worker ``stale`` themselves; postgres, nats, sqs and lite keep
+        reporting it as running (their ``ListWorkers`` has no staleness check), so the operator judges the
+        heartbeat's age itself."""
+        return self.last_heartbeat is not None and self.last_heartbeat < cutoff
 
     @property
     def stale(self) -> bool:
