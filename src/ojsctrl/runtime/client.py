@@ -368,6 +368,7 @@ class Client:
         accept: str = "application/json",
         timeout: float | None = None,
         target: str | None = None,
+        max_retries: int | None = None,
     ) -> Any:
         """One API call with rate limiting and bounded retries; returns the decoded JSON body.
 
@@ -376,8 +377,10 @@ class Client:
         its resourceVersion, apply, DELETE), and connection failures for those same requests. A POST is
         not repeated after the request may have reached the server unless the server said when to come
         back: a 504 may mean the object was created after all. ``timeout`` bounds the read and the
-        connect (the shorter of it and the client's connect timeout).
+        connect (the shorter of it and the client's connect timeout); ``max_retries`` overrides the
+        client's retry budget for this call (0: one attempt, for callers with their own deadline).
         """
+        retries = self.options.max_retries if max_retries is None else max_retries
         url = self.host + path
         if params:
             url += "?" + urllib.parse.urlencode(
@@ -417,7 +420,7 @@ class Client:
                 connect_failure = isinstance(
                     e, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
                 )
-                if attempt <= self.options.max_retries and (idempotent or connect_failure):
+                if attempt <= retries and (idempotent or connect_failure):
                     time.sleep(self._backoff(attempt))
                     continue
                 raise TransportError(0, "TransportError", str(e), method=method, target=target) from e
@@ -430,7 +433,7 @@ class Client:
             retryable = (resp.status in (503, 504) and idempotent) or (
                 retry_after is not None and (resp.status == 429 or resp.status >= 500)
             )
-            if retryable and attempt <= self.options.max_retries:
+            if retryable and attempt <= retries:
                 time.sleep(min(retry_after, 10.0) if retry_after is not None else self._backoff(attempt))
                 continue
             raise _error_from(resp.status, resp.data, method, target, retry_after)

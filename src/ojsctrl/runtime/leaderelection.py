@@ -177,7 +177,12 @@ class LeaderElector:
                 0, "Timeout", "the renew deadline passed", method=method, target=f"lease {self.name}"
             )
         return self.client.request(
-            method, path, body=body, timeout=left, target=f"lease {self.namespace}/{self.name}"
+            method,
+            path,
+            body=body,
+            timeout=left,
+            target=f"lease {self.namespace}/{self.name}",
+            max_retries=0,  # the loop is the retry; a retry inside one attempt could outlive it
         )
 
     def try_acquire_or_renew(self, timeout: float | None = None) -> bool:
