@@ -240,7 +240,7 @@ def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert _parse_retry_after(value) == expected
 
 
-# --------------------------------------------------------------------------- retries, against a loopback server
+# ------------------------------------------------------------------- retries, against a loopback server
 class _Unavailable(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen: ClassVar[list[str]] = []
