@@ -235,7 +235,8 @@ def test_shutdown_releases_the_lease_only_when_no_reconcile_runs(plane: ControlP
         exit_on_lost_lease=lambda code: None,
     )
     controller = Controller(f"drain-{identity}", reconcile)
-    controller.watch_primary(manager.informers.informer(CONFIGMAPS, label_selector="ojsctrl-test/source=true"))
+    sources = manager.informers.informer(CONFIGMAPS, label_selector="ojsctrl-test/source=true")
+    controller.watch_primary(sources)
     manager.add_controller(controller)
     codes: list[int] = []
     runner = threading.Thread(target=lambda: codes.append(manager.run()), daemon=True)
