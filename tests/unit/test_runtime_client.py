@@ -305,3 +305,18 @@ def test_post_is_repeated_when_the_server_says_when(unavailable: tuple[Client, t
     with pytest.raises(ApiError):
         client.create(CONFIGMAPS, {"metadata": {"name": "x"}}, "ns")
     assert handler.seen == ["POST"] * 3
+
+
+def test_derive_shares_the_server_and_credentials_but_not_the_pool_or_options() -> None:
+    from kubernetes import client as k8s
+
+    cfg = k8s.Configuration()
+    cfg.host = "https://127.0.0.1:6443"
+    cfg.api_key = {"BearerToken": "Bearer secret"}
+    shared = Client(cfg, ClientOptions(max_retries=5, timeout=30))
+    own = shared.derive(ClientOptions(max_retries=0, timeout=2, user_agent="x/leader-election"))
+    assert own.host == shared.host
+    assert own._headers(None, "application/json")["Authorization"] == "Bearer secret"
+    assert own._pool is not shared._pool and own._bucket is not shared._bucket
+    assert (own.options.max_retries, own.options.timeout) == (0, 2)
+    assert shared.options.max_retries == 5
