@@ -136,6 +136,7 @@ def test_silent_stream_is_detected_and_recovered(raw_plane: ControlPlane) -> Non
     ns = namespace(raw_plane, "inf-stall")
     client = driver(raw_plane)
     inf, rec = _informer(raw_plane, ns, inactivity_timeout=3.0)
+
     def detected() -> float:
         # A stream that goes silent ends by the inactivity timeout ("inactive"), a watch opened on the
         # frozen server gets no answer ("error"): either says the silence was noticed.
