@@ -196,3 +196,65 @@ def test_losing_the_lease_stops_the_process(plane: ControlPlane, procs: list[Ope
     client.replace(LEASES, obj, ns)
     assert a.wait(20) == 1
     assert "leadership lost" in a.logs()
+
+
+@pytest.mark.parametrize("stuck", [False, True], ids=["drained", "reconcile-still-running"])
+def test_shutdown_releases_the_lease_only_when_no_reconcile_runs(plane: ControlPlane, stuck: bool) -> None:
+    import threading
+
+    from ojsctrl.runtime.client import Client
+    from ojsctrl.runtime.controller import Controller, Request, Result
+    from ojsctrl.runtime.manager import Manager, ManagerOptions
+
+    ns = namespace(plane, "drain")
+    client = driver(plane)
+    lease, identity = f"drain-{uuid.uuid4().hex[:6]}", f"m-{uuid.uuid4().hex[:6]}"
+    entered, release = threading.Event(), threading.Event()
+
+    def reconcile(req: Request) -> Result | None:
+        entered.set()
+        if stuck:
+            release.wait(30)
+        return None
+
+    manager = Manager(
+        Client.from_kubeconfig(str(plane.kubeconfig)),
+        ManagerOptions(
+            metrics_bind_address="0",
+            health_probe_bind_address="0",
+            leader_elect=True,
+            leader_election_id=lease,
+            leader_election_namespace=ns,
+            namespaces=[ns],
+            lease_duration=6.0,
+            renew_deadline=4.0,
+            retry_period=1.0,
+            graceful_shutdown_timeout=1.0,
+            identity=identity,
+        ),
+        exit_on_lost_lease=lambda code: None,
+    )
+    controller = Controller(f"drain-{identity}", reconcile)
+    sources = manager.informers.informer(CONFIGMAPS, label_selector="ojsctrl-test/source=true")
+    controller.watch_primary(sources)
+    manager.add_controller(controller)
+    codes: list[int] = []
+    runner = threading.Thread(target=lambda: codes.append(manager.run()), daemon=True)
+    runner.start()
+    try:
+        wait_until("leads", lambda: _holder(client, ns, lease) == identity, 30)
+        client.create(CONFIGMAPS, configmap(ns, "src", SOURCE))
+        assert entered.wait(30)
+        if not stuck:
+            wait_until("reconcile done", lambda: controller.active() == 0, 10)
+        manager.stop_event.set()
+        runner.join(30)
+        assert codes == [0]
+        if stuck:
+            # A reconcile may still write: the lease stays ours until it expires.
+            assert _holder(client, ns, lease) == identity
+        else:
+            assert _holder(client, ns, lease) == ""
+    finally:
+        release.set()
+        manager.stop_event.set()

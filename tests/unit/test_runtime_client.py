@@ -1,8 +1,13 @@
-"""Unit tests for the pure parts of ojsctrl.runtime.client: paths, keys, error mapping, rate limiting."""
+"""Unit tests for ojsctrl.runtime.client: paths, keys, error mapping, rate limiting, and retries against a
+loopback server."""
 
 from __future__ import annotations
 
+import http.server
+import threading
 import time
+from collections.abc import Iterator
+from typing import ClassVar
 
 import orjson
 import pytest
@@ -16,6 +21,8 @@ from ojsctrl.runtime.client import (
     PODS,
     AlreadyExistsError,
     ApiError,
+    Client,
+    ClientOptions,
     ConflictError,
     ForbiddenError,
     GoneError,
@@ -231,3 +238,85 @@ def test_token_bucket_burst_at_least_one() -> None:
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:
     assert _parse_retry_after(value) == expected
+
+
+# ------------------------------------------------------------------- retries, against a loopback server
+class _Unavailable(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[str]] = []
+    retry_after: ClassVar[str | None] = None
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _answer(self) -> None:
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            self.rfile.read(n)
+        type(self).seen.append(self.command)
+        body = b'{"kind":"Status","code":503,"reason":"ServiceUnavailable","message":"busy"}'
+        self.send_response(503)
+        if type(self).retry_after is not None:
+            self.send_header("Retry-After", type(self).retry_after)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = _answer
+
+
+@pytest.fixture
+def unavailable() -> Iterator[tuple[Client, type[_Unavailable]]]:
+    from kubernetes import client as k8s
+
+    handler = type("Handler", (_Unavailable,), {"seen": [], "retry_after": None})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    cfg = k8s.Configuration()
+    cfg.host = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield Client(cfg, ClientOptions(max_retries=2)), handler
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_post_is_not_repeated_on_503_without_retry_after(
+    unavailable: tuple[Client, type[_Unavailable]],
+) -> None:
+    client, handler = unavailable
+    with pytest.raises(ApiError) as e:
+        client.create(CONFIGMAPS, {"metadata": {"name": "x"}}, "ns")
+    assert e.value.status == 503
+    assert handler.seen == ["POST"], "a POST may have created the object: it must not be sent twice"
+
+
+def test_get_and_put_are_repeated_on_503(unavailable: tuple[Client, type[_Unavailable]]) -> None:
+    client, handler = unavailable
+    with pytest.raises(ApiError):
+        client.get(CONFIGMAPS, "x", "ns")
+    with pytest.raises(ApiError):
+        client.replace(CONFIGMAPS, {"metadata": {"name": "x", "resourceVersion": "1"}}, "ns")
+    assert handler.seen == ["GET"] * 3 + ["PUT"] * 3
+
+
+def test_post_is_repeated_when_the_server_says_when(unavailable: tuple[Client, type[_Unavailable]]) -> None:
+    client, handler = unavailable
+    handler.retry_after = "0"
+    with pytest.raises(ApiError):
+        client.create(CONFIGMAPS, {"metadata": {"name": "x"}}, "ns")
+    assert handler.seen == ["POST"] * 3
+
+
+def test_derive_shares_the_server_and_credentials_but_not_the_pool_or_options() -> None:
+    from kubernetes import client as k8s
+
+    cfg = k8s.Configuration()
+    cfg.host = "https://127.0.0.1:6443"
+    cfg.api_key = {"BearerToken": "Bearer secret"}
+    shared = Client(cfg, ClientOptions(max_retries=5, timeout=30))
+    own = shared.derive(ClientOptions(max_retries=0, timeout=2, user_agent="x/leader-election"))
+    assert own.host == shared.host
+    assert own._headers(None, "application/json")["Authorization"] == "Bearer secret"
+    assert own._pool is not shared._pool and own._bucket is not shared._bucket
+    assert (own.options.max_retries, own.options.timeout) == (0, 2)
+    assert shared.options.max_retries == 5

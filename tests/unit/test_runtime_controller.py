@@ -279,6 +279,70 @@ def test_stop_waits_for_in_flight_reconcile(controllers: Callable[..., Controlle
     assert sample("controller_runtime_reconcile_total", controller=name, result="success") == 1
 
 
+def test_stop_takes_no_item_from_the_backlog(controllers: Callable[..., Controller]) -> None:
+    name = unique("backlog")
+    entered = threading.Event()
+    release = threading.Event()
+    seen: list[Request] = []
+
+    def reconcile(req: Request) -> Result | None:
+        seen.append(req)
+        entered.set()
+        release.wait(10)
+        return None
+
+    c = controllers(name, reconcile)
+    c.start()
+    c.queue.add(REQ)
+    assert entered.wait(DEADLINE)
+    for i in range(5):
+        c.queue.add(Request("ns", f"queued-{i}"))
+    stopped: list[bool] = []
+    t = threading.Thread(target=lambda: stopped.append(c.stop(timeout=10)))
+    t.start()
+    time.sleep(0.1)
+    release.set()
+    t.join(DEADLINE)
+    assert stopped == [True]
+    # The running reconcile finished; nothing queued behind it was started during shutdown.
+    assert seen == [REQ]
+
+
+def test_stop_reports_a_reconcile_still_running(controllers: Callable[..., Controller]) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def reconcile(req: Request) -> Result | None:
+        entered.set()
+        release.wait(10)
+        return None
+
+    c = controllers(unique("stuck"), reconcile)
+    c.start()
+    c.queue.add(REQ)
+    assert entered.wait(DEADLINE)
+    started = time.monotonic()
+    assert c.stop(timeout=0.3) is False
+    assert time.monotonic() - started < 2
+    release.set()
+
+
+def test_workers_take_no_item_without_leadership(controllers: Callable[..., Controller]) -> None:
+    leading = [True]
+    rec = Recording()
+    c = controllers(unique("gate"), rec)
+    c.leader_gate = lambda: leading[0]
+    c.start()
+    c.queue.add(REQ)
+    assert wait_for(lambda: rec.count() == 1)
+    leading[0] = False
+    c.queue.add(Request("ns", "after-loss"))
+    time.sleep(0.5)
+    assert rec.count() == 1, "an item was reconciled after leadership ended"
+    leading[0] = True
+    assert wait_for(lambda: rec.count() == 2)
+
+
 def test_concurrent_workers_never_share_a_key(controllers: Callable[..., Controller]) -> None:
     name = unique("concurrent")
     lock = threading.Lock()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -184,3 +189,54 @@ def test_parse_bind_address(address: str, expected: tuple[str, int] | None) -> N
 def test_parse_bind_address_rejects_bad_port() -> None:
     with pytest.raises(ValueError):
         parse_bind_address(":http")
+
+
+def test_idle_connections_neither_pile_up_threads_nor_lock_out_probes() -> None:
+    n = 400 if os.environ.get("OJSCTRL_FULL") == "1" else 120
+    healthz = Checks()
+    healthz.add("ping", lambda: None)
+    server = EndpointServer(("127.0.0.1", 0), healthz=healthz, name="health-test")
+    server.start()
+    idle: list[socket.socket] = []
+    try:
+        before = threading.active_count()
+        for _ in range(n):
+            with contextlib.suppress(OSError):
+                idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        time.sleep(0.5)
+        grown = threading.active_count() - before
+        assert grown <= 40, f"{n} idle connections made {grown} threads"
+        for _ in range(3):
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as r:
+                assert r.status == 200 and r.read() == b"ok"
+    finally:
+        for s in idle:
+            s.close()
+        server.stop()
+
+
+def test_a_request_trickled_byte_by_byte_meets_the_header_deadline() -> None:
+    server = EndpointServer(("127.0.0.1", 0), healthz=Checks(), header_timeout=1.0, idle_timeout=5.0)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            started = time.monotonic()
+            closed = False
+            for ch in b"GET /healthz HTTP/1.1\r\nHost: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx":
+                try:
+                    s.sendall(bytes([ch]))
+                    s.settimeout(0.2)
+                    if s.recv(10) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    pass
+                except OSError:
+                    closed = True
+                    break
+                if time.monotonic() - started > 4:
+                    break
+            assert closed, "a trickling client kept its connection past the header deadline"
+            assert time.monotonic() - started < 3
+    finally:
+        server.stop()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import pytest
 
-from ojsctrl.runtime.client import Client
+from ojsctrl.runtime.client import ApiError, Client, ClientOptions
 from ojsctrl.runtime.leaderelection import LeaderElector, LeaseRecord, decide
 
 ME = "me"
@@ -122,3 +127,210 @@ def test_elector_rejects_renew_deadline_within_jittered_retry(renew: float, retr
 def test_elector_accepts_renew_deadline_just_above_jittered_retry() -> None:
     e = _elector(lease_duration=15.0, renew_deadline=2.5, retry_period=2.0)
     assert e.renew_deadline == 2.5
+
+
+# --------------------------------------------------------------------------- against a loopback server
+class LeaseServer:
+    """A loopback HTTP endpoint holding one Lease with resourceVersion checks, whose answers can be
+    held back (`hang`) to play an API server or network that stops answering."""
+
+    def __init__(self) -> None:
+        self.lease: dict[str, Any] | None = None
+        self.rv = 0
+        self.lock = threading.Lock()
+        self.hang = threading.Event()
+        self.unblock = threading.Event()
+        self.puts: list[float] = []  # receive times (monotonic) of successful PUTs
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _body(self) -> dict[str, Any]:
+                n = int(self.headers.get("Content-Length") or 0)
+                out: dict[str, Any] = json.loads(self.rfile.read(n)) if n else {}
+                return out
+
+            def _hold(self) -> bool:
+                if owner.hang.is_set():
+                    owner.unblock.wait(30)
+                    return True
+                return False
+
+            def do_GET(self) -> None:
+                if self._hold():
+                    return
+                with owner.lock:
+                    if owner.lease is None:
+                        self._answer(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+                    else:
+                        self._answer(200, owner.lease)
+
+            def do_POST(self) -> None:
+                body = self._body()
+                if self._hold():
+                    return
+                with owner.lock:
+                    if owner.lease is not None:
+                        self._answer(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
+                        return
+                    owner.rv += 1
+                    body["metadata"]["resourceVersion"] = str(owner.rv)
+                    owner.lease = body
+                    self._answer(201, body)
+
+            def do_PUT(self) -> None:
+                received = time.monotonic()
+                body = self._body()
+                if self._hold():
+                    return
+                with owner.lock:
+                    assert owner.lease is not None
+                    if body["metadata"].get("resourceVersion") != owner.lease["metadata"]["resourceVersion"]:
+                        self._answer(409, {"kind": "Status", "code": 409, "reason": "Conflict"})
+                        return
+                    owner.rv += 1
+                    body["metadata"]["resourceVersion"] = str(owner.rv)
+                    owner.lease = body
+                    owner.puts.append(received)
+                    self._answer(200, body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def client(self) -> Client:
+        from kubernetes import client as k8s
+
+        cfg = k8s.Configuration()
+        cfg.host = self.url
+        # The shared client's defaults (30 s reads, retries): the elector must bound them itself.
+        return Client(cfg, ClientOptions())
+
+    def close(self) -> None:
+        self.unblock.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def lease_server() -> Iterator[LeaseServer]:
+    s = LeaseServer()
+    yield s
+    s.close()
+
+
+def _wait(cond: Callable[[], bool], timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
+
+
+@pytest.mark.timeout(30)
+def test_a_hung_renewal_ends_leadership_at_the_renew_deadline(lease_server: LeaseServer) -> None:
+    stopped_at: list[float] = []
+    e = LeaderElector(
+        lease_server.client(),
+        namespace="ns",
+        name="lease",
+        identity=ME,
+        lease_duration=3.0,
+        renew_deadline=2.0,
+        retry_period=0.4,
+        on_stopped_leading=lambda: stopped_at.append(time.monotonic()),
+    )
+    stop = threading.Event()
+    t = threading.Thread(target=e.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        assert _wait(lambda: e.is_leader, 5)
+        assert _wait(lambda: len(lease_server.puts) >= 2, 5)  # renewing
+        lease_server.hang.set()
+        hung = time.monotonic()
+        assert _wait(lambda: not e.is_leader, 5), "still leading long after the renew deadline"
+        lost = time.monotonic()
+        last_renewal = lease_server.puts[-1]
+        # The deadline counts from the last renewal's send time, which precedes its arrival here.
+        assert lost - last_renewal <= 2.0 + 0.25, f"led {lost - last_renewal:.2f}s after the last renewal"
+        assert lost - hung <= 2.0 + 0.25
+        assert _wait(lambda: bool(stopped_at), 1), "on_stopped_leading not called while the call hangs"
+        assert stopped_at[0] - last_renewal <= 2.0 + 0.35
+        t.join(1)
+        assert not t.is_alive()
+    finally:
+        stop.set()
+
+
+@pytest.mark.timeout(30)
+def test_one_attempt_is_bounded_by_its_timeout(lease_server: LeaseServer) -> None:
+    e = LeaderElector(lease_server.client(), namespace="ns", name="lease", identity=ME)
+    lease_server.hang.set()
+    started = time.monotonic()
+    with pytest.raises(ApiError):
+        e.try_acquire_or_renew(timeout=0.5)
+    assert time.monotonic() - started < 0.5 + 0.4
+
+
+@pytest.mark.timeout(30)
+def test_a_renewal_counts_from_when_it_was_sent(lease_server: LeaseServer) -> None:
+    e = LeaderElector(lease_server.client(), namespace="ns", name="lease", identity=ME)
+    before = time.monotonic()
+    assert e.try_acquire_or_renew()
+    assert e.try_acquire_or_renew()
+    sent = e.last_success_sent
+    assert sent is not None and before <= sent <= lease_server.puts[-1]
+
+
+@pytest.mark.timeout(30)
+def test_release_hands_the_lease_over_and_a_standby_takes_it(lease_server: LeaseServer) -> None:
+    a = LeaderElector(
+        lease_server.client(),
+        namespace="ns",
+        name="lease",
+        identity="a",
+        lease_duration=3.0,
+        renew_deadline=2.0,
+        retry_period=0.4,
+    )
+    b = LeaderElector(
+        lease_server.client(),
+        namespace="ns",
+        name="lease",
+        identity="b",
+        lease_duration=3.0,
+        renew_deadline=2.0,
+        retry_period=0.4,
+    )
+    stop_a, stop_b = threading.Event(), threading.Event()
+    ta = threading.Thread(target=a.run, args=(stop_a,), daemon=True)
+    ta.start()
+    assert _wait(lambda: a.is_leader, 5)
+    tb = threading.Thread(target=b.run, args=(stop_b,), daemon=True)
+    tb.start()
+    time.sleep(0.5)
+    assert not b.is_leader
+    stop_a.set()
+    ta.join(3)
+    assert not a.is_leader
+    assert a.release()
+    assert _wait(lambda: b.is_leader, 2), "the standby did not take a released lease within a retry"
+    stop_b.set()

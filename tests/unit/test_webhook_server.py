@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -233,28 +234,100 @@ def test_idle_and_handshake_timeouts_close_the_connection(tmp_path: Path) -> Non
         e.server.stop()
 
 
-def test_connections_are_bounded(tmp_path: Path) -> None:
-    e = Env(tmp_path, WebhookOptions(max_connections=1))
+def test_connections_are_bounded_and_idle_ones_make_room(tmp_path: Path) -> None:
+    e = Env(tmp_path, WebhookOptions(max_connections=2))
     try:
+        # One connection busy with a review whose handler blocks, one idle after its handshake.
+        e.release.clear()
+        busy: list[int] = []
+        t = threading.Thread(target=lambda: busy.append(e.post("/echo", review("busy"))[0]))
+        t.start()
+        assert wait_for(lambda: len(e.seen) == 1)
         held = _raw_tls(e)
-        with pytest.raises((ssl.SSLError, OSError)):
-            extra = _raw_tls(e)
-            extra.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert extra.recv(10) != b""
-            extra.close()
-        held.close()
-        # The slot comes back.
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                assert e.post("/echo", review())[0] == 200
-                break
-            except (ssl.SSLError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        held.settimeout(5)
+        # A third client is served: the idle connection gives up its slot, the busy one keeps it.
+        assert e.post("/echo", review("third"))[0] == 200
+        assert held.recv(10) == b""
+        e.release.set()
+        t.join(5)
+        assert busy == [200]
+    finally:
+        e.release.set()
+        e.server.stop()
+
+
+def _slow_client(port: int, ctx: ssl.SSLContext, opened: list[socket.socket]) -> None:
+    try:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        opened.append(raw)
+        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        opened.append(s)
+        s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n")  # and never the rest of the headers
+    except (OSError, ssl.SSLError):
+        pass
+
+
+def test_slow_header_connections_do_not_lock_out_a_real_review(tmp_path: Path) -> None:
+    limit = 128 if os.environ.get("OJSCTRL_FULL") == "1" else 16
+    e = Env(tmp_path, WebhookOptions(max_connections=limit))
+    opened: list[socket.socket] = []
+    try:
+        attackers = [
+            threading.Thread(target=_slow_client, args=(e.server.port, e.context(), opened))
+            for _ in range(2 * limit)
+        ]
+        for t in attackers:
+            t.start()
+        for t in attackers:
+            t.join(10)
+        for i in range(3):
+            started = time.monotonic()
+            status, body, _ = e.post("/echo", review(f"real-{i}"))
+            assert status == 200 and json.loads(body)["response"]["uid"] == f"real-{i}"
+            assert time.monotonic() - started < 3
+    finally:
+        for sock in opened:
+            with contextlib.suppress(OSError):
+                sock.close()
+        e.server.stop()
+
+
+def test_headers_trickled_slowly_meet_the_header_deadline(tmp_path: Path) -> None:
+    e = Env(tmp_path, WebhookOptions(header_timeout=1.0, idle_timeout=5.0))
+    try:
+        with _raw_tls(e) as s:
+            started = time.monotonic()
+            closed = False
+            for ch in b"POST /echo HTTP/1.1\r\nHost: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx":
+                try:
+                    s.sendall(bytes([ch]))
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.2)
+                if time.monotonic() - started > 4:
+                    break
+            if not closed:
+                s.settimeout(1)
+                try:
+                    closed = s.recv(10) == b""
+                except TimeoutError:
+                    closed = False
+                except OSError:
+                    closed = True  # reset
+            assert closed, "a trickling client kept its connection past the header deadline"
+            assert time.monotonic() - started < 3
     finally:
         e.server.stop()
+
+
+def wait_for(cond: Any, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return bool(cond())
 
 
 def test_tls_12_is_the_minimum(env: Env) -> None:

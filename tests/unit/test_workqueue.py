@@ -170,6 +170,10 @@ def test_no_parallel_processing_of_one_key_and_no_lost_adds() -> None:
         t.start()
     for t in producers:
         t.join(10)
+    # Shutdown hands out nothing more, so wait for the workers to empty the queue first.
+    give_up = time.monotonic() + 10
+    while (q.len() or q._processing) and time.monotonic() < give_up:
+        time.sleep(0.01)
     assert q.shut_down_with_drain(10)
     for t in workers:
         t.join(10)
@@ -203,14 +207,28 @@ def test_shut_down_wakes_blocked_getters() -> None:
     assert q.shutting_down()
 
 
-def test_shut_down_hands_out_queued_items_then_reports_shutdown() -> None:
+@pytest.mark.parametrize("drain", [False, True])
+def test_shut_down_hands_out_nothing_more_even_with_a_backlog(drain: bool) -> None:
     q: Queue[str] = Queue()
     q.add("a")
     q.add("b")
-    q.shut_down()
+    if drain:
+        assert q.shut_down_with_drain(PROMPT)  # nothing processing: returns at once
+    else:
+        q.shut_down()
     q.add("c")  # ignored
+    assert q.get(timeout=PROMPT) == (None, True)
+    assert q.get(timeout=PROMPT) == (None, True)
+
+
+def test_shut_down_during_processing_stops_a_dirty_item_from_coming_back() -> None:
+    q: Queue[str] = Queue()
+    q.add("a")
     assert q.get(timeout=PROMPT) == ("a", False)
-    assert q.get(timeout=PROMPT) == ("b", False)
+    q.add("a")  # dirty while processing
+    q.add("b")
+    q.shut_down()
+    q.done("a")
     assert q.get(timeout=PROMPT) == (None, True)
 
 

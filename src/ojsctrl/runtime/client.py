@@ -119,6 +119,13 @@ class TransportError(ApiError):
     """No HTTP answer at all: refused, reset, or timed out."""
 
 
+class WatchInactiveError(TransportError):
+    """A watch stream on which nothing, not even a bookmark, arrived for the inactivity timeout.
+
+    Normal on servers or proxies that send no bookmarks over a quiet resource: the watch is reopened at
+    once and this is not a failure."""
+
+
 _ERROR_TYPES: dict[int, type[ApiError]] = {
     403: ForbiddenError,
     404: NotFoundError,
@@ -305,6 +312,14 @@ class Client:
         self._bucket = TokenBucket(self.options.qps, self.options.burst)
 
     # ------------------------------------------------------------------ construction
+    def derive(self, options: ClientOptions) -> Client:
+        """A separate client on the same REST configuration (server, credentials, CA) with its own
+        connection pool, rate limiter and options. Leader election uses one, so its short deadlines do
+        not queue behind the shared client's limiter, retries or busy connections."""
+        import copy
+
+        return Client(copy.deepcopy(self._config), options)
+
     @classmethod
     def from_kubeconfig(
         cls, path: str | None = None, context: str | None = None, options: ClientOptions | None = None
@@ -353,13 +368,19 @@ class Client:
         accept: str = "application/json",
         timeout: float | None = None,
         target: str | None = None,
+        max_retries: int | None = None,
     ) -> Any:
         """One API call with rate limiting and bounded retries; returns the decoded JSON body.
 
-        Retries: 429 and 5xx answers carrying Retry-After (as client-go does), 503/504 always, and
-        connection failures for requests that are safe to repeat (GET, apply, DELETE). A POST is not
-        repeated after the request may have reached the server.
+        Retries: 429 and 5xx answers carrying Retry-After (the server asks for it, as client-go
+        honours), 503/504 without Retry-After only for requests that are safe to repeat (GET, PUT with
+        its resourceVersion, apply, DELETE), and connection failures for those same requests. A POST is
+        not repeated after the request may have reached the server unless the server said when to come
+        back: a 504 may mean the object was created after all. ``timeout`` bounds the read and the
+        connect (the shorter of it and the client's connect timeout); ``max_retries`` overrides the
+        client's retry budget for this call (0: one attempt, for callers with their own deadline).
         """
+        retries = self.options.max_retries if max_retries is None else max_retries
         url = self.host + path
         if params:
             url += "?" + urllib.parse.urlencode(
@@ -386,7 +407,8 @@ class Client:
                     body=data,
                     headers=self._headers(content_type, accept),
                     timeout=urllib3.Timeout(
-                        connect=self.options.connect_timeout, read=timeout or self.options.timeout
+                        connect=min(self.options.connect_timeout, timeout or self.options.connect_timeout),
+                        read=timeout or self.options.timeout,
                     ),
                     preload_content=True,
                     redirect=False,
@@ -398,7 +420,7 @@ class Client:
                 connect_failure = isinstance(
                     e, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
                 )
-                if attempt <= self.options.max_retries and (idempotent or connect_failure):
+                if attempt <= retries and (idempotent or connect_failure):
                     time.sleep(self._backoff(attempt))
                     continue
                 raise TransportError(0, "TransportError", str(e), method=method, target=target) from e
@@ -408,10 +430,10 @@ class Client:
                 raw = resp.data
                 return orjson.loads(raw) if raw else None
             retry_after = _parse_retry_after(resp.headers.get("Retry-After"))
-            retryable = resp.status in (503, 504) or (
+            retryable = (resp.status in (503, 504) and idempotent) or (
                 retry_after is not None and (resp.status == 429 or resp.status >= 500)
             )
-            if retryable and attempt <= self.options.max_retries:
+            if retryable and attempt <= retries:
                 time.sleep(min(retry_after, 10.0) if retry_after is not None else self._backoff(attempt))
                 continue
             raise _error_from(resp.status, resp.data, method, target, retry_after)
@@ -646,7 +668,8 @@ class Client:
         """Stream watch events until the server ends the watch or the stream goes silent.
 
         The socket read timeout is the inactivity timeout: a stream on which nothing, not even a
-        bookmark, arrives for that long raises TransportError, so a frozen server is noticed.
+        bookmark, arrives for that long raises WatchInactiveError (a TransportError), so a frozen
+        server is noticed.
         The server-side timeout is randomised between 5 and 10 minutes by default to spread
         reconnections, as client-go's reflector does.
         """
@@ -715,6 +738,14 @@ class Client:
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
             if handle is not None and handle.closed:
                 return
+            if isinstance(e, urllib3.exceptions.ReadTimeoutError | TimeoutError):
+                raise WatchInactiveError(
+                    0,
+                    "WatchInactive",
+                    f"no event for {inactivity_timeout:g}s",
+                    method="WATCH",
+                    target=str(resource),
+                ) from e
             raise TransportError(
                 0, "TransportError", f"watch stream broken: {e}", method="WATCH", target=str(resource)
             ) from e

@@ -201,6 +201,9 @@ class Controller:
         self._active = 0
         self._active_lock = threading.Lock()
         self._started = False
+        self._stopping = threading.Event()
+        # Set by the manager under leader election: a worker takes an item only while it holds.
+        self.leader_gate: Callable[[], bool] | None = None
         self._log = log.bind(controller=name)
         MAX_CONCURRENT.labels(name).set(self.workers)
         ACTIVE_WORKERS.labels(name).set(0)
@@ -285,28 +288,53 @@ class Controller:
             self._threads.append(t)
         self._log.info("controller started", workers=self.workers)
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop intake and let in-flight reconciles finish (bounded), then join the workers."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop handing out work and wait up to `timeout` for running reconciles; True when none is
+        alive any more. Items still queued are left behind (the next leader lists everything anyway)."""
         timeout = self.drain_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        self.queue.shut_down_with_drain(timeout)
+        self.begin_stop()
+        return self.wait_stopped(time.monotonic() + timeout)
+
+    def begin_stop(self) -> None:
+        """Stop intake at once: `get` reports shutdown to every worker even with a backlog."""
+        self._stopping.set()
+        self.queue.shut_down()
+
+    def wait_stopped(self, deadline: float) -> bool:
+        """Wait until `deadline` (time.monotonic) for the workers to finish their current reconcile
+        and exit; True when no worker is alive."""
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
             self._log.warning("reconciles still running at shutdown", threads=alive)
+        return not alive
 
     def active(self) -> int:
         with self._active_lock:
             return self._active
 
     # ------------------------------------------------------------------ workers
+    def _leading(self) -> bool:
+        gate = self.leader_gate
+        return gate is None or gate()
+
     def _worker(self) -> None:
         while True:
-            item, shutdown = self.queue.get(timeout=1.0)
+            if not self._leading():
+                # Leadership ended (the process is about to exit): take nothing more.
+                if self._stopping.wait(0.05) or self.queue.shutting_down():
+                    return
+                continue
+            item, shutdown = self.queue.get(timeout=0.5)
             if shutdown:
                 return
             if item is None:
+                continue
+            if not self._leading():
+                # Lost while waiting for the item: hand it back untouched.
+                self.queue.done(item)
+                self.queue.add(item)
                 continue
             try:
                 self._process(item)

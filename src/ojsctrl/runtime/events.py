@@ -7,9 +7,11 @@ cannot flood the API server. Emission never raises: an event is worth less than 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import queue
 import threading
+import time
 import uuid
 
 import structlog
@@ -49,6 +51,8 @@ class EventRecorder:
         self._lock = threading.Lock()
         self._pending: queue.Queue[tuple[JSON, str, str, str] | None] = queue.Queue(maxsize=max_queued)
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._stop_by = 0.0
 
     def start(self) -> None:
         """Send events from a background thread (as client-go's broadcaster does), so a reconcile
@@ -58,16 +62,27 @@ class EventRecorder:
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Send what is queued (bounded by timeout), then stop the sender."""
+        """Send what is queued until `timeout`, then stop the sender; never blocks longer, even on a
+        full queue or a hung API call (what is left is dropped: events are best effort)."""
         if self._thread is not None:
-            self._pending.put(None)
+            self._stop_by = time.monotonic() + timeout
+            self._stopping.set()
+            with contextlib.suppress(queue.Full):
+                self._pending.put_nowait(None)  # wakes an idle sender at once
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("event sender still busy at shutdown; dropping queued events")
             self._thread = None
 
     def _drain(self) -> None:
         while True:
-            item = self._pending.get()
-            if item is None:
+            try:
+                item = self._pending.get(timeout=0.2)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            if item is None or (self._stopping.is_set() and time.monotonic() >= self._stop_by):
                 return
             self._send(*item)
 

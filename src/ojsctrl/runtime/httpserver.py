@@ -8,6 +8,11 @@ changes, or a self-signed one made at start-up) and every scrape must carry a be
 TokenReview authenticates and a SubjectAccessReview authorises for `get` on the non-resource URL
 `/metrics`, as controller-runtime's `filters.WithAuthenticationAndAuthorization` does. Answers are cached
 briefly so a scrape every few seconds costs the API server two reviews per token and TTL, not per scrape.
+
+Both listeners bound their cost (see `ojsctrl.runtime.serving`): at most `max_connections` connections
+and threads, a deadline for the request line and headers, and an idle timeout; idle connections make
+room for new ones, so a few hundred idle clients neither create a few hundred threads nor lock out the
+kubelet's probes or a scrape.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import choose_encoder
 
 from ojsctrl.runtime.metrics import REGISTRY
+from ojsctrl.runtime.serving import ConnectionLimiter, LimitedHandler, LimitedHTTPServer
 
 log = structlog.get_logger("ojsctrl.httpserver")
 
@@ -84,9 +90,7 @@ class Checks:
         return out
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(LimitedHTTPServer):
     request_queue_size = 64
 
 
@@ -105,11 +109,14 @@ class _TLSServer(_Server):
         ctx = self.tls()
         if ctx is None:
             return
+        slot = self.limiter.lookup(request)
         request.settimeout(self.handshake_timeout)
         try:
             conn = ctx.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError):
             return  # a plain-HTTP client or a failed handshake: nothing to answer
+        if slot is not None:
+            self.limiter.rebind(slot, conn)
         try:
             self.RequestHandlerClass(conn, client_address, self)  # type: ignore[arg-type]
         except (OSError, ssl.SSLError):
@@ -323,14 +330,17 @@ class EndpointServer:
         name: str = "http",
         tls: Callable[[], ssl.SSLContext | None] | None = None,
         authorizer: MetricsAuthorizer | None = None,
+        max_connections: int = 32,
+        header_timeout: float = 10.0,
+        idle_timeout: float = 30.0,
     ) -> None:
         self.healthz, self.readyz, self.registry = healthz, readyz, registry
         self.authorizer = authorizer
         owner = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(LimitedHandler):
             protocol_version = "HTTP/1.1"
-            timeout = 30
+            timeout = idle_timeout
 
             def do_GET(self) -> None:
                 owner._handle(self)
@@ -344,6 +354,9 @@ class EndpointServer:
         else:
             server_cls = _Server6 if ":" in address[0] else _Server
         self._server = server_cls(address, Handler)
+        self._server.limiter = ConnectionLimiter(
+            name, max_connections=max_connections, header_timeout=header_timeout, idle_timeout=idle_timeout
+        )
         if isinstance(self._server, _TLSServer) and tls is not None:
             self._server.tls = tls
         self.address = self._server.server_address
@@ -363,6 +376,7 @@ class EndpointServer:
 
     def stop(self) -> None:
         self._server.shutdown()
+        self._server.limiter.close_all()
         self._server.server_close()
         self._thread.join(5)
 

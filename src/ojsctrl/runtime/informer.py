@@ -5,7 +5,15 @@ Semantics follow client-go's reflector and shared index informer:
 - the watch resumes from the last seen version (bookmarks included) when the server ends it;
 - 410 Gone means the history is lost: relist with a consistent read (resourceVersion unset), and
   objects missing from the new list are delivered as deletes (`DeletedFinalStateUnknown`);
-- a stream silent for the inactivity timeout is treated as broken and reopened;
+- failures back off exponentially (0.8 s doubling to 30 s, jittered), reset only by a healthy watch
+  (one that delivered an event or stayed open for a second): a watch the server ends at once with
+  no event is a failure ("very short watch"), so a server or proxy that closes every watch cannot
+  make the informer spin;
+- any other ERROR event is a failure too, and the informer relists (from the last version it saw)
+  after the backoff; "too large resource version" (the server is behind the client, e.g. after an
+  etcd restore) relists with a consistent read;
+- a stream silent for the inactivity timeout is reopened at once: on servers without bookmarks a
+  quiet resource does that every timeout, which is normal operation;
 - a periodic, jittered resync re-delivers every cached object as an update.
 
 Handlers run on the informer's own thread, in event order, after the cache is updated; they must
@@ -31,6 +39,7 @@ from ojsctrl.runtime.client import (
     GoneError,
     Resource,
     WatchHandle,
+    WatchInactiveError,
     object_key,
 )
 from ojsctrl.runtime.metrics import REGISTRY
@@ -45,7 +54,7 @@ OBJECTS = Gauge(
 )
 WATCH_RESTARTS = Counter(
     "ojsctrl_informer_watch_restarts_total",
-    "Watches reopened, by resource and cause (expired, closed, error, relist).",
+    "Watches reopened, by resource and cause (expired, closed, inactive, error, too_large).",
     ["resource", "cause"],
     registry=REGISTRY,
 )
@@ -55,6 +64,38 @@ EVENTS = Counter(
     ["resource", "type"],
     registry=REGISTRY,
 )
+
+
+# A watch that ends sooner than this without an event counts as a failure (client-go's reflector).
+MIN_WATCH_DURATION = 1.0
+
+
+class Backoff:
+    """Exponential backoff: `initial` doubling to `cap`, each delay jittered by +-20 %; `reset()`
+    after healthy progress starts again from `initial`."""
+
+    def __init__(self, initial: float = 0.8, cap: float = 30.0) -> None:
+        self.initial, self.cap = initial, cap
+        self.failures = 0
+
+    def next(self) -> float:
+        """Count one failure and return how long to wait before the next attempt."""
+        self.failures += 1
+        base = min(self.initial * 2 ** min(self.failures - 1, 30), self.cap)
+        return float(base * random.uniform(0.8, 1.2))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def too_large_resource_version(status: Mapping[str, Any]) -> bool:
+    """Is this Status the API server's "Too large resource version" (it has not caught up with the
+    version asked for, e.g. after etcd was restored from a backup)? Only a consistent list helps."""
+    details = status.get("details") or {}
+    for cause in details.get("causes") or ():
+        if isinstance(cause, Mapping) and cause.get("reason", cause.get("type")) == "ResourceVersionTooLarge":
+            return True
+    return "too large resource version" in str(status.get("message", "")).lower()
 
 
 @dataclass(frozen=True)
@@ -420,19 +461,20 @@ class Informer:
         return not self._stop.wait(seconds)
 
     def _run(self, scope: str | None) -> None:
-        rv: str | None = None
-        consistent = False  # after a 410 the next list must not be served from a stale cache
-        failures = 0
+        rv: str | None = None  # None: list first
+        # How the next list reads: "0" from the watch cache, "" consistently from etcd (after 410 or
+        # "too large"), or a version already seen (after another error: never go back in time).
+        list_from = "0"
+        backoff = Backoff()
         plog = self._log.bind(namespace=scope or "*")
-        opened = False
 
         def on_open() -> None:
-            nonlocal opened
-            opened = True
             self._mark_progress()
 
         while not self._stop.is_set():
-            opened = False
+            failure = ""
+            started: float | None = None
+            events = 0
             try:
                 if rv is None:
                     items, rv = self.client.list(
@@ -440,20 +482,21 @@ class Informer:
                         scope,
                         label_selector=self.label_selector,
                         field_selector=self.field_selector,
-                        resource_version=None if consistent else "0",
+                        resource_version=list_from or None,
                         page_size=self.page_size,
                         metadata_only=self.metadata_only,
                     )
                     self._replace(scope, items)
                     self._synced[scope] = True
                     self._progress = time.monotonic()
-                    consistent = False
+                    list_from = "0"
                     plog.debug("listed", count=len(items), resource_version=rv)
                 handle = WatchHandle(on_open=on_open)
                 self._handles[scope] = handle
                 if self._stop.is_set():
                     return
                 cause = "closed"
+                started = time.monotonic()
                 for ev in self.client.watch(
                     self.resource,
                     scope,
@@ -465,47 +508,73 @@ class Informer:
                     handle=handle,
                 ):
                     self._progress = time.monotonic()
-                    failures = 0
                     EVENTS.labels(self._label, ev.type).inc()
-                    if ev.type == "BOOKMARK":
-                        rv = (ev.object.get("metadata") or {}).get("resourceVersion") or rv
-                        continue
                     if ev.type == "ERROR":
                         code = ev.object.get("code")
                         if code == 410:
-                            rv, consistent, cause = None, True, "expired"
+                            rv, list_from, cause = None, "", "expired"
                             plog.info("watch history expired (410); relisting")
-                            break
-                        raise ApiError(
-                            int(code or 500),
-                            str(ev.object.get("reason", "WatchError")),
-                            str(ev.object.get("message", "")),
-                            method="WATCH",
-                            target=self._label,
-                        )
+                        elif too_large_resource_version(ev.object):
+                            rv, list_from, cause = None, "", "too_large"
+                            failure = f"too large resource version: {ev.object.get('message', '')}"
+                        else:
+                            # client-go ends the watch and relists after the backoff.
+                            list_from, rv, cause = rv or "", None, "error"
+                            failure = (
+                                f"watch error {code} {ev.object.get('reason', '')}: "
+                                f"{ev.object.get('message', '')}"
+                            )
+                        break
+                    events += 1
+                    if ev.type == "BOOKMARK":
+                        rv = (ev.object.get("metadata") or {}).get("resourceVersion") or rv
+                        continue
                     if ev.type in ("ADDED", "MODIFIED", "DELETED"):
                         self._apply_event(ev.type, ev.object)
                         rv = (ev.object.get("metadata") or {}).get("resourceVersion") or rv
                 if self._stop.is_set():
                     return
+                if events or time.monotonic() - started >= MIN_WATCH_DURATION:
+                    backoff.reset()
+                elif not failure:
+                    failure = "very short watch: closed in under a second with no event"
                 WATCH_RESTARTS.labels(self._label, cause).inc()
             except GoneError:
                 WATCH_RESTARTS.labels(self._label, "expired").inc()
                 plog.info("resource version too old (410); relisting")
-                rv, consistent = None, True
+                rv, list_from = None, ""
+            except WatchInactiveError:
+                if self._stop.is_set():
+                    return
+                # Normal on a quiet resource when the server sends no bookmarks: reopen at once.
+                WATCH_RESTARTS.labels(self._label, "inactive").inc()
+                backoff.reset()
+                plog.debug("watch inactive; reopening", timeout=self.inactivity_timeout)
+            except ApiError as e:
+                if self._stop.is_set():
+                    return
+                if e.status and too_large_resource_version(e.body or {"message": e.message}):
+                    rv, list_from = None, ""
+                    WATCH_RESTARTS.labels(self._label, "too_large").inc()
+                else:
+                    WATCH_RESTARTS.labels(self._label, "error").inc()
+                failure = str(e)
             except Exception as e:
                 if self._stop.is_set():
                     return
-                if opened:
-                    # The server answered and the stream then broke or went silent (no bookmarks on some
-                    # servers): not a failed attempt. Reopen at the first backoff step instead of letting
-                    # quiet watches back off to 30 s, which delays events and stalls /healthz.
-                    failures = 0
-                failures += 1
                 WATCH_RESTARTS.labels(self._label, "error").inc()
-                delay = min(0.8 * 2 ** (failures - 1), 30.0) * random.uniform(0.8, 1.2)
+                failure = f"{type(e).__name__}: {e}"
+            if failure:
+                if started is not None and (events or time.monotonic() - started >= MIN_WATCH_DURATION):
+                    # A healthy watch that then broke: back off from the first step again.
+                    backoff.reset()
+                delay = backoff.next()
                 plog.warning(
-                    "list/watch failed; retrying", error=str(e), retry_in=round(delay, 2), failures=failures
+                    "list/watch failed; retrying",
+                    error=failure,
+                    retry_in=round(delay, 2),
+                    failures=backoff.failures,
+                    relist=rv is None,
                 )
                 if not self._sleep(delay):
                     return

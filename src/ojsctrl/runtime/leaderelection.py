@@ -4,10 +4,18 @@
   (observed time) and considers the holder gone once leaseDuration has passed since then without a
   change. Clocks of different machines are never compared.
 - Every write is an optimistic-concurrency update (resourceVersion), so two candidates cannot both win.
-- The leader renews every retryPeriod; if it has not renewed successfully for renewDeadline it
-  gives up leadership (the process exits, so nothing acts on a stale belief of leading).
-- On graceful shutdown the leader releases the lease (empty holder, 1 s duration) so a standby takes
-  over within a retry period instead of waiting for expiry.
+- The leader renews every retryPeriod. Leadership is measured from the moment the last successful
+  renewal was *sent*: it ends renewDeadline after that, at once, even while a renew call still hangs
+  (`is_leader` turns false exactly then, and a watchdog calls `on_stopped_leading`). Because a
+  standby measures leaseDuration (> renewDeadline) from when it *observed* that renewal, which is
+  later than the send, the old leader has stopped before any standby may take over.
+- Every attempt is bounded: each request's connect and read timeouts are the time left until the
+  renew deadline, and the elector should get its own client (short timeouts, no retries, its own
+  connection pool and rate limiter; see `Client.derive`), as controller-runtime does, so a renewal
+  never waits behind the shared client.
+- On graceful shutdown the owner calls `release()` (empty holder, 1 s duration) once nothing acts
+  for this leader any more, so a standby takes over within a retry period instead of waiting for
+  expiry. If work is still running the lease is left to expire.
 """
 
 from __future__ import annotations
@@ -23,7 +31,15 @@ from typing import Any
 import structlog
 from prometheus_client import Gauge
 
-from ojsctrl.runtime.client import JSON, LEASES, AlreadyExistsError, ApiError, Client, NotFoundError
+from ojsctrl.runtime.client import (
+    JSON,
+    LEASES,
+    AlreadyExistsError,
+    ApiError,
+    Client,
+    NotFoundError,
+    TransportError,
+)
 from ojsctrl.runtime.metrics import REGISTRY
 
 log = structlog.get_logger("ojsctrl.leaderelection")
@@ -128,23 +144,59 @@ class LeaderElector:
         self._observed_rv: str | None = None
         self._observed_time = 0.0
         self._reported_leader = ""
+        self._lock = threading.Lock()
         self._leading = threading.Event()
+        # Send time (self.clock) of the last successful acquire or renew while leading.
+        self._renewed_at: float | None = None
+        # Send time of the last attempt that succeeded (set by try_acquire_or_renew).
+        self.last_success_sent: float | None = None
+        self._lost_reason = ""
+        self._renewer: threading.Thread | None = None
         self._log = log.bind(lease=f"{namespace}/{name}", identity=identity)
         MASTER_STATUS.labels(name).set(0)
 
     @property
     def is_leader(self) -> bool:
-        return self._leading.is_set()
+        """True while this identity leads: it won the lease and its last successful renewal was sent
+        less than renewDeadline ago. Turns false the instant the deadline passes, hung call or not."""
+        if not self._leading.is_set():
+            return False
+        with self._lock:
+            renewed = self._renewed_at
+        return renewed is not None and self.clock() - renewed < self.renew_deadline
 
     def observed_holder(self) -> str:
         return self._observed.holder if self._observed else ""
 
     # ------------------------------------------------------------------ one attempt
-    def try_acquire_or_renew(self) -> bool:
-        """One attempt to take or keep the lease; True when this identity holds it afterwards."""
+    def _call(self, method: str, path: str, deadline: float, body: JSON | None = None) -> Any:
+        """One request whose connect and read timeouts end at `deadline` (self.clock)."""
+        left = deadline - self.clock()
+        if left <= 0:
+            raise TransportError(
+                0, "Timeout", "the renew deadline passed", method=method, target=f"lease {self.name}"
+            )
+        return self.client.request(
+            method,
+            path,
+            body=body,
+            timeout=left,
+            target=f"lease {self.namespace}/{self.name}",
+            max_retries=0,  # the loop is the retry; a retry inside one attempt could outlive it
+        )
+
+    def try_acquire_or_renew(self, timeout: float | None = None) -> bool:
+        """One attempt to take or keep the lease; True when this identity holds it afterwards.
+
+        The whole attempt (GET, then PUT or POST) must finish within `timeout` seconds (default: the
+        renew deadline). On success `last_success_sent` holds the clock reading taken before the first
+        request was sent: the renewal counts from then, never from when the answer arrived.
+        """
+        sent = self.clock()
+        deadline = sent + (self.renew_deadline if timeout is None else timeout)
         now_wall = self.wall_clock()
         try:
-            lease = self.client.get(LEASES, self.name, self.namespace)
+            lease = self._call("GET", LEASES.path(self.namespace, self.name), deadline)
         except NotFoundError:
             record = LeaseRecord(
                 self.identity, int(self.lease_duration), _micro_time(now_wall), _micro_time(now_wall), 0
@@ -156,10 +208,11 @@ class LeaderElector:
                 "spec": record.to_spec(),
             }
             try:
-                created = self.client.create(LEASES, body, self.namespace)
+                created = self._call("POST", LEASES.path(self.namespace), deadline, body)
             except AlreadyExistsError:
                 return False
             self._observe(record, created["metadata"]["resourceVersion"])
+            self.last_success_sent = sent
             return True
         current = LeaseRecord.from_lease(lease)
         rv = lease["metadata"]["resourceVersion"]
@@ -194,12 +247,15 @@ class LeaderElector:
             )
         lease["spec"] = record.to_spec()
         try:
-            updated = self.client.replace(LEASES, lease, self.namespace)
+            updated = self._call("PUT", LEASES.path(self.namespace, self.name), deadline, lease)
         except ApiError as e:
+            if e.status == 0:
+                raise
             # 409: someone else wrote first; the next attempt re-reads.
             self._log.debug("lease update failed", status=e.status, reason=e.reason)
             return False
         self._observe(record, updated["metadata"]["resourceVersion"])
+        self.last_success_sent = sent
         return True
 
     def _observe(self, record: LeaseRecord, rv: str) -> None:
@@ -215,22 +271,27 @@ class LeaderElector:
 
     # ------------------------------------------------------------------ loops
     def run(self, stop: threading.Event) -> None:
-        """Block: acquire, then renew until stop is set or the lease is lost. Calls the callbacks."""
+        """Block: acquire, then lead until stop is set or leadership is lost; calls the callbacks.
+
+        The lease is not released here: the owner calls `release()` once nothing acts for this leader
+        any more (see the module docstring)."""
         if not self._acquire(stop):
             return
+        with self._lock:
+            self._renewed_at = self.last_success_sent
+            self._lost_reason = ""
         self._leading.set()
         MASTER_STATUS.labels(self.name).set(1)
         self._log.info("became leader")
         if self.on_started_leading:
             threading.Thread(target=self.on_started_leading, name="leader-start", daemon=True).start()
+        self._renewer = threading.Thread(target=self._renew, args=(stop,), name="leader-renew", daemon=True)
+        self._renewer.start()
         try:
-            self._renew(stop)
+            self._watchdog(stop)
         finally:
-            was_leading = self._leading.is_set()
             self._leading.clear()
             MASTER_STATUS.labels(self.name).set(0)
-            if stop.is_set() and was_leading:
-                self.release()
             if self.on_stopped_leading:
                 self.on_stopped_leading()
 
@@ -244,41 +305,69 @@ class LeaderElector:
             stop.wait(self.retry_period * random.uniform(1.0, JITTER))
         return False
 
-    def _renew(self, stop: threading.Event) -> None:
-        last_renew = self.clock()
+    def _watchdog(self, stop: threading.Event) -> None:
+        """Return when stop is set or leadership is lost; wakes exactly at the renew deadline, so
+        losing it never waits for a renew call that hangs."""
         while not stop.is_set():
-            try:
-                ok = self.try_acquire_or_renew()
-            except Exception as e:
-                self._log.warning("error renewing the lease", error=str(e))
-                ok = False
-            now = self.clock()
-            if ok:
-                last_renew = now
-            elif now - last_renew >= self.renew_deadline:
+            with self._lock:
+                renewed, reason = self._renewed_at, self._lost_reason
+            if reason:
+                self._log.error(reason)
+                return
+            left = (renewed or 0.0) + self.renew_deadline - self.clock()
+            if left <= 0:
                 self._log.error(
                     "failed to renew the lease within the renew deadline; leadership lost",
                     renew_deadline=self.renew_deadline,
                 )
                 return
-            if self._observed and self._observed.holder not in ("", self.identity):
-                self._log.error(
-                    "the lease is held by another identity; leadership lost", holder=self._observed.holder
-                )
+            stop.wait(min(left, 0.2))
+
+    def _renew(self, stop: threading.Event) -> None:
+        while not stop.is_set() and self._leading.is_set():
+            with self._lock:
+                renewed = self._renewed_at or 0.0
+            left = renewed + self.renew_deadline - self.clock()
+            if left <= 0:
+                return
+            try:
+                ok = self.try_acquire_or_renew(timeout=left)
+            except Exception as e:
+                self._log.warning("error renewing the lease", error=str(e))
+                ok = False
+            if not self._leading.is_set():
+                return  # the deadline passed meanwhile: a late success must not revive leadership
+            if ok:
+                with self._lock:
+                    self._renewed_at = max(renewed, self.last_success_sent or renewed)
+            elif self._observed and self._observed.holder not in ("", self.identity):
+                with self._lock:
+                    self._lost_reason = (
+                        f"the lease is held by another identity ({self._observed.holder}); leadership lost"
+                    )
                 return
             stop.wait(self.retry_period if ok else min(self.retry_period, 0.5))
 
-    def release(self) -> bool:
+    def release(self, timeout: float | None = None) -> bool:
         """Give the lease up if we hold it: empty holder and a 1 s duration, so a standby takes it
-        on its next retry."""
+        on its next retry. Call it after `run` returned on a deliberate stop, once nothing acts for
+        this leader any more. It waits (bounded) for a renewal in flight to end first and does nothing
+        if one is still running, since a renewal after the release would take the lease back."""
+        budget = self.renew_deadline if timeout is None else timeout
+        deadline = self.clock() + budget
+        if self._renewer is not None:
+            self._renewer.join(max(0.0, deadline - self.clock()))
+            if self._renewer.is_alive():
+                self._log.warning("a lease renewal is still running; leaving the lease to expire")
+                return False
         try:
-            lease = self.client.get(LEASES, self.name, self.namespace)
+            lease = self._call("GET", LEASES.path(self.namespace, self.name), deadline)
             current = LeaseRecord.from_lease(lease)
             if current.holder != self.identity:
                 return False
             now = _micro_time(self.wall_clock())
             lease["spec"] = LeaseRecord("", 1, now, now, current.transitions).to_spec()
-            self.client.replace(LEASES, lease, self.namespace)
+            self._call("PUT", LEASES.path(self.namespace, self.name), deadline, lease)
             self._log.info("released the lease")
             return True
         except Exception as e:

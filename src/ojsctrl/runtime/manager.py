@@ -2,11 +2,17 @@
 HTTP endpoints, and shuts all of them down in order.
 
 Start-up: endpoints -> informers (every replica keeps a warm cache) -> wait for sync -> leader
-election -> controllers and leader-only runnables. Shutdown on SIGTERM/SIGINT: stop intake and let
-in-flight reconciles finish (bounded), stop leader-only runnables, release the lease, stop the
-informers and the endpoints, return 0. Losing the lease ends the process at once with exit code 1:
-threads cannot be cancelled, and a process that keeps reconciling after another replica took over
-would fight it.
+election -> controllers and leader-only runnables.
+
+Shutdown on SIGTERM/SIGINT: every controller stops handing out work at once (a backlog is left
+behind), running reconciles get one shared deadline to finish, leader-only runnables stop, and the
+lease is released only if no reconcile is still alive; otherwise it is left to expire, so a standby
+cannot start while this process may still write. Then the informers and the endpoints stop.
+
+Leadership: the elector has its own client (short timeouts, no retries), and workers take an item
+only while `LeaderElector.is_leader` holds, which ends exactly at the renew deadline. Losing the
+lease ends the process at once with exit code 1: threads cannot be cancelled, and a process that
+keeps reconciling after another replica took over would fight it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from ojsctrl.runtime.client import Client
+from ojsctrl.runtime.client import Client, ClientOptions
 from ojsctrl.runtime.controller import Controller
 from ojsctrl.runtime.httpserver import (
     Check,
@@ -133,7 +139,29 @@ class Manager:
 
     @property
     def is_leader(self) -> bool:
-        return self._leading_started.is_set()
+        """True while this replica may act as the leader (always once started without election)."""
+        return self._leading_started.is_set() and self._leader_valid()
+
+    def _leader_valid(self) -> bool:
+        return self._elector is None or self._elector.is_leader
+
+    def leader_election_client(self) -> Client:
+        """The elector's own client: same server and credentials, its own connections and rate
+        limiter, no retries, and timeouts well inside the renew deadline (as controller-runtime gives
+        leader election a separate client), so a renewal never queues behind reconcile traffic."""
+        o = self.options
+        return self.client.derive(
+            ClientOptions(
+                qps=5.0,
+                burst=10,
+                user_agent=f"{self.client.options.user_agent}/leader-election",
+                timeout=max(0.5, o.renew_deadline / 2),
+                connect_timeout=max(0.5, min(5.0, o.renew_deadline / 2)),
+                max_retries=0,
+                pool_size=2,
+                extra_headers=dict(self.client.options.extra_headers),
+            )
+        )
 
     # ------------------------------------------------------------------ checks
     def _informers_healthy(self) -> str | None:
@@ -192,6 +220,8 @@ class Manager:
         if self.stop_event.is_set():
             return
         for c in self.controllers:
+            if self._elector is not None:
+                c.leader_gate = self._leader_valid
             c.start()
         for r in self.runnables:
             if r.needs_leader:
@@ -235,7 +265,7 @@ class Manager:
         if self.options.leader_elect:
             ns = self.options.leader_election_namespace or _default_namespace()
             self._elector = LeaderElector(
-                self.client,
+                self.leader_election_client(),
                 namespace=ns,
                 name=self.options.leader_election_id,
                 identity=self.identity,
@@ -263,17 +293,27 @@ class Manager:
     def _shutdown(self) -> int:
         deadline = time.monotonic() + self.options.graceful_shutdown_timeout
         log.info("shutting down: draining controllers")
+        # Intake stops everywhere first, so every controller drains against the same deadline.
         for c in self.controllers:
-            c.stop(max(0.0, deadline - time.monotonic()))
+            c.begin_stop()
+        drained = True
+        for c in self.controllers:
+            drained = c.wait_stopped(deadline) and drained
         for r in self.runnables:
             try:
                 r.stop()
             except Exception as e:
                 log.warning("runnable failed to stop", runnable=r.name, error=str(e))
-        if self._elector_thread is not None:
-            # The elector releases the lease on its way out because the stop is deliberate.
+        if self._elector_thread is not None and self._elector is not None:
             self._leader_stop.set()
             self._elector_thread.join(max(1.0, deadline - time.monotonic()))
+            if drained:
+                self._elector.release(min(self.options.renew_deadline, max(1.0, deadline - time.monotonic())))
+            else:
+                log.warning(
+                    "reconciles still running at shutdown; not releasing the lease (it expires)",
+                    running={c.name: c.active() for c in self.controllers if c.active()},
+                )
         self.informers.stop()
         for srv in self._servers:
             srv.stop()

@@ -5,10 +5,13 @@ What it guarantees, whatever the handlers do:
   (cert-manager or a kubelet-projected Secret rewrites them; the self-managed certificates write them too),
   so a rotation never needs a restart. Until a certificate can be loaded, connections are closed at once and
   the readiness check fails.
-- Bounded work per client: request bodies are capped (`max_request_bytes`, as controller-runtime's 7 MiB),
-  the TLS handshake, each request and an idle keep-alive connection have timeouts, and at most
-  `max_connections` connections are served at once (others are closed immediately; the API server retries
-  within its webhook timeout).
+- Bounded work per client: request bodies are capped (`max_request_bytes`, as controller-runtime's 7 MiB);
+  a new connection must complete its TLS handshake and send its request line and headers within
+  `header_timeout`, a body must arrive within `request_timeout`, and a kept-alive connection must send
+  its next request within `idle_timeout`, each a deadline however slowly bytes trickle in. At most
+  `max_connections` connections (threads) are served at once; when all are taken, a new connection
+  evicts the oldest one that is not in the middle of a request, so slow or idle clients cannot lock
+  the API server out (see `ojsctrl.runtime.serving`).
 - A handler that raises denies the request with code 500 (fail closed, as the `Fail` failure policy would) and
   is logged; a malformed review is answered with HTTP 400 and never reaches a handler.
 - Metrics with controller-runtime's names: `controller_runtime_webhook_requests_total{webhook,code}`,
@@ -33,6 +36,7 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
 from ojsctrl.runtime.metrics import REGISTRY
+from ojsctrl.runtime.serving import ConnectionLimiter, LimitedHandler, LimitedHTTPServer
 
 log = structlog.get_logger("ojsctrl.webhook")
 
@@ -145,6 +149,8 @@ class WebhookOptions:
 
     max_request_bytes: int = 7 * 1024 * 1024
     handshake_timeout: float = 10.0
+    # From accept to the end of the first request's headers (handshake included).
+    header_timeout: float = 10.0
     request_timeout: float = 10.0
     idle_timeout: float = 60.0
     max_connections: int = 128
@@ -258,50 +264,32 @@ class _BadRequest(Exception):
         self.status = status
 
 
-class _TLSServer(http.server.ThreadingHTTPServer):
+class _TLSServer(LimitedHTTPServer):
     """Accepts plain TCP and does the TLS handshake in the connection's thread, with the context current at
     that moment, so slow handshakes never block the accept loop and a reloaded certificate applies to the
     next connection."""
 
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
     request_queue_size = 128
     owner: WebhookServer
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.owner._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.owner._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.owner._slots.release()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         ctx = self.owner.reloader.context()
         if ctx is None:
             return
-        request.settimeout(self.owner.options.handshake_timeout)
+        conn = self.limiter.lookup(request)
+        request.settimeout(min(self.owner.options.handshake_timeout, self.owner.options.header_timeout))
         try:
             tls = ctx.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError) as e:
             log.debug("TLS handshake failed", client=str(client_address[0]), error=str(e))
             return
-        self.owner._track(tls, True)
+        if conn is not None:
+            self.limiter.rebind(conn, tls)
         try:
             self.RequestHandlerClass(tls, client_address, self)  # type: ignore[arg-type]
         except (OSError, ssl.SSLError):
             pass
         finally:
-            self.owner._track(tls, False)
             with contextlib.suppress(OSError):
                 tls.close()
 
@@ -330,9 +318,6 @@ class WebhookServer:
         self.options = options or WebhookOptions()
         self.handlers = dict(handlers)
         self.reloader = CertificateReloader(cert_file, key_file, self.options.reload_check_interval)
-        self._slots = threading.BoundedSemaphore(self.options.max_connections)
-        self._conns: set[ssl.SSLSocket] = set()
-        self._conns_lock = threading.Lock()
         self._busy = 0
         self._busy_lock = threading.Lock()
         self._server: _TLSServer | None = None
@@ -348,7 +333,7 @@ class WebhookServer:
         owner = self
         idle_timeout = self.options.idle_timeout
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(LimitedHandler):
             protocol_version = "HTTP/1.1"
             timeout = idle_timeout
             server_version = "ojsctrl-webhook"
@@ -366,6 +351,12 @@ class WebhookServer:
         cls = _TLSServer6 if ":" in self.host else _TLSServer
         server = cls((self.host, self.requested_port), Handler, bind_and_activate=False)
         server.owner = self
+        server.limiter = ConnectionLimiter(
+            "webhook",
+            max_connections=self.options.max_connections,
+            header_timeout=self.options.header_timeout,
+            idle_timeout=self.options.idle_timeout,
+        )
         try:
             server.server_bind()
             server.server_activate()
@@ -391,15 +382,12 @@ class WebhookServer:
         if server is None:
             return
         server.shutdown()
-        server.server_close()
+        server.socket.close()
         deadline = time.monotonic() + self.options.drain_timeout
         while self._busy and time.monotonic() < deadline:
             time.sleep(0.02)
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+        server.limiter.close_all()
+        server.server_close()
         if self._thread is not None:
             self._thread.join(5)
 
@@ -429,13 +417,6 @@ class WebhookServer:
         except (OSError, ssl.SSLError) as e:
             return f"TLS dial to {host}:{self.port} failed: {e}"
         return None
-
-    def _track(self, conn: ssl.SSLSocket, add: bool) -> None:
-        with self._conns_lock:
-            if add:
-                self._conns.add(conn)
-            else:
-                self._conns.discard(conn)
 
     # ------------------------------------------------------------------ requests
     def _reply(

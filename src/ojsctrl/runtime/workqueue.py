@@ -280,8 +280,9 @@ class Queue(Generic[T]):
     * ``add`` of an item already waiting is a no-op (dedup).
     * ``get`` hands an item to exactly one worker and marks it processing until ``done``.
     * ``add`` of an item that is processing marks it dirty; ``done`` then queues it again, exactly once.
-    * After ``shut_down`` new adds are ignored; ``get`` still returns items already queued and reports
-      shutdown only once the queue is empty.
+    * After ``shut_down`` new adds are ignored and ``get`` reports shutdown at once, even with items
+      still queued: a stopping controller must not start work it cannot finish (its leadership may be
+      about to go), and the backlog is rebuilt from the informers by whoever runs next.
 
     ``name`` enables the ``workqueue_*`` metrics (on ``registry``, by default
     ``ojsctrl.runtime.metrics.REGISTRY``); an empty name exports nothing. ``clock`` times metrics
@@ -322,8 +323,9 @@ class Queue(Generic[T]):
     def get(self, timeout: float | None = None) -> tuple[T | None, bool]:
         """Block until an item is available and return ``(item, False)``; the caller must call ``done``.
 
-        Returns ``(None, True)`` once the queue is shut down and empty, and ``(None, False)`` if ``timeout``
-        seconds (real time) pass first. ``timeout=None`` waits until an item or shutdown arrives.
+        Returns ``(None, True)`` once the queue is shut down (whatever is still queued), and ``(None, False)``
+        if ``timeout`` seconds (real time) pass first. ``timeout=None`` waits until an item or shutdown
+        arrives.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -336,7 +338,7 @@ class Queue(Generic[T]):
                         return None, False
                     wait = min(remaining, _MAX_WAIT_SLICE)
                 self._cond.wait(wait)
-            if not self._queue:
+            if self._shutting_down:
                 return None, True
             item = self._queue.popleft()
             self._metrics.get(item)
@@ -378,9 +380,9 @@ class Queue(Generic[T]):
     def shut_down_with_drain(self, timeout: float) -> bool:
         """Stop accepting items, then wait up to ``timeout`` seconds for every processing item to be done.
 
-        Items still queued are handed out by ``get`` as usual (workers should keep running until ``get``
-        reports shutdown). Returns True if processing drained, False on timeout or if ``shut_down`` cut the
-        drain short.
+        Items still queued are not handed out any more (``get`` reports shutdown); only the items being
+        processed are waited for. Returns True if processing drained, False on timeout or if ``shut_down``
+        cut the drain short.
         """
         deadline = time.monotonic() + timeout
         with self._cond:

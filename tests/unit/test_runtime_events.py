@@ -1,0 +1,57 @@
+"""EventRecorder against a loopback endpoint that never answers: shutdown stays bounded."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ojsctrl.runtime.client import Client, ClientOptions
+from ojsctrl.runtime.events import NORMAL, EventRecorder
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """Accepts connections and reads, never answers (an API server that hangs)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    for c in held:
+        c.close()
+    with contextlib.suppress(OSError):
+        srv.shutdown(socket.SHUT_RDWR)
+    srv.close()
+
+
+def test_stop_does_not_block_on_a_full_queue_behind_a_hung_call(silent_endpoint: str) -> None:
+    from kubernetes import client as k8s
+
+    cfg = k8s.Configuration()
+    cfg.host = silent_endpoint
+    rec = EventRecorder(Client(cfg, ClientOptions(timeout=20, max_retries=0)), "test", max_queued=3)
+    rec.start()
+    obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "ns", "uid": "u"}}
+    rec.event(obj, NORMAL, "Test", "event 0")  # hangs in the sender
+    time.sleep(0.3)
+    for i in range(1, 10):  # the queue fills, the rest are dropped
+        rec.event(obj, NORMAL, "Test", f"event {i}")
+    started = time.monotonic()
+    rec.stop(timeout=0.5)
+    assert time.monotonic() - started < 2.0
