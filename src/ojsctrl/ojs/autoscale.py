@@ -239,7 +239,9 @@ def server_desired(
     if rec <= current:
         return step.scale_down_or_hold()
     last_up = step.history.last_scale_up
-    wait = 0.0 if last_up is None else last_up + scale_up_cooldown - now
+    # Elapsed time first, then compared: `last_up + cooldown - now` rounds differently and could let a
+    # scale-up through a hair before the cooldown has passed.
+    wait = 0.0 if last_up is None else scale_up_cooldown - (now - last_up)
     if wait > 0:
         if current < min_replicas:
             return step.decide(min_replicas, "BelowMinReplicas", "raising to minReplicas")
