@@ -2002,8 +2002,8 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
             for c in range(n_clusters)
         ]
         expected = elapsed / interval
-        scale_ups = metric(op, "ojs_autoscaler_scale_total", {"direction": "up"})
-        scale_downs = metric(op, "ojs_autoscaler_scale_total", {"direction": "down"})
+        scale_ups = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "up"})
+        scale_downs = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "down"})
         third = max(1, len(rss) // 3)
         figure(
             "load",

@@ -662,7 +662,7 @@ METRIC_LABELS = {
     "ojs_cluster_queue_depth": {"namespace", "cluster", "queue"},
     "ojs_cluster_active_jobs": {"namespace", "cluster", "queue"},
     "ojs_worker_desired_replicas": {"namespace", "worker"},
-    "ojs_autoscaler_scale_total": {"direction"},
+    "ojs_autoscaler_scale_total": {"namespace", "kind", "name", "direction"},
     "kube_deployment_status_replicas_available": {"namespace", "deployment"},
 }
 _AGGREGATIONS = {"sum", "avg", "min", "max", "count"}

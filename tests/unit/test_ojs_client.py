@@ -746,5 +746,5 @@ def test_null_lists_and_heartbeat_times_as_go_servers_write_them() -> None:
     assert _optional_time("2026-02-01T11:00:00+01:00", "t", "u") == 1769940000.0
     assert _optional_time(None, "t", "u") is None
     for bad in ("yesterday", "2026-02-01T10:00:00"):
-        with pytest.raises(OJSError, match="last_heartbeat|t "):
+        with pytest.raises(OJSError, match=r"RFC 3339|time zone"):
             _optional_time(bad, "t", "u")

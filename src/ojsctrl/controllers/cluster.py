@@ -193,6 +193,7 @@ class ClusterReconciler:
             with self._lock:
                 self._history.pop(str(req), None)
                 self._last_scale.pop(str(req), None)
+            metrics.forget_cluster(req.namespace, req.name)
             return None
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
@@ -538,7 +539,7 @@ class _Run:
             "spec": {"replicas": decision.desired},
         }
         self.r.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True)
-        metrics.SCALE_TOTAL.labels(decision.direction).inc()
+        metrics.scaled(self.ns, "OJSCluster", self.name, decision.direction)
         self.r.recorder.event(
             self.obj,
             NORMAL,
@@ -594,9 +595,7 @@ class _Run:
             extra["queueDepth"] = sum(av for av, _ in stats.queues.values())
             extra["activeJobs"] = sum(act for _, act in stats.queues.values())
             extra["queues"] = queues
-            for q in queues:
-                metrics.QUEUE_DEPTH.labels(self.ns, self.name, q["name"]).set(q["available"])
-                metrics.ACTIVE_JOBS.labels(self.ns, self.name, q["name"]).set(q["active"])
+            metrics.publish_queues(self.ns, self.name, queues)
             conds.append(
                 condition(
                     "QueueStatsAvailable", True, "Polled", "queue counts read from the server", generation=gen

@@ -197,6 +197,7 @@ class WorkerReconciler:
                 self._matching.pop(key, None)
             for ck in self.poller_keys_for(key):
                 self.poller.release(ck, f"worker:{key}")
+            metrics.forget_worker(req.namespace, req.name)
             return None
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
@@ -527,7 +528,7 @@ class _Run:
         }
         out = self.r.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True)
         direction = "up" if target > current else "down"
-        metrics.SCALE_TOTAL.labels(direction).inc()
+        metrics.scaled(self.ns, "OJSWorker", self.name, direction)
         self.scaled_at = now_rfc3339()
         self.r.recorder.event(
             self.obj, NORMAL, "Scaled", f"scaled workers from {current} to {target}: {message}"

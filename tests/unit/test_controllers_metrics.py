@@ -1,0 +1,67 @@
+"""Bounded label sets (SPEC §9.13): a tenant's queue names cannot grow /metrics without end."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+
+from ojsctrl.controllers import metrics
+from ojsctrl.runtime.metrics import REGISTRY
+
+
+def _series(name: str, **labels: str) -> list[dict[str, str]]:
+    out = []
+    for fam in REGISTRY.collect():
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                out.append(dict(s.labels))
+    return out
+
+
+def _queues(prefix: str, n: int, long: bool = False) -> list[dict[str, object]]:
+    pad = "x" * 1000 if long else ""
+    return [{"name": f"{prefix}{i}{pad}", "available": n - i, "active": 1} for i in range(n)]
+
+
+def test_new_queue_names_every_poll_keep_at_most_twenty_series_per_cluster() -> None:
+    for poll in range(50):
+        # 20 new 1000-character names per poll, as the attack in the hardening review did.
+        metrics.publish_queues("ns-a", "c", _queues(f"p{poll}-", 20, long=True))
+    depth = _series("ojs_cluster_queue_depth", namespace="ns-a", cluster="c")
+    assert len(depth) == 20
+    assert all(len(s["queue"]) <= metrics.MAX_LABEL_LENGTH for s in depth)
+    assert {s["queue"][:4] for s in depth} == {"p49-"}
+    assert len(_series("ojs_cluster_active_jobs", namespace="ns-a", cluster="c")) == 20
+
+
+def test_more_than_twenty_queues_publish_the_first_twenty() -> None:
+    metrics.publish_queues("ns-b", "c", _queues("q", 45))
+    names = {s["queue"] for s in _series("ojs_cluster_queue_depth", namespace="ns-b", cluster="c")}
+    assert names == {f"q{i}" for i in range(20)}
+
+
+def test_long_names_that_share_a_prefix_stay_apart() -> None:
+    a, b = "z" * 100 + "a", "z" * 100 + "b"
+    assert metrics.queue_label(a) != metrics.queue_label(b)
+    assert len(metrics.queue_label(a)) == metrics.MAX_LABEL_LENGTH
+    assert metrics.queue_label("short") == "short"
+
+
+def test_deleted_objects_lose_every_series() -> None:
+    metrics.publish_queues("ns-c", "gone", _queues("q", 3))
+    metrics.STATS_ERRORS.labels("ns-c", "gone").inc()
+    metrics.scaled("ns-c", "OJSCluster", "gone", "up")
+    metrics.WORKER_DESIRED.labels("ns-c", "w").set(3)
+    metrics.scaled("ns-c", "OJSWorker", "w", "down")
+    metrics.forget_cluster("ns-c", "gone")
+    metrics.forget_worker("ns-c", "w")
+    text = generate_latest(REGISTRY).decode()
+    assert 'namespace="ns-c"' not in text
+
+
+def test_no_created_series_and_process_metrics_present() -> None:
+    metrics.scaled("ns-d", "OJSWorker", "w", "up")
+    text = generate_latest(REGISTRY).decode()
+    assert "_created" not in text
+    assert "process_resident_memory_bytes" in text
+    assert "python_info" in text
+    assert 'ojs_autoscaler_scale_total{direction="up",kind="OJSWorker",name="w",namespace="ns-d"}' in text
