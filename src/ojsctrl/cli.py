@@ -249,7 +249,8 @@ def build_parser() -> _Parser:
         metavar="TEMPLATE",
         help=(
             "OJS server image for clusters that set none, as a template: {backend} is replaced by the "
-            "backend type and {tag} by the release pinned for it (e.g. mirror.example/ojs-backend-{backend}:{tag}); "
+            "backend type and {tag} by the release pinned for it "
+            "(e.g. mirror.example/ojs-backend-{backend}:{tag}); "
             f"default: {_PINNED}"
         ),
     )
