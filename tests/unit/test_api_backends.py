@@ -104,3 +104,11 @@ def test_bad_image_templates_say_why(template: str, says: str) -> None:
     with pytest.raises(ValueError, match=None) as info:
         check_image_template(template)
     assert says in str(info.value)
+
+
+def test_the_backends_doc_shows_the_pinned_images() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "backends.md").read_text(encoding="utf-8")
+    for row in CONTRACTS.values():
+        assert f"`{row.default_image}`" in doc, row.type
