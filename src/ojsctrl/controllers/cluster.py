@@ -376,13 +376,12 @@ class _Run:
 
     def check_backend_secret(self, hash_parts: list[Any]) -> bool:
         backend = self.spec.backend
+        refs = [("spec.backend.urlSecretRef", backend.url_secret_ref)]
+        if backend.state_store is not None:
+            # kafka's state store: its Secret value is a server input like the backend URL.
+            refs.append(("spec.backend.stateStore.urlSecretRef", backend.state_store.url_secret_ref))
         ok = True
-        for field, ref in (
-            ("spec.backend.urlSecretRef", backend.url_secret_ref),
-            ("spec.backend.stateStore.urlSecretRef", backend.state_store.url_secret_ref)
-            if backend.state_store is not None
-            else ("", None),
-        ):
+        for field, ref in refs:
             if ref is None:
                 continue
             value = self.r.secrets.value(self.ns, ref.name, ref.key)
