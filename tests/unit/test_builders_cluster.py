@@ -1059,3 +1059,14 @@ def test_config_hash_covers_the_state_store_secret() -> None:
     secrets = {("r", "u"): b"redis://one", ("c1-api-key", "api-key"): API_KEY.encode()}
     rotated = {**secrets, ("r", "u"): b"redis://two"}
     assert _server_hash(cluster, secrets) != _server_hash(cluster, rotated)
+
+
+@pytest.mark.parametrize("cluster", GRID[::7], ids=lambda c: c.metadata["name"])
+def test_the_secrets_index_covers_every_referenced_secret(cluster: OJSCluster) -> None:
+    # A change of any Secret the server pods read must enqueue the cluster (the reconciler's watch goes
+    # through this index), or a rotation would wait for the next resync.
+    from ojsctrl.controllers.cluster import referenced_secrets
+
+    indexed = set(referenced_secrets(cluster.to_dict()))
+    for ref in b.referenced_secret_keys(cluster):
+        assert f"{NS}/{ref.name}" in indexed, ref
