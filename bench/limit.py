@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from ojsctrl.api import OJSCluster, OJSWorker
-from ojsctrl.api.common import DEFAULT_SERVER_IMAGE, GROUP, VERSION
+from ojsctrl.api.common import GROUP, VERSION
 from ojsctrl.builders import cluster as cb
 from ojsctrl.builders import worker as wb
 from ojsctrl.builders.common import config_hash
@@ -71,7 +71,7 @@ def hashed(body: JSON) -> JSON:
 class Limit:
     """The whole script's state: the objects seen, the keys generated, what was written."""
 
-    def __init__(self, client: Client, namespace: str, concurrency: int, server_image: str) -> None:
+    def __init__(self, client: Client, namespace: str, concurrency: int, server_image: str | None) -> None:
         self.client = client
         self.ns = namespace
         self.server_image = server_image
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--qps", type=float, default=50.0)
     p.add_argument("--burst", type=int, default=100)
     p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--server-image", default=DEFAULT_SERVER_IMAGE)
+    p.add_argument("--server-image", default=None)
     args = p.parse_args(argv)
     client = Client.from_kubeconfig(
         args.kubeconfig,

@@ -34,7 +34,8 @@ if str(REPO / "hack") not in sys.path:  # a test loads this file by path; as a s
 
 from _genfile import write_or_check  # noqa: E402
 
-from ojsctrl.api.common import DEFAULT_REDIS_IMAGE, DEFAULT_SERVER_IMAGE  # noqa: E402
+from ojsctrl.api.backends import CONTRACTS  # noqa: E402
+from ojsctrl.api.common import DEFAULT_REDIS_IMAGE  # noqa: E402
 
 PACKAGE = "ojs-operator"
 CHANNEL = "alpha"
@@ -288,7 +289,7 @@ def csv() -> dict[str, Any]:
             "webhookdefinitions": _webhooks(deployment["name"]),
             "relatedImages": [
                 {"name": "manager", "image": image},
-                {"name": "ojs-server", "image": DEFAULT_SERVER_IMAGE},
+                *({"name": f"ojs-backend-{c.type}", "image": c.default_image} for c in CONTRACTS.values()),
                 {"name": "redis", "image": DEFAULT_REDIS_IMAGE},
             ],
         },

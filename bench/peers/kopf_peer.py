@@ -30,7 +30,7 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from ojsctrl.api import OJSCluster, OJSWorker
-from ojsctrl.api.common import DEFAULT_SERVER_IMAGE, GROUP, VERSION
+from ojsctrl.api.common import GROUP, VERSION
 from ojsctrl.builders import cluster as cb
 from ojsctrl.builders import worker as wb
 from ojsctrl.builders.common import config_hash
@@ -125,7 +125,7 @@ def cluster_created(body: Any, namespace: str, **_: Any) -> None:
     create_ignoring_conflict(core.create_namespaced_config_map, namespace, cb.server_config_map(cluster))
     dep = cb.server_deployment(
         cluster,
-        image=cluster.spec.effective_image(DEFAULT_SERVER_IMAGE),
+        image=cluster.spec.effective_image(),
         config_hash=config_hash(key),
         replicas=cluster.spec.effective_replicas(),
     )

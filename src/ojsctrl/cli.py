@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from ojsctrl import __version__
-from ojsctrl.api.common import DEFAULT_SERVER_IMAGE
+from ojsctrl.api.backends import CONTRACTS, check_image_template
 from ojsctrl.runtime import logging as runtime_logging
 from ojsctrl.runtime.client import Client, ClientOptions
 from ojsctrl.runtime.httpserver import parse_bind_address
@@ -80,6 +80,19 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, not {value}")
     return value
+
+
+def _server_image(text: str) -> str | None:
+    """A --server-image template (``{backend}`` required, ``{tag}`` optional); empty: the pinned images."""
+    if not text.strip():
+        return None
+    try:
+        return check_image_template(text.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+_PINNED = ", ".join(c.default_image for c in CONTRACTS.values())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -250,7 +263,16 @@ def build_parser() -> _Parser:
         help="how long in-flight reconciles may run after SIGTERM",
     )
     p.add_flag(
-        "--server-image", default=DEFAULT_SERVER_IMAGE, help="OJS server image for clusters that set none"
+        "--server-image",
+        default=None,
+        type=_server_image,
+        metavar="TEMPLATE",
+        help=(
+            "OJS server image for clusters that set none, as a template: {backend} is replaced by the "
+            "backend type and {tag} by the release pinned for it "
+            "(e.g. mirror.example/ojs-backend-{backend}:{tag}); "
+            f"default: {_PINNED}"
+        ),
     )
     p.add_flag(
         "--ojs-url-template",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from ojsctrl.api.backends import contract
 from ojsctrl.controllers.common import OJSCLUSTERS
 from ojsctrl.runtime.client import CONFIGMAPS, DEPLOYMENTS, PDBS, SECRETS, SERVICES, Resource
 from tests.e2e.helpers import (
@@ -64,8 +66,10 @@ def test_minimal_example_converges_with_every_child(crds: ControlPlane, operator
     assert env["OJS_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "ojs-minimal-api-key"
     assert pod["terminationGracePeriodSeconds"] == 40
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "grpc": 9090}
+    # gRPC has no authentication: the Service carries 9090 only when spec.grpc.enabled (SPEC §9.3).
     svc = client.get(SERVICES, "ojs-minimal-server", ns)
-    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8080, "grpc": 9090}
+    assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8080}
+    assert c["image"] == "ghcr.io/openjobspec/ojs-backend-redis:v0.3.0"
     assert client.get(CONFIGMAPS, "ojs-minimal-config", ns)
     for name in ("ojs-minimal-redis",):
         assert (
@@ -97,6 +101,24 @@ def test_minimal_example_converges_with_every_child(crds: ControlPlane, operator
     client.patch(OJSCLUSTERS, "ojs-minimal", {"metadata": {"labels": {"touched": "yes"}}}, ns)
     time.sleep(4)
     assert mutating_by_operator(crds, since, ns) == []
+
+    client.patch(OJSCLUSTERS, "ojs-minimal", {"spec": {"grpc": {"enabled": True}}}, ns)
+    wait_until(
+        "grpc on the Service",
+        lambda: (
+            {p["name"] for p in client.get(SERVICES, "ojs-minimal-server", ns)["spec"]["ports"]}
+            == {"http", "grpc"}
+        ),
+        60,
+    )
+    client.patch(OJSCLUSTERS, "ojs-minimal", {"spec": {"grpc": {"enabled": False}}}, ns)
+    wait_until(
+        "grpc off the Service",
+        lambda: (
+            {p["name"] for p in client.get(SERVICES, "ojs-minimal-server", ns)["spec"]["ports"]} == {"http"}
+        ),
+        60,
+    )
 
     # Turning embedded Redis off (with a URL instead) removes its objects.
     client.patch(
@@ -156,6 +178,12 @@ def test_production_example_secret_rotation_monitoring_and_pdb(
     crds.kubectl("apply", "--server-side", "-f", str(binaries.servicemonitor_crd()))
     sm = Resource("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor")
     wait_until("ServiceMonitor created", lambda: get(client, sm, ns, "ojs-production-server") is not None, 60)
+    # The real CRD keeps the bearer authorization (an unknown field would have been refused or pruned).
+    endpoint = client.get(sm, "ojs-production-server", ns)["spec"]["endpoints"][0]
+    assert endpoint["authorization"] == {
+        "type": "Bearer",
+        "credentials": {"name": "ojs-production-api-key", "key": "api-key"},
+    }
     wait_until(
         "MonitoringReady",
         lambda: cond(client, ns, "ojs-production", "MonitoringReady").get("status") == "True",
@@ -230,40 +258,91 @@ def test_invalid_spec_that_bypassed_admission_gets_a_condition(
     assert get(client, DEPLOYMENTS, ns, "ojs-nats-server") is None
 
 
-BACKEND_ENV = {
-    "redis": "REDIS_URL",
-    "postgres": "DATABASE_URL",
-    "nats": "NATS_URL",
-    "kafka": "KAFKA_BROKERS",
-    "sqs": "SQS_QUEUE_URL",
+def _ref(name: str, key: str) -> dict[str, Any]:
+    return {"valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
+
+
+# The env each real server reads its store from (ojsctrl.api.backends), as the samples configure it.
+SAMPLE_ENV: dict[str, dict[str, dict[str, Any]]] = {
+    "redis": {"REDIS_URL": {"value": "redis://redis.example.svc:6379/0"}},
+    "postgres": {"DATABASE_URL": _ref("postgres-credentials", "url")},
+    "nats": {"NATS_URL": {"value": "nats://nats.example.svc:4222"}},
+    "kafka": {
+        "KAFKA_BROKERS": {"value": "kafka-0.kafka.example.svc:9092,kafka-1.kafka.example.svc:9092"},
+        "REDIS_URL": _ref("ojs-kafka-redis", "url"),  # the embedded state store
+    },
+    "sqs": {
+        "AWS_REGION": {"value": "eu-west-1"},
+        "DYNAMODB_TABLE": {"value": "ojs-jobs"},
+        "SQS_QUEUE_PREFIX": {"value": "ojs"},
+        "SQS_USE_FIFO": {"value": "false"},
+    },
+    "lite": {},
 }
+STORE_ENV = {n for env in SAMPLE_ENV.values() for n in env} | {"SQS_QUEUE_URL", "AWS_ENDPOINT_URL"}
 
 
-def test_every_backend_type_gets_its_env(crds: ControlPlane, operator: OperatorProcess) -> None:
+def test_every_backend_sample_converges_with_the_env_its_server_reads(
+    crds: ControlPlane, operator: OperatorProcess
+) -> None:
     client = driver(crds)
     ns = namespace(crds, "backends")
     for doc in sample("secrets.yaml"):
         client.create(SECRETS, {**doc, "metadata": {**doc["metadata"], "namespace": ns}}, ns)
-    for t in (*BACKEND_ENV, "lite"):
+    for t in SAMPLE_ENV:
         create(client, sample(f"backend-{t}.yaml")[0], ns)
-    for t in (*BACKEND_ENV, "lite"):
+    for t, expected in SAMPLE_ENV.items():
         wait_until(f"ojs-{t} Running", lambda t=t: phase(client, ns, f"ojs-{t}") == "Running", 120)
-        env = {
-            e["name"]: e
-            for e in client.get(DEPLOYMENTS, f"ojs-{t}-server", ns)["spec"]["template"]["spec"]["containers"][
-                0
-            ]["env"]
-        }
-        others = set(BACKEND_ENV.values()) - {BACKEND_ENV.get(t)}
-        assert not others & set(env), (t, sorted(env))
-        assert env["OJS_PORT"]["value"] == "8080" and env["OJS_GRPC_PORT"]["value"] == "9090"
-        if t == "postgres":
-            assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
-                "name": "postgres-credentials",
-                "key": "url",
-            }
-        elif t != "lite":
-            assert "value" in env[BACKEND_ENV[t]]
+        c = client.get(DEPLOYMENTS, f"ojs-{t}-server", ns)["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: {k: v for k, v in e.items() if k != "name"} for e in c["env"]}
+        assert {k: v for k, v in env.items() if k in STORE_ENV} == expected, (t, sorted(env))
+        assert env["OJS_PORT"] == {"value": "8080"} and env["OJS_GRPC_PORT"] == {"value": "9090"}
+        assert env["OJS_API_KEY"] == _ref(f"ojs-{t}-api-key", "api-key")
+        assert c["image"] == f"ghcr.io/openjobspec/ojs-backend-{t}:{contract(t).tag}"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/ojs/v1/health"
+        if t == "sqs":
+            # AWS credentials from the user's envFrom, after the operator's ConfigMap.
+            assert c["envFrom"] == [
+                {"configMapRef": {"name": "ojs-sqs-config"}},
+                {"secretRef": {"name": "aws-credentials"}},
+            ]
+    # Kafka's embedded state store is the embedded Redis: its Deployment, Service and Secret exist and are
+    # what BackendReady waited for.
+    for resource in (DEPLOYMENTS, SERVICES, SECRETS):
+        assert (
+            client.get(resource, "ojs-kafka-redis", ns)["metadata"]["ownerReferences"][0]["name"]
+            == "ojs-kafka"
+        )
+    assert cond(client, ns, "ojs-kafka", "BackendReady")["message"] == "embedded Redis available"
+    for t in ("redis", "nats", "postgres", "sqs", "lite"):
+        assert get(client, DEPLOYMENTS, ns, f"ojs-{t}-redis") is None
+
+
+def test_kafka_state_store_secret_rolls_the_servers(crds: ControlPlane, operator: OperatorProcess) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "kafka-store")
+    spec = {
+        "backend": {
+            "type": "kafka",
+            "url": "k:9092",
+            "stateStore": {"urlSecretRef": {"name": "kafka-redis", "key": "url"}},
+        },
+        "replicas": 1,
+    }
+    client.create(OJSCLUSTERS, ojs_cluster(ns, "k", spec), ns)
+    wait_until("Error while the Secret is missing", lambda: phase(client, ns, "k") == "Error", 60)
+    assert "spec.backend.stateStore.urlSecretRef" in cond(client, ns, "k", "BackendReady")["message"]
+    client.create(SECRETS, secret(ns, "kafka-redis", {"url": "redis://:one@r:6379/0"}), ns)
+    wait_until("Running once the Secret exists", lambda: phase(client, ns, "k") == "Running", 90)
+
+    def template_hash() -> str:
+        dep = client.get(DEPLOYMENTS, "k-server", ns)
+        return str(dep["spec"]["template"]["metadata"]["annotations"]["ojs.openjobspec.dev/config-hash"])
+
+    before = template_hash()
+    client.patch(SECRETS, "kafka-redis", {"stringData": {"url": "redis://:two@r:6379/0"}}, ns)
+    wait_until("config hash changed", lambda: template_hash() != before, 60)
+    assert get(client, DEPLOYMENTS, ns, "k-redis") is None
 
 
 def test_auth_disabled_pdb_variants_and_unowned_server_deployment(

@@ -461,6 +461,22 @@ def test_warnings_reach_the_client(webhook: Deployment, off_ns: str, raw: Raw) -
         (worker({"spec.resources": _DELETE}), "limits"),
         (cluster({"spec.resources": {"requests": {"cpu": "1"}}}), "limits"),
         (cluster({"spec.auth": {"disabled": True}}), "auth.disabled"),
+        (cluster({"spec.grpc": {"enabled": True}}), "OJS gRPC (port 9090) has no authentication"),
+        (
+            cluster(
+                {
+                    "spec.backend": {
+                        "type": "sqs",
+                        "sqs": {"region": "eu-west-1", "endpoint": "http://ls:4566"},
+                    }
+                }
+            ),
+            "static credentials test/test",
+        ),
+        (
+            cluster({"spec.env": [{"name": "REDIS_URL", "value": "redis://mine"}]}),
+            "spec.env[0] replaces the operator-managed variable REDIS_URL",
+        ),
     ]
     for obj, text in cases:
         answer = raw.send(obj, ns)
@@ -547,6 +563,30 @@ def _cluster_spec() -> st.SearchStrategy[dict[str, Any]]:
                     {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
                 ]
             ),
+            "stateStore": st.sampled_from(
+                [
+                    {"embedded": True},
+                    {"url": "redis://r"},
+                    {"urlSecretRef": {"name": "r", "key": "url"}},
+                    {"url": "redis://r", "embedded": True},
+                    {"embedded": False},
+                    {},
+                    {"url": ""},
+                    {"urlSecretRef": {"name": "r"}},
+                ]
+            ),
+            "sqs": st.sampled_from(
+                [
+                    {"region": "eu-west-1"},
+                    {"region": "eu-west-1", "fifo": True, "endpoint": "http://localstack:4566"},
+                    {},
+                    {"region": "EU West"},
+                    {"region": "eu-west-1", "dynamodbTable": "ab"},
+                    {"region": "eu-west-1", "queuePrefix": "a.b"},
+                    {"region": "eu-west-1", "endpoint": "localstack:4566"},
+                    {"region": "eu-west-1", "fifo": "yes"},
+                ]
+            ),
         },
     )
     auto = st.fixed_dictionaries(
@@ -584,6 +624,16 @@ def _cluster_spec() -> st.SearchStrategy[dict[str, Any]]:
                 "maxUnavailable": st.sampled_from([0, 1, -1, "50%", "100%", "1"]),
             },
         ),
+        "grpc": st.sampled_from([{}, {"enabled": True}, {"enabled": False}, {"enabled": "yes"}]),
+        "env": st.sampled_from(
+            [
+                [{"name": "OJS_API_KEY", "value": "k"}],
+                [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}],
+                [{"name": "A=B"}],
+                {"name": "A"},
+            ]
+        ),
+        "envFrom": st.sampled_from([[{"secretRef": {"name": "aws"}}], {"secretRef": {"name": "aws"}}]),
         "auth": st.fixed_dictionaries(
             {},
             optional={
@@ -802,3 +852,23 @@ def test_rotation_without_a_failed_admission(crds: ControlPlane, client: Client,
         assert len(secrets_made) == 1
     finally:
         stop(client, dep)
+
+
+# --------------------------------------------------------------------------- lite is one replica (SPEC §9.3)
+def test_lite_with_two_replicas_is_refused_by_cel_and_by_the_webhook(
+    webhook: Deployment, off_ns: str, raw: Raw
+) -> None:
+    lite = cluster({"spec.backend": {"type": "lite"}, "spec.replicas": 2})
+    by_webhook = raw.send(lite, webhook.on[0])
+    by_cel = raw.send(lite, off_ns)
+    for answer in (by_webhook, by_cel):
+        assert answer.status in (400, 422), (answer.status, answer.message)
+        assert "spec.replicas" in answer.message and "replicas must be 1" in answer.message, answer.message
+    assert "admission webhook" not in by_cel.message
+    scaled = cluster({"spec.backend": {"type": "lite"}, "spec.autoScaling": {"enabled": True}})
+    for ns in (webhook.on[0], off_ns):
+        answer = raw.send(scaled, ns)
+        assert answer.status in (400, 422) and "cannot be autoscaled" in answer.message, answer.message
+    assert (
+        raw.send(cluster({"spec.backend": {"type": "lite"}, "spec.replicas": 1}), webhook.on[0]).status == 201
+    )

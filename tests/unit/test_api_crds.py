@@ -461,7 +461,8 @@ _VALUES: list[Any] = [
     {"name": "s", "key": "k"}, {"name": "s"}, {"a": "b"}, {"app.kubernetes.io/name": "x"}, {"enabled": True},
     {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}, {"runAsNonRoot": True, "runAsUser": 0},
     {"runAsUser": -1}, {"storage": {"size": "1Gi"}}, {"minReplicas": 0, "metric": "cpu"},
-    {"minAvailable": 1, "maxUnavailable": "10%"},
+    {"minAvailable": 1, "maxUnavailable": "10%"}, "sqs", {"region": "eu-west-1"}, {"region": "EU West"},
+    {"url": "redis://r", "embedded": True}, {"urlSecretRef": {"name": "r", "key": "url"}},
 ]  # fmt: skip
 _EMBEDDED = {
     "affinity",

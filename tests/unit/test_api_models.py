@@ -11,7 +11,6 @@ import pytest
 
 from ojsctrl.api import (
     API_VERSION,
-    DEFAULT_SERVER_IMAGE,
     DEFAULT_SERVER_RESOURCES,
     OJSCluster,
     OJSClusterSpec,
@@ -92,8 +91,12 @@ def test_cluster_defaults() -> None:
     assert spec.replicas is None
     assert spec.effective_replicas() == 2
     assert spec.image is None
-    assert spec.effective_image(DEFAULT_SERVER_IMAGE) == "ghcr.io/openjobspec/ojs-server:v0.5.0"
-    assert spec.effective_image("other:v1") == "other:v1"
+    assert spec.effective_image() == "ghcr.io/openjobspec/ojs-backend-redis:v0.3.0"
+    assert spec.effective_image("mirror.example/ojs-{backend}:{tag}") == "mirror.example/ojs-redis:v0.3.0"
+    pinned = OJSClusterSpec.from_dict({"backend": {"type": "lite"}, "image": "mine/ojs:v9"})
+    assert pinned.effective_image("mirror.example/ojs-{backend}:{tag}") == "mine/ojs:v9"
+    assert spec.grpc.enabled is False and spec.env is None and spec.env_from is None
+    assert spec.backend.state_store is None and spec.backend.sqs is None
     assert spec.resources == DEFAULT_SERVER_RESOURCES
     assert spec.resources is not DEFAULT_SERVER_RESOURCES
     assert spec.backend.url is None and spec.backend.url_secret_ref is None and spec.backend.redis is None
@@ -262,7 +265,7 @@ def test_round_trip_with_status() -> None:
         "spec": {
             "backend": {"type": "postgres", "url": "postgres://db/ojs"},
             "replicas": 3,
-            "image": "ghcr.io/openjobspec/ojs-server:v0.5.0",
+            "image": "ghcr.io/openjobspec/ojs-backend-postgres:v0.4.1",
             "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
         },
         "status": {
@@ -273,7 +276,7 @@ def test_round_trip_with_status() -> None:
             "activeJobs": 4,
             "queues": [{"name": "default", "available": 12, "active": 4}],
             "endpoint": "http://c-server.ns.svc:8080",
-            "image": "ghcr.io/openjobspec/ojs-server:v0.5.0",
+            "image": "ghcr.io/openjobspec/ojs-backend-postgres:v0.4.1",
             "observedGeneration": 3,
             "lastScaleTime": "2026-01-02T03:04:05Z",
             "conditions": [
@@ -369,3 +372,32 @@ def test_quantities(value: str | int, expected: str) -> None:
 def test_bad_quantities(value: Any) -> None:
     with pytest.raises(ValueError):
         parse_quantity(value)
+
+
+def test_sqs_settings_default_as_the_server_does() -> None:
+    # ojs-backend-sqs internal/server/config.go: DYNAMODB_TABLE ojs-jobs, SQS_QUEUE_PREFIX ojs, FIFO off.
+    spec = OJSClusterSpec.from_dict({"backend": {"type": "sqs", "sqs": {"region": "eu-west-1"}}})
+    assert spec.backend.sqs is not None
+    assert (spec.backend.sqs.dynamodb_table, spec.backend.sqs.queue_prefix) == ("ojs-jobs", "ojs")
+    assert spec.backend.sqs.fifo is False and spec.backend.sqs.endpoint is None
+    assert spec.backend.sqs.to_dict() == {
+        "region": "eu-west-1",
+        "dynamodbTable": "ojs-jobs",
+        "queuePrefix": "ojs",
+        "fifo": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("backend", "embedded"),
+    [
+        ({"type": "redis", "embedded": True}, True),
+        ({"type": "redis", "url": "redis://r"}, False),
+        ({"type": "kafka", "url": "k:9092", "stateStore": {"embedded": True}}, True),
+        ({"type": "kafka", "url": "k:9092", "stateStore": {"url": "redis://r"}}, False),
+        ({"type": "postgres", "url": "postgres://db"}, False),
+        ({"type": "lite"}, False),
+    ],
+)
+def test_embedded_redis_for_redis_and_kafka_state_store(backend: dict[str, Any], embedded: bool) -> None:
+    assert OJSClusterSpec.from_dict({"backend": backend}).embedded_redis() is embedded

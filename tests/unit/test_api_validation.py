@@ -26,7 +26,7 @@ CLUSTER: dict[str, Any] = {
     "metadata": {"name": "ojs", "namespace": "ns"},
     "spec": {
         "backend": {"type": "redis", "embedded": True},
-        "image": "ghcr.io/openjobspec/ojs-server:v0.5.0",
+        "image": "ghcr.io/openjobspec/ojs-backend-redis:v0.3.0",
     },
 }
 WORKER: dict[str, Any] = {
@@ -119,19 +119,19 @@ CLUSTER_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("url not a string", {"spec.backend": {"type": "nats", "url": 5}}, "spec.backend.url", "type"),
     (
         "urlSecretRef without key",
-        {"spec.backend": {"type": "kafka", "urlSecretRef": {"name": "s"}}},
+        {"spec.backend": {"type": "nats", "urlSecretRef": {"name": "s"}}},
         "spec.backend.urlSecretRef.key",
         "required",
     ),
     (
         "urlSecretRef with empty name",
-        {"spec.backend": {"type": "sqs", "urlSecretRef": {"name": "", "key": "url"}}},
+        {"spec.backend": {"type": "postgres", "urlSecretRef": {"name": "", "key": "url"}}},
         "spec.backend.urlSecretRef.name",
         "minLength",
     ),
     (
         "urlSecretRef bad key",
-        {"spec.backend": {"type": "sqs", "urlSecretRef": {"name": "s", "key": "a key"}}},
+        {"spec.backend": {"type": "postgres", "urlSecretRef": {"name": "s", "key": "a key"}}},
         "spec.backend.urlSecretRef.key",
         "pattern",
     ),
@@ -304,6 +304,142 @@ CLUSTER_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("priority class too long", {"spec.priorityClassName": "a" * 254}, "spec.priorityClassName", "maxLength"),
     ("auth disabled not a boolean", {"spec.auth": {"disabled": 1}}, "spec.auth.disabled", "type"),
+    # kafka's state store (SPEC §9.1)
+    (
+        "kafka without a state store",
+        {"spec.backend": {"type": "kafka", "url": "k:9092"}},
+        "spec.backend.stateStore",
+        "stateStoreRequired",
+    ),
+    (
+        "state store on redis",
+        {"spec.backend.stateStore": {"url": "redis://r"}},
+        "spec.backend.stateStore",
+        "stateStoreOnly",
+    ),
+    (
+        "state store with url and embedded",
+        {
+            "spec.backend": {
+                "type": "kafka",
+                "url": "k:9092",
+                "stateStore": {"url": "redis://r", "embedded": True},
+            }
+        },
+        "spec.backend.stateStore",
+        "exactlyOne",
+    ),
+    (
+        "empty state store",
+        {"spec.backend": {"type": "kafka", "url": "k:9092", "stateStore": {}}},
+        "spec.backend.stateStore",
+        "exactlyOne",
+    ),
+    (
+        "state store secret without key",
+        {"spec.backend": {"type": "kafka", "url": "k:9092", "stateStore": {"urlSecretRef": {"name": "r"}}}},
+        "spec.backend.stateStore.urlSecretRef.key",
+        "required",
+    ),
+    (
+        "state store url empty",
+        {"spec.backend": {"type": "kafka", "url": "k:9092", "stateStore": {"url": ""}}},
+        "spec.backend.stateStore.url",
+        "minLength",
+    ),
+    (
+        "kafka embedded instead of a state store",
+        {
+            "spec.backend": {
+                "type": "kafka",
+                "url": "k:9092",
+                "embedded": True,
+                "stateStore": {"embedded": True},
+            }
+        },
+        "spec.backend.embedded",
+        "embeddedRedisOnly",
+    ),
+    # sqs settings (SPEC §9.1)
+    ("sqs without settings", {"spec.backend": {"type": "sqs"}}, "spec.backend.sqs", "sqsRequired"),
+    (
+        "sqs with url",
+        {
+            "spec.backend": {
+                "type": "sqs",
+                "url": "https://sqs.eu-west-1.amazonaws.com/1/q",
+                "sqs": {"region": "eu-west-1"},
+            }
+        },
+        "spec.backend.url",
+        "sqsSettings",
+    ),
+    (
+        "sqs with urlSecretRef",
+        {
+            "spec.backend": {
+                "type": "sqs",
+                "urlSecretRef": {"name": "q", "key": "u"},
+                "sqs": {"region": "eu-west-1"},
+            }
+        },
+        "spec.backend.urlSecretRef",
+        "sqsSettings",
+    ),
+    (
+        "sqs embedded",
+        {"spec.backend": {"type": "sqs", "embedded": True, "sqs": {"region": "eu-west-1"}}},
+        "spec.backend.embedded",
+        "embeddedRedisOnly",
+    ),
+    ("sqs settings on redis", {"spec.backend.sqs": {"region": "eu-west-1"}}, "spec.backend.sqs", "sqsOnly"),
+    (
+        "sqs without region",
+        {"spec.backend": {"type": "sqs", "sqs": {}}},
+        "spec.backend.sqs.region",
+        "required",
+    ),
+    (
+        "sqs region with spaces",
+        {"spec.backend": {"type": "sqs", "sqs": {"region": "EU West"}}},
+        "spec.backend.sqs.region",
+        "pattern",
+    ),
+    (
+        "sqs table too short",
+        {"spec.backend": {"type": "sqs", "sqs": {"region": "eu-west-1", "dynamodbTable": "ab"}}},
+        "spec.backend.sqs.dynamodbTable",
+        "minLength",
+    ),
+    (
+        "sqs prefix with a dot",
+        {"spec.backend": {"type": "sqs", "sqs": {"region": "eu-west-1", "queuePrefix": "ojs.jobs"}}},
+        "spec.backend.sqs.queuePrefix",
+        "pattern",
+    ),
+    (
+        "sqs endpoint not a URL",
+        {"spec.backend": {"type": "sqs", "sqs": {"region": "eu-west-1", "endpoint": "localstack:4566"}}},
+        "spec.backend.sqs.endpoint",
+        "pattern",
+    ),
+    (
+        "sqs fifo not a boolean",
+        {"spec.backend": {"type": "sqs", "sqs": {"region": "eu-west-1", "fifo": "true"}}},
+        "spec.backend.sqs.fifo",
+        "type",
+    ),
+    # server env, envFrom and gRPC exposure (SPEC §9.1, §9.3)
+    ("grpc enabled not a boolean", {"spec.grpc": {"enabled": "yes"}}, "spec.grpc.enabled", "type"),
+    ("server env name with =", {"spec.env": [{"name": "A=B"}]}, "spec.env[0].name", "envName"),
+    (
+        "server env duplicate",
+        {"spec.env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]},
+        "spec.env[1].name",
+        "unique",
+    ),
+    ("server env not a list", {"spec.env": {"name": "A"}}, "spec.env", "type"),
+    ("server envFrom not a list", {"spec.envFrom": {"secretRef": {"name": "x"}}}, "spec.envFrom", "type"),
 ]
 
 
@@ -465,8 +601,48 @@ VALID_CLUSTERS: list[tuple[str, dict[str, Any]]] = [
     ("lite with one replica", {"spec.backend": {"type": "lite"}, "spec.replicas": 1}),
     ("postgres url", {"spec.backend": {"type": "postgres", "url": "postgres://db/ojs"}}),
     ("nats secret", {"spec.backend": {"type": "nats", "urlSecretRef": {"name": "nats", "key": "url"}}}),
-    ("kafka url", {"spec.backend": {"type": "kafka", "url": "b1:9092,b2:9092"}}),
-    ("sqs url", {"spec.backend": {"type": "sqs", "url": "https://sqs.eu-west-1.amazonaws.com/1/q"}}),
+    (
+        "kafka with an embedded state store",
+        {"spec.backend": {"type": "kafka", "url": "b1:9092,b2:9092", "stateStore": {"embedded": True}}},
+    ),
+    (
+        "kafka with a state store Secret",
+        {
+            "spec.backend": {
+                "type": "kafka",
+                "urlSecretRef": {"name": "kafka", "key": "brokers"},
+                "stateStore": {"urlSecretRef": {"name": "redis", "key": "url"}},
+                "redis": None,
+            }
+        },
+    ),
+    ("sqs region only", {"spec.backend": {"type": "sqs", "sqs": {"region": "eu-west-1"}}}),
+    (
+        "sqs every setting",
+        {
+            "spec.backend": {
+                "type": "sqs",
+                "sqs": {
+                    "region": "us-gov-west-1",
+                    "dynamodbTable": "team.ojs_jobs-1",
+                    "queuePrefix": "team_ojs-1",
+                    "fifo": True,
+                },
+            },
+            "spec.serviceAccountName": "ojs-sqs",
+        },
+    ),
+    (
+        "server env, envFrom and gRPC",
+        {
+            "spec.env": [
+                {"name": "OJS_SHUTDOWN_TIMEOUT", "value": "20s"},
+                {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "aws", "key": "id"}}},
+            ],
+            "spec.envFrom": [{"configMapRef": {"name": "ojs-tuning"}}],
+            "spec.grpc": {"enabled": False},
+        },
+    ),
     ("redis url", {"spec.backend": {"type": "redis", "url": "redis://r:6379", "embedded": False}}),
     (
         "embedded redis with storage",
@@ -762,3 +938,93 @@ def test_integral_float_for_an_integer_is_rejected() -> None:
     }
     errors = validate_worker(obj).errors
     assert [(e.path, e.rule) for e in errors] == [("spec.replicas", "type")]
+
+
+def test_sqs_connection_fields_are_refused_naming_backend_sqs() -> None:
+    for field, value in (
+        ("url", "https://sqs.eu-west-1.amazonaws.com/1/q"),
+        ("urlSecretRef", {"name": "q", "key": "u"}),
+    ):
+        obj = _with(CLUSTER, {"spec.backend": {"type": "sqs", field: value, "sqs": {"region": "eu-west-1"}}})
+        result = validate_cluster(obj)
+        assert [str(e) for e in result.errors] == [
+            f"spec.backend.{field}: an sqs backend is configured by backend.sqs (region, dynamodbTable, "
+            f"queuePrefix, fifo, endpoint), not by {field}"
+        ]
+
+
+def test_lite_messages_name_the_field_and_the_reason() -> None:
+    replicas = validate_cluster(_with(CLUSTER, {"spec.backend": {"type": "lite"}, "spec.replicas": 2}))
+    assert replicas.messages() == [
+        "spec.replicas: a lite backend keeps its state in-process: replicas must be 1"
+    ]
+    scaled = validate_cluster(
+        _with(CLUSTER, {"spec.backend": {"type": "lite"}, "spec.autoScaling": {"enabled": True}})
+    )
+    assert scaled.messages() == [
+        "spec.autoScaling.enabled: a lite backend keeps its state in-process: it cannot be autoscaled"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "warning"),
+    [
+        (
+            {
+                "spec.backend": {
+                    "type": "sqs",
+                    "sqs": {"region": "eu-west-1", "endpoint": "http://localstack:4566"},
+                }
+            },
+            "spec.backend.sqs.endpoint is set: the SQS server then ignores the AWS credential chain and uses "
+            "the static credentials test/test (for LocalStack and tests only)",
+        ),
+        (
+            {"spec.grpc": {"enabled": True}},
+            "spec.grpc.enabled is true: OJS gRPC (port 9090) has no authentication; anyone who can reach the "
+            "Service bypasses the API key",
+        ),
+        (
+            {"spec.env": [{"name": "A", "value": "1"}, {"name": "OJS_API_KEY", "value": "k"}]},
+            "spec.env[1] replaces the operator-managed variable OJS_API_KEY of the redis server: the "
+            "operator's value is not used",
+        ),
+        (
+            {
+                "spec.backend": {"type": "kafka", "url": "k:9092", "stateStore": {"embedded": True}},
+                "spec.env": [{"name": "REDIS_URL", "value": "redis://mine"}],
+            },
+            "spec.env[0] replaces the operator-managed variable REDIS_URL of the kafka server: the "
+            "operator's value is not used",
+        ),
+        (
+            {"spec.backend": {"type": "kafka", "url": "k:9092", "stateStore": {"url": "redis://:pw@r:6379"}}},
+            "spec.backend.stateStore.url contains credentials: put the URL in a Secret and use urlSecretRef",
+        ),
+    ],
+)
+def test_cluster_warnings(changes: dict[str, Any], warning: str) -> None:
+    result = validate_cluster(_with(CLUSTER, changes))
+    assert result.errors == [] and warning in result.warnings, result
+
+
+def test_env_of_other_backends_does_not_warn() -> None:
+    # REDIS_URL is not the lite server's: setting it replaces nothing of the operator's.
+    obj = _with(
+        CLUSTER, {"spec.backend": {"type": "lite"}, "spec.env": [{"name": "REDIS_URL", "value": "x"}]}
+    )
+    assert validate_cluster(obj).warnings == []
+
+
+def test_redis_options_apply_to_kafka_embedded_state_store() -> None:
+    store = {
+        "type": "kafka",
+        "url": "k:9092",
+        "stateStore": {"embedded": True},
+        "redis": {"image": "redis:7.2"},
+    }
+    assert validate_cluster(_with(CLUSTER, {"spec.backend": store})).warnings == []
+    external = {**store, "stateStore": {"url": "redis://r"}}
+    assert any(
+        "has no effect" in w for w in validate_cluster(_with(CLUSTER, {"spec.backend": external})).warnings
+    )

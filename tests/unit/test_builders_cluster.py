@@ -81,8 +81,10 @@ _BACKENDS: list[dict[str, Any]] = [
     {"type": "postgres", "url": "postgres://db:5432/ojs"},
     {"type": "postgres", "urlSecretRef": {"name": "pg", "key": "dsn"}},
     {"type": "nats", "url": "nats://nats:4222"},
-    {"type": "kafka", "urlSecretRef": {"name": "kafka", "key": "brokers"}},
-    {"type": "sqs", "url": "https://sqs.eu-west-1.amazonaws.com/1/q"},
+    {"type": "kafka", "urlSecretRef": {"name": "kafka", "key": "brokers"}, "stateStore": {"embedded": True}},
+    {"type": "kafka", "url": "k:9092", "stateStore": {"urlSecretRef": {"name": "kredis", "key": "url"}}},
+    {"type": "sqs", "sqs": {"region": "eu-west-1"}},
+    {"type": "sqs", "sqs": {"region": "eu-west-1", "fifo": True, "endpoint": "http://localstack:4566"}},
     {"type": "lite"},
 ]
 _AUTHS: list[dict[str, Any]] = [{}, {"disabled": True}, {"apiKeySecretRef": {"name": "mykey", "key": "k"}}]
@@ -200,46 +202,91 @@ def test_every_child_is_owned_and_labelled(cluster: OJSCluster) -> None:
 # --- backend env --------------------------------------------------------------------------------------------
 
 
+# Every env name any backend's store is configured by (the contract table's), so that a row can assert that
+# no other backend's name leaks in (e.g. the SQS_QUEUE_URL no server reads).
+STORE_ENV = {
+    "REDIS_URL",
+    "DATABASE_URL",
+    "NATS_URL",
+    "KAFKA_BROKERS",
+    "AWS_REGION",
+    "DYNAMODB_TABLE",
+    "SQS_QUEUE_PREFIX",
+    "SQS_USE_FIFO",
+    "AWS_ENDPOINT_URL",
+    "SQS_QUEUE_URL",
+}
+
+
 @pytest.mark.parametrize(
-    ("backend", "name", "value"),
+    ("backend", "expected"),
     [
-        ({"type": "redis", "url": "redis://r:6379"}, "REDIS_URL", "redis://r:6379"),
-        ({"type": "postgres", "url": "postgres://p/db"}, "DATABASE_URL", "postgres://p/db"),
-        ({"type": "nats", "url": "nats://n:4222"}, "NATS_URL", "nats://n:4222"),
-        ({"type": "kafka", "url": "k1:9092,k2:9092"}, "KAFKA_BROKERS", "k1:9092,k2:9092"),
-        ({"type": "sqs", "url": "https://sqs/q"}, "SQS_QUEUE_URL", "https://sqs/q"),
+        ({"type": "redis", "url": "redis://r:6379"}, {"REDIS_URL": "redis://r:6379"}),
+        ({"type": "postgres", "url": "postgres://p/db"}, {"DATABASE_URL": "postgres://p/db"}),
+        ({"type": "nats", "url": "nats://n:4222"}, {"NATS_URL": "nats://n:4222"}),
+        (
+            {"type": "kafka", "url": "k1:9092,k2:9092", "stateStore": {"url": "redis://r:6379"}},
+            {"KAFKA_BROKERS": "k1:9092,k2:9092", "REDIS_URL": "redis://r:6379"},
+        ),
+        (
+            {"type": "kafka", "url": "k:9092", "stateStore": {"embedded": True}},
+            {"KAFKA_BROKERS": "k:9092", "REDIS_URL": secret_ref("c1-redis", "url")},
+        ),
+        (
+            {
+                "type": "kafka",
+                "urlSecretRef": {"name": "k", "key": "b"},
+                "stateStore": {"urlSecretRef": {"name": "r", "key": "u"}},
+            },
+            {"KAFKA_BROKERS": secret_ref("k", "b"), "REDIS_URL": secret_ref("r", "u")},
+        ),
+        (
+            {"type": "sqs", "sqs": {"region": "eu-west-1"}},
+            {
+                "AWS_REGION": "eu-west-1",
+                "DYNAMODB_TABLE": "ojs-jobs",
+                "SQS_QUEUE_PREFIX": "ojs",
+                "SQS_USE_FIFO": "false",
+            },
+        ),
+        (
+            {
+                "type": "sqs",
+                "sqs": {
+                    "region": "us-east-2",
+                    "dynamodbTable": "jobs",
+                    "queuePrefix": "team",
+                    "fifo": True,
+                    "endpoint": "http://localstack:4566",
+                },
+            },
+            {
+                "AWS_REGION": "us-east-2",
+                "DYNAMODB_TABLE": "jobs",
+                "SQS_QUEUE_PREFIX": "team",
+                "SQS_USE_FIFO": "true",
+                "AWS_ENDPOINT_URL": "http://localstack:4566",
+            },
+        ),
         (
             {"type": "redis", "urlSecretRef": {"name": "s", "key": "u"}},
-            "REDIS_URL",
-            secret_ref("s", "u"),
+            {"REDIS_URL": secret_ref("s", "u")},
         ),
         (
             {"type": "postgres", "urlSecretRef": {"name": "pg", "key": "dsn"}},
-            "DATABASE_URL",
-            secret_ref("pg", "dsn"),
+            {"DATABASE_URL": secret_ref("pg", "dsn")},
         ),
-        ({"type": "nats", "urlSecretRef": {"name": "n", "key": "u"}}, "NATS_URL", secret_ref("n", "u")),
-        (
-            {"type": "kafka", "urlSecretRef": {"name": "k", "key": "b"}},
-            "KAFKA_BROKERS",
-            secret_ref("k", "b"),
-        ),
-        ({"type": "sqs", "urlSecretRef": {"name": "q", "key": "u"}}, "SQS_QUEUE_URL", secret_ref("q", "u")),
-        ({"type": "redis", "embedded": True}, "REDIS_URL", secret_ref("c1-redis", "url")),
+        ({"type": "nats", "urlSecretRef": {"name": "n", "key": "u"}}, {"NATS_URL": secret_ref("n", "u")}),
+        ({"type": "redis", "embedded": True}, {"REDIS_URL": secret_ref("c1-redis", "url")}),
+        ({"type": "lite"}, {}),
     ],
 )
-def test_backend_url_env(backend: dict[str, Any], name: str, value: Any) -> None:
-    env = env_map(server({"backend": backend}))
-    assert env[name] == value
-    others = set(b.BACKEND_URL_ENV.values()) - {name}
-    assert not others & set(env)
-
-
-def test_lite_has_no_backend_env() -> None:
-    env = env_map(server({"backend": {"type": "lite"}}, replicas=1))
-    assert not set(b.BACKEND_URL_ENV.values()) & set(env)
-    assert env["OJS_PORT"] == "8080"
-    assert env["OJS_GRPC_PORT"] == "9090"
+def test_backend_env(backend: dict[str, Any], expected: dict[str, Any]) -> None:
+    spec = {"backend": backend}
+    assert validate_cluster(make_cluster(spec).to_dict()).ok
+    env = env_map(server(spec, replicas=1))
+    assert {k: v for k, v in env.items() if k in STORE_ENV} == expected
+    assert env["OJS_PORT"] == "8080" and env["OJS_GRPC_PORT"] == "9090"
 
 
 @pytest.mark.parametrize(
@@ -285,10 +332,25 @@ def test_env_order_and_uniqueness() -> None:
         ({"type": "redis", "url": "redis://x"}, {"disabled": True}, []),
         ({"type": "redis", "embedded": True}, {}, [("c1-redis", "url"), ("c1-api-key", "api-key")]),
         (
-            {"type": "sqs", "urlSecretRef": {"name": "q", "key": "u"}},
+            {"type": "nats", "urlSecretRef": {"name": "q", "key": "u"}},
             {"apiKeySecretRef": {"name": "k", "key": "v"}},
             [("q", "u"), ("k", "v")],
         ),
+        (
+            {"type": "kafka", "url": "k:9092", "stateStore": {"embedded": True}},
+            {},
+            [("c1-redis", "url"), ("c1-api-key", "api-key")],
+        ),
+        (
+            {
+                "type": "kafka",
+                "urlSecretRef": {"name": "k", "key": "b"},
+                "stateStore": {"urlSecretRef": {"name": "r", "key": "u"}},
+            },
+            {"disabled": True},
+            [("k", "b"), ("r", "u")],
+        ),
+        ({"type": "sqs", "sqs": {"region": "eu-west-1"}}, {"disabled": True}, []),
     ],
 )
 def test_referenced_secret_keys(
@@ -419,8 +481,16 @@ def test_lite_specifics() -> None:
     assert b.redis_pvc(cluster) is None
 
 
-def test_server_service_owns_only_its_fields() -> None:
-    svc = b.server_service(make_cluster({"backend": {"type": "lite"}}))
+@pytest.mark.parametrize("grpc", [None, {}, {"enabled": False}, {"enabled": True}])
+def test_server_service_owns_only_its_fields(grpc: dict[str, Any] | None) -> None:
+    spec: dict[str, Any] = {"backend": {"type": "lite"}}
+    if grpc is not None:
+        spec["grpc"] = grpc
+    svc = b.server_service(make_cluster(spec))
+    ports = [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    if grpc == {"enabled": True}:
+        # gRPC has no authentication on any backend: exposed only when asked for (SPEC §9.3).
+        ports.append({"name": "grpc", "port": 9090, "targetPort": "grpc", "protocol": "TCP"})
     assert svc["metadata"]["name"] == "c1-server"
     assert svc["spec"] == {
         "type": "ClusterIP",
@@ -429,12 +499,12 @@ def test_server_service_owns_only_its_fields() -> None:
             "app.kubernetes.io/instance": "c1",
             "app.kubernetes.io/component": "server",
         },
-        "ports": [
-            {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
-            {"name": "grpc", "port": 9090, "targetPort": "grpc", "protocol": "TCP"},
-        ],
+        "ports": ports,
     }
     assert "clusterIP" not in svc["spec"]
+    # The container keeps declaring both ports: toggling exposure must not roll the servers.
+    dep = b.server_deployment(make_cluster(spec), image="i", config_hash="h", replicas=1)
+    assert [p["name"] for p in container(dep)["ports"]] == ["http", "grpc"]
 
 
 def test_config_map_holds_only_non_secret_settings() -> None:
@@ -637,9 +707,17 @@ def test_service_monitor() -> None:
     assert sm["metadata"]["name"] == "c1-server"
     assert sm["metadata"]["labels"]["release"] == "prom"
     assert sm["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ojsctrl"
+    # Lite's /metrics needs the API key: the endpoint carries it from the generated Secret.
     assert sm["spec"] == {
         "selector": {"matchLabels": b.server_selector(cluster)},
-        "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+        "endpoints": [
+            {
+                "port": "http",
+                "path": "/metrics",
+                "interval": "15s",
+                "authorization": {"type": "Bearer", "credentials": {"name": "c1-api-key", "key": "api-key"}},
+            }
+        ],
     }
     # The ServiceMonitor selects the Service by its labels.
     assert (
@@ -821,3 +899,174 @@ def test_readme_clusters_build(cluster: OJSCluster) -> None:
     else:
         assert ("Deployment", f"{name}-redis") in kinds
         assert ("Secret", f"{name}-redis") in kinds
+
+
+@pytest.mark.parametrize(
+    ("auth", "authorization"),
+    [
+        ({}, {"type": "Bearer", "credentials": {"name": "c1-api-key", "key": "api-key"}}),
+        (
+            {"apiKeySecretRef": {"name": "mine", "key": "token"}},
+            {"type": "Bearer", "credentials": {"name": "mine", "key": "token"}},
+        ),
+        ({"disabled": True}, None),
+    ],
+)
+@pytest.mark.parametrize("backend", [{"type": "lite"}, {"type": "nats", "url": "nats://n"}])
+def test_service_monitor_authorization_follows_auth(
+    backend: dict[str, Any], auth: dict[str, Any], authorization: dict[str, Any] | None
+) -> None:
+    cluster = make_cluster(
+        {"backend": backend, "auth": auth, "monitoring": {"enabled": True, "serviceMonitor": True}}
+    )
+    sm = b.service_monitor(cluster)
+    assert sm is not None
+    assert sm["spec"]["endpoints"][0].get("authorization") == authorization
+
+
+# --- server env and envFrom from the spec (SPEC §8.6 merge rule) --------------------------------------------
+
+
+def test_user_env_replaces_operator_entries_and_follows_them() -> None:
+    spec = {
+        "backend": {"type": "sqs", "sqs": {"region": "eu-west-1"}},
+        "env": [
+            {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "aws", "key": "id"}}},
+            {"name": "SQS_USE_FIFO", "value": "true"},
+            {"name": "OJS_SHUTDOWN_TIMEOUT", "value": "20s"},
+        ],
+        "envFrom": [{"secretRef": {"name": "aws-credentials"}}, {"configMapRef": {"name": "tuning"}}],
+    }
+    c = container(server(spec))
+    assert [e["name"] for e in c["env"]] == [
+        "OJS_PORT",
+        "OJS_GRPC_PORT",
+        "AWS_REGION",
+        "DYNAMODB_TABLE",
+        "SQS_QUEUE_PREFIX",
+        "OJS_API_KEY",
+        "OJS_ALLOW_INSECURE_NO_AUTH",
+        "AWS_ACCESS_KEY_ID",
+        "SQS_USE_FIFO",
+        "OJS_SHUTDOWN_TIMEOUT",
+    ]
+    assert env_map(server(spec))["SQS_USE_FIFO"] == "true"
+    # The operator's ConfigMap first, the user's sources after it (a later source wins in Kubernetes).
+    assert c["envFrom"] == [
+        {"configMapRef": {"name": "c1-config"}},
+        {"secretRef": {"name": "aws-credentials"}},
+        {"configMapRef": {"name": "tuning"}},
+    ]
+
+
+# --- images per backend -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backend", "image", "template", "templated"),
+    [
+        (
+            {"type": "redis", "embedded": True},
+            "ghcr.io/openjobspec/ojs-backend-redis:v0.3.0",
+            "m/{backend}:{tag}",
+            "m/redis:v0.3.0",
+        ),
+        (
+            {"type": "postgres", "url": "p"},
+            "ghcr.io/openjobspec/ojs-backend-postgres:v0.4.1",
+            "m/{backend}:v1",
+            "m/postgres:v1",
+        ),
+        (
+            {"type": "nats", "url": "n"},
+            "ghcr.io/openjobspec/ojs-backend-nats:v0.3.0",
+            "m/{backend}:{tag}",
+            "m/nats:v0.3.0",
+        ),
+        (
+            {"type": "kafka", "url": "k", "stateStore": {"embedded": True}},
+            "ghcr.io/openjobspec/ojs-backend-kafka:v0.4.1",
+            "m/ojs-backend-{backend}:{tag}",
+            "m/ojs-backend-kafka:v0.4.1",
+        ),
+        (
+            {"type": "sqs", "sqs": {"region": "eu-west-1"}},
+            "ghcr.io/openjobspec/ojs-backend-sqs:v0.4.1",
+            "m/{backend}",
+            "m/sqs",
+        ),
+        (
+            {"type": "lite"},
+            "ghcr.io/openjobspec/ojs-backend-lite:v0.4.1",
+            "m/{backend}:{tag}",
+            "m/lite:v0.4.1",
+        ),
+    ],
+)
+def test_server_image_per_backend(backend: dict[str, Any], image: str, template: str, templated: str) -> None:
+    spec = make_cluster({"backend": backend}).spec
+    assert spec.effective_image(None) == image
+    assert spec.effective_image(template) == templated
+    # spec.image wins over the flag and the table.
+    pinned = make_cluster({"backend": backend, "image": "mine/ojs:v9"}).spec
+    assert pinned.effective_image(template) == pinned.effective_image(None) == "mine/ojs:v9"
+
+
+# --- kafka's embedded state store reuses the embedded Redis objects -----------------------------------------
+
+
+def test_kafka_embedded_state_store_builds_the_embedded_redis() -> None:
+    kafka = make_cluster(
+        {
+            "backend": {
+                "type": "kafka",
+                "url": "k:9092",
+                "stateStore": {"embedded": True},
+                "redis": {"storage": {"size": "1Gi"}},
+            }
+        }
+    )
+    redis = make_cluster(
+        {"backend": {"type": "redis", "embedded": True, "redis": {"storage": {"size": "1Gi"}}}}
+    )
+    assert b.embedded_redis_enabled(kafka)
+    for build in (b.redis_deployment, b.redis_service, b.redis_pvc, b.redis_secret):
+        args: dict[str, Any] = {"config_hash": "h"} if build is b.redis_deployment else {}
+        if build is b.redis_secret:
+            made, same = build(kafka, REDIS_PASSWORD), build(redis, REDIS_PASSWORD)
+        else:
+            made, same = build(kafka, **args), build(redis, **args)
+        # Same names, labels and specs as a redis cluster's embedded Redis (only the owner differs, and the
+        # owner is the same object identity here).
+        assert made == same
+    assert env_map(server(kafka.to_dict()["spec"]))["REDIS_URL"] == secret_ref("c1-redis", "url")
+    external = make_cluster(
+        {"backend": {"type": "kafka", "url": "k:9092", "stateStore": {"url": "redis://r"}}}
+    )
+    assert not b.embedded_redis_enabled(external) and b.redis_pvc(external) is None
+
+
+def test_config_hash_covers_the_state_store_secret() -> None:
+    cluster = make_cluster(
+        {
+            "backend": {
+                "type": "kafka",
+                "url": "k:9092",
+                "stateStore": {"urlSecretRef": {"name": "r", "key": "u"}},
+            }
+        }
+    )
+    secrets = {("r", "u"): b"redis://one", ("c1-api-key", "api-key"): API_KEY.encode()}
+    rotated = {**secrets, ("r", "u"): b"redis://two"}
+    assert _server_hash(cluster, secrets) != _server_hash(cluster, rotated)
+
+
+@pytest.mark.parametrize("cluster", GRID[::7], ids=lambda c: c.metadata["name"])
+def test_the_secrets_index_covers_every_referenced_secret(cluster: OJSCluster) -> None:
+    # A change of any Secret the server pods read must enqueue the cluster (the reconciler's watch goes
+    # through this index), or a rotation would wait for the next resync.
+    from ojsctrl.controllers.cluster import referenced_secrets
+
+    indexed = set(referenced_secrets(cluster.to_dict()))
+    for ref in b.referenced_secret_keys(cluster):
+        assert f"{NS}/{ref.name}" in indexed, ref

@@ -200,3 +200,51 @@ def test_help_names_env_vars(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "OJSCTRL_LEADER_ELECT" in out
     assert "OJSCTRL_WATCH_NAMESPACE" in out
+
+
+# --------------------------------------------------------------------------- --server-image
+def test_server_image_defaults_to_the_pinned_table() -> None:
+    assert build_parser().parse_args([]).server_image is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        (
+            ["--server-image", "mirror.example/ojs-backend-{backend}:{tag}"],
+            None,
+            "mirror.example/ojs-backend-{backend}:{tag}",
+        ),
+        ([], "mirror.example/{backend}:v1", "mirror.example/{backend}:v1"),
+        ([], "", None),  # an empty variable (Helm's unset serverImage) keeps the pinned images
+        (["--server-image=a/{backend}"], "b/{backend}", "a/{backend}"),
+    ],
+)
+def test_server_image_template(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], env: str | None, expected: str | None
+) -> None:
+    if env is not None:
+        monkeypatch.setenv("OJSCTRL_SERVER_IMAGE", env)
+    assert build_parser().parse_args(argv).server_image == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("ghcr.io/openjobspec/ojs-server:v0.5.0", "lacks the placeholder {backend}"),
+        ("x/{backend}:{version}", "unknown placeholder {version}"),
+    ],
+)
+def test_bad_server_image_template_exits_with_the_reason(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, value: str, says: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--server-image", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--server-image" in err and says in err
+    monkeypatch.setenv("OJSCTRL_SERVER_IMAGE", value)
+    with pytest.raises(SystemExit):
+        build_parser()
+    err = capsys.readouterr().err
+    assert "OJSCTRL_SERVER_IMAGE" in err and says in err

@@ -297,3 +297,43 @@ def test_lookup_does_not_trust_a_cache_that_does_not_cover_the_namespace() -> No
     assert unsynced("ns", "ojs") is False
     lookup.close()
     unsynced.close()
+
+
+def test_backend_warnings_reach_the_review() -> None:
+    obj = copy.deepcopy(CLUSTER)
+    obj["spec"]["backend"] = {
+        "type": "sqs",
+        "sqs": {"region": "eu-west-1", "endpoint": "http://localstack:4566"},
+    }
+    obj["spec"]["grpc"] = {"enabled": True}
+    obj["spec"]["env"] = [{"name": "SQS_USE_FIFO", "value": "true"}]
+    out = review_response(ClusterValidator()(request(obj)))
+    assert out["allowed"] is True
+    warnings = out["warnings"]
+    assert any(w.startswith("spec.backend.sqs.endpoint") and "test/test" in w for w in warnings), warnings
+    assert any(w.startswith("spec.grpc.enabled") and "no authentication" in w for w in warnings), warnings
+    assert any(w.startswith("spec.env[0]") and "SQS_USE_FIFO" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "text"),
+    [
+        ({"backend": {"type": "lite"}, "replicas": 2}, "spec.replicas", "replicas must be 1"),
+        (
+            {"backend": {"type": "lite"}, "autoScaling": {"enabled": True}},
+            "spec.autoScaling.enabled",
+            "cannot be autoscaled",
+        ),
+        (
+            {"backend": {"type": "sqs", "url": "https://sqs/q", "sqs": {"region": "eu-west-1"}}},
+            "spec.backend.url",
+            "backend.sqs",
+        ),
+        ({"backend": {"type": "kafka", "url": "k:9092"}}, "spec.backend.stateStore", "REDIS_URL"),
+    ],
+)
+def test_backend_denials_name_the_field(spec: dict[str, Any], field: str, text: str) -> None:
+    obj = {**copy.deepcopy(CLUSTER), "spec": spec}
+    out = review_response(ClusterValidator()(request(obj)))
+    assert out["allowed"] is False
+    assert field in out["status"]["message"] and text in out["status"]["message"], out["status"]["message"]

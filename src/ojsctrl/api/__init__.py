@@ -5,8 +5,11 @@ generation.
 - ``validation``: the rules shared by the admission webhook and the reconcilers.
 - ``crdgen``: the CRDs in ``manifests/crds`` are generated from the models (``python -m ojsctrl.api.crdgen``).
 
-``OJSClusterSpec.image`` is deliberately optional: its default is the operator's ``--server-image`` flag,
-applied by the reconciler (``OJSClusterSpec.effective_image``), not a CRD default.
+- ``backends``: what each backend's server reads and serves (env names, pinned images, public paths).
+
+``OJSClusterSpec.image`` is deliberately optional: its default is the operator's ``--server-image`` template
+or the backend's pinned image, applied by the reconciler (``OJSClusterSpec.effective_image``), not a CRD
+default.
 """
 
 from ojsctrl.api.cluster import (
@@ -26,7 +29,6 @@ from ojsctrl.api.cluster import (
 from ojsctrl.api.common import (
     API_VERSION,
     DEFAULT_REDIS_IMAGE,
-    DEFAULT_SERVER_IMAGE,
     GROUP,
     VERSION,
     Condition,
@@ -48,7 +50,6 @@ from ojsctrl.api.worker import (
 __all__ = [
     "API_VERSION",
     "DEFAULT_REDIS_IMAGE",
-    "DEFAULT_SERVER_IMAGE",
     "DEFAULT_SERVER_RESOURCES",
     "DEFAULT_TARGET_JOBS_PER_WORKER",
     "GROUP",

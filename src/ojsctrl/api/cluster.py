@@ -6,6 +6,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from ojsctrl.api.backends import server_image as default_server_image
 from ojsctrl.api.common import (
     API_VERSION,
     DEFAULT_REDIS_IMAGE,
@@ -41,6 +42,16 @@ DEFAULT_CLUSTER_REPLICAS = 2
 DEFAULT_MAX_UNAVAILABLE = 1
 # At most this many queues appear in status and as metric label values (SPEC §8.7).
 MAX_STATUS_QUEUES = 20
+
+# backend.sqs (ojs-backend-sqs internal/server/config.go): the server's own defaults.
+DEFAULT_DYNAMODB_TABLE = "ojs-jobs"
+DEFAULT_SQS_QUEUE_PREFIX = "ojs"
+AWS_REGION_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+# DynamoDB table names: 3-255 of letters, digits, '_', '-' and '.'.
+DYNAMODB_TABLE_PATTERN = r"^[a-zA-Z0-9_.-]+$"
+# SQS queue names allow letters, digits, '-' and '_' only; the prefix is part of every name.
+SQS_PREFIX_PATTERN = r"^[a-zA-Z0-9_-]+$"
+HTTP_URL_PATTERN = r"^https?://\S+$"
 
 
 def _default_resources() -> dict[str, Any]:
@@ -79,13 +90,93 @@ class EmbeddedRedis(OJSModel):
     )
 
 
+class StateStore(OJSModel):
+    """Where a kafka server keeps job state: a Redis, passed to the server as REDIS_URL."""
+
+    cel_rules: ClassVar[tuple[CEL, ...]] = (
+        CEL(
+            "(has(self.url) ? 1 : 0) + (has(self.urlSecretRef) ? 1 : 0)"
+            " + ((has(self.embedded) && self.embedded) ? 1 : 0) == 1",
+            "exactly one of url, urlSecretRef or embedded: true must be set",
+        ),
+    )
+
+    url: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=4096,
+            description=(
+                "Redis URL (redis://...), passed to the server as REDIS_URL. Prefer urlSecretRef when it "
+                "holds a password."
+            ),
+        ),
+    ] = None
+    url_secret_ref: SecretKeyRef | None = Field(default=None, description="Secret key holding the Redis URL.")
+    embedded: bool = Field(
+        default=False,
+        description=(
+            "Deploy a Redis next to the server (the same <name>-redis objects as an embedded redis backend; "
+            "backend.redis sets its options) and use it as the state store."
+        ),
+    )
+
+
+class SQSBackend(OJSModel):
+    """Settings of an sqs backend, as the SQS server reads them (no URL: queues are found by prefix)."""
+
+    region: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=32,
+            pattern=AWS_REGION_PATTERN,
+            description="AWS region of the queues and the DynamoDB table (AWS_REGION), e.g. eu-west-1.",
+        ),
+    ]
+    dynamodb_table: Annotated[
+        str,
+        Field(
+            min_length=3,
+            max_length=255,
+            pattern=DYNAMODB_TABLE_PATTERN,
+            description=(
+                "DynamoDB table holding job state (DYNAMODB_TABLE); the server creates or verifies it at "
+                "start and exits when it cannot."
+            ),
+        ),
+    ] = DEFAULT_DYNAMODB_TABLE
+    queue_prefix: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            pattern=SQS_PREFIX_PATTERN,
+            description="Prefix of the SQS queue names the server uses (SQS_QUEUE_PREFIX).",
+        ),
+    ] = DEFAULT_SQS_QUEUE_PREFIX
+    fifo: bool = Field(default=False, description="Use FIFO queues (SQS_USE_FIFO).")
+    endpoint: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=2048,
+            pattern=HTTP_URL_PATTERN,
+            description=(
+                "Custom AWS endpoint (AWS_ENDPOINT_URL), e.g. LocalStack. When set, the server uses the "
+                "static credentials test/test: for testing only."
+            ),
+        ),
+    ] = None
+
+
 class Backend(OJSModel):
     """Where the OJS server keeps its jobs."""
 
     cel_rules: ClassVar[tuple[CEL, ...]] = (
         CEL(
-            "self.type == 'lite' || (has(self.url) ? 1 : 0) + (has(self.urlSecretRef) ? 1 : 0)"
-            " + ((has(self.embedded) && self.embedded) ? 1 : 0) == 1",
+            "self.type == 'lite' || self.type == 'sqs' || (has(self.url) ? 1 : 0)"
+            " + (has(self.urlSecretRef) ? 1 : 0) + ((has(self.embedded) && self.embedded) ? 1 : 0) == 1",
             "exactly one of url, urlSecretRef or embedded: true must be set",
         ),
         CEL(
@@ -95,8 +186,38 @@ class Backend(OJSModel):
         ),
         CEL(
             "!has(self.embedded) || !self.embedded || self.type == 'redis'",
-            "embedded is only available for type redis; use url or urlSecretRef for other backends",
+            "embedded is only available for type redis (kafka: stateStore.embedded); use url or urlSecretRef "
+            "for other backends",
             field_path=".embedded",
+        ),
+        CEL(
+            "self.type != 'sqs' || !has(self.url)",
+            "an sqs backend is configured by backend.sqs (region, dynamodbTable, queuePrefix, fifo, "
+            "endpoint), not by url",
+            field_path=".url",
+        ),
+        CEL(
+            "self.type != 'sqs' || !has(self.urlSecretRef)",
+            "an sqs backend is configured by backend.sqs (region, dynamodbTable, queuePrefix, fifo, "
+            "endpoint), not by urlSecretRef",
+            field_path=".urlSecretRef",
+        ),
+        CEL(
+            "self.type != 'sqs' || has(self.sqs)",
+            "backend.sqs (at least its region) is required for type sqs",
+            field_path=".sqs",
+        ),
+        CEL("!has(self.sqs) || self.type == 'sqs'", "backend.sqs is only for type sqs", field_path=".sqs"),
+        CEL(
+            "self.type != 'kafka' || has(self.stateStore)",
+            "backend.stateStore is required for type kafka: the Kafka server keeps job state in Redis "
+            "(REDIS_URL)",
+            field_path=".stateStore",
+        ),
+        CEL(
+            "!has(self.stateStore) || self.type == 'kafka'",
+            "backend.stateStore is only for type kafka",
+            field_path=".stateStore",
         ),
     )
 
@@ -115,8 +236,9 @@ class Backend(OJSModel):
             min_length=1,
             max_length=4096,
             description=(
-                "Backend connection URL, passed to the server as REDIS_URL, DATABASE_URL, NATS_URL, "
-                "KAFKA_BROKERS or SQS_QUEUE_URL. Prefer urlSecretRef when the URL holds credentials."
+                "Backend connection URL, passed to the server as REDIS_URL, DATABASE_URL, NATS_URL or "
+                "KAFKA_BROKERS (a comma-separated broker list). Not for sqs (see sqs) or lite. Prefer "
+                "urlSecretRef when the URL holds credentials."
             ),
         ),
     ] = None
@@ -126,7 +248,21 @@ class Backend(OJSModel):
     embedded: bool = Field(
         default=False, description="Deploy a Redis next to the server and connect to it (type redis only)."
     )
-    redis: EmbeddedRedis | None = Field(default=None, description="Options of the embedded Redis.")
+    redis: EmbeddedRedis | None = Field(
+        default=None,
+        description="Options of the embedded Redis (embedded: true, or stateStore.embedded: true for kafka).",
+    )
+    state_store: StateStore | None = Field(
+        default=None,
+        description="The Redis a kafka server keeps job state in (REDIS_URL). Required for type kafka only.",
+    )
+    sqs: SQSBackend | None = Field(
+        default=None,
+        description=(
+            "Settings of an sqs backend (required for type sqs). AWS credentials come from the pods' "
+            "identity (serviceAccountName) or from env/envFrom."
+        ),
+    )
 
 
 class Auth(OJSModel):
@@ -253,6 +389,18 @@ class PodDisruptionBudgetSpec(OJSModel):
         return "maxUnavailable", DEFAULT_MAX_UNAVAILABLE
 
 
+class GRPC(OJSModel):
+    """The servers' gRPC API (port 9090)."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Expose gRPC port 9090 on the server Service. OJS gRPC has no authentication: anyone who can "
+            "reach the Service bypasses the API key."
+        ),
+    )
+
+
 class OJSClusterSpec(PodSettings):
     """Desired state of an OJS server cluster."""
 
@@ -288,7 +436,10 @@ class OJSClusterSpec(PodSettings):
             min_length=1,
             max_length=1024,
             pattern=NO_WHITESPACE,
-            description="OJS server image. Default: the operator's --server-image flag.",
+            description=(
+                "OJS server image. Default: the operator's --server-image template for this backend, else "
+                "ghcr.io/openjobspec/ojs-backend-<type> at the release the operator pins."
+            ),
         ),
     ] = None
     resources: Annotated[dict[str, Any], K8s("Container.resources")] = Field(
@@ -305,6 +456,22 @@ class OJSClusterSpec(PodSettings):
     pod_disruption_budget: PodDisruptionBudgetSpec = Field(
         default_factory=PodDisruptionBudgetSpec, description="PodDisruptionBudget of the server pods."
     )
+    grpc: GRPC = Field(default_factory=GRPC, description="Exposure of the servers' gRPC port.")
+    env: Annotated[
+        list[dict[str, Any]] | None,
+        K8s("Container.env"),
+        Field(
+            description=(
+                "Extra environment variables of the server container (e.g. AWS credentials, OJS_* tuning); "
+                "an entry replaces the operator's variable of the same name."
+            )
+        ),
+    ] = None
+    env_from: Annotated[
+        list[dict[str, Any]] | None,
+        K8s("Container.envFrom"),
+        Field(description="Sources (ConfigMaps, Secrets) of extra environment variables of the server."),
+    ] = None
 
     def effective_replicas(self) -> int:
         """Replicas with the backend-dependent default applied (lite: 1, otherwise 2)."""
@@ -312,9 +479,17 @@ class OJSClusterSpec(PodSettings):
             return self.replicas
         return 1 if self.backend.type == "lite" else DEFAULT_CLUSTER_REPLICAS
 
-    def effective_image(self, server_image: str) -> str:
-        """The server image: the spec's, else the operator's --server-image flag value."""
-        return self.image or server_image
+    def effective_image(self, server_image: str | None = None) -> str:
+        """The server image: the spec's, else the --server-image template's for this backend, else the
+        pinned default of this backend."""
+        return self.image or default_server_image(self.backend.type, server_image)
+
+    def embedded_redis(self) -> bool:
+        """Whether the operator deploys a Redis: an embedded redis backend or kafka's embedded state store."""
+        backend = self.backend
+        if backend.type == "redis":
+            return backend.embedded
+        return backend.type == "kafka" and backend.state_store is not None and backend.state_store.embedded
 
     def pdb_enabled(self) -> bool:
         """Whether a PodDisruptionBudget is wanted (explicit setting, else min(replicas, autoscaling min) "

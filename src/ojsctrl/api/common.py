@@ -15,9 +15,8 @@ GROUP = "ojs.openjobspec.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# The operator's --server-image flag defaults to this; the OJSCluster model leaves `image` unset so that the
-# flag, not the CRD, decides (changing the flag then upgrades every cluster that did not pin an image).
-DEFAULT_SERVER_IMAGE = "ghcr.io/openjobspec/ojs-server:v0.5.0"
+# Server images are per backend (ojsctrl.api.backends); the OJSCluster model leaves `image` unset so that the
+# operator, not the CRD, decides (an operator upgrade then upgrades every cluster that did not pin an image).
 DEFAULT_REDIS_IMAGE = "redis:7-alpine"
 
 LABEL_NAME = "app.kubernetes.io/name"

@@ -22,7 +22,16 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from ojsctrl.api.cluster import BACKEND_TYPES, ClusterAutoScaling, OJSClusterSpec
+from ojsctrl.api.backends import operator_env_names
+from ojsctrl.api.cluster import (
+    AWS_REGION_PATTERN,
+    BACKEND_TYPES,
+    DYNAMODB_TABLE_PATTERN,
+    HTTP_URL_PATTERN,
+    SQS_PREFIX_PATTERN,
+    ClusterAutoScaling,
+    OJSClusterSpec,
+)
 from ojsctrl.api.common import (
     DNS1035_LABEL,
     DNS1123_SUBDOMAIN,
@@ -51,6 +60,10 @@ _PATTERN_HELP = {
     SECRET_KEY_PATTERN: "must consist of alphanumerics, '-', '_' or '.'",
     NO_WHITESPACE: "must not contain whitespace",
     LIST_ITEM_PATTERN: "must not contain commas or whitespace",
+    AWS_REGION_PATTERN: "must be an AWS region name such as eu-west-1 (lowercase letters, digits and '-')",
+    DYNAMODB_TABLE_PATTERN: "must consist of letters, digits, '_', '-' or '.' (a DynamoDB table name)",
+    SQS_PREFIX_PATTERN: "must consist of letters, digits, '-' or '_' (it starts every SQS queue name)",
+    HTTP_URL_PATTERN: "must be an http:// or https:// URL without whitespace",
 }
 # Rules only Python checks: the CRD's schema and CEL rules cover every other rule, so with the webhook off the
 # API server rejects the same objects minus these (the reconcilers still report them as InvalidSpec). Anything
@@ -345,38 +358,7 @@ def _check_cluster_rules(spec: Mapping[str, Any], result: ValidationResult) -> N
     if btype not in BACKEND_TYPES:
         btype = None
     if backend is not None and btype is not None:
-        embedded = backend.get("embedded") is True
-        chosen = [
-            name
-            for name, present in (
-                ("url", _present(backend, "url")),
-                ("urlSecretRef", _present(backend, "urlSecretRef")),
-                ("embedded", embedded),
-            )
-            if present
-        ]
-        if btype == "lite":
-            for name in chosen:
-                result.error(
-                    f"spec.backend.{name}",
-                    "liteBackend",
-                    "a lite backend keeps its state in-process: url, urlSecretRef and embedded must not be "
-                    "set",
-                )
-        elif len(chosen) != 1:
-            found = " and ".join(chosen) if chosen else "none"
-            result.error(
-                "spec.backend",
-                "exactlyOne",
-                f"exactly one of url, urlSecretRef or embedded: true must be set for type {btype} (found "
-                f"{found})",
-            )
-        if embedded and btype != "redis":
-            result.error(
-                "spec.backend.embedded",
-                "embeddedRedisOnly",
-                f"embedded is only available for type redis, not {btype}; use url or urlSecretRef",
-            )
+        _check_backend(backend, btype, result)
 
     replicas = _int(spec, "replicas", None)
     auto = _mapping(spec, "autoScaling")
@@ -418,6 +400,100 @@ def _check_cluster_rules(spec: Mapping[str, Any], result: ValidationResult) -> N
     redis = _mapping(backend, "redis")
     _check_resources("spec.backend.redis.resources", _mapping(redis, "resources"), result)
 
+    env = spec.get("env")
+    if isinstance(env, list):
+        _check_env(env, result)
+
+
+_SQS_FIELDS = "backend.sqs (region, dynamodbTable, queuePrefix, fifo, endpoint)"
+
+
+def _check_backend(backend: Mapping[str, Any], btype: str, result: ValidationResult) -> None:
+    """The cross-field rules of spec.backend (the CEL rules of ``Backend`` and ``StateStore``)."""
+    embedded = backend.get("embedded") is True
+    chosen = [
+        name
+        for name, present in (
+            ("url", _present(backend, "url")),
+            ("urlSecretRef", _present(backend, "urlSecretRef")),
+            ("embedded", embedded),
+        )
+        if present
+    ]
+    if btype == "lite":
+        for name in chosen:
+            result.error(
+                f"spec.backend.{name}",
+                "liteBackend",
+                "a lite backend keeps its state in-process: url, urlSecretRef and embedded must not be set",
+            )
+    elif btype == "sqs":
+        for name in ("url", "urlSecretRef"):
+            if _present(backend, name):
+                result.error(
+                    f"spec.backend.{name}",
+                    "sqsSettings",
+                    f"an sqs backend is configured by {_SQS_FIELDS}, not by {name}",
+                )
+    elif len(chosen) != 1:
+        found = " and ".join(chosen) if chosen else "none"
+        result.error(
+            "spec.backend",
+            "exactlyOne",
+            f"exactly one of url, urlSecretRef or embedded: true must be set for type {btype} (found "
+            f"{found})",
+        )
+    if embedded and btype != "redis":
+        hint = (
+            "use stateStore.embedded for kafka's state store"
+            if btype == "kafka"
+            else "use url or urlSecretRef"
+        )
+        result.error(
+            "spec.backend.embedded",
+            "embeddedRedisOnly",
+            f"embedded is only available for type redis, not {btype}; {hint}",
+        )
+
+    if btype == "sqs" and not _present(backend, "sqs"):
+        result.error(
+            "spec.backend.sqs", "sqsRequired", "backend.sqs (at least its region) is required for type sqs"
+        )
+    if btype != "sqs" and _present(backend, "sqs"):
+        result.error("spec.backend.sqs", "sqsOnly", f"backend.sqs is only for type sqs, not {btype}")
+
+    store = backend.get("stateStore")
+    if btype == "kafka" and store is None:
+        result.error(
+            "spec.backend.stateStore",
+            "stateStoreRequired",
+            "backend.stateStore is required for type kafka: the Kafka server keeps job state in Redis "
+            "(REDIS_URL); set url, urlSecretRef or embedded: true",
+        )
+    if btype != "kafka" and store is not None:
+        result.error(
+            "spec.backend.stateStore",
+            "stateStoreOnly",
+            f"backend.stateStore is only for type kafka, not {btype}",
+        )
+    if isinstance(store, Mapping):
+        found_store = [
+            name
+            for name, present in (
+                ("url", _present(store, "url")),
+                ("urlSecretRef", _present(store, "urlSecretRef")),
+                ("embedded", store.get("embedded") is True),
+            )
+            if present
+        ]
+        if len(found_store) != 1:
+            result.error(
+                "spec.backend.stateStore",
+                "exactlyOne",
+                "exactly one of url, urlSecretRef or embedded: true must be set (found "
+                f"{' and '.join(found_store) if found_store else 'none'})",
+            )
+
 
 def _cluster_warnings(spec: Mapping[str, Any], result: ValidationResult) -> None:
     image = _str(spec, "image", None)
@@ -435,13 +511,52 @@ def _cluster_warnings(spec: Mapping[str, Any], result: ValidationResult) -> None
     url = _str(backend, "url", None)
     if url is not None and _has_password(url):
         result.warn("spec.backend.url contains credentials: put the URL in a Secret and use urlSecretRef")
-    if backend is not None and _present(backend, "redis") and backend.get("embedded") is not True:
-        result.warn("spec.backend.redis has no effect unless spec.backend.embedded is true")
+    store = _mapping(backend, "stateStore")
+    store_url = _str(store, "url", None)
+    if store_url is not None and _has_password(store_url):
+        result.warn(
+            "spec.backend.stateStore.url contains credentials: put the URL in a Secret and use urlSecretRef"
+        )
+    embedded_redis = backend is not None and (
+        backend.get("embedded") is True or (store is not None and store.get("embedded") is True)
+    )
+    if backend is not None and _present(backend, "redis") and not embedded_redis:
+        result.warn(
+            "spec.backend.redis has no effect unless spec.backend.embedded (or, for kafka, "
+            "spec.backend.stateStore.embedded) is true"
+        )
+    sqs = _mapping(backend, "sqs")
+    if _present(sqs, "endpoint"):
+        result.warn(
+            "spec.backend.sqs.endpoint is set: the SQS server then ignores the AWS credential chain and "
+            "uses the static credentials test/test (for LocalStack and tests only)"
+        )
+    grpc = _mapping(spec, "grpc")
+    if grpc is not None and grpc.get("enabled") is True:
+        result.warn(
+            "spec.grpc.enabled is true: OJS gRPC (port 9090) has no authentication; anyone who can reach "
+            "the Service bypasses the API key"
+        )
+    _warn_env_overrides(spec, _str(backend, "type", None), result)
     monitoring = _mapping(spec, "monitoring")
     if monitoring is not None and monitoring.get("enabled") is not True:
         for key in ("serviceMonitor", "grafanaDashboard"):
             if monitoring.get(key) is True:
                 result.warn(f"spec.monitoring.{key} has no effect unless spec.monitoring.enabled is true")
+
+
+def _warn_env_overrides(spec: Mapping[str, Any], btype: str | None, result: ValidationResult) -> None:
+    env = spec.get("env")
+    if not isinstance(env, list) or btype not in BACKEND_TYPES:
+        return
+    managed = operator_env_names(btype)
+    for i, item in enumerate(env):
+        name = item.get("name") if isinstance(item, Mapping) else None
+        if isinstance(name, str) and name in managed:
+            result.warn(
+                f"spec.env[{i}] replaces the operator-managed variable {name} of the {btype} server: the "
+                "operator's value is not used"
+            )
 
 
 def _has_password(url: str) -> bool:

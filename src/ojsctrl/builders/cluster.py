@@ -8,11 +8,23 @@ and ``redis_secret``; every other object refers to Secrets by name and key.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 from typing import Any
 from urllib.parse import quote
 
+from ojsctrl.api import backends as contracts
+from ojsctrl.api.backends import (
+    API_KEY_ENV,
+    GRPC_PORT,
+    GRPC_PORT_ENV,
+    HEALTH_PATH,
+    HTTP_PORT,
+    INSECURE_ENV,
+    METRICS_PATH,
+    PORT_ENV,
+)
 from ojsctrl.api.cluster import OJSCluster
 from ojsctrl.api.common import DEFAULT_REDIS_IMAGE, SecretKeyRef
 from ojsctrl.builders.common import (
@@ -26,6 +38,7 @@ from ojsctrl.builders.common import (
     container_security_context,
     env_secret,
     env_value,
+    merge_env,
     name_of,
     namespace_of,
     object_meta,
@@ -37,13 +50,10 @@ from ojsctrl.builders.common import (
     tmp_volume,
 )
 
-HTTP_PORT = 8080
-GRPC_PORT = 9090
+# Ports, paths and env names of the OJS servers live in ojsctrl.api.backends (one table, with sources).
 REDIS_PORT = 6379
 SERVER_CONTAINER = "ojs-server"
 REDIS_CONTAINER = "redis"
-HEALTH_PATH = "/ojs/v1/health"
-METRICS_PATH = "/metrics"
 API_KEY_SECRET_KEY = "api-key"  # noqa: S105 - the name of a Secret key, not a secret
 REDIS_PASSWORD_KEY = "password"  # noqa: S105 - the name of a Secret key, not a secret
 REDIS_URL_KEY = "url"
@@ -54,15 +64,6 @@ PRESTOP_SLEEP_SECONDS = 5
 REDIS_UID = 999
 REDIS_DATA_PATH = "/data"
 DASHBOARD_LABEL = "grafana_dashboard"
-
-# The environment variable each backend reads its connection URL from (SPEC §2); lite has none.
-BACKEND_URL_ENV: dict[str, str] = {
-    "redis": "REDIS_URL",
-    "postgres": "DATABASE_URL",
-    "nats": "NATS_URL",
-    "kafka": "KAFKA_BROKERS",
-    "sqs": "SQS_QUEUE_URL",
-}
 
 # Redis gets modest defaults so that it is never unbounded when the user sets nothing (production checklist).
 DEFAULT_REDIS_RESOURCES: dict[str, Any] = {
@@ -130,9 +131,8 @@ def redis_labels(cluster: OJSCluster) -> dict[str, str]:
 
 
 def embedded_redis_enabled(cluster: OJSCluster) -> bool:
-    """Whether the cluster wants the operator's Redis."""
-    backend = cluster.spec.backend
-    return backend.type == "redis" and backend.embedded
+    """Whether the cluster wants the operator's Redis (embedded redis backend, or kafka's state store)."""
+    return cluster.spec.embedded_redis()
 
 
 def api_key_ref(cluster: OJSCluster) -> SecretKeyRef | None:
@@ -154,16 +154,27 @@ def generates_api_key(cluster: OJSCluster) -> bool:
 def backend_url_ref(cluster: OJSCluster) -> SecretKeyRef | None:
     """The Secret key holding the backend URL: the user's urlSecretRef or the embedded Redis Secret."""
     backend = cluster.spec.backend
-    if embedded_redis_enabled(cluster):
+    if contracts.contract(backend.type).url_env is None:
+        return None
+    if backend.type == "redis" and backend.embedded:
         return SecretKeyRef(name=redis_name(cluster), key=REDIS_URL_KEY)
-    if backend.type != "lite" and backend.url_secret_ref is not None:
-        return backend.url_secret_ref
-    return None
+    return backend.url_secret_ref
+
+
+def state_store_ref(cluster: OJSCluster) -> SecretKeyRef | None:
+    """The Secret key holding kafka's state-store Redis URL: the user's or the embedded Redis Secret."""
+    backend = cluster.spec.backend
+    store = backend.state_store
+    if contracts.contract(backend.type).state_store_env is None or store is None:
+        return None
+    if store.embedded:
+        return SecretKeyRef(name=redis_name(cluster), key=REDIS_URL_KEY)
+    return store.url_secret_ref
 
 
 def referenced_secret_keys(cluster: OJSCluster) -> list[SecretKeyRef]:
     """Every Secret key the server pods read, in a fixed order: the config hash must cover all of them."""
-    refs = [backend_url_ref(cluster), api_key_ref(cluster)]
+    refs = [backend_url_ref(cluster), state_store_ref(cluster), api_key_ref(cluster)]
     return [r for r in refs if r is not None]
 
 
@@ -228,25 +239,59 @@ def redis_secret(cluster: OJSCluster, password: str) -> JSON:
 # --- the OJS server -----------------------------------------------------------------------------------------
 
 
-def server_env(cluster: OJSCluster) -> list[JSON]:
-    """The server container's env: ports, the backend URL under its backend's name, and authentication."""
-    env = [env_value("OJS_PORT", str(HTTP_PORT)), env_value("OJS_GRPC_PORT", str(GRPC_PORT))]
+def backend_env(cluster: OJSCluster) -> list[JSON]:
+    """The env a backend's server reads its store from, named as the contract table says."""
     backend = cluster.spec.backend
-    url_env = BACKEND_URL_ENV.get(backend.type)
-    if url_env is not None:
+    contract = contracts.contract(backend.type)
+    env: list[JSON] = []
+    if contract.url_env is not None:
         ref = backend_url_ref(cluster)
         if ref is not None:
-            env.append(env_secret(url_env, ref.name, ref.key))
+            env.append(env_secret(contract.url_env, ref.name, ref.key))
         elif backend.url is not None:
-            env.append(env_value(url_env, backend.url))
+            env.append(env_value(contract.url_env, backend.url))
+    if contract.state_store_env is not None and backend.state_store is not None:
+        ref = state_store_ref(cluster)
+        if ref is not None:
+            env.append(env_secret(contract.state_store_env, ref.name, ref.key))
+        elif backend.state_store.url is not None:
+            env.append(env_value(contract.state_store_env, backend.state_store.url))
+    if backend.type == "sqs" and backend.sqs is not None:
+        sqs = backend.sqs
+        env += [
+            env_value(contracts.SQS_ENV_REGION, sqs.region),
+            env_value(contracts.SQS_ENV_TABLE, sqs.dynamodb_table),
+            env_value(contracts.SQS_ENV_PREFIX, sqs.queue_prefix),
+            env_value(contracts.SQS_ENV_FIFO, "true" if sqs.fifo else "false"),
+        ]
+        if sqs.endpoint:
+            env.append(env_value(contracts.SQS_ENV_ENDPOINT, sqs.endpoint))
+    return env
+
+
+def operator_server_env(cluster: OJSCluster) -> list[JSON]:
+    """The env the operator sets on the server container: ports, the backend's store, authentication."""
+    env = [env_value(PORT_ENV, str(HTTP_PORT)), env_value(GRPC_PORT_ENV, str(GRPC_PORT))]
+    env += backend_env(cluster)
     key_ref = api_key_ref(cluster)
     if key_ref is None:
-        env.append(env_value("OJS_ALLOW_INSECURE_NO_AUTH", "true"))
+        env.append(env_value(INSECURE_ENV, "true"))
     else:
-        env.append(env_secret("OJS_API_KEY", key_ref.name, key_ref.key))
-        # Some OJS servers default to allowing unauthenticated access; say explicitly that it is off.
-        env.append(env_value("OJS_ALLOW_INSECURE_NO_AUTH", "false"))
+        env.append(env_secret(API_KEY_ENV, key_ref.name, key_ref.key))
+        # Lite allows unauthenticated access unless told otherwise (its config.go default); say it is off.
+        env.append(env_value(INSECURE_ENV, "false"))
     return env
+
+
+def server_env(cluster: OJSCluster) -> list[JSON]:
+    """The server container's env: the operator's, then the user's ``spec.env`` (an entry of the same name
+    replaces the operator's, SPEC §8.6)."""
+    return merge_env(operator_server_env(cluster), cluster.spec.env)
+
+
+def server_env_from(cluster: OJSCluster) -> list[JSON]:
+    """The server container's envFrom: the operator's ConfigMap, then the user's sources (later wins)."""
+    return [{"configMapRef": {"name": config_map_name(cluster)}}, *copy.deepcopy(cluster.spec.env_from or [])]
 
 
 def _spreads(cluster: OJSCluster) -> bool:
@@ -320,7 +365,7 @@ def server_deployment(cluster: OJSCluster, *, image: str, config_hash: str, repl
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
         ],
         "env": server_env(cluster),
-        "envFrom": [{"configMapRef": {"name": config_map_name(cluster)}}],
+        "envFrom": server_env_from(cluster),
         "resources": canonical_resources(spec.resources),
         # Readiness follows the backend (health answers 503 while it is down); liveness and startup only check
         # the port, so a backend outage takes servers out of rotation without restarting them.
@@ -375,10 +420,14 @@ def server_deployment(cluster: OJSCluster, *, image: str, config_hash: str, repl
 
 
 def server_service(cluster: OJSCluster) -> JSON:
-    """Service ``<name>-server`` (ports http 8080, grpc 9090).
+    """Service ``<name>-server``: port http 8080, and grpc 9090 only when ``spec.grpc.enabled`` (OJS gRPC
+    has no authentication, SPEC §9.3).
 
     Only owned fields: clusterIP, ipFamilies and the like are assigned by the API server and must survive.
     """
+    ports: list[JSON] = [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}]
+    if cluster.spec.grpc.enabled:
+        ports.append({"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -386,10 +435,7 @@ def server_service(cluster: OJSCluster) -> JSON:
         "spec": {
             "type": "ClusterIP",
             "selector": server_selector(cluster),
-            "ports": [
-                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
-                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"},
-            ],
+            "ports": ports,
         },
     }
 
@@ -419,10 +465,22 @@ def pod_disruption_budget(cluster: OJSCluster) -> JSON | None:
 
 
 def service_monitor(cluster: OJSCluster) -> JSON | None:
-    """ServiceMonitor ``<name>-server`` scraping ``/metrics`` on port http; None unless requested."""
+    """ServiceMonitor ``<name>-server`` scraping ``/metrics`` on port http; None unless requested.
+
+    Whenever auth is on, the endpoint carries bearer authorization from the API-key Secret: lite's
+    ``/metrics`` needs the key, and a user-set ``OJS_*`` env may put it behind the key elsewhere too; a key
+    a server does not ask for costs nothing.
+    """
     monitoring = cluster.spec.monitoring
     if not (monitoring.enabled and monitoring.service_monitor):
         return None
+    endpoint: JSON = {"port": "http", "path": METRICS_PATH, "interval": monitoring.interval}
+    key_ref = api_key_ref(cluster)
+    if key_ref is not None:
+        endpoint["authorization"] = {
+            "type": "Bearer",
+            "credentials": {"name": key_ref.name, "key": key_ref.key},
+        }
     labels = {**(monitoring.labels or {}), **server_labels(cluster)}
     return {
         "apiVersion": "monitoring.coreos.com/v1",
@@ -430,7 +488,7 @@ def service_monitor(cluster: OJSCluster) -> JSON | None:
         "metadata": object_meta(cluster, server_name(cluster), dict(sorted(labels.items()))),
         "spec": {
             "selector": {"matchLabels": server_selector(cluster)},
-            "endpoints": [{"port": "http", "path": METRICS_PATH, "interval": monitoring.interval}],
+            "endpoints": [endpoint],
         },
     }
 

@@ -84,9 +84,11 @@ def referenced_secrets(obj: JSON) -> Iterable[str]:
     if not isinstance(spec, dict):
         return ()
     backend = spec.get("backend") if isinstance(spec.get("backend"), dict) else {}
-    ref = backend.get("urlSecretRef") if isinstance(backend, dict) else None
-    if isinstance(ref, dict) and isinstance(ref.get("name"), str):
-        out.add(f"{ns}/{ref['name']}")
+    store = backend.get("stateStore") if isinstance(backend, dict) else None
+    for holder in (backend, store):
+        ref = holder.get("urlSecretRef") if isinstance(holder, dict) else None
+        if isinstance(ref, dict) and isinstance(ref.get("name"), str):
+            out.add(f"{ns}/{ref['name']}")
     auth = spec.get("auth") if isinstance(spec.get("auth"), dict) else {}
     ref = auth.get("apiKeySecretRef") if isinstance(auth, dict) else None
     if isinstance(ref, dict) and isinstance(ref.get("name"), str):
@@ -107,7 +109,8 @@ def invalid_child_message(resource: Resource, name: str, error: InvalidError) ->
 class ClusterOptions:
     """Operator flags the cluster reconciler uses."""
 
-    server_image: str
+    # The --server-image template ({backend}, {tag}); None: the pinned image of each backend.
+    server_image: str | None
     url_template: str = DEFAULT_URL_TEMPLATE
     max_concurrent_reconciles: int = 4
     stats_interval: float = STATS_INTERVAL
@@ -314,7 +317,7 @@ class _Run:
         api_key = self.ensure_api_key(hash_parts)
         backend_url_ok = self.check_backend_secret(hash_parts)
 
-        if spec.backend.embedded:
+        if spec.embedded_redis():
             self.ensure_redis(hash_parts)
         else:
             for res, name in (
@@ -373,20 +376,23 @@ class _Run:
         return value.decode(errors="replace") if value else None
 
     def check_backend_secret(self, hash_parts: list[Any]) -> bool:
-        ref = self.spec.backend.url_secret_ref
-        if ref is None:
-            return True
-        value = self.r.secrets.value(self.ns, ref.name, ref.key)
-        hash_parts.append(value or b"")
-        if value is None:
-            self.problems.append(
-                (
-                    "SecretNotFound",
-                    f"spec.backend.urlSecretRef: Secret {ref.name} key {ref.key} not found in {self.ns}",
+        backend = self.spec.backend
+        refs = [("spec.backend.urlSecretRef", backend.url_secret_ref)]
+        if backend.state_store is not None:
+            # kafka's state store: its Secret value is a server input like the backend URL.
+            refs.append(("spec.backend.stateStore.urlSecretRef", backend.state_store.url_secret_ref))
+        ok = True
+        for field, ref in refs:
+            if ref is None:
+                continue
+            value = self.r.secrets.value(self.ns, ref.name, ref.key)
+            hash_parts.append(value or b"")
+            if value is None:
+                self.problems.append(
+                    ("SecretNotFound", f"{field}: Secret {ref.name} key {ref.key} not found in {self.ns}")
                 )
-            )
-            return False
-        return True
+                ok = False
+        return ok
 
     def ensure_redis(self, hash_parts: list[Any]) -> None:
         name = f"{self.name}-redis"
@@ -557,7 +563,7 @@ class _Run:
         phase = workload_phase(state)
         backend_ready = backend_ok
         backend_msg = "backend configured"
-        if self.spec.backend.embedded:
+        if self.spec.embedded_redis():
             rstate = deployment_state(getattr(self, "redis_dep", None))
             backend_ready = backend_ready and rstate.available
             backend_msg = (
