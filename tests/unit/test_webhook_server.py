@@ -240,7 +240,16 @@ def test_connections_are_bounded_and_idle_ones_make_room(tmp_path: Path) -> None
         # One connection busy with a review whose handler blocks, one idle after its handshake.
         e.release.clear()
         busy: list[int] = []
-        t = threading.Thread(target=lambda: busy.append(e.post("/echo", review("busy"))[0]))
+
+        def post_busy() -> None:
+            # A long client timeout: on a loaded machine the steps below (two TLS handshakes, an eviction)
+            # can take longer than the helper's 5 s while this request waits in its handler.
+            c = http.client.HTTPSConnection("localhost", e.server.port, context=e.context(None), timeout=60)
+            c.request("POST", "/echo", body=review("busy"), headers={"Content-Type": "application/json"})
+            busy.append(c.getresponse().status)
+            c.close()
+
+        t = threading.Thread(target=post_busy)
         t.start()
         assert wait_for(lambda: len(e.seen) == 1)
         held = _raw_tls(e)
@@ -249,7 +258,7 @@ def test_connections_are_bounded_and_idle_ones_make_room(tmp_path: Path) -> None
         assert e.post("/echo", review("third"))[0] == 200
         assert held.recv(10) == b""
         e.release.set()
-        t.join(5)
+        t.join(60)
         assert busy == [200]
     finally:
         e.release.set()
