@@ -5,8 +5,9 @@ Run by hand, never in CI:
 
     python3 hack/compare-ojs-server.py PATH [--with-stale] [--conformance]
 
-PATH is an ``ojs-server`` binary built from ojs-backend-redis, or a source directory holding one at
-``./ojs-server`` (this script does not build it, and the project carries none of its code: see
+PATH is an ``ojs-server`` binary built from ojs-backend-redis, or that repository's source directory
+prepared as ``shared/reference/ojs-ecosystem.md`` says (the script then builds ``./ojs-server`` there with
+``go build`` when it is missing; the project carries none of the server's code: see
 ``tests/ojsserver/README.md``). It starts Debian's ``redis-server`` on a free loopback port, the real server
 on another (``OJS_PORT``, ``REDIS_URL``; commit 5b459da predates API keys, so both run without one), and the
 double with the ``redis`` personality in its server-faithful settings (``strict_heartbeat``, one-page admin
@@ -223,7 +224,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("path", help="ojs-server binary, or a directory holding one as ./ojs-server")
+    parser.add_argument(
+        "path", help="ojs-server binary, or its source directory (built there as ./ojs-server when missing)"
+    )
     parser.add_argument("--with-stale", action="store_true", help="wait 61 s and compare stale workers")
     parser.add_argument(
         "--conformance", action="store_true", help="replay the conformance cases on the real server"
@@ -231,7 +234,19 @@ def main() -> int:
     args = parser.parse_args()
     binary = Path(args.path)
     if binary.is_dir():
-        binary = binary / "ojs-server"
+        source, binary = binary, binary / "ojs-server"
+        if not binary.exists() and (source / "go.mod").is_file():
+            # The source tree prepared as shared/reference/ojs-ecosystem.md says (gRPC parts removed).
+            print(f"building {binary} with go build ./cmd/ojs-server", file=sys.stderr)
+            built = subprocess.run(
+                ["go", "build", "-o", str(binary), "./cmd/ojs-server"],
+                cwd=source,
+                env={**os.environ, "GOFLAGS": "-mod=mod"},
+                check=False,
+            )
+            if built.returncode != 0:
+                print("go build failed (remove internal/grpc and its main.go lines first)", file=sys.stderr)
+                return 2
     if not binary.is_file() or not os.access(binary, os.X_OK):
         print(
             f"{binary}: not an executable ojs-server (build it from ojs-backend-redis first)", file=sys.stderr
