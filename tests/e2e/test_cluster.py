@@ -127,9 +127,13 @@ def test_minimal_example_converges_with_every_child(crds: ControlPlane, operator
     wait_until(
         "redis objects removed", lambda: gone(client, ns, "ojs-minimal-redis", DEPLOYMENTS, SERVICES), 60
     )
-    dep = client.get(DEPLOYMENTS, "ojs-minimal-server", ns)
-    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["REDIS_URL"]["value"] == "redis://ext:6379"
+
+    def server_reads_the_url() -> bool:
+        dep = client.get(DEPLOYMENTS, "ojs-minimal-server", ns)
+        env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return env["REDIS_URL"].get("value") == "redis://ext:6379"
+
+    wait_until("the server reads REDIS_URL from spec.backend.url", server_reads_the_url, 60)
 
 
 def test_production_example_secret_rotation_monitoring_and_pdb(
