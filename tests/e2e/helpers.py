@@ -352,3 +352,102 @@ def start_ojsctrl(plane: ControlPlane, ojs_url: str, *args: str, name: str) -> O
     )
     wait_until("operator ready", op.ready, 60)
     return op
+
+
+# --------------------------------------------------------------------------- API keys of clusters
+class ClusterKeys:
+    """The key resolver of an e2e OJS double (``server.key_resolver = ClusterKeys(client)``).
+
+    The operator reaches the double at ``/<namespace>/<cluster>``; for such a prefix this answers the key
+    the cluster's Secret holds, as the server the cluster deploys would be configured with it:
+    ``spec.auth.apiKeySecretRef`` when set, else the generated ``<cluster>-api-key`` (key ``api-key``).
+    A cluster with auth disabled, or whose Secret is not there, has no key here (the double then wants its
+    own server-wide key, which the operator cannot know). Reads go through the test's driver clients
+    (one per plane the double serves).
+    """
+
+    def __init__(self, *clients: Client) -> None:
+        self.clients = list(clients)
+
+    def add(self, client: Client) -> None:
+        """Serve the clusters of another plane too."""
+        self.clients.append(client)
+
+    def __call__(self, prefix: str) -> str | None:
+        import base64
+
+        from ojsctrl.runtime.client import SECRETS
+
+        parts = prefix.strip("/").split("/")
+        if len(parts) != 2:
+            return None
+        ns, name = parts
+        for client in list(self.clients):
+            try:
+                obj = get(client, OJSCLUSTERS, ns, name)
+            except Exception:
+                continue
+            if obj is None:
+                continue
+            auth = (obj.get("spec") or {}).get("auth") or {}
+            if auth.get("disabled"):
+                return None
+            ref = auth.get("apiKeySecretRef") or {}
+            secret_name = ref.get("name") or f"{name}-api-key"
+            key = ref.get("key") or "api-key"
+            sec = get(client, SECRETS, ns, secret_name)
+            value = ((sec or {}).get("data") or {}).get(key)
+            return base64.b64decode(value).decode() if value else None
+        return None
+
+
+def cluster_api_key(client: Client, ns: str, name: str) -> str:
+    """The value of a cluster's generated API key (waits for the Secret)."""
+    keys = ClusterKeys(client)
+    found: list[str] = []
+
+    def present() -> bool:
+        v = keys(f"/{ns}/{name}")
+        if v:
+            found.append(v)
+        return bool(v)
+
+    wait_until(f"Secret {name}-api-key", present, 60)
+    return found[-1]
+
+
+# --------------------------------------------------------------------------- events
+def events_of(client: Client, ns: str, kind: str, name: str) -> list[dict[str, Any]]:
+    """The core/v1 Events whose involved object is that object (oldest first)."""
+    from ojsctrl.runtime.client import EVENTS
+
+    items, _ = client.list(EVENTS, ns)
+    mine = [
+        e
+        for e in items
+        if (e.get("involvedObject") or {}).get("kind") == kind
+        and (e.get("involvedObject") or {}).get("name") == name
+    ]
+    return sorted(mine, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
+
+def has_event(client: Client, ns: str, kind: str, name: str, reason: str, type_: str | None = None) -> bool:
+    """An Event with that reason (and type: Normal/Warning) was recorded for the object."""
+    return any(
+        e.get("reason") == reason and (type_ is None or e.get("type") == type_)
+        for e in events_of(client, ns, kind, name)
+    )
+
+
+# --------------------------------------------------------------------------- missing tools
+def missing_tool(reason: str) -> None:
+    """A tool a test needs is not installed: skip locally (saying how to get it), fail under CI=true.
+
+    CI installs every tool the suite uses (`make deps`, hack/install-deps.sh; the control-plane build
+    brings Go, its module cache, kubectl and helm), so there a missing one is a broken job, not a pass.
+    """
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)

@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import secrets
 import signal
 import ssl
 import tempfile
@@ -56,6 +57,7 @@ from ojsctrl.runtime.client import (
 )
 from tests.e2e.helpers import (
     FULL,
+    ClusterKeys,
     OperatorProcess,
     cond_of,
     driver,
@@ -489,9 +491,17 @@ class CountingOJSServer(OJSTestServer):
             return dict(self.polls)
 
 
+def keyed_ojs_server(*clients: Client) -> CountingOJSServer:
+    """A counting double that wants, under /<namespace>/<cluster>, the key the cluster's Secret holds
+    (read through ``clients``), and elsewhere a key nobody has: the operator's bearer path is in play."""
+    srv = CountingOJSServer(api_key=secrets.token_urlsafe(24))
+    srv.key_resolver = ClusterKeys(*clients)
+    return srv
+
+
 @pytest.fixture(scope="module")
-def ojs() -> Iterator[CountingOJSServer]:
-    srv = CountingOJSServer()
+def ojs(crds: ControlPlane) -> Iterator[CountingOJSServer]:
+    srv = keyed_ojs_server(driver(crds))
     srv.start()
     yield srv
     srv.stop()
@@ -592,6 +602,8 @@ def test_lost_history_compaction_relists_and_delivers_deletes(
     q = n // 4
     ns = ns_for(plane, "rel-gone")
     client = driver(plane)
+    assert isinstance(ojs.key_resolver, ClusterKeys)
+    ojs.key_resolver.add(client)  # this plane's clusters too
     op = start_op(
         plane, name="rel-gone", namespaces=[ns], ojs_url=ojs.base_url + "/{namespace}/{name}", started=ops
     )
@@ -1914,7 +1926,7 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
     duration = size(60, 600)
     interval = 5.0
     queues = [f"load-{i}" for i in range(10)]
-    srv = CountingOJSServer()
+    srv = keyed_ojs_server(driver(crds))
     srv.start()
     try:
         for q in queues:

@@ -3,6 +3,7 @@ test OJS server."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,11 +13,14 @@ import pytest
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
 from ojsctrl.runtime.client import DEPLOYMENTS, HPAS, PODS, Client
 from tests.e2e.helpers import (
+    ClusterKeys,
     OperatorProcess,
+    cluster_api_key,
     cond,
     create,
     driver,
     get,
+    has_event,
     mutating_by_operator,
     namespace,
     ojs_cluster,
@@ -30,13 +34,21 @@ from tests.e2e.helpers import (
     wcond,
     wstatus,
 )
+from tests.e2e.sdkpods import PodWorkers
 from tests.harness.controlplane import ControlPlane
 from tests.ojsserver.server import OJSTestServer
 
+OJS_URL = "/{namespace}/{name}"
+
 
 @pytest.fixture(scope="module")
-def ojs_server() -> Iterator[OJSTestServer]:
-    server = OJSTestServer().start()
+def ojs_server(crds: ControlPlane) -> Iterator[OJSTestServer]:
+    # The double wants a key as every real server does: under /<namespace>/<cluster> the one that
+    # cluster's Secret holds (generated or spec.auth.apiKeySecretRef), elsewhere a key nobody has. Every
+    # call the operator makes here thus proves it sends the cluster's key as a bearer token.
+    server = OJSTestServer(api_key=secrets.token_urlsafe(24))
+    server.key_resolver = ClusterKeys(driver(crds))
+    server.start()
     yield server
     server.stop()
 
@@ -44,10 +56,9 @@ def ojs_server() -> Iterator[OJSTestServer]:
 @pytest.fixture(scope="module")
 def operator(crds: ControlPlane, ojs_server: OJSTestServer) -> Iterator[OperatorProcess]:
     # One test server stands in for every cluster: the path prefix names the cluster, so faults can
-    # target one of them. A short sync period makes resyncs happen during the module.
-    op = start_ojsctrl(
-        crds, ojs_server.base_url + "/{namespace}/{name}", "--sync-period", "10s", name="ojsctrl-worker"
-    )
+    # target one of them. A sync period far beyond the module: whatever a test sees happen came by a
+    # watch or the operator's own timers, never a resync (the resync test runs its own operator).
+    op = start_ojsctrl(crds, ojs_server.base_url + OJS_URL, "--sync-period", "10h", name="ojsctrl-worker")
     yield op
     op.stop()
 
@@ -95,7 +106,9 @@ def test_readme_multi_worker_example(crds: ControlPlane, operator: OperatorProce
     assert env["OJS_JOB_TYPES"]["value"] == "data.transform,report.generate"
     assert env["OJS_CONCURRENCY"]["value"] == "50"
     assert env["OJS_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "ojs-multi-api-key"
-    assert env["OJS_WORKER_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # No SDK reads OJS_WORKER_ID (SPEC section 9.4): it is gone; POD_NAME is there for applications.
+    assert "OJS_WORKER_ID" not in env
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert c["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"}
     assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 40
@@ -184,6 +197,13 @@ def test_worker_before_its_cluster(crds: ControlPlane, operator: OperatorProcess
         60,
     )
     assert wstatus(client, ns, "early")["phase"] == "Error"
+    # The missing cluster is told as a Warning event on the worker.
+    wait_until(
+        "ClusterNotFound Warning event on the worker",
+        lambda: has_event(client, ns, "OJSWorker", "early", "ClusterNotFound", "Warning"),
+        30,
+    )
+    # With a 10 h sync period only the cluster's watch event can wake the worker.
     created = time.monotonic()
     cluster(client, ns)
     wait_until("worker deployment", lambda: get(client, DEPLOYMENTS, ns, "early-worker") is not None, 30)
@@ -232,6 +252,11 @@ def test_queue_depth_autoscaling(
     wait_until("back to 1", lambda: replicas(client, ns, "scaler-worker") == 1, 60)
     assert time.monotonic() - drained >= 7.0, "scaled down before scaleDownDelay"
     wait_until("lastScaleTime", lambda: bool(wstatus(client, ns, "scaler").get("lastScaleTime")), 10)
+    wait_until(
+        "Scaled event on the worker",
+        lambda: has_event(client, ns, "OJSWorker", "scaler", "Scaled", "Normal"),
+        30,
+    )
 
     # scaleUpThreshold holds a small queue.
     client.patch(OJSWORKERS, "scaler", {"spec": {"autoScaling": {"scaleUpThreshold": 50}}}, ns)
@@ -270,12 +295,20 @@ def test_queue_depth_autoscaling(
         ojs_server.fail.status_500 = False
 
 
+DRAIN_FIGURES: dict[str, str] = {}
+
+
+@pytest.mark.parametrize("style", ["go", "python"])
 def test_drain_before_shutdown_keeps_busy_pods(
-    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer, style: str
 ) -> None:
+    """SDK workers heartbeat from every pod as the real SDKs do; the drain ranks pods only when the ids
+    tie workers to pods (Go SDK: ``worker_<hostname>_...``); with Python's random ids it says so and the
+    scale-down is plain."""
     client = driver(crds)
-    ns = namespace(crds, "drain")
+    ns = namespace(crds, f"drain-{style}")
     cluster(client, ns)
+    key = cluster_api_key(client, ns, "jobs")
     q = f"q-{ns}"
     ojs_server.set_queue(q, available=40)
     worker(
@@ -305,37 +338,122 @@ def test_drain_before_shutdown_keeps_busy_pods(
     wait_until("4 ready worker replicas", lambda: replicas_ready(client, ns, "drainer-worker") == 4, 90)
     names = pods()
     assert len(names) == 4
-    busy = names[:2]
-    for n in names:
-        ojs_server.set_worker(n, active_jobs=3 if n in busy else 0)
-    ojs_server.set_queue(q, available=0, active=6)  # load 6 -> 1 replica wanted
-    try:
-        wait_until("idle pods removed", lambda: pods() == busy, 90)
-    except AssertionError:
-        raise AssertionError(
-            f"pods {pods()} busy {busy} status {wstatus(client, ns, 'drainer')} "
-            f"replicas {replicas(client, ns, 'drainer-worker')} "
-            f"quiet {ojs_server.quiet_requests}"
-        ) from None
-    # The status follows the Deployment's own status, which the deployment controller reports a
-    # moment after the scale; it must settle on a serving phase while busy workers are kept.
-    wait_until(
-        "phase of a scaled-down worker",
-        lambda: wstatus(client, ns, "drainer").get("phase") in ("Draining", "Scaling", "Running"),
-        30,
-    )
-    costs = {
-        p["metadata"]["name"]: p["metadata"]
-        .get("annotations", {})
-        .get("controller.kubernetes.io/pod-deletion-cost")
-        for p in client.list(PODS, ns, label_selector=sel)[0]
-    }
-    assert all(costs[b] == "3" for b in busy)
-    # Busy workers finish; the last step removes one of them.
+    busy, idle = names[:2], names[2:]
+    sdk = PodWorkers(client, ns, sel, ojs_server.base_url + f"/{ns}/jobs", key, style=style, interval=1.0)
     for n in busy:
-        ojs_server.set_worker(n, active_jobs=0)
+        sdk.set_busy(n, 3)
+    with sdk:
+        # Each SDK worker is heard (with its busy count) before the load drops.
+        wait_until("every pod's SDK worker heard by the server", lambda: sdk.beaten(names), 30)
+        assert all(w.errors == [] for w in sdk.running().values()), "a heartbeat failed: the key or the body"
+        ojs_server.set_queue(q, available=0, active=6)  # load 6 -> 1 replica wanted
+        if style == "go":
+            try:
+                wait_until("idle pods removed", lambda: pods() == busy, 90)
+            except AssertionError:
+                raise AssertionError(
+                    f"pods {pods()} busy {busy} status {wstatus(client, ns, 'drainer')} "
+                    f"replicas {replicas(client, ns, 'drainer-worker')} "
+                    f"quiet {ojs_server.quiet_requests}"
+                ) from None
+            # Busy pods hold the count above the 1 wanted: the worker says it is draining.
+            wait_until(
+                "phase Draining", lambda: wstatus(client, ns, "drainer").get("phase") == "Draining", 30
+            )
+            assert replicas(client, ns, "drainer-worker") == 2
+            matched = wcond(client, ns, "drainer", "WorkersMatched")
+            assert matched.get("status") == "True", matched
+            wait_until(
+                "Draining phase event", lambda: has_event(client, ns, "OJSWorker", "drainer", "Draining"), 30
+            )
+            costs = {
+                p["metadata"]["name"]: p["metadata"]
+                .get("annotations", {})
+                .get("controller.kubernetes.io/pod-deletion-cost")
+                for p in client.list(PODS, ns, label_selector=sel)[0]
+            }
+            assert all(costs[b] == "3" for b in busy), costs
+            # Quiet is sent in the background to the idle victims' own worker ids (never the busy ones).
+            wait_until(
+                "quiet for the idle victims' worker ids",
+                lambda: {sdk.ids[n] for n in idle} <= set(ojs_server.quiet_requests),
+                30,
+            )
+            assert not {sdk.ids[n] for n in busy} & set(ojs_server.quiet_requests)
+            kept = sum(b in pods() for b in busy)
+            DRAIN_FIGURES[style] = f"{kept}/{len(busy)}"
+            print(
+                f"drain figure, {style}-style ids: busy pods kept / busy at scale-down = {kept}/{len(busy)}"
+            )
+            assert kept == len(busy)
+            # Busy workers finish; the last step removes one of them.
+            for n in busy:
+                sdk.set_busy(n, 0)
+            ojs_server.set_queue(q, available=0, active=0)
+            wait_until("one pod left", lambda: len(pods()) == 1, 90)
+        else:
+            wait_until(
+                "WorkersMatched False / WorkerIdsUnmatched",
+                lambda: wcond(client, ns, "drainer", "WorkersMatched").get("reason") == "WorkerIdsUnmatched",
+                60,
+            )
+            matched = wcond(client, ns, "drainer", "WorkersMatched")
+            assert matched["status"] == "False"
+            for words in ("worker_<pod name>_", "Go SDK", "hostname", "metadata.kubernetes_pod", "Python"):
+                assert words in matched["message"], matched["message"]
+            # A plain scale-down: straight to what the load wants, whatever the pods are doing.
+            wait_until("plain scale-down to 1", lambda: len(pods()) == 1, 60)
+            assert replicas(client, ns, "drainer-worker") == 1
+            kept = sum(b in pods() for b in busy)
+            DRAIN_FIGURES[style] = f"{kept}/{len(busy)}"
+            print(
+                f"drain figure, {style}-style ids: busy pods kept / busy at scale-down = {kept}/{len(busy)}"
+            )
+            assert wstatus(client, ns, "drainer").get("phase") != "Draining"
+            assert not {sdk.ids[n] for n in names} & set(ojs_server.quiet_requests)
+        # The removed pods' workers stopped beating (their pods went), the kept ones beat on.
+        wait_until("workers follow the pods", lambda: sorted(sdk.running()) == pods(), 30)
     ojs_server.set_queue(q, available=0, active=0)
-    wait_until("one pod left", lambda: len(pods()) == 1, 90)
+
+
+def test_wrong_api_key_is_reported_without_the_key(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    """The server refuses the key the operator sends (403): the cluster says so, never showing a key;
+    with the key the generated Secret holds, the counts come back."""
+    client = driver(crds)
+    ns = namespace(crds, "badkey")
+    prefix = f"/{ns}/jobs"
+    server_key = secrets.token_urlsafe(24)
+    ojs_server.set_api_key(prefix, server_key)  # the server was deployed with another key
+    ojs_server.set_queue(f"bk-{ns}", available=3)
+    try:
+        cluster(client, ns)
+        generated = cluster_api_key(client, ns, "jobs")
+        wait_until(
+            "QueueStatsAvailable False naming the refusal",
+            lambda: "forbidden" in cond(client, ns, "jobs", "QueueStatsAvailable").get("message", ""),
+            60,
+        )
+        c = cond(client, ns, "jobs", "QueueStatsAvailable")
+        assert c["status"] == "False", c
+        assert "rejected the API key" in c["message"], c
+        text = str(client.get(OJSCLUSTERS, "jobs", ns)["status"])
+        assert generated not in text and server_key not in text
+        refused = [
+            r for r in ojs_server.requests if r.path == "/ojs/v1/admin/queues" and r.authorized is False
+        ]
+        assert refused, "the operator sent no key the double could check"
+        # The server takes the cluster's own key again: the next poll reads the counts.
+        ojs_server.set_api_key(prefix, None)
+        wait_until(
+            "QueueStatsAvailable True with the generated key",
+            lambda: cond(client, ns, "jobs", "QueueStatsAvailable").get("status") == "True",
+            60,
+        )
+    finally:
+        ojs_server.set_api_key(prefix, None)
+        ojs_server.remove_queue(f"bk-{ns}")
 
 
 def test_cpu_mode_hpa_and_back(crds: ControlPlane, operator: OperatorProcess) -> None:
@@ -528,15 +646,32 @@ def test_queue_stats_in_status_and_metrics_and_a_hung_server_slows_no_one(
         ojs_server.remove_queue(f"stats-{fast_ns}")
 
 
-def test_resyncs_with_nothing_changed_write_nothing(crds: ControlPlane, operator: OperatorProcess) -> None:
+def test_resyncs_with_nothing_changed_write_nothing(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
     client = driver(crds)
     ns = namespace(crds, "resync")
     cluster(client, ns)
     worker(client, ns, "steady", f"q-{ns}", replicas=2)
     wait_until("worker Running", lambda: wstatus(client, ns, "steady").get("phase") == "Running", 90)
     wait_until("cluster Running", lambda: phase(client, ns, "jobs") == "Running", 90)
-    time.sleep(3)
-    since = time.time()
-    time.sleep(25)  # two and a half sync periods of 10 s
-    writes = [w for w in mutating_by_operator(crds, since, ns) if "/events" not in w]
-    assert writes == [], writes
+    # The module's operator never resyncs (10 h): a second one, for this namespace only, resyncs every
+    # 10 s. Both must write nothing while nothing changes, its start included.
+    op = start_ojsctrl(
+        crds,
+        ojs_server.base_url + OJS_URL,
+        "--sync-period",
+        "10s",
+        "--watch-namespace",
+        ns,
+        name="ojsctrl-resync",
+    )
+    try:
+        time.sleep(3)
+        since = time.time()
+        time.sleep(25)  # two and a half sync periods of 10 s
+        writes = [w for w in mutating_by_operator(crds, since, ns) if "/events" not in w]
+        assert writes == [], writes
+        assert op.metric("controller_runtime_reconcile_total", {"controller": "ojsworker"}) is not None
+    finally:
+        op.stop()

@@ -390,6 +390,12 @@ class OJSTestServer:
         self._requests: deque[RecordedRequest] = deque(maxlen=10_000)
         self._http_counts: Counter[tuple[str, str, int]] = Counter()
         self.quiet_requests: list[str] = []
+        #: Test affordance (no server has it): a key per path prefix, see :meth:`set_api_key`.
+        self._prefix_keys: dict[str, str] = {}
+        #: Test affordance: ``fn(prefix) -> key | None`` looks up the key of a prefix that has none set
+        #: (e2e tests read the cluster's API-key Secret); its answers are cached until a key mismatches.
+        self.key_resolver: Callable[[str], str | None] | None = None
+        self._resolved_keys: dict[str, str] = {}
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -560,27 +566,67 @@ class OJSTestServer:
         with self._lock:
             self._requests.append(req)
 
-    def _authorized(self, header: str | None) -> bool | None:
-        if self.api_key is None:
+    def set_api_key(self, prefix: str, key: str | None) -> None:
+        """Require ``key`` on requests under the path ``prefix`` (``/<namespace>/<cluster>``); None
+        returns the prefix to the resolver or the server-wide ``api_key``.
+
+        A test affordance, not a server behaviour: one double stands in for many clusters, and each
+        cluster has its own key (its generated ``<name>-api-key`` Secret or ``spec.auth.apiKeySecretRef``).
+        Requests without a prefix, and prefixes with no key set or resolved, use ``api_key`` as before.
+        """
+        with self._lock:
+            if key is None:
+                self._prefix_keys.pop(prefix, None)
+            else:
+                self._prefix_keys[prefix] = key
+            self._resolved_keys.pop(prefix, None)
+
+    def _key_for(self, prefix: str, refresh: bool = False) -> str | None:
+        with self._lock:
+            if prefix in self._prefix_keys:
+                return self._prefix_keys[prefix]
+            if not refresh and prefix in self._resolved_keys:
+                return self._resolved_keys[prefix]
+            resolver = self.key_resolver
+        if prefix and resolver is not None:
+            key = resolver(prefix)
+            if key is not None:
+                with self._lock:
+                    self._resolved_keys[prefix] = key
+                return key
+        return self.api_key
+
+    def _authorized(self, header: str | None, prefix: str = "") -> bool | None:
+        key = self._key_for(prefix)
+        if key is None:
             return None
         if header is None or not header.startswith("Bearer "):
             return False
-        return hmac.compare_digest(header[len("Bearer ") :].encode(), self.api_key.encode())
+        sent = header[len("Bearer ") :].encode()
+        if hmac.compare_digest(sent, key.encode()):
+            return True
+        # A resolved key may be out of date (a Secret replaced by the test): look it up once more.
+        with self._lock:
+            resolved = prefix in self._resolved_keys
+        if resolved:
+            fresh = self._key_for(prefix, refresh=True)
+            return fresh is not None and hmac.compare_digest(sent, fresh.encode())
+        return False
 
-    def _auth_reply(self, path: str, header: str | None) -> _Reply | None:
+    def _auth_reply(self, path: str, header: str | None, prefix: str = "") -> _Reply | None:
         """The key check, before routing (so an unrouted path without the key answers 401, not 404).
 
         ojs-backend-redis: internal/api/middleware_auth.go at 8574704 (the last version before the move
         into the common module): no header or no ``Bearer `` prefix -> 401 ``unauthorized``; a wrong key
         -> 403 ``forbidden`` "Invalid API key."; paths in the skip list pass.
         """
-        if self.api_key is None or path in self.personality.public_paths:
+        if self._key_for(prefix) is None or path in self.personality.public_paths:
             return None
         if not header:
             return _error(401, "unauthorized", "Missing Authorization header. Expected 'Bearer <api_key>'.")
         if not header.startswith("Bearer "):
             return _error(401, "unauthorized", "Invalid Authorization format. Expected 'Bearer <api_key>'.")
-        if not self._authorized(header):
+        if not self._authorized(header, prefix):
             return _error(403, "forbidden", "Invalid API key.")
         return None
 
@@ -1280,9 +1326,10 @@ class _Handler(BaseHTTPRequestHandler):
         # A prefix before /ojs/ (e.g. /<namespace>/<cluster>/ojs/v1/...) lets one server stand in for
         # many clusters; fault filters (FailMode.paths) see the full path, so one cluster can be faulted.
         full_path = path
+        prefix = ""
         at = path.find("/ojs/")
         if at > 0:
-            path = path[at:]
+            prefix, path = path[:at], path[at:]
         length = int(self.headers.get("Content-Length") or 0)
         if length > _MAX_REQUEST_BODY:
             self._send(_error(413, "invalid_request", "request body too large"))
@@ -1293,7 +1340,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             recorded_body = raw.decode(errors="replace")
         header = self.headers.get("Authorization")
-        authorized = app._authorized(header)
+        authorized = app._authorized(header, prefix)
         headers = {k.lower(): v for k, v in self.headers.items() if k.lower() not in _SECRET_HEADERS}
         app._record(RecordedRequest(self.command, path, query, headers, authorized, recorded_body))
 
@@ -1317,7 +1364,7 @@ class _Handler(BaseHTTPRequestHandler):
                 ),
             )
             return
-        denied = app._auth_reply(path, header)
+        denied = app._auth_reply(path, header, prefix)
         if denied is not None:
             self._finish(path, denied)
             return

@@ -21,6 +21,7 @@ from ojsctrl.api import OJSClusterSpec, OJSWorkerSpec, crdgen, validate_cluster,
 from ojsctrl.api.durations import DURATION_PATTERN, is_duration
 from ojsctrl.api.markers import PERCENT_PATTERN
 from ojsctrl.api.validation import PYTHON_ONLY_RULES
+from tests.e2e.helpers import missing_tool
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "manifests" / "crds"
@@ -374,7 +375,7 @@ def _extract_module() -> Any:
 def test_k8s_schemas_match_the_pinned_openapi_spec() -> None:
     go = shutil.which("go")
     if go is None:
-        pytest.skip("go is not installed")
+        missing_tool("go is not installed (the control-plane build, hack/build-controlplane.sh, brings it)")
     extract = _extract_module()
     version = extract.pinned_version()
     cache = subprocess.run(
@@ -382,7 +383,7 @@ def test_k8s_schemas_match_the_pinned_openapi_spec() -> None:
     ).stdout.strip()
     spec_file = Path(cache) / f"k8s.io/kubernetes@{version}" / extract.SPEC_IN_MODULE
     if not spec_file.exists():
-        pytest.skip(f"k8s.io/kubernetes@{version} is not in the Go module cache")
+        missing_tool(f"k8s.io/kubernetes@{version} is not in the Go module cache")
     produced = extract.extract(json.loads(spec_file.read_text(encoding="utf-8")), version)
     committed = json.loads(crdgen.K8S_SCHEMAS.read_text(encoding="utf-8"))
     assert produced == committed, "run `python hack/k8s-openapi/extract.py`"
@@ -398,7 +399,7 @@ def crdcheck(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The crdcheck tool (apiextensions-apiserver's validation, defaulting and CEL code), built with Go."""
     go = shutil.which("go")
     if go is None:
-        pytest.skip("go is not installed")
+        missing_tool("go is not installed (the control-plane build, hack/build-controlplane.sh, brings it)")
     binary = tmp_path_factory.mktemp("crdcheck") / "crdcheck"
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
     try:
@@ -412,7 +413,7 @@ def crdcheck(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         # Only a missing module download ends here; the tool itself is tested by the runs below.
-        pytest.skip(f"cannot build crdcheck: {getattr(exc, 'stderr', b'')!r:.500}")
+        missing_tool(f"cannot build crdcheck: {getattr(exc, 'stderr', b'')!r:.500}")
     return binary
 
 

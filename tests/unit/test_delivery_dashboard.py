@@ -16,8 +16,9 @@ import subprocess
 from pathlib import Path
 from types import ModuleType
 
-import pytest
 import yaml
+
+from tests.e2e.helpers import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 METRIC = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]")
@@ -34,7 +35,7 @@ def gen_dashboards() -> ModuleType:
 def test_promtool_accepts_every_dashboard_expression(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed: run `bash hack/install-deps.sh` (Debian's prometheus package)")
+        missing_tool("promtool not installed: run `make deps` (Debian's prometheus package)")
     exprs = gen_dashboards().exprs()
     rules = [
         {"record": f"ojs:{board.replace('-', '_')}:panel_expr_{i}", "expr": expr}

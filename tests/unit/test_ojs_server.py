@@ -177,6 +177,38 @@ def test_missing_key_401_wrong_key_403_and_never_recorded(http: urllib3.PoolMana
         assert all("authorization" not in r.headers for r in srv.requests)
 
 
+def test_a_key_per_prefix_and_a_resolver_for_the_rest(http: urllib3.PoolManager) -> None:
+    # Test affordance: one double for many clusters, each with its own key.
+    asked: list[str] = []
+    resolved = {"/ns/b": "kb"}
+
+    def resolver(prefix: str) -> str | None:
+        asked.append(prefix)
+        return resolved.get(prefix)
+
+    with OJSTestServer(api_key=KEY) as srv:
+        srv.key_resolver = resolver
+        srv.set_api_key("/ns/a", "ka")
+        queues = "/ojs/v1/admin/queues"
+        assert _get(http, srv.base_url + "/ns/a" + queues, key="ka")[0] == 200
+        assert _get(http, srv.base_url + "/ns/a" + queues, key=KEY)[0] == 403
+        assert _get(http, srv.base_url + "/ns/a" + queues, key=None)[0] == 401
+        assert _get(http, srv.base_url + "/ns/b" + queues, key="kb")[0] == 200
+        assert _get(http, srv.base_url + "/ns/b" + queues, key="ka")[0] == 403
+        # Unresolved prefixes and requests without a prefix keep the server-wide key.
+        assert _get(http, srv.base_url + "/ns/c" + queues, key=KEY)[0] == 200
+        assert _get(http, srv.base_url + queues, key=KEY)[0] == 200
+        assert _get(http, srv.base_url + queues, key="kb")[0] == 403
+        # A changed key is looked up again when a request carries another one; public paths stay public.
+        resolved["/ns/b"] = "kb2"
+        assert _get(http, srv.base_url + "/ns/b" + queues, key="kb2")[0] == 200
+        assert _get(http, srv.base_url + "/ns/b/ojs/v1/health", key=None)[0] == 200
+        srv.set_api_key("/ns/a", None)
+        assert _get(http, srv.base_url + "/ns/a" + queues, key=KEY)[0] == 200
+        assert "/ns/b" in asked and "/ns/c" in asked
+        assert [r.authorized for r in srv.requests][:3] == [True, False, False]
+
+
 def test_metrics_is_prometheus_text(http: urllib3.PoolManager) -> None:
     with OJSTestServer(api_key=KEY) as srv:
         srv.set_queue("q", active=3)
