@@ -36,9 +36,8 @@ ROLE_HEADER = (
 def namespaced_role(cluster_role: str, namespace: str = WATCHED_NAMESPACE) -> str:
     """The ClusterRole's text (comments kept) as a Role in `namespace`."""
     out = []
-    for line in cluster_role.splitlines():
-        if line == "kind: ClusterRole":
-            line = "kind: Role"
+    for raw in cluster_role.splitlines():
+        line = "kind: Role" if raw == "kind: ClusterRole" else raw
         out.append(line)
         if line.startswith("  name: ojs-operator-manager-role"):
             out.append(f"  namespace: {namespace}")
