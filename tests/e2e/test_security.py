@@ -82,14 +82,19 @@ def _request(
     """One API request with a bearer token (None: the plane's admin client)."""
     if token is None:
         assert plane.client is not None
-        status, answer = plane.client.request(method, path, body, content_type="application/merge-patch+json")
+        status, answer = plane.client.request(
+            method, path, body, content_type="application/strategic-merge-patch+json"
+        )
         return status, json.dumps(answer)
     ctx = ssl.create_default_context(cadata=plane.ca.pair.cert_pem.decode())
     req = urllib.request.Request(
         plane.server + path,
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/merge-patch+json"},
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/strategic-merge-patch+json",
+        },
     )
     try:
         with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
