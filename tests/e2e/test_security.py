@@ -125,7 +125,12 @@ def test_pod_patch_policy_allows_only_the_deletion_cost(plane: ControlPlane) -> 
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "w", "namespace": ns, "labels": {"app": "w"}, "annotations": {"keep": "1"}},
+        "metadata": {
+            "name": "w",
+            "namespace": ns,
+            "labels": {"app": "w", "probe": "0"},
+            "annotations": {"keep": "1"},
+        },
         "spec": {"containers": [{"name": "c", "image": "example.org/worker:v1"}]},
     }
     _apply(plane, [pod])
@@ -138,7 +143,8 @@ def test_pod_patch_policy_allows_only_the_deletion_cost(plane: ControlPlane) -> 
     last: list[tuple[int, str]] = []
 
     def denied() -> bool:
-        last[:] = [patch({"metadata": {"labels": {"app": "x"}}})]
+        # A new value each time: a patch that changes nothing is allowed, policy or not.
+        last[:] = [patch({"metadata": {"labels": {"probe": uuid.uuid4().hex[:8]}}})]
         return last[0][0] == 403 and POLICY_MESSAGE in last[0][1]
 
     try:
@@ -162,7 +168,8 @@ def test_pod_patch_policy_allows_only_the_deletion_cost(plane: ControlPlane) -> 
         assert POLICY_MESSAGE in body, body
     live = json.loads(plane.kubectl("get", "pod", "-n", ns, "w", "-o", "json").stdout)
     assert live["spec"]["containers"][0]["image"] == "example.org/worker:v1"
-    assert live["metadata"]["labels"] == {"app": "w"}
+    assert live["metadata"]["labels"]["app"] == "w"
+    assert not any(k in live["metadata"]["labels"] for k in ("extra",))
     # Control: another user's identical change is not judged by the policy.
     status, body = patch({"metadata": {"labels": {"app": "admin"}}}, None)
     assert status == 200, body
@@ -266,9 +273,11 @@ def test_namespaced_install_reconciles_with_roles_only(plane: ControlPlane, crds
     forbidden = [line for line in op.logs().splitlines() if denial.search(line)]
     assert not forbidden, "denied under the namespaced Roles:\n" + "\n".join(forbidden[:20])
     outside = []
+    seen = 0
     for event in plane.audit_events():
         if (event.get("user") or {}).get("username") != user:
             continue
+        seen += 1
         ref = event.get("objectRef") or {}
         code = (event.get("responseStatus") or {}).get("code")
         assert code != 403, f"{event.get('verb')} {event.get('requestURI')} was forbidden"
@@ -278,4 +287,5 @@ def test_namespaced_install_reconciles_with_roles_only(plane: ControlPlane, crds
         cluster_scoped = ref.get("resource") in CLUSTER_SCOPED
         if (ns and ns not in (op_ns, watched)) or (not ns and not cluster_scoped):
             outside.append(f"{event['verb']} {event.get('requestURI')}")
+    assert seen > 100, f"only {seen} audit events of {user}"
     assert not outside, f"requests outside the watched and own namespace: {outside[:10]}"
