@@ -470,6 +470,10 @@ def test_helm_values_switch_what_they_say() -> None:
     assert not {"NetworkPolicy", "ClusterRole/ojs-operator-metrics-reader"} & {
         o["kind"] if o["kind"] != "ClusterRole" else f"ClusterRole/{o['metadata']['name']}" for o in plain
     }
+    restricted = docs(helm_template("--set", "networkPolicy.webhookFrom[0].ipBlock.cidr=10.0.0.0/24"))
+    netpol = next(o for o in restricted if o["kind"] == "NetworkPolicy")["spec"]["ingress"]
+    webhook_rule = next(r for r in netpol if r["ports"][0]["port"] == "webhook-server")
+    assert webhook_rule["from"] == [{"ipBlock": {"cidr": "10.0.0.0/24"}}]
     vap = docs(helm_template("--namespace", "other", "--set", "podPatchPolicy.enabled=true"))
     policy = next(o for o in vap if o["kind"] == "ValidatingAdmissionPolicy")
     assert "system:serviceaccount:other:ojs-operator-controller-manager" in json.dumps(policy)
