@@ -711,8 +711,7 @@ def test_wheel_entry_point_serves_health_and_metrics(dplane: ControlPlane, wheel
                 "--leader-elect",
                 "--leader-election-namespace",
                 NAMESPACE,
-                "--leader-election-id",
-                "ojsctrl-e2e-wheel",
+                # The default Lease name: the ServiceAccount may read and renew only that one.
                 "--ojs-url-template",
                 f"http://127.0.0.1:{free_port()}",
             ],
