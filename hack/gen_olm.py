@@ -9,7 +9,15 @@ differs under OLM is applied here, with the reason:
   rotates at /tmp/k8s-webhook-server/serving-certs, so the manager runs with
   ``--webhook-cert-mode=external`` and needs neither the rule on validatingwebhookconfigurations nor
   the one that rewrites the certificate Secret.
-- OLM supports webhooks only for operators installed in AllNamespaces mode.
+- Every install mode is supported. OLM puts the OperatorGroup's target namespaces (comma-separated,
+  empty for AllNamespaces) in the pod annotation ``olm.targetNamespaces``; the downward API hands it to
+  the manager as ``OJSCTRL_WATCH_NAMESPACE`` (--watch-namespace; empty: all namespaces). The rules on
+  namespaced kinds (manifests/rbac/role.yaml) and the own-namespace Lease rules are ``permissions``,
+  which OLM grants as Roles in the operator's and each target namespace (as a ClusterRole for
+  AllNamespaces); only the cluster-scoped reads (manifests/rbac/cluster_role.yaml) are
+  ``clusterPermissions``. OLM scopes the validating webhooks to the target namespaces itself.
+- The ValidatingAdmissionPolicy and the NetworkPolicy are not in the bundle: registry+v1 bundles carry
+  only a fixed list of kinds, which has neither. docs/install.md says how to add them.
 
     python hack/gen_olm.py           # write deploy/olm/manifests/ojs-operator.clusterserviceversion.yaml
     python hack/gen_olm.py --check   # exit 1 when it is stale (a unit test runs it)
@@ -45,6 +53,7 @@ HEADER = (
 )
 WEBHOOK_ONLY_RESOURCES = {"validatingwebhookconfigurations"}
 CERT_SECRET = "ojs-operator-webhook-server-cert"  # noqa: S105 - a Secret's name
+TARGET_NAMESPACES_ANNOTATION = "olm.targetNamespaces"
 
 # A small SVG mark (a queue of jobs), so OperatorHub shows something of ours.
 ICON_SVG = (
@@ -127,15 +136,10 @@ def version() -> str:
     return str(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"])
 
 
-def _rules(path: str, drop_resources: set[str], drop_secret_update: bool = False) -> list[dict[str, Any]]:
-    out = []
-    for rule in _load(path)[0]["rules"]:
-        if set(rule["resources"]) & drop_resources:
-            continue
-        if drop_secret_update and rule.get("resourceNames") == [CERT_SECRET]:
-            continue
-        out.append(copy.deepcopy(rule))
-    return out
+def _rules(path: str, drop_resources: set[str]) -> list[dict[str, Any]]:
+    """The rules of a role file without those on `drop_resources` (OLM owns the webhook configuration and
+    mounts the certificate itself, so the rules for the self-managed certificate go)."""
+    return [copy.deepcopy(r) for r in _load(path)[0]["rules"] if not set(r["resources"]) & drop_resources]
 
 
 def _deployment(image: str) -> dict[str, Any]:
@@ -151,6 +155,15 @@ def _deployment(image: str) -> dict[str, Any]:
             args.append(arg)
     container["args"] = args
     container["image"] = image
+    container["env"] = [
+        {
+            "name": "OJSCTRL_WATCH_NAMESPACE",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": f"metadata.annotations['{TARGET_NAMESPACES_ANNOTATION}']"}
+            },
+        },
+        *container.get("env", []),
+    ]
     return {"name": dep["metadata"]["name"], "spec": spec}
 
 
@@ -262,9 +275,9 @@ def csv() -> dict[str, Any]:
                 {"base64data": base64.b64encode(ICON_SVG.encode()).decode(), "mediatype": "image/svg+xml"}
             ],
             "installModes": [
-                {"type": "OwnNamespace", "supported": False},
-                {"type": "SingleNamespace", "supported": False},
-                {"type": "MultiNamespace", "supported": False},
+                {"type": "OwnNamespace", "supported": True},
+                {"type": "SingleNamespace", "supported": True},
+                {"type": "MultiNamespace", "supported": True},
                 {"type": "AllNamespaces", "supported": True},
             ],
             "install": {
@@ -274,13 +287,14 @@ def csv() -> dict[str, Any]:
                     "clusterPermissions": [
                         {
                             "serviceAccountName": account,
-                            "rules": _rules("manifests/rbac/role.yaml", WEBHOOK_ONLY_RESOURCES),
+                            "rules": _rules("manifests/rbac/cluster_role.yaml", WEBHOOK_ONLY_RESOURCES),
                         }
                     ],
                     "permissions": [
                         {
                             "serviceAccountName": account,
-                            "rules": _rules("manifests/rbac/leader_election_role.yaml", set(), True),
+                            "rules": _rules("manifests/rbac/role.yaml", set())
+                            + _rules("manifests/rbac/leader_election_role.yaml", {"secrets"}),
                         }
                     ],
                 },

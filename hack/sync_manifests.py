@@ -6,6 +6,8 @@ files, so the generated CRDs (manifests/crds) and webhook configuration (manifes
     manifests/crds/*.yaml                                   -> deploy/crds/, deploy/helm/ojs-operator/crds/,
                                                                deploy/olm/manifests/
     manifests/webhook/validating-webhook-configuration.yaml -> deploy/webhook/
+    manifests/rbac/role.yaml (ClusterRole)                  -> deploy/namespaced/manager_role.yaml (the
+                                                               same rules as a Role in the watched namespace)
 
 `python hack/sync_manifests.py` writes the copies; `--check` only reports stale ones (exit 1).
 `make manifests` runs it after regenerating the sources; a unit test runs the check.
@@ -21,6 +23,27 @@ REPO = Path(__file__).resolve().parents[1]
 CRD_TARGETS = ("deploy/crds", "deploy/helm/ojs-operator/crds", "deploy/olm/manifests")
 WEBHOOK_SOURCE = "manifests/webhook/validating-webhook-configuration.yaml"
 WEBHOOK_TARGET = "deploy/webhook/validating-webhook-configuration.yaml"
+ROLE_SOURCE = "manifests/rbac/role.yaml"
+ROLE_TARGET = "deploy/namespaced/manager_role.yaml"
+# The namespace deploy/namespaced watches (its kustomization's replacements carry it everywhere else).
+WATCHED_NAMESPACE = "ojs-workloads"
+ROLE_HEADER = (
+    "# Generated from manifests/rbac/role.yaml by `python hack/sync_manifests.py`; do not edit.\n"
+    "# The same rules as the cluster-wide ClusterRole, granted only in the watched namespace.\n"
+)
+
+
+def namespaced_role(cluster_role: str, namespace: str = WATCHED_NAMESPACE) -> str:
+    """The ClusterRole's text (comments kept) as a Role in `namespace`."""
+    out = []
+    for raw in cluster_role.splitlines():
+        line = "kind: Role" if raw == "kind: ClusterRole" else raw
+        out.append(line)
+        if line.startswith("  name: ojs-operator-manager-role"):
+            out.append(f"  namespace: {namespace}")
+    if "kind: Role" not in out or f"  namespace: {namespace}" not in out:
+        raise ValueError(f"{ROLE_SOURCE} is not the manager ClusterRole this script expects")
+    return ROLE_HEADER + "\n".join(out) + "\n"
 
 
 def copies(repo: Path = REPO) -> dict[Path, bytes]:
@@ -30,6 +53,7 @@ def copies(repo: Path = REPO) -> dict[Path, bytes]:
         for target in CRD_TARGETS:
             out[repo / target / crd.name] = crd.read_bytes()
     out[repo / WEBHOOK_TARGET] = (repo / WEBHOOK_SOURCE).read_bytes()
+    out[repo / ROLE_TARGET] = namespaced_role((repo / ROLE_SOURCE).read_text()).encode()
     return out
 
 

@@ -437,6 +437,46 @@ def test_helm_values_switch_what_they_say() -> None:
     assert json.loads(dashboard["data"]["ojs-operator.json"])["uid"] == "ojs-operator"
     off = docs(helm_template("--set", "webhook.enabled=false"))
     assert "ValidatingWebhookConfiguration" not in {o["kind"] for o in off}
+    assert "Secret" not in {o["kind"] for o in off}
+    # The certificate Secret is the release's (so `helm uninstall` removes it) only when self-managed.
+    assert "Secret" not in kinds
+    secret = next(o for o in docs(helm_template()) if o["kind"] == "Secret")
+    assert secret["metadata"]["name"] == "ojs-operator-webhook-server-cert" and "data" not in secret
+    # watchNamespaces: Roles in each watched namespace, no cluster-wide rule on a namespaced kind.
+    scoped = docs(helm_template("--set", "watchNamespaces={team-a,team-b}"))
+    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in scoped}
+    for ns in ("team-a", "team-b"):
+        assert ("Role", ns, "ojs-operator-manager-role") in roles
+        assert ("RoleBinding", ns, "ojs-operator-manager-rolebinding") in roles
+    assert ("ClusterRole", None, "ojs-operator-manager-role") not in roles
+    assert ("ClusterRoleBinding", None, "ojs-operator-manager-rolebinding") not in roles
+    namespaced_kinds = {"deployments", "secrets", "pods", "services", "configmaps", "ojsclusters", "events"}
+    for o in scoped:
+        if o["kind"] == "ClusterRole" and not o["metadata"]["name"].endswith(("viewer-role", "editor-role")):
+            assert not any(namespaced_kinds & set(r.get("resources", [])) for r in o["rules"]), o
+    container = next(o for o in scoped if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert {"--watch-namespace=team-a", "--watch-namespace=team-b"} <= set(container[0]["args"])
+    vwc = next(o for o in scoped if o["kind"] == "ValidatingWebhookConfiguration")
+    for hook in vwc["webhooks"]:
+        assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a", "team-b"]
+    # Secure metrics by default; the ServiceMonitor scrapes https with its bearer token.
+    monitor = docs(helm_template("--set", "metrics.serviceMonitor.enabled=true"))
+    endpoint = next(o for o in monitor if o["kind"] == "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https" and endpoint["port"] == "https-metrics"
+    assert endpoint["bearerTokenFile"].endswith("/serviceaccount/token")
+    plain = docs(helm_template("--set", "metrics.secure=false", "--set", "networkPolicy.enabled=false"))
+    container = next(o for o in plain if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert "--metrics-secure" not in container[0]["args"]
+    assert not {"NetworkPolicy", "ClusterRole/ojs-operator-metrics-reader"} & {
+        o["kind"] if o["kind"] != "ClusterRole" else f"ClusterRole/{o['metadata']['name']}" for o in plain
+    }
+    restricted = docs(helm_template("--set", "networkPolicy.webhookFrom[0].ipBlock.cidr=10.0.0.0/24"))
+    netpol = next(o for o in restricted if o["kind"] == "NetworkPolicy")["spec"]["ingress"]
+    webhook_rule = next(r for r in netpol if r["ports"][0]["port"] == "webhook-server")
+    assert webhook_rule["from"] == [{"ipBlock": {"cidr": "10.0.0.0/24"}}]
+    vap = docs(helm_template("--namespace", "other", "--set", "podPatchPolicy.enabled=true"))
+    policy = next(o for o in vap if o["kind"] == "ValidatingAdmissionPolicy")
+    assert "system:serviceaccount:other:ojs-operator-controller-manager" in json.dumps(policy)
     bad = subprocess.run(
         [tool("helm"), "template", "x", "deploy/helm/ojs-operator", "--kube-version", "1.37.0",
          "--set", "webhook.certificate.mode=bogus"],
@@ -493,6 +533,7 @@ def test_make_install_deploy_undeploy_uninstall(dplane: ControlPlane) -> None:
 
     make(dplane, "undeploy")
     assert not exists(dplane, "deployment", "-n", NAMESPACE, DEPLOYMENT)
+    assert not exists(dplane, "validatingadmissionpolicy", "ojs-operator-pod-deletion-cost-only")
     assert not exists(dplane, "clusterrole", "ojs-operator-manager-role")
     assert not exists(dplane, "validatingwebhookconfiguration", WEBHOOK_CONFIG)
     for crd in CRD_NAMES:  # undeploy keeps users' resources
@@ -530,8 +571,11 @@ def test_helm_lint_template_install_uninstall(dplane: ControlPlane) -> None:
     assert dep["status"].get("availableReplicas") == 2
     assert "ojs-operator" in helm(dplane, "list", "--namespace", NAMESPACE)
 
+    assert exists(dplane, "secret", "-n", NAMESPACE, "ojs-operator-webhook-server-cert")
     helm(dplane, "uninstall", "ojs-operator", "--namespace", NAMESPACE, "--wait")
     assert not exists(dplane, "deployment", "-n", NAMESPACE, DEPLOYMENT)
+    # The webhook certificate Secret belongs to the release (issue 17): nothing of the chart stays.
+    assert not exists(dplane, "secret", "-n", NAMESPACE, "ojs-operator-webhook-server-cert")
     assert not exists(dplane, "validatingwebhookconfiguration", WEBHOOK_CONFIG)
     for crd in CRD_NAMES:
         assert exists(dplane, "crd", crd), "helm uninstall must never delete the CRDs"
@@ -667,8 +711,7 @@ def test_wheel_entry_point_serves_health_and_metrics(dplane: ControlPlane, wheel
                 "--leader-elect",
                 "--leader-election-namespace",
                 NAMESPACE,
-                "--leader-election-id",
-                "ojsctrl-e2e-wheel",
+                # The default Lease name: the ServiceAccount may read and renew only that one.
                 "--ojs-url-template",
                 f"http://127.0.0.1:{free_port()}",
             ],
@@ -1036,14 +1079,20 @@ def test_operator_converges_as_its_service_account(sa_run: dict[str, Any]) -> No
 
 
 def _grants() -> dict[tuple[str, str, str], list[str] | None]:
-    """(apiGroup, resource, verb) -> resourceNames (None: any) from the manager's ClusterRole and Role."""
+    """(apiGroup, resource, verb) -> resourceNames (None: any) from the manager's ClusterRoles and Role.
+    A grant in several rules allows the union of their names (any name if one rule names none)."""
     out: dict[tuple[str, str, str], list[str] | None] = {}
-    for name in ("role.yaml", "leader_election_role.yaml"):
+    for name in ("role.yaml", "cluster_role.yaml", "leader_election_role.yaml"):
         for rule in docs((ROOT / "manifests" / "rbac" / name).read_text())[0]["rules"]:
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
                     for verb in rule["verbs"]:
-                        out[(group, resource, verb)] = rule.get("resourceNames")
+                        k = (group, resource, verb)
+                        names = rule.get("resourceNames")
+                        if k in out and (out[k] is None or names is None):
+                            out[k] = None
+                        else:
+                            out[k] = sorted({*(out.get(k) or []), *(names or [])}) if names else None
     return out
 
 

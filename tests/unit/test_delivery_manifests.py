@@ -75,41 +75,85 @@ def test_names_the_troubleshooting_guide_relies_on() -> None:
     assert dep["metadata"]["namespace"] == "ojs-system"
     assert dep["spec"]["selector"]["matchLabels"]["control-plane"] == "controller-manager"
     assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "ojs-operator-controller-manager"
-    assert load("deploy/default/kustomization.yaml")[0]["namespace"] == "ojs-system"
+    # deploy/default has no namespace transformer (it would put one on the cluster-scoped admission
+    # policy): every namespaced object names ojs-system itself.
+    for folder in ("deploy/manager", "deploy/webhook", "manifests/rbac"):
+        for path in (ROOT / folder).glob("*.yaml"):
+            for obj in load(str(path.relative_to(ROOT))):
+                if obj["kind"] == "Kustomization":
+                    continue
+                if obj["kind"] in NAMESPACED_KINDS:
+                    assert obj["metadata"].get("namespace") == "ojs-system", f"{path.name}: {obj['kind']}"
+                else:
+                    assert "namespace" not in obj["metadata"], f"{path.name}: {obj['kind']}"
+
+
+NAMESPACED_KINDS = {
+    "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service", "Secret", "NetworkPolicy",
+}  # fmt: skip
+MANAGER_ROLES = ("role.yaml", "cluster_role.yaml", "leader_election_role.yaml")
 
 
 def test_every_rbac_rule_says_why() -> None:
     """Each rule of the manager's roles is preceded by a comment (its justification)."""
-    for name in ("role.yaml", "leader_election_role.yaml"):
+    for name in MANAGER_ROLES:
         lines = (ROOT / "manifests" / "rbac" / name).read_text().splitlines()
         rules = [i for i, line in enumerate(lines) if line.startswith("- apiGroups:")]
         assert rules
         for i in rules:
-            assert lines[i - 1].startswith("#") or name == "leader_election_role.yaml", (
-                f"{name}:{i + 1}: rule without a comment"
-            )
+            assert lines[i - 1].startswith("#"), f"{name}:{i + 1}: rule without a comment"
+
+
+def test_namespaced_and_cluster_scoped_rules_are_apart() -> None:
+    """role.yaml (bound cluster-wide, or as a Role per watched namespace) holds only namespaced kinds;
+    cluster_role.yaml (always cluster-wide) only cluster-scoped ones."""
+    cluster_scoped = {"customresourcedefinitions", "tokenreviews", "subjectaccessreviews"}
+    cluster_scoped.add("validatingwebhookconfigurations")
+    role = load("manifests/rbac/role.yaml")[0]
+    cluster_role = load("manifests/rbac/cluster_role.yaml")[0]
+    assert role["kind"] == cluster_role["kind"] == "ClusterRole"
+    assert not any(set(r["resources"]) & cluster_scoped for r in role["rules"])
+    assert all(set(r["resources"]) <= cluster_scoped for r in cluster_role["rules"])
+    bindings = {
+        o["roleRef"]["name"]: o
+        for name in ("role_binding.yaml", "cluster_role_binding.yaml")
+        for o in load(f"manifests/rbac/{name}")
+    }
+    assert set(bindings) == {role["metadata"]["name"], cluster_role["metadata"]["name"]}
+    # The namespaced overlay's Role is generated from role.yaml: same rules.
+    generated = load("deploy/namespaced/manager_role.yaml")[0]
+    assert generated["kind"] == "Role" and generated["rules"] == role["rules"]
+    binding = load("deploy/namespaced/manager_role_binding.yaml")[0]
+    assert binding["metadata"]["namespace"] == generated["metadata"]["namespace"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "ojs-operator-manager-role",
+    }
 
 
 def test_manager_rbac_is_least_privilege_shaped() -> None:
+    from ojsctrl.cli import build_parser
+
     role = load("manifests/rbac/role.yaml")[0]
-    for rule in role["rules"]:
+    cluster_role = load("manifests/rbac/cluster_role.yaml")[0]
+    namespaced = load("manifests/rbac/leader_election_role.yaml")[0]
+    for rule in role["rules"] + cluster_role["rules"] + namespaced["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
         assert (
             "escalate" not in rule["verbs"]
             and "bind" not in rule["verbs"]
             and "impersonate" not in rule["verbs"]
         )
-        if "validatingwebhookconfigurations" in rule["resources"]:
-            assert rule["resourceNames"] == ["ojs-operator-validating-webhook-configuration"]
-            assert sorted(rule["verbs"]) == ["get", "update"]
+    for rule in role["rules"]:
         if rule["resources"] == ["secrets"]:
             assert (
                 "update" not in rule["verbs"] and "patch" not in rule["verbs"]
-            )  # Secrets are never rewritten
+            )  # tenants' Secrets are never rewritten
     # --metrics-secure reviews each scrape's token: create on the two review kinds, nothing else of theirs.
     reviews = {
         (g, r): rule["verbs"]
-        for rule in role["rules"]
+        for rule in cluster_role["rules"]
         for g in rule["apiGroups"]
         for r in rule["resources"]
         if g in ("authentication.k8s.io", "authorization.k8s.io")
@@ -118,17 +162,61 @@ def test_manager_rbac_is_least_privilege_shaped() -> None:
         ("authentication.k8s.io", "tokenreviews"): ["create"],
         ("authorization.k8s.io", "subjectaccessreviews"): ["create"],
     }
-    namespaced = load("manifests/rbac/leader_election_role.yaml")[0]
     assert namespaced["metadata"]["namespace"] == "ojs-system"
-    secret_rule = next(r for r in namespaced["rules"] if r["resources"] == ["secrets"])
-    assert secret_rule["resourceNames"] == ["ojs-operator-webhook-server-cert"]
+    # In its own namespace, everything but create is limited by name (create cannot be).
+    for rule in namespaced["rules"]:
+        assert rule.get("resourceNames") or rule["verbs"] == ["create"], rule
+    by = {(r["resources"][0], tuple(r["verbs"])): r.get("resourceNames") for r in namespaced["rules"]}
+    election_id = build_parser().parse_args([]).leader_election_id
+    assert by == {
+        ("leases", ("get", "update")): [election_id],
+        ("leases", ("create",)): None,
+        ("secrets", ("get", "update")): ["ojs-operator-webhook-server-cert"],
+        ("secrets", ("create",)): None,
+    }
     # The names the operator's webhook flags default to.
     from ojsctrl.webhooks.flags import DEFAULT_CERT_SECRET, DEFAULT_CONFIG_NAME, DEFAULT_SERVICE_NAME
 
-    assert secret_rule["resourceNames"] == [DEFAULT_CERT_SECRET]
-    webhook_rule = next(r for r in role["rules"] if "validatingwebhookconfigurations" in r["resources"])
+    assert by[("secrets", ("get", "update"))] == [DEFAULT_CERT_SECRET]
+    webhook_rule = next(
+        r for r in cluster_role["rules"] if "validatingwebhookconfigurations" in r["resources"]
+    )
     assert webhook_rule["resourceNames"] == [DEFAULT_CONFIG_NAME]
+    assert sorted(webhook_rule["verbs"]) == ["get", "update"]
     assert load("deploy/webhook/service.yaml")[0]["metadata"]["name"] == DEFAULT_SERVICE_NAME
+    secret = load("deploy/webhook/certificate_secret.yaml")[0]
+    assert secret["metadata"]["name"] == DEFAULT_CERT_SECRET and "data" not in secret
+
+
+def test_pod_patch_policy_matches_the_service_account() -> None:
+    policy, binding = load("deploy/manager/pod_patch_policy.yaml")
+    account = load("manifests/rbac/service_account.yaml")[0]["metadata"]
+    user = f"system:serviceaccount:{account['namespace']}:{account['name']}"
+    assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert [c["expression"] for c in policy["spec"]["matchConditions"]] == [
+        f"request.userInfo.username == '{user}'"
+    ]
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["pods"]
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+
+
+def test_network_policy_and_secure_metrics() -> None:
+    manager = load("deploy/manager/manager.yaml")[0]
+    container = manager["spec"]["template"]["spec"]["containers"][0]
+    assert "--metrics-secure" in container["args"]
+    ports = {p["name"] for p in container["ports"]}
+    netpol = load("deploy/manager/network_policy.yaml")[0]
+    assert (
+        netpol["spec"]["podSelector"]["matchLabels"].items()
+        <= manager["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert netpol["spec"]["policyTypes"] == ["Ingress"]  # egress open: API server and OJS servers
+    rules = {r["ports"][0]["port"]: r.get("from") for r in netpol["spec"]["ingress"]}
+    assert set(rules) == ports == {"metrics", "health", "webhook-server"}
+    assert rules["webhook-server"] is None  # the API server's addresses vary by distribution
+    assert rules["metrics"] == [{"namespaceSelector": {"matchLabels": {"metrics": "enabled"}}}]
+    service = load("deploy/manager/metrics_service.yaml")[0]
+    assert service["spec"]["ports"][0]["name"] == "https-metrics"
 
 
 def test_aggregated_user_roles() -> None:

@@ -125,9 +125,8 @@ def test_csv_values(csv: dict[str, Any]) -> None:
     assert SEMVER.match(spec["minKubeVersion"]) and spec["minKubeVersion"] == "1.30.0"
     modes = {m["type"]: m["supported"] for m in spec["installModes"]}
     assert set(modes) == INSTALL_MODE_TYPES
-    # OLM installs operators that have webhooks only in AllNamespaces mode.
-    assert modes["AllNamespaces"] is True
-    assert all(isinstance(v, bool) for v in modes.values())
+    # Every mode: the manager watches what olm.targetNamespaces names (empty: all namespaces).
+    assert modes == dict.fromkeys(INSTALL_MODE_TYPES, True)
     examples = json.loads(csv["metadata"]["annotations"]["alm-examples"])
     assert {e["kind"] for e in examples} == {"OJSCluster", "OJSWorker"}
     image = csv["metadata"]["annotations"]["containerImage"]
@@ -168,15 +167,32 @@ def test_install_strategy_matches_the_deploy_manifests(csv: dict[str, Any]) -> N
     # OLM provides and rotates the webhook certificate, and owns the webhook configuration.
     assert "--webhook-cert-mode=external" in args
     assert not any(a.startswith("--webhook-config-name") for a in args)
+    assert "--metrics-secure" in args
+    # The OperatorGroup's target namespaces, through the downward API, are the watched namespaces.
+    env = pod["spec"]["containers"][0]["env"]
+    watch = next(e for e in env if e["name"] == "OJSCTRL_WATCH_NAMESPACE")
+    assert watch["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.annotations['olm.targetNamespaces']"
+    # Cluster-wide: only the cluster-scoped reads (OLM owns the webhook configuration).
     cluster_rules = details["clusterPermissions"][0]["rules"]
+    cluster_role = load(ROOT / "manifests" / "rbac" / "cluster_role.yaml")[0]["rules"]
+    assert cluster_rules == [
+        r for r in cluster_role if "validatingwebhookconfigurations" not in r["resources"]
+    ]
+    namespaced = {"deployments", "secrets", "pods", "services", "configmaps", "ojsclusters", "leases"}
+    assert not any(namespaced & set(r["resources"]) for r in cluster_rules)
+    # Namespaced kinds: `permissions`, which OLM grants per target namespace (a ClusterRole only for
+    # AllNamespaces). The Lease by name; no certificate Secret rule (OLM mounts its own certificate).
+    rules = details["permissions"][0]["rules"]
     role = load(ROOT / "manifests" / "rbac" / "role.yaml")[0]["rules"]
-    assert all(rule in role for rule in cluster_rules), (
-        "CSV cluster permissions must be a subset of the ClusterRole"
-    )
-    assert all("validatingwebhookconfigurations" not in r["resources"] for r in cluster_rules)
-    lease = details["permissions"][0]["rules"]
-    assert lease == [
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    assert rules[: len(role)] == role
+    assert rules[len(role) :] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["ojs-k8s-operator.openjobspec.dev"],
+            "verbs": ["get", "update"],
+        },
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
     ]
 
 
