@@ -437,7 +437,7 @@ def test_wrong_api_key_is_reported_without_the_key(
         )
         c = cond(client, ns, "jobs", "QueueStatsAvailable")
         assert c["status"] == "False", c
-        assert "rejected the API key" in c["message"], c
+        assert c["reason"] == "APIKeyRejected" and "rejected the API key (403)" in c["message"], c
         text = str(client.get(OJSCLUSTERS, "jobs", ns)["status"])
         assert generated not in text and server_key not in text
         refused = [

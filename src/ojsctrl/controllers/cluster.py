@@ -608,7 +608,14 @@ class _Run:
                 )
             )
         else:
-            reason = "NotPolledYet" if stats is None else "ServerUnreachable"
+            # A key the server refuses is no outage: say so, so nobody chases the network.
+            reason = (
+                "NotPolledYet"
+                if stats is None
+                else "APIKeyRejected"
+                if stats.reason == "Unauthorized"
+                else "ServerUnreachable"
+            )
             msg = (
                 "waiting for the first poll" if stats is None else f"cannot read queue counts: {stats.error}"
             )

@@ -41,6 +41,8 @@ class PollResult:
     at: float
     queues: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (available, active)
     error: str | None = None
+    reason: str | None = None
+    """The failure's kind as the OJS client names it (``Unauthorized``, ``Timeout``, ...), when known."""
     failures: int = 0
     """Failed polls of this cluster so far (this one included): a reconcile that finds it grown since it
     last looked knows an outage happened even when the poll it reads succeeded (SPEC §9.5)."""
@@ -168,7 +170,9 @@ class StatsPoller:
             queues = self._fetch(url, api_key)
             result = PollResult(self._clock(), queues)
         except Exception as e:
-            result = PollResult(self._clock(), error=str(e)[:300] or type(e).__name__)
+            result = PollResult(
+                self._clock(), error=str(e)[:300] or type(e).__name__, reason=getattr(e, "reason", None)
+            )
         with self._lock:
             self._inflight.discard(key)
             current = self._targets.get(key)

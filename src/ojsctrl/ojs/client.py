@@ -742,7 +742,7 @@ class OJSClient:
             pass
         detail = f" ({code})" if code else ""
         if status in (401, 403):
-            reason, text = "Unauthorized", "rejected the API key"
+            reason, text = "Unauthorized", f"rejected the API key ({status})"
         elif status == 404:
             reason, text = "NotFound", "answered 404 Not Found"
         elif status >= 500:
