@@ -677,6 +677,11 @@ class _Run:
             msg = (
                 "waiting for the first poll" if stats is None else f"cannot read queue counts: {stats.error}"
             )
+            if "queue-stats polling" in self.held:
+                reason, msg = (
+                    "NameConflict",
+                    f"Service {self.name}-server or its API key is not this cluster's",
+                )
             if stats is not None:
                 metrics.STATS_ERRORS.labels(self.ns, self.name).inc()
             conds.append(condition("QueueStatsAvailable", False, reason, msg, generation=gen))
