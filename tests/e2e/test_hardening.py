@@ -208,6 +208,15 @@ def test_name_conflict_means_hands_off(crds: ControlPlane, operator: OperatorPro
     assert conflict_events(client, ns, "key") == 1
     assert conflict_events(client, ns, "svc") == 1
     assert conflict_events(client, ns, "onsvc") == 1
+    # ... and no second Warning (the phase change to Degraded) repeating the same message.
+    warnings = [
+        e
+        for e in client.list(EVENTS, ns)[0]
+        if e.get("type") == "Warning" and (e.get("involvedObject") or {}).get("name") == "key"
+    ]
+    assert [e["reason"] for e in warnings] == ["NameConflict"], [
+        (e["reason"], e["message"]) for e in warnings
+    ]
 
     # Full cluster-domain names (SPEC §9.11): status.endpoint and the workers' OJS_URL.
     wait_until(

@@ -192,3 +192,27 @@ def test_no_sample_puts_an_object_in_the_operators_namespace() -> None:
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
                 assert (doc.get("metadata") or {}).get("namespace") != "ojs-system", path.name
+
+
+def test_the_metadata_only_secret_cache_never_holds_last_applied_data() -> None:
+    from kubernetes import client as k8s
+
+    from ojsctrl.runtime.client import SECRETS
+    from ojsctrl.runtime.informer import Informer
+
+    cfg = k8s.Configuration()
+    cfg.host = "http://127.0.0.1:9"  # never called: only the object preparation runs
+    inf = Informer(Client(cfg, ClientOptions()), SECRETS, metadata_only=True)
+    applied = json.dumps({"apiVersion": "v1", "kind": "Secret", "data": {"k": "c2VjcmV0"}})
+    obj = {
+        "metadata": {
+            "name": "s",
+            "namespace": "ns",
+            "annotations": {LAST_APPLIED: applied, "team": "a"},
+            "managedFields": [{"manager": "kubectl"}],
+        }
+    }
+    kept = inf._prepare(obj)
+    assert kept["metadata"]["annotations"] == {"team": "a"}
+    assert "managedFields" not in kept["metadata"]
+    assert "c2VjcmV0" not in json.dumps(kept)
