@@ -25,7 +25,9 @@ from ojsctrl.runtime.httpserver import parse_bind_address
 from ojsctrl.runtime.manager import Manager, ManagerOptions
 from ojsctrl.webhooks.flags import add_webhook_flags
 
-DEFAULT_URL_TEMPLATE = "http://{service}.{namespace}.svc:{port}"
+# The full cluster-domain name (SPEC §9.11); {cluster_domain} is --cluster-domain.
+DEFAULT_URL_TEMPLATE = "http://{service}.{namespace}.svc.{cluster_domain}:{port}"
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 ENV_PREFIX = "OJSCTRL_"
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
@@ -90,6 +92,18 @@ def _server_image(text: str) -> str | None:
         return check_image_template(text.strip())
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _cluster_domain(text: str) -> str:
+    """A --cluster-domain: a lowercase DNS name (RFC 1123 labels, at most 253 characters, no trailing dot)."""
+    value = text.strip().lower()
+    labels = value.split(".")
+    if not value or len(value) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        raise argparse.ArgumentTypeError(
+            f"--cluster-domain: {text!r} is not a DNS name (dot-separated labels of a-z, 0-9 and '-', "
+            "e.g. cluster.local)"
+        )
+    return value
 
 
 _PINNED = ", ".join(c.default_image for c in CONTRACTS.values())
@@ -277,7 +291,19 @@ def build_parser() -> _Parser:
     p.add_flag(
         "--ojs-url-template",
         default=DEFAULT_URL_TEMPLATE,
-        help="how the operator reaches OJS servers; placeholders {name} {namespace} {service} {port}",
+        help=(
+            "how the operator reaches OJS servers; placeholders {name} {namespace} {service} {port} "
+            "{cluster_domain}"
+        ),
+    )
+    p.add_flag(
+        "--cluster-domain",
+        default="cluster.local",
+        type=_cluster_domain,
+        help=(
+            "the cluster's DNS domain; every in-cluster URL the operator builds is "
+            "<service>.<namespace>.svc.<domain> (status.endpoint, workers' OJS_URL, the default URL template)"
+        ),
     )
     # Hidden, for tests: how long an informer may make no progress before /healthz fails (SPEC §8.13: 5m),
     # and a suffix that tells several operator processes apart in the API server's audit log.

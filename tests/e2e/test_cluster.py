@@ -84,7 +84,7 @@ def test_minimal_example_converges_with_every_child(crds: ControlPlane, operator
     assert get(client, PDBS, ns, "ojs-minimal-server") is None  # one replica: no budget
 
     status = client.get(OJSCLUSTERS, "ojs-minimal", ns)["status"]
-    assert status["endpoint"] == f"http://ojs-minimal-server.{ns}.svc:8080"
+    assert status["endpoint"] == f"http://ojs-minimal-server.{ns}.svc.cluster.local:8080"
     assert status["observedGeneration"] == cr["metadata"]["generation"]
     assert status["readyReplicas"] == 1
     assert cond(client, ns, "ojs-minimal", "QueueStatsAvailable")["status"] == "False"

@@ -100,7 +100,7 @@ def test_readme_multi_worker_example(crds: ControlPlane, operator: OperatorProce
     assert dep["spec"]["replicas"] == 3
     c = dep["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in c["env"]}
-    assert env["OJS_URL"]["value"] == f"http://ojs-multi-server.{ns}.svc:8080"
+    assert env["OJS_URL"]["value"] == f"http://ojs-multi-server.{ns}.svc.cluster.local:8080"
     assert env["OJS_BACKEND_URL"]["value"] == env["OJS_URL"]["value"]
     assert env["OJS_QUEUES"]["value"] == "data-processing" and env["OJS_QUEUE"]["value"] == "data-processing"
     assert env["OJS_JOB_TYPES"]["value"] == "data.transform,report.generate"

@@ -522,7 +522,7 @@ def test_api_key_secret() -> None:
 
 def test_endpoint() -> None:
     assert b.endpoint(make_cluster({"backend": {"type": "lite"}}, name="jobs")) == (
-        f"http://jobs-server.{NS}.svc:8080"
+        f"http://jobs-server.{NS}.svc.cluster.local:8080"
     )
 
 
@@ -606,7 +606,10 @@ def test_redis_secret_and_service() -> None:
     cluster = make_cluster({"backend": {"type": "redis", "embedded": True}})
     secret = b.redis_secret(cluster, "p@ss/word")
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert data == {"password": "p@ss/word", "url": f"redis://:p%40ss%2Fword@c1-redis.{NS}.svc:6379/0"}
+    assert data == {
+        "password": "p@ss/word",
+        "url": f"redis://:p%40ss%2Fword@c1-redis.{NS}.svc.cluster.local:6379/0",
+    }
     assert secret["metadata"]["labels"]["app.kubernetes.io/component"] == "backend"
     svc = b.redis_service(cluster)
     assert svc["metadata"]["name"] == "c1-redis"

@@ -23,7 +23,7 @@ from tests.unit.test_builders_common import (
 )
 
 CLUSTER = make_cluster({"backend": {"type": "redis", "embedded": True}})
-ENDPOINT = f"http://c1-server.{NS}.svc:8080"
+ENDPOINT = f"http://c1-server.{NS}.svc.cluster.local:8080"
 
 
 def deployment(spec: dict[str, Any], cluster: OJSCluster = CLUSTER, **kw: Any) -> dict[str, Any]:
@@ -395,7 +395,7 @@ def test_readme_workers_build(cluster: OJSCluster, worker: OJSWorker) -> None:
     assert dep["metadata"]["name"] == f"{worker.metadata['name']}-worker"
     assert restricted_violations(dep["spec"]["template"]["spec"]) == []
     env = dict(env_pairs(dep))
-    assert env["OJS_URL"] == f"http://ojs-multi-server.{NS}.svc:8080"
+    assert env["OJS_URL"] == f"http://ojs-multi-server.{NS}.svc.cluster.local:8080"
     assert env["OJS_QUEUES"] == ",".join(worker.spec.queues)
     assert env["OJS_CONCURRENCY"] == str(worker.spec.concurrency)
     # queueDepth autoscaling is the operator's job: no HPA.

@@ -695,7 +695,7 @@ def test_cache_with_real_server(server: OJSTestServer, client: OJSClient) -> Non
 
 
 def test_url_for_default_and_custom() -> None:
-    assert url_for(DEFAULT_URL_TEMPLATE, "c1", "ns") == "http://c1-server.ns.svc:8080"
+    assert url_for(DEFAULT_URL_TEMPLATE, "c1", "ns") == "http://c1-server.ns.svc.cluster.local:8080"
     assert url_for("http://127.0.0.1:{port}/", "c1", "ns", port=9000) == "http://127.0.0.1:9000"
     assert (
         url_for("https://{name}.{namespace}.example/ojs-{service}", "c", "n")

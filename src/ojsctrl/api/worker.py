@@ -103,7 +103,16 @@ class WorkerAutoScaling(OJSModel):
         ),
     ] = "5m"
     polling_interval: Annotated[
-        str, GoDuration(minimum="1s"), Field(description="How often the operator reads the queue depth.")
+        str,
+        # The floor bounds what a tenant can make the operator do: at most one poll of a cluster per
+        # second, whose answer is bounded separately (20 queue series per cluster). docs/autoscaling.md.
+        GoDuration(minimum="1s"),
+        Field(
+            description=(
+                "How often the operator reads the queue depth; at least 1s, which bounds the polls and "
+                "metric updates one object can cause."
+            )
+        ),
     ] = "30s"
     cpu_utilization: Annotated[
         Int32,

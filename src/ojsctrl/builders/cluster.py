@@ -33,6 +33,7 @@ from ojsctrl.builders.common import (
     COMPONENT_BACKEND,
     COMPONENT_SERVER,
     CONFIG_HASH_ANNOTATION,
+    DEFAULT_CLUSTER_DOMAIN,
     JSON,
     canonical_resources,
     container_security_context,
@@ -99,9 +100,15 @@ def dashboard_name(cluster: OJSCluster) -> str:
     return f"{name_of(cluster)}-dashboard"
 
 
-def endpoint(cluster: OJSCluster) -> str:
-    """The in-cluster URL of the OJS API (``status.endpoint``, workers' OJS_URL)."""
-    return f"http://{server_name(cluster)}.{namespace_of(cluster)}.svc:{HTTP_PORT}"
+def endpoint(cluster: OJSCluster, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:
+    """The in-cluster URL of the OJS API (``status.endpoint``, workers' OJS_URL).
+
+    The full cluster-domain name, never ``<svc>.<ns>.svc``: with the pods' ``ndots:5`` a short name goes
+    through the DNS search path first, and ``<svc>.<ns>.svc.svc.cluster.local`` is a name a tenant owning a
+    namespace called ``svc`` can answer (a headless Service's endpoint hostname). The search candidates of
+    the full name have too many labels to be any Service's record (SPEC §9.11).
+    """
+    return f"http://{server_name(cluster)}.{namespace_of(cluster)}.svc.{cluster_domain}:{HTTP_PORT}"
 
 
 # --- labels and selectors -----------------------------------------------------------------------------------
@@ -220,12 +227,12 @@ def server_config_map(cluster: OJSCluster) -> JSON:
     }
 
 
-def redis_secret(cluster: OJSCluster, password: str) -> JSON:
+def redis_secret(cluster: OJSCluster, password: str, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> JSON:
     """Secret ``<name>-redis`` with ``password`` and ``url`` (what the server reads as REDIS_URL).
 
     The password is percent-encoded in the URL so that any generated alphabet yields a valid URL.
     """
-    host = f"{redis_name(cluster)}.{namespace_of(cluster)}.svc"
+    host = f"{redis_name(cluster)}.{namespace_of(cluster)}.svc.{cluster_domain}"  # SPEC §9.11
     url = f"redis://:{quote(password, safe='')}@{host}:{REDIS_PORT}/0"
     return {
         "apiVersion": "v1",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -33,6 +34,8 @@ LABEL_PART_OF = "app.kubernetes.io/part-of"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 PART_OF = "ojs"
 MANAGED_BY = "ojsctrl"
+# The DNS domain of the cluster (the operator's --cluster-domain): names it builds end in .svc.<domain>.
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 
 # app.kubernetes.io/name and component values (SPEC §8.2).
 APP_SERVER = "ojs-server"
@@ -180,18 +183,40 @@ def _canonical(value: Any, depth: int = 0) -> Any:
     raise TypeError(f"config hash input of unsupported type {type(value).__name__}")
 
 
-def config_hash(*parts: Any) -> str:
-    """SHA-256 over the canonical JSON of every config input, as a hex string.
+def config_hash(*parts: Any, salt: str | None = None) -> str:
+    """A digest over the canonical JSON of every config input, as a hex string.
 
     ``parts`` are JSON-like values (dicts, lists, strings, numbers, pydantic models) and Secret values as
     bytes or str, in a fixed order chosen by the caller. Keys are sorted, so dict order never matters; the
-    parts' order does. Only the digest leaves this function: it proves a change without revealing a value
-    (a Secret value with enough entropy cannot be recovered from it; the generated keys have 256 bits).
+    parts' order does. Only the digest leaves this function: it proves a change without revealing a value.
+
+    With ``salt`` (the owner's metadata.uid; controllers always pass it) the digest is PBKDF2-HMAC-SHA256
+    over the inputs with that salt. The digest sits on the pod template, which anyone with ``view`` reads:
+    a plain SHA-256 of a weak, user-chosen API key or password could be looked up in a precomputed table
+    or guessed at billions per second. The per-object salt defeats precomputed tables and cross-object
+    comparison (equal keys in two clusters no longer show equal digests); the iterations multiply what each
+    guess costs. The uid is the salt because it is stable across operator restarts (pods are
+    not rolled on an upgrade or a restart) and needs no extra Secret that could be lost, which would roll
+    every pod. A uid is readable by the same viewers, so a weak key stays guessable at that cost (the
+    generated keys have 256 bits; a user-provided key should too). The result is memoised in memory (keyed
+    by a hash of the inputs, never written anywhere), so reconciles pay once per change.
     """
     canonical = json.dumps(
         [_canonical(p) for p in parts], sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    ).encode("utf-8")
+    if salt is None:
+        return hashlib.sha256(canonical).hexdigest()
+    return _slow_digest(salt, hashlib.sha256(canonical).digest())
+
+
+# A thousand times the work of a plain SHA-256 per guess, at well under a millisecond per changed input:
+# the digest is computed inside reconciles (each worker's too), where a slow hash would delay applies.
+HASH_ITERATIONS = 1_000
+
+
+@functools.lru_cache(maxsize=16384)
+def _slow_digest(salt: str, inputs: bytes) -> str:
+    return hashlib.pbkdf2_hmac("sha256", inputs, salt.encode("utf-8"), HASH_ITERATIONS).hex()
 
 
 # --- security contexts --------------------------------------------------------------------------------------

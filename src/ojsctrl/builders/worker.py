@@ -12,6 +12,7 @@ from ojsctrl.builders.common import (
     APP_WORKER,
     COMPONENT_WORKER,
     CONFIG_HASH_ANNOTATION,
+    DEFAULT_CLUSTER_DOMAIN,
     JSON,
     canonical_resources,
     container_security_context,
@@ -62,13 +63,15 @@ def worker_selector_string(worker: OJSWorker) -> str:
     return selector_string(worker_selector(worker))
 
 
-def worker_env(worker: OJSWorker, cluster: OJSCluster) -> list[JSON]:
+def worker_env(
+    worker: OJSWorker, cluster: OJSCluster, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
+) -> list[JSON]:
     """The worker container's env: the operator's variables, then the user's, user entries winning by name.
 
     OJS_URL is always the cluster's in-cluster endpoint, never the operator's --ojs-url-template (SPEC §8.6).
     """
     spec = worker.spec
-    url = endpoint(cluster)
+    url = endpoint(cluster, cluster_domain)
     env = [
         env_value("OJS_URL", url),
         env_value("OJS_BACKEND_URL", url),
@@ -98,7 +101,12 @@ def termination_grace_seconds(worker: OJSWorker) -> int:
 
 
 def worker_deployment(
-    worker: OJSWorker, cluster: OJSCluster, *, config_hash: str, replicas: int | None
+    worker: OJSWorker,
+    cluster: OJSCluster,
+    *,
+    config_hash: str,
+    replicas: int | None,
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN,
 ) -> JSON:
     """Deployment ``<worker>-worker`` running the user's worker image against ``cluster``.
 
@@ -117,7 +125,7 @@ def worker_deployment(
         container["command"] = list(spec.command)
     if spec.args is not None:
         container["args"] = list(spec.args)
-    container["env"] = worker_env(worker, cluster)
+    container["env"] = worker_env(worker, cluster, cluster_domain)
     if spec.env_from:
         container["envFrom"] = copy.deepcopy(spec.env_from)
     if spec.resources is not None:

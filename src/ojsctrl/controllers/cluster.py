@@ -36,6 +36,7 @@ from ojsctrl.controllers.common import (
     SERVICEMONITORS,
     STATUS_COALESCE,
     UNMANAGED_SELECTOR,
+    ConflictEvents,
     StatusWriter,
     cached_child,
     condition,
@@ -45,7 +46,7 @@ from ojsctrl.controllers.common import (
 from ojsctrl.controllers.secrets import SecretReader
 from ojsctrl.controllers.stats import StatsPoller, top_queues
 from ojsctrl.ojs.autoscale import History, server_desired
-from ojsctrl.ojs.client import url_for
+from ojsctrl.ojs.client import DEFAULT_CLUSTER_DOMAIN, DEFAULT_URL_TEMPLATE, url_for
 from ojsctrl.runtime.apply import Applier, controller_ref
 from ojsctrl.runtime.client import (
     CONFIGMAPS,
@@ -63,7 +64,7 @@ from ojsctrl.runtime.client import (
     Resource,
 )
 from ojsctrl.runtime.controller import Controller, Request, Result
-from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
+from ojsctrl.runtime.events import NORMAL, EventRecorder
 from ojsctrl.runtime.informer import Informer
 from ojsctrl.runtime.manager import Manager
 
@@ -71,7 +72,6 @@ log = structlog.get_logger("ojsctrl.cluster")
 
 SECRET_REF_INDEX = "secret-refs"  # noqa: S105 - an index name
 API_KEY_KEY = "api-key"
-DEFAULT_URL_TEMPLATE = "http://{service}.{namespace}.svc:{port}"
 STATS_INTERVAL = 30.0
 
 
@@ -114,6 +114,8 @@ class ClusterOptions:
     url_template: str = DEFAULT_URL_TEMPLATE
     max_concurrent_reconciles: int = 4
     stats_interval: float = STATS_INTERVAL
+    # --cluster-domain: the names the operator builds end in .svc.<domain> (SPEC §9.11).
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
 class ClusterReconciler:
@@ -129,6 +131,7 @@ class ClusterReconciler:
         self.recorder = recorder
         self.applier = Applier(self.client, FIELD_MANAGER, HASH_ANNOTATION)
         self.status_writer = StatusWriter(self.client, OJSCLUSTERS, recorder, keep=("lastScaleTime",))
+        self.conflict_events = ConflictEvents(recorder)
         f = manager.informers
         self.clusters = f.informer(OJSCLUSTERS)
         self.clusters.add_indexers({SECRET_REF_INDEX: referenced_secrets})
@@ -197,6 +200,7 @@ class ClusterReconciler:
                 self._history.pop(str(req), None)
                 self._last_scale.pop(str(req), None)
             metrics.forget_cluster(req.namespace, req.name)
+            self.conflict_events.forget(req.namespace, req.name)
             return None
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
@@ -234,6 +238,10 @@ class _Run:
         self.uid: str = obj["metadata"]["uid"]
         self.key = f"{self.ns}/{self.name}"
         self.conflicts: list[str] = []
+        # (kind, name) of children whose name a foreign object holds: nothing that depends on one is
+        # applied, mounted, referenced or polled while the conflict lasts (SPEC §9.12).
+        self.foreign: set[tuple[str, str]] = set()
+        self.held: list[str] = []  # what this reconcile left alone because of them
         self.problems: list[tuple[str, str]] = []  # (reason, message) for Error
         self.conditions: list[JSON] = []
         self.requeue: float | None = None
@@ -262,8 +270,19 @@ class _Run:
             return None
         if out.conflict:
             self.conflicts.append(out.conflict)
+            self.foreign.add((resource.kind, name))
             return None
         return out.obj
+
+    def ours(self, resource: Resource, name: str) -> JSON | None:
+        """The cached child if this cluster controls it (the managed-by label alone proves nothing)."""
+        live = self.cached(resource, name)
+        ref = controller_ref(live) if live is not None else None
+        return live if ref is not None and ref.get("uid") == self.uid else None
+
+    def blocked_by(self, *children: tuple[str, str]) -> bool:
+        """Does one of these children have a foreign object in its place?"""
+        return any(c in self.foreign for c in children)
 
     def remove(self, resource: Resource, name: str) -> None:
         """Delete a child that is no longer wanted, only if this cluster controls it."""
@@ -297,6 +316,7 @@ class _Run:
             ref = controller_ref(meta)
             if ref is None or ref.get("uid") != self.uid:
                 self.conflicts.append(f"Secret {self.ns}/{name} exists and is not owned by this resource")
+                self.foreign.add(("Secret", name))
             return None
         try:
             created = self.r.client.create(SECRETS, body, self.ns, field_manager=FIELD_MANAGER)
@@ -329,15 +349,25 @@ class _Run:
                 self.remove(res, name)
 
         self.ensure(CONFIGMAPS, b.server_config_map(self.cluster))
-        digest = config_hash(*hash_parts)
-        replicas = self.server_replicas()
-        dep = self.ensure(
-            DEPLOYMENTS, b.server_deployment(self.cluster, image=image, config_hash=digest, replicas=replicas)
-        )
-        if spec.auto_scaling.enabled:
-            dep = self.release_or_keep_autoscaler(dep, True) or dep
+        server_inputs = [("Secret", f"{self.name}-api-key"), ("ConfigMap", f"{self.name}-config")]
+        if spec.embedded_redis():
+            server_inputs += [("Secret", f"{self.name}-redis"), ("Service", f"{self.name}-redis")]
+        if self.blocked_by(*server_inputs):
+            # A foreign Secret, ConfigMap or Service would feed the servers: the Deployment running now
+            # stays as it is (nothing is deleted), and no new spec that references it is applied.
+            dep = self.ours(DEPLOYMENTS, f"{self.name}-server")
+            self.held.append(f"Deployment {self.ns}/{self.name}-server")
         else:
-            self.release_or_keep_autoscaler(dep, False)
+            digest = config_hash(*hash_parts, salt=self.uid)
+            replicas = self.server_replicas()
+            dep = self.ensure(
+                DEPLOYMENTS,
+                b.server_deployment(self.cluster, image=image, config_hash=digest, replicas=replicas),
+            )
+            if spec.auto_scaling.enabled:
+                dep = self.release_or_keep_autoscaler(dep, True) or dep
+            else:
+                self.release_or_keep_autoscaler(dep, False)
         self.ensure(SERVICES, b.server_service(self.cluster))
 
         pdb = b.pod_disruption_budget(self.cluster)
@@ -371,6 +401,8 @@ class _Run:
             return value.decode(errors="replace") if value else None
         name = f"{self.name}-api-key"
         self.create_once(b.api_key_secret(self.cluster, pysecrets.token_urlsafe(32)))
+        if self.blocked_by(("Secret", name)):
+            return None  # someone else's Secret: its value is neither used nor sent anywhere
         value = self.r.secrets.value(self.ns, name, API_KEY_KEY)
         hash_parts.append(value or b"")
         return value.decode(errors="replace") if value else None
@@ -396,17 +428,27 @@ class _Run:
 
     def ensure_redis(self, hash_parts: list[Any]) -> None:
         name = f"{self.name}-redis"
-        self.create_once(b.redis_secret(self.cluster, pysecrets.token_urlsafe(24)))
-        data = self.r.secrets.data(self.ns, name) or {}
+        self.create_once(
+            b.redis_secret(self.cluster, pysecrets.token_urlsafe(24), self.r.options.cluster_domain)
+        )
+        foreign_secret = self.blocked_by(("Secret", name))
+        data = {} if foreign_secret else (self.r.secrets.data(self.ns, name) or {})
         hash_parts.append(data.get("password", b""))
         hash_parts.append(data.get("url", b""))
-        redis_hash = config_hash(data.get("password", b""))
+        redis_hash = config_hash(data.get("password", b""), salt=self.uid)
         pvc = b.redis_pvc(self.cluster)
         if pvc is None:
             self.remove(PVCS, name)
         else:
             self.ensure(PVCS, pvc)
-        self.redis_dep = self.ensure(DEPLOYMENTS, b.redis_deployment(self.cluster, config_hash=redis_hash))
+        if self.blocked_by(("Secret", name), ("PersistentVolumeClaim", name)):
+            # Someone else's password or volume is never handed to a Redis the tenant's spec shapes.
+            self.redis_dep = self.ours(DEPLOYMENTS, name)
+            self.held.append(f"Deployment {self.ns}/{name}")
+        else:
+            self.redis_dep = self.ensure(
+                DEPLOYMENTS, b.redis_deployment(self.cluster, config_hash=redis_hash)
+            )
         self.ensure(SERVICES, b.redis_service(self.cluster))
 
     def server_replicas(self) -> int | None:
@@ -452,7 +494,20 @@ class _Run:
     def ensure_monitoring(self) -> None:
         mon = self.spec.monitoring
         want_sm = mon.enabled and mon.service_monitor
-        if want_sm:
+        # The ServiceMonitor hands the API key Secret to Prometheus and points it at the server Service.
+        sm_blocked = self.blocked_by(("Secret", f"{self.name}-api-key"), ("Service", f"{self.name}-server"))
+        if want_sm and sm_blocked:
+            self.held.append(f"ServiceMonitor {self.ns}/{self.name}-server")
+            self.conditions.append(
+                condition(
+                    "MonitoringReady",
+                    False,
+                    "NameConflict",
+                    "the ServiceMonitor is not applied while a name it uses is taken",
+                    generation=self.generation,
+                )
+            )
+        elif want_sm:
             if self.r.servicemonitor_served():
                 self.ensure(SERVICEMONITORS, b.service_monitor(self.cluster))
                 self.conditions.append(
@@ -497,7 +552,14 @@ class _Run:
             self.ensure(CONFIGMAPS, dash)
 
     def poll(self, api_key: str | None) -> Any:
-        url = url_for(self.r.options.url_template, self.name, self.ns)
+        if self.blocked_by(("Service", f"{self.name}-server"), ("Secret", f"{self.name}-api-key")):
+            # Someone else's Service (an ExternalName one too) is never dialled, and no key is sent to it.
+            self.r.poller.unregister(self.key)  # for the workers too: they see the same conflict
+            self.held.append("queue-stats polling")
+            return None
+        url = url_for(
+            self.r.options.url_template, self.name, self.ns, cluster_domain=self.r.options.cluster_domain
+        )
         self.r.poller.register(self.key, url, api_key, self.r.options.stats_interval, requester="cluster")
         return self.r.poller.result(self.key)
 
@@ -577,9 +639,12 @@ class _Run:
             phase = highest(phase, "Degraded")
         if self.problems:
             phase = highest(phase, "Error")
+        conflicts = list(self.conflicts)
+        if self.held:
+            conflicts.append("left as they are while the name is taken: " + ", ".join(self.held))
 
         conds = workload_conditions(
-            phase, state, what="server", problems=self.problems, conflicts=self.conflicts, generation=gen
+            phase, state, what="server", problems=self.problems, conflicts=conflicts, generation=gen
         )
         conds += [
             condition(
@@ -593,7 +658,7 @@ class _Run:
         extra: JSON = {
             "replicas": state.replicas,
             "readyReplicas": state.ready,
-            "endpoint": b.endpoint(self.cluster),
+            "endpoint": b.endpoint(self.cluster, self.r.options.cluster_domain),
             "image": image,
         }
         if stats is not None and stats.ok:
@@ -619,6 +684,11 @@ class _Run:
             msg = (
                 "waiting for the first poll" if stats is None else f"cannot read queue counts: {stats.error}"
             )
+            if "queue-stats polling" in self.held:
+                reason, msg = (
+                    "NameConflict",
+                    f"Service {self.name}-server or its API key is not this cluster's",
+                )
             if stats is not None:
                 metrics.STATS_ERRORS.labels(self.ns, self.name).inc()
             conds.append(condition("QueueStatsAvailable", False, reason, msg, generation=gen))
@@ -636,8 +706,7 @@ class _Run:
         held = self.r._write_status(self.obj, phase, conds, extra)
         if held is not None:
             self.requeue = min(self.requeue or held, held)
-        if self.conflicts:
-            self.r.recorder.event(self.obj, WARNING, "NameConflict", "; ".join(self.conflicts))
+        self.r.conflict_events.report(self.obj, self.conflicts)
 
 
 def build(

@@ -163,7 +163,10 @@ class StatusWriter:
                 status[k] = old[k]
         wrote = apply_status(self.client, self.resource, obj, status)
         prev = old.get("phase")
-        if wrote and prev != phase:
+        ready = next((c for c in conds if c["type"] == "Ready"), {})
+        if wrote and prev != phase and (event is not None or ready.get("reason") != "NameConflict"):
+            # A phase that a name conflict caused is told by the NameConflict event (ConflictEvents),
+            # which names the objects: a second event with the same message would only repeat it.
             kind = WARNING if phase in ("Error", "Degraded") else NORMAL
             # A first Normal phase (Pending, Running) is not news; a problem always is.
             if event is not None:
@@ -172,6 +175,36 @@ class StatusWriter:
                 msg = next((c.get("message") for c in conds if c["type"] == "Ready"), "") or f"phase {phase}"
                 self.recorder.event(obj, kind, phase, msg)
         return None
+
+
+class ConflictEvents:
+    """One NameConflict event per conflict, not one per reconcile: an owner's conflicts are remembered
+    (by namespace/name) and only those not reported before make an event. A conflict that went away and
+    comes back is news again."""
+
+    def __init__(self, recorder: EventRecorder) -> None:
+        self.recorder = recorder
+        self._reported: dict[str, frozenset[str]] = {}
+        self._lock = threading.Lock()
+
+    def report(self, obj: JSON, conflicts: Iterable[str]) -> None:
+        meta = obj.get("metadata") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        now = frozenset(conflicts)
+        with self._lock:
+            before = self._reported.get(key, frozenset())
+            if now:
+                self._reported[key] = now
+            else:
+                self._reported.pop(key, None)
+        new = sorted(now - before)
+        if new:
+            self.recorder.event(obj, WARNING, "NameConflict", "; ".join(new))
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The owner is gone: a later object of the same name starts afresh."""
+        with self._lock:
+            self._reported.pop(f"{namespace}/{name}", None)
 
 
 def cached_child(

@@ -31,6 +31,7 @@ def setup_operator(manager: Manager, args: argparse.Namespace) -> None:
             server_image=args.server_image,
             url_template=args.ojs_url_template,
             max_concurrent_reconciles=args.max_concurrent_reconciles,
+            cluster_domain=args.cluster_domain,
         ),
         poller,
         recorder,
@@ -38,7 +39,9 @@ def setup_operator(manager: Manager, args: argparse.Namespace) -> None:
     worker.build(
         manager,
         worker.WorkerOptions(
-            url_template=args.ojs_url_template, max_concurrent_reconciles=args.max_concurrent_reconciles
+            url_template=args.ojs_url_template,
+            max_concurrent_reconciles=args.max_concurrent_reconciles,
+            cluster_domain=args.cluster_domain,
         ),
         poller,
         recorder,

@@ -35,6 +35,7 @@ from ojsctrl.controllers.common import (
     OJSWORKERS,
     STATUS_COALESCE,
     UNMANAGED_SELECTOR,
+    ConflictEvents,
     StatusWriter,
     cached_child,
     condition,
@@ -43,7 +44,7 @@ from ojsctrl.controllers.common import (
 )
 from ojsctrl.controllers.stats import PollResult, StatsPoller
 from ojsctrl.ojs.autoscale import History, WorkerScaling, initial_replicas, worker_desired
-from ojsctrl.ojs.client import OJSClient, url_for
+from ojsctrl.ojs.client import DEFAULT_CLUSTER_DOMAIN, OJSClient, url_for
 from ojsctrl.ojs.drain import DELETION_COST_ANNOTATION, DrainPlan, mark_silent, plan_drain
 from ojsctrl.ojs.quiet import QuietSender, quiet_client
 from ojsctrl.runtime.apply import Applier, controller_ref
@@ -52,6 +53,7 @@ from ojsctrl.runtime.client import (
     HPAS,
     JSON,
     PODS,
+    SERVICES,
     ApiError,
     InvalidError,
     NotFoundError,
@@ -100,6 +102,8 @@ class WorkerOptions:
 
     url_template: str
     max_concurrent_reconciles: int = 4
+    # --cluster-domain: the workers' OJS_URL ends in .svc.<domain> (SPEC §9.11).
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
 class WorkerReconciler:
@@ -128,6 +132,7 @@ class WorkerReconciler:
         self.status_writer = StatusWriter(
             self.client, OJSWORKERS, recorder, keep=("lastScaleTime", "selector")
         )
+        self.conflict_events = ConflictEvents(recorder)
         f = manager.informers
         self.workers = f.informer(OJSWORKERS)
         self.workers.add_indexers({CLUSTER_INDEX: worker_cluster})
@@ -198,6 +203,7 @@ class WorkerReconciler:
             for ck in self.poller_keys_for(key):
                 self.poller.release(ck, f"worker:{key}")
             metrics.forget_worker(req.namespace, req.name)
+            self.conflict_events.forget(req.namespace, req.name)
             return None
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
@@ -335,14 +341,50 @@ class _Run:
             self.r.client.delete(resource, name, self.ns, uid=live["metadata"]["uid"])
 
     # ------------------------------------------------------------------ steps
+    def foreign_cluster_children(self) -> list[str]:
+        """The cluster's children the workers would use (its server Service as their endpoint, its generated
+        API key Secret) whose names a foreign object holds (SPEC §9.12)."""
+        cluster_uid = self.cluster_obj["metadata"].get("uid")
+        cluster_name = self.cluster_obj["metadata"]["name"]
+        found = []
+        svc_name = f"{cluster_name}-server"
+        svc = cached_child(self.r.cr.children, self.r.cr.others, SERVICES, self.ns, svc_name)
+        held = [("Service", svc_name, svc)]
+        if cb.generates_api_key(self.cluster):
+            key_name = cb.api_key_secret_name(self.cluster)
+            held.append(("Secret", key_name, self.r.cr.secrets.meta(self.ns, key_name)))
+        for kind, name, live in held:
+            ref = controller_ref(live) if live is not None else None
+            if live is not None and (ref is None or ref.get("uid") != cluster_uid):
+                found.append(
+                    f"{kind} {self.ns}/{name} of OJSCluster {cluster_name} exists and is not owned by it"
+                )
+        return found
+
+    def hands_off(self, foreign: list[str]) -> Result | None:
+        """A foreign object holds a name the workers would use: report it, leave the running Deployment as
+        it is (nothing deleted, nothing applied that would reference the object) and poll nothing."""
+        self.conflicts.extend(foreign)
+        self.conflicts.append(f"left as it is while the name is taken: Deployment {self.ns}/{self.dep_name}")
+        with self.r._lock:
+            self.r._history.pop(self.key, None)
+        self.r.poller.release(self.cluster_key, f"worker:{self.key}")
+        live = self.cached(DEPLOYMENTS, self.dep_name)
+        ref = controller_ref(live) if live is not None else None
+        self.status(live if ref is not None and ref.get("uid") == self.uid else None, None)
+        return Result(requeue_after=self.requeue) if self.requeue else None
+
     def run(self) -> Result | None:
         a = self.spec.auto_scaling
+        foreign = self.foreign_cluster_children()
+        if foreign:
+            return self.hands_off(foreign)
         api_key = self.api_key()
         live = self.cached(DEPLOYMENTS, self.dep_name)
         if api_key is None and live is None and cb.generates_api_key(self.cluster):
             return self.wait_for_api_key()
         # The template shows the spec itself; the hash adds what it does not: the key's value.
-        digest = config_hash(api_key or b"")
+        digest = config_hash(api_key or b"", salt=self.uid)
         holds = ((live or {}).get("metadata") or {}).get("annotations", {}).get(
             AUTOSCALER_ANNOTATION
         ) == "true"
@@ -360,7 +402,13 @@ class _Run:
             replicas = int((live.get("spec") or {}).get("replicas") or 0)
         dep = self.ensure(
             DEPLOYMENTS,
-            wb.worker_deployment(self.worker, self.cluster, config_hash=digest, replicas=replicas),
+            wb.worker_deployment(
+                self.worker,
+                self.cluster,
+                config_hash=digest,
+                replicas=replicas,
+                cluster_domain=self.r.options.cluster_domain,
+            ),
         )
         dep = self.handover(dep, a.enabled, holds) or dep
 
@@ -447,7 +495,12 @@ class _Run:
 
     def poll(self, api_key: str | None) -> PollResult | None:
         interval = duration_seconds(self.spec.auto_scaling.polling_interval)
-        url = url_for(self.r.options.url_template, self.cluster_obj["metadata"]["name"], self.ns)
+        url = url_for(
+            self.r.options.url_template,
+            self.cluster_obj["metadata"]["name"],
+            self.ns,
+            cluster_domain=self.r.options.cluster_domain,
+        )
         self.r.poller.register(self.cluster_key, url, api_key, interval, requester=f"worker:{self.key}")
         with self.r._lock:
             self.r._polled[self.key] = self.cluster_key
@@ -552,7 +605,12 @@ class _Run:
             and not (p.get("metadata") or {}).get("deletionTimestamp")
         ]
         names = sorted(p["metadata"]["name"] for p in pods)
-        url = url_for(self.r.options.url_template, self.cluster_obj["metadata"]["name"], self.ns)
+        url = url_for(
+            self.r.options.url_template,
+            self.cluster_obj["metadata"]["name"],
+            self.ns,
+            cluster_domain=self.r.options.cluster_domain,
+        )
         try:
             workers = mark_silent(self.r.ojs.workers(url, api_key), time.time())
         except Exception as e:
@@ -744,8 +802,7 @@ class _Run:
         held = self.r._status(self.obj, phase, conds, extra)
         if held is not None:
             self.requeue = min(self.requeue or held, held)
-        if self.conflicts:
-            self.r.recorder.event(self.obj, WARNING, "NameConflict", "; ".join(self.conflicts))
+        self.r.conflict_events.report(self.obj, self.conflicts)
 
 
 def build(

@@ -30,16 +30,50 @@ def canonical_hash(body: JSON) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
 
 
+# Merge keys of the keyed lists the operator applies (containers, env, ports, volumes, volumeMounts,
+# Service ports, ...): server-side apply merges such lists entry by entry, so another field manager may
+# add entries of its own next to ours.
+_MERGE_KEYS = ("name", "containerPort", "mountPath", "devicePath", "port")
+
+
+def _merge_key(items: list[Any]) -> str | None:
+    """The key that tells this list's entries apart, if it looks like a keyed list (every entry a dict
+    with a distinct value under that key)."""
+    if not items or not all(isinstance(i, dict) for i in items):
+        return None
+    for key in _MERGE_KEYS:
+        values = [i.get(key) for i in items]
+        if all(v is not None for v in values) and len({repr(v) for v in values}) == len(values):
+            return key
+    return None
+
+
 def is_subset(want: Any, have: Any) -> bool:
-    """Does `have` hold every value of `want`? Dicts: every key of want, recursively. Lists: same
-    length, element-wise. The API server adds defaults to list elements (containers, ports), which
-    is why elements compare as subsets too."""
+    """Does `have` hold every value of `want`? Dicts: every key of want, recursively. Keyed lists
+    (entries told apart by a merge key such as `name`): every entry of want has an entry of have with
+    the same key that holds it, in want's order; entries another field manager added are not ours and do
+    not count. Other lists: same length, element-wise. The API server adds defaults to list elements
+    (containers, ports), which is why elements compare as subsets too."""
     if isinstance(want, dict):
         if not isinstance(have, dict):
             return False
         return all(k in have and is_subset(v, have[k]) for k, v in want.items())
     if isinstance(want, list):
-        if not isinstance(have, list) or len(want) != len(have):
+        if not isinstance(have, list):
+            return False
+        key = _merge_key(want)
+        if key is not None and len(have) > len(want):
+            # Our entries, found by key, must keep their relative order (an apply would restore it).
+            at = -1
+            for w in want:
+                found = next(
+                    (i for i, h in enumerate(have) if isinstance(h, dict) and h.get(key) == w[key]), None
+                )
+                if found is None or found < at or not is_subset(w, have[found]):
+                    return False
+                at = found
+            return True
+        if len(want) != len(have):
             return False
         return all(is_subset(w, h) for w, h in zip(want, have, strict=True))
     if isinstance(want, bool) or isinstance(have, bool):

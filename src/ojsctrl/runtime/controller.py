@@ -223,7 +223,12 @@ class Controller:
                 delay = status_delay if status_delay > 0 and _status_only(event, old, new) else 0.0
                 if delay and settled is not None and new is not None and settled(new):
                     delay = 0.0  # the last step of a rollout: no later step to wait for
-                for req in mapper(obj):
+                reqs = list(mapper(obj))
+                if old is not None and new is not None:
+                    # An update can move an object between owners (its owner reference changed): the
+                    # previous owner must hear of it too, as controller-runtime's handlers enqueue both.
+                    reqs += [r for r in mapper(old) if r not in reqs]
+                for req in reqs:
                     if delay:
                         self.queue.add_after(req, delay)
                     else:

@@ -174,6 +174,19 @@ def strip_managed_fields(obj: JSON) -> JSON:
     return obj
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def strip_last_applied(obj: JSON) -> JSON:
+    """Drop kubectl's last-applied annotation: it is a copy of the whole object as applied, so on a Secret
+    applied with `kubectl apply` it holds the Secret's data. A metadata-only cache exists so that such
+    values are never held; a metadata-only watch still delivers every annotation."""
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    if annotations and LAST_APPLIED in annotations:
+        del annotations[LAST_APPLIED]
+    return obj
+
+
 # --------------------------------------------------------------------------- store
 class Store:
     """A thread-safe map of key -> object with secondary indexes. Objects must be treated as read-only."""
@@ -400,6 +413,7 @@ class Informer:
     def _prepare(self, obj: JSON) -> JSON:
         strip_managed_fields(obj)
         if self.metadata_only:
+            strip_last_applied(obj)
             obj.setdefault("apiVersion", self.resource.api_version)
             obj.setdefault("kind", self.resource.kind)
         return self._transform(obj) if self._transform else obj
