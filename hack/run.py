@@ -316,7 +316,9 @@ def main(argv: Sequence[str]) -> int:
         if samples.is_dir() and any(samples.glob("*.yaml")):
             plane.kubectl("create", "namespace", "ojs-system", check=False)
             apply_dir(kubeconfig, samples)
-        say(f"ready: in another shell, export KUBECONFIG={kubeconfig}; .dev/bin/kubectl get ojs -A -w")
+        say(
+            f"ready: in another shell, export KUBECONFIG={kubeconfig}; .dev/bin/kubectl get openjobspec -A -w"
+        )
         return run_manager(kubeconfig, argv, local_plane=True)
     except (KeyboardInterrupt, Stop):
         return 0
