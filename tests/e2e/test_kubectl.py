@@ -119,6 +119,21 @@ def test_short_names_and_the_category_work_for_every_verb(
         assert "ojsworker.ojs.openjobspec.dev/mailer" in listed, listed
     both = kubectl(crds, "get", "openjobspec", "-A").stdout
     assert "ojscluster.ojs.openjobspec.dev/jobs" in both and "ojsworker.ojs.openjobspec.dev/mailer" in both
+    # `make run` prints these to follow the objects: kubectl watches one kind at a time.
+    for short, kind in (("ojs", "jobs"), ("ojsw", "mailer")):
+        watch = subprocess.Popen(
+            [str(crds.bin / "kubectl"), "--kubeconfig", str(crds.kubeconfig), "get", short, "-n", ns, "-w"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(3)
+            assert watch.poll() is None, watch.communicate()
+        finally:
+            watch.terminate()
+            watched, errors = watch.communicate(timeout=10)
+        assert columns(watched, kind)["PHASE"] == "Running" and errors == ""
 
     described = kubectl(crds, "describe", "ojs", "jobs", "-n", ns).stdout
     assert "Kind:         OJSCluster" in described and "Name:         jobs" in described
