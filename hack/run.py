@@ -316,7 +316,12 @@ def main(argv: Sequence[str]) -> int:
         if samples.is_dir() and any(samples.glob("*.yaml")):
             plane.kubectl("create", "namespace", "ojs-system", check=False)
             apply_dir(kubeconfig, samples)
-        say(f"ready: in another shell, export KUBECONFIG={kubeconfig}; .dev/bin/kubectl get ojs -A -w")
+        # kubectl watches one kind at a time (`-w` on the category answers "you may only specify a single
+        # resource type"): list both, then follow each kind.
+        say(
+            f"ready: in another shell, export KUBECONFIG={kubeconfig}; .dev/bin/kubectl get openjobspec -A "
+            "lists both kinds; follow one with .dev/bin/kubectl get ojs -A -w (or ojsw)"
+        )
         return run_manager(kubeconfig, argv, local_plane=True)
     except (KeyboardInterrupt, Stop):
         return 0

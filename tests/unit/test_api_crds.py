@@ -21,6 +21,7 @@ from ojsctrl.api import OJSClusterSpec, OJSWorkerSpec, crdgen, validate_cluster,
 from ojsctrl.api.durations import DURATION_PATTERN, is_duration
 from ojsctrl.api.markers import PERCENT_PATTERN
 from ojsctrl.api.validation import PYTHON_ONLY_RULES
+from ojsctrl.api.worker import CLUSTER_REF_MESSAGE
 from tests.e2e.helpers import missing_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -209,17 +210,22 @@ def test_names_scope_and_subresources() -> None:
         assert spec["group"] == "ojs.openjobspec.dev"
         assert spec["scope"] == "Namespaced"
         assert spec["names"]["shortNames"] == [short]
-        assert spec["names"]["categories"] == ["ojs"]
+        # A category named like a short name makes kubectl expand `get ojs NAME` to both kinds.
+        assert spec["names"]["categories"] == ["openjobspec"]
+        assert set(spec["names"]["categories"]).isdisjoint(spec["names"]["shortNames"])
         assert spec["names"]["plural"] == plural
         (version,) = spec["versions"]
         assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
         assert version["subresources"]["status"] == {}
-    assert "scale" not in crds["OJSCluster"]["spec"]["versions"][0]["subresources"]
-    assert crds["OJSWorker"]["spec"]["versions"][0]["subresources"]["scale"] == {
-        "specReplicasPath": ".spec.replicas",
-        "statusReplicasPath": ".status.replicas",
-        "labelSelectorPath": ".status.selector",
-    }
+    for kind in ("OJSCluster", "OJSWorker"):
+        assert crds[kind]["spec"]["versions"][0]["subresources"]["scale"] == {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        }
+        status = _schema(kind)["properties"]["status"]["properties"]
+        assert status["selector"]["type"] == "string"
+        assert status["replicas"]["type"] == "integer"
 
 
 def test_printer_columns() -> None:
@@ -558,3 +564,33 @@ def test_defaulted_objects_parse_like_the_models_default(crdcheck: Path, tmp_pat
     )
     assert worker["obj"]["spec"]["queues"] == ["default"]
     assert cluster["obj"]["spec"]["resources"]["limits"] == {"cpu": "1", "memory": "512Mi"}
+
+
+@pytest.mark.parametrize(
+    ("ref", "refused"),
+    [
+        ("ojs-production", False),
+        ("ojs.production", False),
+        ("a" * 253, False),
+        ("ojs-system/ojs-production", True),
+        ("OJS", True),
+        ("-ojs", True),
+        ("ojs_production", True),
+        ("ojs\n", True),
+    ],
+)
+def test_cluster_ref_is_a_name_in_the_workers_namespace(
+    ref: str, refused: bool, crdcheck: Path, tmp_path: Path
+) -> None:
+    """The API server (CEL, no webhook needed) and Python refuse a clusterRef that is not a DNS-1123
+    subdomain, both with the message that workers and clusters share a namespace."""
+    obj = copy.deepcopy(_BASES["OJSWorker"])
+    obj["spec"]["clusterRef"] = ref
+    (result,) = _run_crdcheck(crdcheck, "OJSWorker", [{"obj": copy.deepcopy(obj), "old": None}], tmp_path)
+    python = validate_worker(obj)
+    if not refused:
+        assert result["errors"] == [] and python.errors == []
+        return
+    assert any(CLUSTER_REF_MESSAGE in str(e) and "clusterRef" in str(e) for e in result["errors"]), result
+    assert ("spec.clusterRef", CLUSTER_REF_MESSAGE) in [(e.path, e.message) for e in python.errors]
+    assert "workers and clusters share a namespace" in CLUSTER_REF_MESSAGE

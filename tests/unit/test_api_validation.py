@@ -458,6 +458,14 @@ WORKER_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("name too long for a label value", {"metadata.name": "w" * 64}, "metadata.name", "name"),
     ("clusterRef missing", {"spec.clusterRef": _DELETE}, "spec.clusterRef", "required"),
     ("clusterRef empty", {"spec.clusterRef": ""}, "spec.clusterRef", "minLength"),
+    (
+        "clusterRef namespace/name",
+        {"spec.clusterRef": "ojs-system/ojs-production"},
+        "spec.clusterRef",
+        "clusterRef",
+    ),
+    ("clusterRef uppercase", {"spec.clusterRef": "OJS"}, "spec.clusterRef", "clusterRef"),
+    ("clusterRef with a trailing newline", {"spec.clusterRef": "ojs\n"}, "spec.clusterRef", "clusterRef"),
     ("jobTypes missing", {"spec.jobTypes": _DELETE}, "spec.jobTypes", "required"),
     ("jobTypes empty", {"spec.jobTypes": []}, "spec.jobTypes", "minItems"),
     ("jobTypes not a list", {"spec.jobTypes": "email.send"}, "spec.jobTypes", "type"),
@@ -1028,3 +1036,13 @@ def test_redis_options_apply_to_kafka_embedded_state_store() -> None:
     assert any(
         "has no effect" in w for w in validate_cluster(_with(CLUSTER, {"spec.backend": external})).warnings
     )
+
+
+def test_cross_namespace_cluster_ref_is_refused_saying_workers_and_clusters_share_a_namespace() -> None:
+    result = validate_worker(_with(WORKER, {"spec.clusterRef": "ojs-system/ojs-production"}))
+    (error,) = result.errors
+    assert error.path == "spec.clusterRef"
+    assert "workers and clusters share a namespace" in error.message
+    assert "DNS-1123 subdomain" in error.message
+    # A dotted name is a valid subdomain, and so a valid OJSCluster name.
+    assert validate_worker(_with(WORKER, {"spec.clusterRef": "ojs.production"})).errors == []

@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from ojsctrl.controllers.cluster_status import deployment_state, highest, workload_phase
+from ojsctrl.controllers.cluster_status import (
+    deployment_state,
+    highest,
+    owned_replica_counts,
+    workload_phase,
+)
 from ojsctrl.controllers.common import merge_conditions, status_unchanged
 from ojsctrl.controllers.stats import StatsPoller, top_queues
 
@@ -311,3 +316,28 @@ def test_rollout_settled() -> None:
     assert not rollout_settled(dep(observed=0, gen=2))
     assert not rollout_settled(dep(replicas=4, ready=2, updated=2, total=2))
     assert rollout_settled(dep(replicas=0, ready=0, updated=0, total=0, available="False"))
+
+
+def test_owned_replica_counts_come_from_the_deployment_the_owner_controls() -> None:
+    def dep(uid: str, controller: bool = True) -> dict[str, Any]:
+        return {
+            "metadata": {
+                "name": "w-worker",
+                "generation": 3,
+                "ownerReferences": [
+                    {"apiVersion": "ojs.openjobspec.dev/v1alpha1", "kind": "OJSWorker", "name": "w",
+                     "uid": uid, "controller": controller}
+                ],
+            },
+            "spec": {"replicas": 3},
+            "status": {"observedGeneration": 3, "replicas": 3, "readyReplicas": 2},
+        }  # fmt: skip
+
+    assert owned_replica_counts(dep("u1"), "u1") == {"replicas": 3, "readyReplicas": 2}
+    # Someone else's Deployment of that name, or one this owner does not control, says nothing about it.
+    assert owned_replica_counts(dep("other"), "u1") == {}
+    assert owned_replica_counts(dep("u1", controller=False), "u1") == {}
+    assert owned_replica_counts(None, "u1") == {}
+    fresh = dep("u1")
+    del fresh["status"]
+    assert owned_replica_counts(fresh, "u1") == {"replicas": 0, "readyReplicas": 0}

@@ -167,6 +167,27 @@ def test_cluster_ref_lookup_gives_the_not_found_warning() -> None:
     assert calls == []
 
 
+def test_cross_namespace_cluster_ref_is_denied_without_a_lookup() -> None:
+    calls: list[tuple[str, str]] = []
+
+    def lookup(ns: str, name: str) -> bool | None:
+        calls.append((ns, name))
+        return False
+
+    moved = copy.deepcopy(WORKER)
+    moved["spec"]["clusterRef"] = "ojs-system/ojs-production"
+    out = review_response(WorkerValidator(lookup)(request(moved, namespace="team-a")))
+    assert out["allowed"] is False
+    status = out["status"]
+    assert status["code"] == 422
+    assert "spec.clusterRef: " in status["message"]
+    assert "workers and clusters share a namespace" in status["message"]
+    assert [c["field"] for c in status["details"]["causes"]] == ["spec.clusterRef"]
+    # A name with a '/' is never looked up (it would be a different URL path), nor warned about as missing.
+    assert calls == []
+    assert not any("not found" in w for w in out.get("warnings", []))
+
+
 def test_update_checks_immutability_against_the_old_object() -> None:
     moved = copy.deepcopy(WORKER)
     moved["spec"]["clusterRef"] = "other"

@@ -425,8 +425,9 @@ class OJSClusterSpec(PodSettings):
         Field(
             ge=1,
             description=(
-                "Number of server replicas. Default 2, or 1 for a lite backend (which must have exactly 1). "
-                "With autoScaling enabled this is only the initial value."
+                "Number of server replicas (the scale subresource: `kubectl scale ojs NAME --replicas=N`). "
+                "Default 2, or 1 for a lite backend (which must have exactly 1). With autoScaling enabled "
+                "this is only the initial value."
             ),
         ),
     ] = None
@@ -529,6 +530,9 @@ class OJSClusterStatus(OJSModel):
     ] = None
     endpoint: str | None = Field(default=None, description="In-cluster URL of the OJS API.")
     image: str | None = Field(default=None, description="Server image in use.")
+    selector: str | None = Field(
+        default=None, description="Label selector of the server pods, serialised (for the scale subresource)."
+    )
     observed_generation: Int64 | None = Field(
         default=None, description="metadata.generation this status was computed from."
     )
@@ -538,8 +542,8 @@ class OJSClusterStatus(OJSModel):
         SchemaExtra.of({"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
         Field(
             description=(
-                "Ready, Available, Progressing, Degraded, BackendReady, QueueStatsAvailable and "
-                "MonitoringReady."
+                "Ready, Available, Progressing, Degraded, BackendReady, QueueStatsAvailable, "
+                "MonitoringReady and Autoscaling."
             )
         ),
     ] = None

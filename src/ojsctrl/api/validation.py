@@ -16,7 +16,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union, get_args, get_origin
+from typing import Any, TypeGuard, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -42,7 +42,7 @@ from ojsctrl.api.common import (
 )
 from ojsctrl.api.durations import parse_duration_ns
 from ojsctrl.api.quantity import parse_quantity
-from ojsctrl.api.worker import MAX_HPA_WINDOW, OJSWorkerSpec, WorkerAutoScaling
+from ojsctrl.api.worker import CLUSTER_REF_MESSAGE, MAX_HPA_WINDOW, OJSWorkerSpec, WorkerAutoScaling
 
 # Kubernetes object names the operator derives child names from: `<cluster>-server` is a Service (DNS-1035
 # label, at most 63 characters), and a worker's name is the value of its pods' app.kubernetes.io/instance
@@ -569,7 +569,19 @@ def _has_password(url: str) -> bool:
 # --- OJSWorker ----------------------------------------------------------------------------------------------
 
 
+def is_cluster_ref(value: object) -> TypeGuard[str]:
+    """Whether ``value`` can name an OJSCluster of the worker's namespace (a DNS-1123 subdomain of at most 253
+    characters); a ``namespace/name`` reference cannot."""
+    return (
+        isinstance(value, str) and 0 < len(value) <= 253 and _DNS1123_SUBDOMAIN.fullmatch(value) is not None
+    )
+
+
 def _check_worker_rules(spec: Mapping[str, Any], result: ValidationResult, old: object) -> None:
+    ref = spec.get("clusterRef")
+    if isinstance(ref, str) and ref and not is_cluster_ref(ref):
+        # The CRD's CEL rule on clusterRef says the same: the API server refuses it without the webhook too.
+        result.error("spec.clusterRef", "clusterRef", CLUSTER_REF_MESSAGE)
     for key in ("jobTypes", "queues"):
         items = spec.get(key)
         if isinstance(items, list):

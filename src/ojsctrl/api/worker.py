@@ -8,6 +8,7 @@ from pydantic import Field
 
 from ojsctrl.api.common import (
     API_VERSION,
+    DNS1123_SUBDOMAIN,
     LIST_ITEM_PATTERN,
     NO_WHITESPACE,
     Condition,
@@ -29,6 +30,15 @@ MAX_LIST_ITEMS = 100
 MAX_ITEM_LENGTH = 253
 
 _CEL_DURATION = DURATION_PATTERN.replace("\\", "\\\\")
+
+# A reference such as `ojs-system/ojs-production` can never resolve (the worker reads the cluster from its own
+# namespace) and clusterRef is immutable, so it is refused rather than warned about (SPEC §9.9).
+CLUSTER_REF_MESSAGE = (
+    "clusterRef must be the name of an OJSCluster (a DNS-1123 subdomain: lowercase letters, digits, '-' and "
+    "'.'), not namespace/name: workers and clusters share a namespace, so the OJSCluster must be in the "
+    "worker's own namespace"
+)
+_CEL_DNS1123_SUBDOMAIN = DNS1123_SUBDOMAIN.replace("\\", "\\\\")
 
 ListItem = Annotated[
     str,
@@ -153,10 +163,14 @@ class OJSWorkerSpec(PodSettings):
     cluster_ref: Annotated[
         str,
         CEL("self == oldSelf", "clusterRef is immutable"),
+        CEL(f"self.matches('{_CEL_DNS1123_SUBDOMAIN}')", CLUSTER_REF_MESSAGE),
         Field(
             min_length=1,
             max_length=253,
-            description="Name of the OJSCluster, in the same namespace, the workers connect to. Immutable.",
+            description=(
+                "Name of the OJSCluster the workers connect to, in the worker's own namespace (workers and "
+                "clusters share a namespace; no namespace/name). Immutable."
+            ),
         ),
     ]
     job_types: Annotated[

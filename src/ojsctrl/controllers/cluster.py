@@ -16,11 +16,12 @@ from ojsctrl.api import OJSCluster, validate_cluster
 from ojsctrl.api.common import API_VERSION
 from ojsctrl.api.durations import duration_seconds
 from ojsctrl.builders import cluster as b
-from ojsctrl.builders.common import config_hash
+from ojsctrl.builders.common import config_hash, selector_string
 from ojsctrl.controllers import metrics
 from ojsctrl.controllers.cluster_status import (
     deployment_state,
     highest,
+    owned_replica_counts,
     rollout_settled,
     workload_conditions,
     workload_phase,
@@ -130,8 +131,14 @@ class ClusterReconciler:
         self.poller = poller
         self.recorder = recorder
         self.applier = Applier(self.client, FIELD_MANAGER, HASH_ANNOTATION)
+<<<<<<< HEAD
         self.status_writer = StatusWriter(self.client, OJSCLUSTERS, recorder, keep=("lastScaleTime",))
         self.conflict_events = ConflictEvents(recorder)
+=======
+        self.status_writer = StatusWriter(
+            self.client, OJSCLUSTERS, recorder, keep=("lastScaleTime", "selector")
+        )
+>>>>>>> wave-c1
         f = manager.informers
         self.clusters = f.informer(OJSCLUSTERS)
         self.clusters.add_indexers({SECRET_REF_INDEX: referenced_secrets})
@@ -221,6 +228,11 @@ class ClusterReconciler:
         return _Run(self, obj, cluster, generation).run()
 
     def _write_status(self, obj: JSON, phase: str, conds: list[JSON], extra: JSON) -> float | None:
+        if "replicas" not in extra:
+            # An early stop (InvalidSpec) leaves the server Deployment running: show its pods.
+            meta = obj["metadata"]
+            dep = self.children[DEPLOYMENTS].store.get_by_name(meta["namespace"], f"{meta['name']}-server")
+            extra = {**owned_replica_counts(dep, str(meta.get("uid") or "")), **extra}
         return self.status_writer.write(obj, phase, conds, extra)
 
 
@@ -617,6 +629,30 @@ class _Run:
         return now_rfc3339()
 
     # ------------------------------------------------------------------ status
+    def autoscaling_condition(self) -> JSON:
+        """Who decides the server replicas (SPEC §8.3, as for workers): spec.replicas (so the scale
+        subresource) when autoscaling is off; the queue depth when it is on, and then a spec.replicas
+        change (`kubectl scale ojs`) is ignored and the condition says so."""
+        a = self.spec.auto_scaling
+        if not a.enabled:
+            return condition(
+                "Autoscaling",
+                False,
+                "Disabled",
+                f"replicas come from spec.replicas ({self.spec.effective_replicas()})",
+                generation=self.generation,
+            )
+        msg = (
+            f"server replicas follow the total queue depth ({a.target_queue_depth} jobs per server, "
+            f"{a.min_replicas}-{a.max_replicas} servers)"
+        )
+        if self.spec.replicas is not None:
+            msg += (
+                f"; spec.replicas {self.spec.replicas} is ignored while autoscaling is enabled: it was only "
+                "the initial value"
+            )
+        return condition("Autoscaling", True, "QueueDepth", msg, generation=self.generation)
+
     def status(
         self, dep: JSON | None, stats: Any, scaled_at: str | None, backend_ok: bool, image: str
     ) -> None:
@@ -655,10 +691,16 @@ class _Run:
                 generation=gen,
             ),
         ]
+        conds.append(self.autoscaling_condition())
         extra: JSON = {
             "replicas": state.replicas,
             "readyReplicas": state.ready,
+<<<<<<< HEAD
             "endpoint": b.endpoint(self.cluster, self.r.options.cluster_domain),
+=======
+            "selector": selector_string(b.server_selector(self.cluster)),
+            "endpoint": b.endpoint(self.cluster),
+>>>>>>> wave-c1
             "image": image,
         }
         if stats is not None and stats.ok:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ojsctrl.controllers.common import condition
+from ojsctrl.runtime.apply import controller_ref
 from ojsctrl.runtime.client import JSON
 
 PRECEDENCE = ("Error", "Degraded", "Draining", "Scaling", "Pending", "Running")
@@ -64,6 +65,21 @@ def deployment_state(dep: JSON | None) -> DeploymentState:
         observed=int(status.get("observedGeneration") or 0) >= int(generation),
         failed=failed,
     )
+
+
+def owned_replica_counts(dep: JSON | None, owner_uid: str) -> JSON:
+    """``replicas`` and ``readyReplicas`` for an owner's status, from the Deployment it controls.
+
+    A reconcile that stops early (invalid spec, missing cluster) leaves the Deployment running: the owner's
+    status still shows its pods (kubectl's REPLICAS/READY columns) instead of blanking them.
+    """
+    if dep is None:
+        return {}
+    ref = controller_ref(dep)
+    if ref is None or ref.get("uid") != owner_uid:
+        return {}
+    state = deployment_state(dep)
+    return {"replicas": state.replicas, "readyReplicas": state.ready}
 
 
 def rollout_settled(dep: JSON) -> bool:

@@ -22,6 +22,7 @@ from ojsctrl.controllers.cluster import ClusterReconciler, invalid_child_message
 from ojsctrl.controllers.cluster_status import (
     deployment_state,
     highest,
+    owned_replica_counts,
     rollout_settled,
     workload_conditions,
     workload_phase,
@@ -266,6 +267,11 @@ class WorkerReconciler:
             # OJSWorker has no Degraded phase (SPEC §1.2; the CRD's enum refuses it): a name conflict or a
             # failed rollout is an Error, and the Degraded condition says which.
             phase = "Error"
+        if "replicas" not in extra:
+            # An early stop (InvalidSpec, ClusterNotFound) leaves the Deployment running: show its pods.
+            meta = obj["metadata"]
+            dep = self.children[DEPLOYMENTS].store.get_by_name(meta["namespace"], f"{meta['name']}-worker")
+            extra = {**owned_replica_counts(dep, str(meta.get("uid") or "")), **extra}
         return self.status_writer.write(obj, phase, conds, extra, event)
 
 

@@ -21,7 +21,13 @@ from typing import Any
 
 import structlog
 
-from ojsctrl.api.validation import FieldError, ValidationResult, validate_cluster, validate_worker
+from ojsctrl.api.validation import (
+    FieldError,
+    ValidationResult,
+    is_cluster_ref,
+    validate_cluster,
+    validate_worker,
+)
 from ojsctrl.runtime.client import PARTIAL_METADATA, Client, NotFoundError, Resource
 from ojsctrl.runtime.informer import Informer
 from ojsctrl.runtime.webhook import AdmissionResponse
@@ -132,13 +138,7 @@ class WorkerValidator:
         ref = spec.get("clusterRef") if isinstance(spec, Mapping) else None
         meta = obj.get("metadata") if isinstance(obj, Mapping) else None
         namespace = request.get("namespace") or (meta.get("namespace") if isinstance(meta, Mapping) else None)
-        if (
-            self.lookup is not None
-            and isinstance(ref, str)
-            and ref
-            and isinstance(namespace, str)
-            and namespace
-        ):
+        if self.lookup is not None and is_cluster_ref(ref) and isinstance(namespace, str) and namespace:
             exists = self.lookup(namespace, ref)
         return validate_worker(obj, cluster_exists=exists, old=old)
 
