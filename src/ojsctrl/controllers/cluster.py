@@ -131,14 +131,10 @@ class ClusterReconciler:
         self.poller = poller
         self.recorder = recorder
         self.applier = Applier(self.client, FIELD_MANAGER, HASH_ANNOTATION)
-<<<<<<< HEAD
-        self.status_writer = StatusWriter(self.client, OJSCLUSTERS, recorder, keep=("lastScaleTime",))
-        self.conflict_events = ConflictEvents(recorder)
-=======
         self.status_writer = StatusWriter(
             self.client, OJSCLUSTERS, recorder, keep=("lastScaleTime", "selector")
         )
->>>>>>> wave-c1
+        self.conflict_events = ConflictEvents(recorder)
         f = manager.informers
         self.clusters = f.informer(OJSCLUSTERS)
         self.clusters.add_indexers({SECRET_REF_INDEX: referenced_secrets})
@@ -695,12 +691,8 @@ class _Run:
         extra: JSON = {
             "replicas": state.replicas,
             "readyReplicas": state.ready,
-<<<<<<< HEAD
-            "endpoint": b.endpoint(self.cluster, self.r.options.cluster_domain),
-=======
             "selector": selector_string(b.server_selector(self.cluster)),
-            "endpoint": b.endpoint(self.cluster),
->>>>>>> wave-c1
+            "endpoint": b.endpoint(self.cluster, self.r.options.cluster_domain),
             "image": image,
         }
         if stats is not None and stats.ok:
