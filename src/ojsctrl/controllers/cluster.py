@@ -44,9 +44,18 @@ from ojsctrl.controllers.common import (
 )
 from ojsctrl.controllers.secrets import SecretReader
 from ojsctrl.controllers.stats import StatsPoller, top_queues
+from ojsctrl.controllers.storage import (
+    adopt_patch,
+    adoption_problem,
+    claim_change_problem,
+    grow_refused_message,
+    is_released,
+    release_patch,
+    unbound_claim_message,
+)
 from ojsctrl.ojs.autoscale import History, server_desired
 from ojsctrl.ojs.client import url_for
-from ojsctrl.runtime.apply import Applier, controller_ref
+from ojsctrl.runtime.apply import Applier, controller_ref, owner_reference
 from ojsctrl.runtime.client import (
     CONFIGMAPS,
     CRDS,
@@ -197,6 +206,7 @@ class ClusterReconciler:
                 self._history.pop(str(req), None)
                 self._last_scale.pop(str(req), None)
             metrics.forget_cluster(req.namespace, req.name)
+            self.status_writer.forget(str(req))
             return None
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
@@ -235,6 +245,8 @@ class _Run:
         self.key = f"{self.ns}/{self.name}"
         self.conflicts: list[str] = []
         self.problems: list[tuple[str, str]] = []  # (reason, message) for Error
+        self.degraded: list[tuple[str, str]] = []  # (reason, message): not as declared, still serving
+        self.claim: JSON | None = None  # the live Redis claim, for the status message
         self.conditions: list[JSON] = []
         self.requeue: float | None = None
 
@@ -243,7 +255,7 @@ class _Run:
         inf = self.r.children.get(resource)
         return inf.store.get_by_name(self.ns, name) if inf else None
 
-    def ensure(self, resource: Resource, body: JSON | None) -> JSON | None:
+    def ensure(self, resource: Resource, body: JSON | None, live: JSON | None = None) -> JSON | None:
         if body is None:
             return None
         name = body["metadata"]["name"]
@@ -252,7 +264,7 @@ class _Run:
                 resource,
                 body,
                 self.uid,
-                cached_child(self.r.children, self.r.others, resource, self.ns, name),
+                live or cached_child(self.r.children, self.r.others, resource, self.ns, name),
                 in_cache=resource in self.r.children and resource in self.r.others,
             )
         except InvalidError as e:
@@ -320,13 +332,7 @@ class _Run:
         if spec.embedded_redis():
             self.ensure_redis(hash_parts)
         else:
-            for res, name in (
-                (DEPLOYMENTS, f"{self.name}-redis"),
-                (SERVICES, f"{self.name}-redis"),
-                (PVCS, f"{self.name}-redis"),
-                (SECRETS, f"{self.name}-redis"),
-            ):
-                self.remove(res, name)
+            self.release_redis()
 
         self.ensure(CONFIGMAPS, b.server_config_map(self.cluster))
         digest = config_hash(*hash_parts)
@@ -396,18 +402,134 @@ class _Run:
 
     def ensure_redis(self, hash_parts: list[Any]) -> None:
         name = f"{self.name}-redis"
-        self.create_once(b.redis_secret(self.cluster, pysecrets.token_urlsafe(24)))
+        secret_meta = self.r.secrets.meta(self.ns, name)
+        if is_released(secret_meta) and secret_meta is not None:
+            # The password of a kept claim's data: adopted back, never replaced.
+            adopted = self.adopt(SECRETS, secret_meta)
+            if adopted is not None:
+                self.r.secrets.remember(adopted)
+        else:
+            self.create_once(b.redis_secret(self.cluster, pysecrets.token_urlsafe(24)))
         data = self.r.secrets.data(self.ns, name) or {}
         hash_parts.append(data.get("password", b""))
         hash_parts.append(data.get("url", b""))
         redis_hash = config_hash(data.get("password", b""))
         pvc = b.redis_pvc(self.cluster)
+        live_pvc = self.cached(PVCS, name)
         if pvc is None:
-            self.remove(PVCS, name)
+            self.release(PVCS, live_pvc, "spec.backend.redis.storage was removed")
         else:
-            self.ensure(PVCS, pvc)
-        self.redis_dep = self.ensure(DEPLOYMENTS, b.redis_deployment(self.cluster, config_hash=redis_hash))
-        self.ensure(SERVICES, b.redis_service(self.cluster))
+            self.claim = self.ensure_claim(pvc, live_pvc)
+            if self.claim is None and self.conflicts:
+                return  # hands off a claim that is not ours (SPEC §9.12): no Redis would mount it
+        body = b.redis_deployment(self.cluster, config_hash=redis_hash)
+        self.redis_dep = self.ensure(DEPLOYMENTS, body, self.adopt_cached(DEPLOYMENTS, name))
+        self.ensure(SERVICES, b.redis_service(self.cluster), self.adopt_cached(SERVICES, name))
+
+    def ensure_claim(self, pvc: JSON, live: JSON | None) -> JSON | None:
+        """Apply the Redis claim: adopt a released one that fits; report a class change or a shrink (which
+        the API server would refuse with a raw diff) and a refused growth in words, keeping the live one."""
+        if live is not None and is_released(live):
+            problem = adoption_problem(live, pvc)
+            if problem is not None:
+                self.conflicts.append(problem)
+                return None
+            live = self.adopt(PVCS, live)
+            if live is None:
+                return None
+        ours = live is not None and (controller_ref(live) or {}).get("uid") == self.uid
+        if live is not None and ours:
+            problem = claim_change_problem(live, pvc)
+            if problem is not None:
+                self.degraded.append(("StorageChangeRefused", problem))
+                return live
+        try:
+            out = self.r.applier.ensure(PVCS, pvc, self.uid, live, in_cache=False)
+        except ApiError as e:
+            if live is not None and ours and (isinstance(e, InvalidError) or e.status == 403):
+                self.degraded.append(("StorageChangeRefused", grow_refused_message(live, pvc, e.message)))
+                return live
+            if isinstance(e, InvalidError):
+                self.problems.append(("InvalidSpec", invalid_child_message(PVCS, pvc["metadata"]["name"], e)))
+                return None
+            raise
+        if out.conflict:
+            self.conflicts.append(out.conflict)
+            return None
+        return out.obj
+
+    def adopt_cached(self, resource: Resource, name: str) -> JSON | None:
+        """A released child from the cache, adopted back (None when there is none to adopt)."""
+        live = self.cached(resource, name)
+        return self.adopt(resource, live) if live is not None and is_released(live) else None
+
+    def adopt(self, resource: Resource, live: JSON) -> JSON | None:
+        """Make a released object this cluster's child again; None when it changed meanwhile (retried)."""
+        name = live["metadata"]["name"]
+        try:
+            out: JSON = self.r.client.patch(
+                resource,
+                name,
+                adopt_patch(live, owner_reference(self.obj)),
+                self.ns,
+                field_manager=FIELD_MANAGER,
+            )
+        except (NotFoundError, ApiError) as e:
+            if isinstance(e, ApiError) and not isinstance(e, NotFoundError) and e.status != 409:
+                raise
+            self.requeue = min(self.requeue or 1.0, 1.0)
+            return None
+        log.info("adopted a released object", cluster=self.key, kind=resource.kind, name=name)
+        self.r.recorder.event(
+            self.obj, NORMAL, "Adopted", f"{resource.kind} {name} kept from before is used again"
+        )
+        return out
+
+    def release(self, resource: Resource, live: JSON | None, reason: str) -> None:
+        """Keep a child that holds data (or unlocks it) when the spec no longer wants it: remove the owner
+        reference so garbage collection leaves it, annotate why, and say how to delete it by hand."""
+        if live is None:
+            return
+        patch = release_patch(live, self.uid, reason, now_rfc3339())
+        if patch is None:
+            return
+        name = live["metadata"]["name"]
+        try:
+            self.r.client.patch(resource, name, patch, self.ns, field_manager=FIELD_MANAGER)
+        except (NotFoundError, ApiError) as e:
+            if isinstance(e, ApiError) and not isinstance(e, NotFoundError) and e.status != 409:
+                raise
+            self.requeue = min(self.requeue or 1.0, 1.0)
+            return
+        kind = resource.kind
+        log.warning(
+            "released a child instead of deleting it", cluster=self.key, kind=kind, name=name, why=reason
+        )
+        self.r.recorder.event(
+            self.obj,
+            WARNING,
+            "Released",
+            f"{kind} {name} is kept, not deleted ({reason}): it is no longer deleted with the cluster; "
+            f"when its data is no longer needed: kubectl delete {kind.lower()} {name} -n {self.ns}",
+        )
+
+    def release_redis(self) -> None:
+        """The embedded Redis is no longer wanted. The claim and the password Secret are released (the
+        data, and what reads it). The Deployment and Service go when a claim held the data; without one
+        the data lives only in the running pod, so they are released too."""
+        name = f"{self.name}-redis"
+        reason = "the embedded Redis was turned off (spec.backend)"
+        dep = self.cached(DEPLOYMENTS, name)
+        volumes = ((((dep or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get("volumes")
+        on_claim = any("persistentVolumeClaim" in v for v in volumes or () if isinstance(v, dict))
+        if dep is not None and not on_claim:
+            self.release(DEPLOYMENTS, dep, reason + "; its data lives only in the running pod")
+            self.release(SERVICES, self.cached(SERVICES, name), reason)
+        else:
+            self.remove(DEPLOYMENTS, name)
+            self.remove(SERVICES, name)
+        self.release(PVCS, self.cached(PVCS, name), reason)
+        self.release(SECRETS, self.r.secret_meta.store.get_by_name(self.ns, name), reason)
 
     def server_replicas(self) -> int | None:
         """The replicas ojsctrl sends: the spec's when autoscaling is off; with autoscaling on,
@@ -560,26 +682,42 @@ class _Run:
     ) -> None:
         gen = self.generation
         state = deployment_state(dep)
-        phase = workload_phase(state)
+        phase = workload_phase(state, (self.obj.get("status") or {}).get("phase"))
         backend_ready = backend_ok
         backend_msg = "backend configured"
+        waiting: list[str] = []
         if self.spec.embedded_redis():
             rstate = deployment_state(getattr(self, "redis_dep", None))
             backend_ready = backend_ready and rstate.available
             backend_msg = (
-                "embedded Redis available" if rstate.available else "embedded Redis not available yet"
+                "embedded Redis available"
+                if rstate.available
+                else f"embedded Redis Deployment {self.name}-redis not available yet "
+                f"({rstate.ready} of 1 ready)"
             )
+            unbound = unbound_claim_message(self.claim)
+            if unbound is not None and not rstate.available:
+                backend_msg += f": {unbound}"
             if rstate.failed:
                 phase = highest(phase, "Degraded")
             elif not rstate.available:
                 phase = highest(phase, "Pending")
-        if self.conflicts:
+                waiting.append(backend_msg)
+        if self.conflicts or self.degraded:
             phase = highest(phase, "Degraded")
         if self.problems:
             phase = highest(phase, "Error")
 
         conds = workload_conditions(
-            phase, state, what="server", problems=self.problems, conflicts=self.conflicts, generation=gen
+            phase,
+            state,
+            what="server",
+            problems=self.problems,
+            conflicts=self.conflicts,
+            generation=gen,
+            deployment=f"{self.name}-server",
+            waiting=waiting,
+            degraded=self.degraded,
         )
         conds += [
             condition(
@@ -626,11 +764,10 @@ class _Run:
         if last:
             extra["lastScaleTime"] = last
         conds.extend(self.conditions)
+        # A name conflict's Warning event comes from the status writer, once per new problem.
         held = self.r._write_status(self.obj, phase, conds, extra)
         if held is not None:
             self.requeue = min(self.requeue or held, held)
-        if self.conflicts:
-            self.r.recorder.event(self.obj, WARNING, "NameConflict", "; ".join(self.conflicts))
 
 
 def build(

@@ -25,7 +25,15 @@ FIELD_MANAGER = "ojsctrl"
 AUTOSCALER_MANAGER = "ojsctrl-autoscaler"
 HASH_ANNOTATION = f"{GROUP}/applied-hash"
 AUTOSCALER_ANNOTATION = f"{GROUP}/autoscaler"
+OUR_MANAGERS = frozenset({FIELD_MANAGER, AUTOSCALER_MANAGER})
+# The condition saying whether ojsctrl sets a Deployment's replicas, and its reason when another writer does.
+REPLICAS_MANAGED = "ReplicasManaged"
+FOREIGN_REASON = "ForeignReplicaWriter"
+# A field manager other than ojsctrl's that wrote spec.replicas this recently is a live writer: ojsctrl
+# yields to it. After this long without a write it is taken for a one-off hand edit and undone.
+FOREIGN_WRITER_QUIET = 300.0
 log = structlog.get_logger("ojsctrl.status")
+PROBLEM_PHASES = ("Error", "Degraded")
 
 MANAGED_SELECTOR = "app.kubernetes.io/managed-by=ojsctrl"
 # Everything else of a child kind, cached as metadata only: with both caches a name is known to be free
@@ -98,6 +106,34 @@ def apply_status(client: Client, resource: Resource, obj: JSON, status: JSON) ->
     return True
 
 
+def _rfc3339_seconds(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def foreign_replica_manager(dep: JSON, now: float, quiet: float = FOREIGN_WRITER_QUIET) -> str | None:
+    """The field manager other than ojsctrl's owning a Deployment's f:spec.f:replicas, if it wrote within
+    ``quiet`` seconds of ``now`` (managedFields from a GET: caches drop them). A write through the scale
+    subresource (an HPA, ``kubectl scale deploy``) is shown with its subresource."""
+    found = None
+    for entry in (dep.get("metadata") or {}).get("managedFields") or ():
+        if not isinstance(entry, dict) or entry.get("manager") in OUR_MANAGERS:
+            continue
+        spec = ((entry.get("fieldsV1") or {}).get("f:spec")) or {}
+        if not isinstance(spec, dict) or "f:replicas" not in spec:
+            continue
+        when = _rfc3339_seconds(entry.get("time"))
+        if when is not None and now - when > quiet:
+            continue
+        sub = entry.get("subresource")
+        found = f"{entry.get('manager')}" + (f" (via /{sub})" if sub else "")
+    return found
+
+
 def get_condition(conditions: Iterable[Any] | None, type_: str) -> JSON | None:
     for c in conditions or ():
         if isinstance(c, dict) and c.get("type") == type_:
@@ -129,7 +165,45 @@ class StatusWriter:
         self.grace = grace
         # object uid -> monotonic time of the first held write; entries of objects deleted meanwhile expire.
         self._held: TTLCache[str, float] = TTLCache(maxsize=200_000, ttl=max(60.0, 4 * grace))
+        # "namespace/name" -> (phase, Ready reason) last reported in the log: a line per transition, not
+        # per reconcile. Cleared by forget() when the object is deleted.
+        self._reported: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
+
+    def forget(self, key: str) -> None:
+        """Drop what was reported of a deleted object ("namespace/name")."""
+        with self._lock:
+            self._reported.pop(key, None)
+
+    def _transition(self, obj: JSON, phase: str, conds: list[JSON]) -> tuple[bool, str, str]:
+        """Log a change of phase or Ready reason once (problems found at warning, the rest at info);
+        returns whether it changed, with Ready's reason and message."""
+        meta = obj["metadata"]
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        ready = next((c for c in conds if c["type"] == "Ready"), None) or {}
+        reason = str(ready.get("reason") or phase)
+        message = str(ready.get("message") or "")
+        with self._lock:
+            before = self._reported.get(key)
+            self._reported[key] = (phase, reason)
+        if before == (phase, reason):
+            return False, reason, message
+        fields: dict[str, Any] = {
+            "kind": self.resource.kind,
+            "object": key,
+            "phase": phase,
+            "reason": reason,
+            "message": message[:500],
+        }
+        if before is not None:
+            fields["previous_phase"], fields["previous_reason"] = before
+        if phase in PROBLEM_PHASES:
+            log.warning("problem found", **fields)
+        elif before is not None and before[0] in PROBLEM_PHASES:
+            log.info("problem cleared", **fields)
+        else:
+            log.info("phase changed", **fields)
+        return True, reason, message
 
     def write(
         self,
@@ -162,15 +236,18 @@ class StatusWriter:
             if k not in status and old.get(k):
                 status[k] = old[k]
         wrote = apply_status(self.client, self.resource, obj, status)
+        changed, reason, msg = self._transition(obj, phase, conds)
         prev = old.get("phase")
-        if wrote and prev != phase:
-            kind = WARNING if phase in ("Error", "Degraded") else NORMAL
-            # A first Normal phase (Pending, Running) is not news; a problem always is.
-            if event is not None:
+        problem = phase in PROBLEM_PHASES
+        if event is not None:
+            if wrote and (prev != phase or changed):
                 self.recorder.event(obj, *event)
-            elif prev or kind == WARNING:
-                msg = next((c.get("message") for c in conds if c["type"] == "Ready"), "") or f"phase {phase}"
-                self.recorder.event(obj, kind, phase, msg)
+        elif problem and (changed or (wrote and prev != phase)):
+            # The specific reason (SecretNotFound, InvalidSpec, NameConflict...), once per new problem.
+            self.recorder.event(obj, WARNING, reason, msg or f"phase {phase}")
+        elif wrote and prev and prev != phase:
+            # A first Normal phase (Pending, Running) is not news.
+            self.recorder.event(obj, NORMAL, phase, msg or f"phase {phase}")
         return None
 
 

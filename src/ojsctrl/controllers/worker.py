@@ -30,14 +30,17 @@ from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
     AUTOSCALER_MANAGER,
     FIELD_MANAGER,
+    FOREIGN_REASON,
     HASH_ANNOTATION,
     MANAGED_SELECTOR,
     OJSWORKERS,
+    REPLICAS_MANAGED,
     STATUS_COALESCE,
     UNMANAGED_SELECTOR,
     StatusWriter,
     cached_child,
     condition,
+    foreign_replica_manager,
     get_condition,
     now_rfc3339,
 )
@@ -135,6 +138,9 @@ class WorkerReconciler:
             DEPLOYMENTS: f.informer(DEPLOYMENTS, label_selector=MANAGED_SELECTOR),
             HPAS: f.informer(HPAS, label_selector=MANAGED_SELECTOR),
         }
+        # Every HPA, ours or not: one aimed at a worker Deployment by hand is a foreign writer of its
+        # replicas (issue 17 item 5). HPAs are few and small.
+        self.all_hpas = f.informer(HPAS)
         self.others: dict[Resource, Informer] = {
             # Every worker has a Deployment; a CPU-mode HPA is rare: read with a GET before its first apply.
             DEPLOYMENTS: f.informer(DEPLOYMENTS, label_selector=UNMANAGED_SELECTOR, metadata_only=True),
@@ -146,6 +152,7 @@ class WorkerReconciler:
         self._polled: dict[str, str] = {}  # worker key -> cluster key it asked the poller for
         self._last_scale: dict[str, str] = {}  # worker key -> its last scale time (RFC 3339)
         self._matching: dict[str, JSON] = {}  # worker key -> its last WorkersMatched condition
+        self._foreign: dict[str, str] = {}  # worker key -> the foreign replica writer last reported
         self._lock = threading.Lock()
         self.controller = Controller(
             "ojsworker", self.reconcile, max_concurrent_reconciles=options.max_concurrent_reconciles
@@ -163,6 +170,7 @@ class WorkerReconciler:
                 settled=rollout_settled if res == DEPLOYMENTS else None,
             )
         c.watch_mapped(self.cr.clusters, self._workers_of_cluster)
+        c.watch_mapped(self.all_hpas, _workers_of_hpa)
         c.watch_mapped(self.cr.secret_meta, self._workers_for_secret)
         self.poller.subscribe(self._stats_changed)
         self.manager.add_controller(c)
@@ -195,9 +203,11 @@ class WorkerReconciler:
                 self._history.pop(key, None)
                 self._last_scale.pop(key, None)
                 self._matching.pop(key, None)
+                self._foreign.pop(key, None)
             for ck in self.poller_keys_for(key):
                 self.poller.release(ck, f"worker:{key}")
             metrics.forget_worker(req.namespace, req.name)
+            self.status_writer.forget(key)
             return None
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
@@ -299,6 +309,7 @@ class _Run:
         self.desired: int | None = None
         self.scaled_at: str | None = None
         self.matching: JSON | None = None  # the WorkersMatched condition when this reconcile read workers
+        self.foreign: str | None = None  # who else writes the Deployment's replicas (we then yield)
 
     def cached(self, resource: Resource, name: str) -> JSON | None:
         return self.r.children[resource].store.get_by_name(self.ns, name)
@@ -358,11 +369,17 @@ class _Run:
             replicas = None
         else:
             replicas = int((live.get("spec") or {}).get("replicas") or 0)
+        if live is not None:
+            self.foreign = self.foreign_writer(live, replicas)
+            if self.foreign is not None and replicas is not None:
+                # Yield: send back what the foreign writer set, so nothing changes the pod count.
+                replicas = int((live.get("spec") or {}).get("replicas") or 0)
         dep = self.ensure(
             DEPLOYMENTS,
             wb.worker_deployment(self.worker, self.cluster, config_hash=digest, replicas=replicas),
         )
-        dep = self.handover(dep, a.enabled, holds) or dep
+        if self.foreign is None:
+            dep = self.handover(dep, a.enabled, holds) or dep
 
         hpa = wb.worker_hpa(self.worker)
         if hpa is None:
@@ -516,6 +533,17 @@ class _Run:
         )
         if target == current:
             return None
+        foreign = self.foreign or self.replica_manager(dep)
+        if foreign is not None:
+            self.foreign = foreign
+            self.scaling_cond = condition(
+                "Autoscaling",
+                False,
+                FOREIGN_REASON,
+                f"holding {current} replicas (would scale to {target}: {message}): {foreign} writes them",
+                generation=self.generation,
+            )
+            return None
         body = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -533,7 +561,37 @@ class _Run:
         self.r.recorder.event(
             self.obj, NORMAL, "Scaled", f"scaled workers from {current} to {target}: {message}"
         )
+        log.info(
+            "scaled", worker=self.key, replicas_from=current, replicas_to=target, reason=reason, why=message
+        )
         return dict(out)
+
+    def foreign_writer(self, live: JSON, wanted: int | None) -> str | None:
+        """Who else writes the Deployment's spec.replicas, if anyone: an HPA aimed at it that is not this
+        worker's own, or (when the live count differs from ours) a field manager other than ojsctrl's
+        that set it within FOREIGN_WRITER_QUIET."""
+        for hpa in self.r.all_hpas.store.by_index("namespace", self.ns):
+            target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+            if target.get("kind") != "Deployment" or target.get("name") != self.dep_name:
+                continue
+            ref = controller_ref(hpa)
+            if ref is not None and ref.get("uid") == self.uid:
+                continue  # our own CPU-mode HPA
+            return f"HorizontalPodAutoscaler {self.ns}/{hpa['metadata']['name']}"
+        have = (live.get("spec") or {}).get("replicas")
+        if wanted is None or have is None or int(have) == wanted:
+            return None
+        return self.replica_manager(live)
+
+    def replica_manager(self, live: JSON) -> str | None:
+        """The field manager other than ojsctrl's that wrote spec.replicas lately (one GET: the caches
+        hold no managedFields), or None."""
+        try:
+            full = self.r.client.get(DEPLOYMENTS, self.dep_name, self.ns)
+        except (NotFoundError, ApiError):
+            return None
+        manager = foreign_replica_manager(full, time.time())
+        return f"field manager {manager}" if manager else None
 
     def drain(
         self, current: int, desired: int, api_key: str | None, reason: str, message: str
@@ -645,11 +703,43 @@ class _Run:
             generation=self.generation,
         )
 
+    def replicas_condition(self) -> JSON:
+        """ReplicasManaged, and one event and log line when a foreign writer appears or goes.
+
+        ojsctrl yields to a foreign writer rather than keep its own decision: both writing spec.replicas
+        means pods created and deleted on every round, and only the user can remove the other writer.
+        """
+        with self.r._lock:
+            before = self.r._foreign.get(self.key)
+            if self.foreign is None:
+                self.r._foreign.pop(self.key, None)
+            else:
+                self.r._foreign[self.key] = self.foreign
+        if self.foreign is None:
+            if before is not None:
+                log.info("foreign replica writer gone; managing replicas again", worker=self.key, was=before)
+                self.r.recorder.event(
+                    self.obj, NORMAL, "ReplicasManaged", f"{before} no longer writes the replicas"
+                )
+            return condition(
+                REPLICAS_MANAGED, True, "Managed", "ojsctrl sets the replicas", generation=self.generation
+            )
+        msg = (
+            f"{self.foreign} writes spec.replicas of Deployment {self.dep_name}; ojsctrl stops writing them "
+            f"while it does. Scale the OJSWorker instead (its scale subresource: kubectl scale ojsw "
+            f"{self.name}, an HPA with scaleTargetRef kind OJSWorker name {self.name}, or "
+            "spec.autoScaling) and remove the other writer"
+        )
+        if before != self.foreign:
+            log.warning("foreign replica writer; yielding", worker=self.key, writer=self.foreign)
+            self.r.recorder.event(self.obj, WARNING, FOREIGN_REASON, msg)
+        return condition(REPLICAS_MANAGED, False, FOREIGN_REASON, msg, generation=self.generation)
+
     # ------------------------------------------------------------------ status
     def status(self, dep: JSON | None, stats: PollResult | None) -> None:
         gen = self.generation
         state = deployment_state(dep)
-        phase = workload_phase(state)
+        phase = workload_phase(state, (self.obj.get("status") or {}).get("phase"))
         if self.scaled_at is not None and phase == "Pending" and state.ready > 0:
             # This reconcile changed only the replica count; until the deployment controller observes
             # it the Deployment looks unobserved, but the workers are serving: that is Scaling.
@@ -668,6 +758,7 @@ class _Run:
             problems=[("InvalidSpec", m) for m in self.problems],
             conflicts=self.conflicts,
             generation=gen,
+            deployment=self.dep_name,
         )
         conds += [
             condition(
@@ -681,6 +772,7 @@ class _Run:
         matching = self.matching_status()
         if matching is not None:
             conds.append(matching)
+        conds.append(self.replicas_condition())
         if self.scaling_cond is not None:
             cond = dict(self.scaling_cond)
             if "replicas" in (self.obj.get("spec") or {}):
@@ -741,11 +833,20 @@ class _Run:
             last = self.r._last_scale.get(self.key)
         if last:
             extra["lastScaleTime"] = last
+        # A name conflict's Warning event comes from the status writer, once per new problem.
         held = self.r._status(self.obj, phase, conds, extra)
         if held is not None:
             self.requeue = min(self.requeue or held, held)
-        if self.conflicts:
-            self.r.recorder.event(self.obj, WARNING, "NameConflict", "; ".join(self.conflicts))
+
+
+def _workers_of_hpa(hpa: JSON) -> Iterable[Request]:
+    """The worker whose Deployment an HPA targets (its name is <worker>-worker)."""
+    target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+    name = target.get("name")
+    ns = (hpa.get("metadata") or {}).get("namespace")
+    if target.get("kind") != "Deployment" or not isinstance(name, str) or not name.endswith("-worker"):
+        return ()
+    return (Request(str(ns), name[: -len("-worker")]),)
 
 
 def build(

@@ -21,7 +21,13 @@ from typing import Any
 
 import structlog
 
-from ojsctrl.api.validation import FieldError, ValidationResult, validate_cluster, validate_worker
+from ojsctrl.api.validation import (
+    FieldError,
+    ValidationResult,
+    cluster_update_warnings,
+    validate_cluster,
+    validate_worker,
+)
 from ojsctrl.runtime.client import PARTIAL_METADATA, Client, NotFoundError, Resource
 from ojsctrl.runtime.informer import Informer
 from ojsctrl.runtime.webhook import AdmissionResponse
@@ -112,11 +118,20 @@ def admit(request: Mapping[str, Any], kind: str, validate: Validate) -> Admissio
     return denial(kind, _name(obj, request), result.errors, result.warnings)
 
 
+def _validate_cluster_update(obj: Any, old: Any, _request: Mapping[str, Any]) -> ValidationResult:
+    """The cluster's rules, plus on an update the warnings of giving up the embedded Redis or its storage."""
+    result = validate_cluster(obj)
+    if old is not None:
+        for warning in cluster_update_warnings(obj, old):
+            result.warn(warning)
+    return result
+
+
 class ClusterValidator:
     """Admission handler for OJSCluster."""
 
     def __call__(self, request: JSON) -> AdmissionResponse:
-        return admit(request, "OJSCluster", lambda obj, _old, _req: validate_cluster(obj))
+        return admit(request, "OJSCluster", _validate_cluster_update)
 
 
 class WorkerValidator:
