@@ -846,26 +846,30 @@ def cluster_update_warnings(new: object, old: object) -> list[str]:
     claim = f"{name}-redis"
     out: list[str] = []
     old_storage, new_storage = _redis_storage(old_spec), _redis_storage(new_spec)
+    # Admission warnings are cut at 256 characters: each fact gets its own.
     if _embedded_redis(old_spec) and not _embedded_redis(new_spec):
-        kept = f"the password Secret {claim}"
         if old_storage is not None:
-            kept = f"the PersistentVolumeClaim {claim} (the data) and " + kept
-            goes = f"its Deployment and Service {claim} are deleted"
-        else:
-            goes = (
-                f"without storage its data lives only in the running pod, so the Deployment and Service "
-                f"{claim} are kept running too"
+            out.append(
+                "spec.backend: the embedded Redis is turned off: "
+                f"Deployment and Service {claim} are deleted; "
+                f"PersistentVolumeClaim {claim} (the data) and Secret {claim} (its password) are kept"
             )
-        out.append(
-            f"spec.backend: this turns the embedded Redis off: {goes}; {kept} are kept (released: no longer "
-            f"owned by the cluster, not deleted with it); delete them by hand when the data is no longer "
-            f"needed (kubectl delete pvc,secret,deployment,service {claim})"
-        )
+            delete = f"kubectl delete pvc,secret {claim}"
+        else:
+            out.append(
+                "spec.backend: the embedded Redis is turned off; it has no storage, so its data lives only "
+                f"in its pod: Deployment, Service and Secret {claim} are kept running"
+            )
+            delete = f"kubectl delete deployment,service,secret {claim}"
+        out.append(f"kept objects are no longer deleted with the cluster; when done with them: {delete}")
     elif _embedded_redis(new_spec) and old_storage is not None and new_storage is None:
         out.append(
-            f"spec.backend.redis.storage is removed: the PersistentVolumeClaim {claim} is kept with its data "
-            f"(released: no longer deleted with the cluster) and Redis restarts empty on an emptyDir; set "
-            f"the same storage again to use the claim again, or kubectl delete pvc {claim}"
+            f"spec.backend.redis.storage is removed: PersistentVolumeClaim {claim} is kept with its data "
+            "(no longer deleted with the cluster) and Redis restarts empty"
+        )
+        out.append(
+            f"set the same storage again to use PersistentVolumeClaim {claim} again, or delete it: "
+            f"kubectl delete pvc {claim}"
         )
     elif _embedded_redis(new_spec) and old_storage is not None and new_storage is not None:
         old_class, new_class = old_storage.get("storageClassName"), new_storage.get("storageClassName")
