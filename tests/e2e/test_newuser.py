@@ -278,6 +278,9 @@ def test_hpa_on_the_worker_deployment_is_reported_and_not_fought(
         lambda: cond_of(get(client, OJSWORKERS, ns, "w"), "ReplicasManaged").get("status") == "True",
         30,
     )
+    wait_until(
+        "spec.replicas again", lambda: client.get(DEPLOYMENTS, "w-worker", ns)["spec"]["replicas"] == 2, 30
+    )
 
 
 def log_lines(op: OperatorProcess) -> list[dict[str, Any]]:

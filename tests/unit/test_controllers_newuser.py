@@ -196,10 +196,9 @@ def managed(*entries: tuple[str, str | None, str, bool]) -> dict[str, Any]:
     [
         (managed(("ojsctrl", None, "2027-01-15T07:59:00Z", True)), None),
         (managed(("ojsctrl-autoscaler", None, "2027-01-15T07:59:00Z", True)), None),
-        (
-            managed(("kube-controller-manager", "scale", "2027-01-15T07:59:50Z", True)),
-            "kube-controller-manager (via /scale)",
-        ),
+        (managed(("kubectl", "scale", "2027-01-15T07:59:50Z", True)), "kubectl (via /scale)"),
+        # The HPA controller's entry outlives the HPA: HPAs are checked on their own.
+        (managed(("kube-controller-manager", "scale", "2027-01-15T07:59:50Z", True)), None),
         (managed(("kubectl-edit", None, "2027-01-15T07:58:00Z", True)), "kubectl-edit"),
         # A one-off edit long ago is not a live writer: ojsctrl takes the field back.
         (managed(("kubectl-edit", None, "2027-01-15T07:00:00Z", True)), None),

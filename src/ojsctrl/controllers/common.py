@@ -32,6 +32,7 @@ FOREIGN_REASON = "ForeignReplicaWriter"
 # A field manager other than ojsctrl's that wrote spec.replicas this recently is a live writer: ojsctrl
 # yields to it. After this long without a write it is taken for a one-off hand edit and undone.
 FOREIGN_WRITER_QUIET = 300.0
+HPA_MANAGER = "kube-controller-manager"
 log = structlog.get_logger("ojsctrl.status")
 PROBLEM_PHASES = ("Error", "Degraded")
 
@@ -118,10 +119,15 @@ def _rfc3339_seconds(value: object) -> float | None:
 def foreign_replica_manager(dep: JSON, now: float, quiet: float = FOREIGN_WRITER_QUIET) -> str | None:
     """The field manager other than ojsctrl's owning a Deployment's f:spec.f:replicas, if it wrote within
     ``quiet`` seconds of ``now`` (managedFields from a GET: caches drop them). A write through the scale
-    subresource (an HPA, ``kubectl scale deploy``) is shown with its subresource."""
+    subresource (``kubectl scale deploy``) is shown with its subresource; the HPA controller's is left
+    to the check of the HPAs themselves."""
     found = None
     for entry in (dep.get("metadata") or {}).get("managedFields") or ():
         if not isinstance(entry, dict) or entry.get("manager") in OUR_MANAGERS:
+            continue
+        if entry.get("manager") == HPA_MANAGER and entry.get("subresource") == "scale":
+            # The HPA controller: an HPA is a writer for as long as it exists, which the callers check
+            # on the HPA itself; its entry here outlives it.
             continue
         spec = ((entry.get("fieldsV1") or {}).get("f:spec")) or {}
         if not isinstance(spec, dict) or "f:replicas" not in spec:
