@@ -326,3 +326,25 @@ def test_info_logs_carry_transitions_once(crds: ControlPlane, operator: Operator
     assert value not in operator.logs()
     # No event is a generic "Error".
     assert not any(e["reason"] == "Error" for e in events(client, ns, "c"))
+
+    # A hand edit of a child is undone, and said so once.
+    wait_until("the server Deployment", lambda: get(client, DEPLOYMENTS, ns, "c-server") is not None, 30)
+    client.patch(DEPLOYMENTS, "c-server", {"metadata": {"labels": {"app.kubernetes.io/part-of": "mine"}}}, ns)
+    wait_until(
+        "label restored",
+        lambda: (
+            client.get(DEPLOYMENTS, "c-server", ns)["metadata"]["labels"]["app.kubernetes.io/part-of"]
+            == "ojs"
+        ),
+        30,
+    )
+    wait_until(
+        "restored edit logged",
+        lambda: any(
+            e.get("event") == "restored a hand edit"
+            and e.get("cluster") == obj
+            and e.get("name") == "c-server"
+            for e in log_lines(operator)
+        ),
+        10,
+    )

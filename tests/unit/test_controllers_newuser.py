@@ -425,3 +425,17 @@ def test_status_transitions_are_logged_once_each() -> None:
     ]
     assert logs[1]["object"] == "ns/c" and logs[1]["message"] == "spec.auth: Secret k not found"
     assert logs[3]["previous_reason"] == "InvalidSpec"
+
+
+def test_restored_edit_is_a_write_of_an_unchanged_body() -> None:
+    from ojsctrl.controllers.cluster import restored_edit
+    from ojsctrl.controllers.common import HASH_ANNOTATION
+
+    def obj(digest: str | None) -> dict[str, Any]:
+        return {"metadata": {"annotations": {HASH_ANNOTATION: digest} if digest else {}}}
+
+    assert restored_edit(True, obj("a"), obj("a"))  # same body written again: someone had edited it
+    assert not restored_edit(True, obj("a"), obj("b"))  # the spec changed the body
+    assert not restored_edit(False, obj("a"), obj("a"))  # nothing written
+    assert not restored_edit(True, None, obj("a"))  # created
+    assert not restored_edit(True, obj(None), obj("a"))  # first apply of a child made before hashes

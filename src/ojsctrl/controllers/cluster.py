@@ -107,6 +107,15 @@ def referenced_secrets(obj: JSON) -> Iterable[str]:
     return tuple(out)
 
 
+def restored_edit(written: bool, before: JSON | None, after: JSON | None) -> bool:
+    """Whether an apply undid someone's edit: it wrote although the body (its hash) had not changed."""
+    if not written or before is None or after is None:
+        return False
+    old = ((before.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+    new = ((after.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+    return old is not None and old == new
+
+
 def invalid_child_message(resource: Resource, name: str, error: InvalidError) -> str:
     """Why the API server refused a child, naming its fields (for a condition message)."""
     fields = ", ".join(str(c.get("field")) for c in error.causes if c.get("field"))
@@ -259,12 +268,13 @@ class _Run:
         if body is None:
             return None
         name = body["metadata"]["name"]
+        live = live or cached_child(self.r.children, self.r.others, resource, self.ns, name)
         try:
             out = self.r.applier.ensure(
                 resource,
                 body,
                 self.uid,
-                live or cached_child(self.r.children, self.r.others, resource, self.ns, name),
+                live,
                 in_cache=resource in self.r.children and resource in self.r.others,
             )
         except InvalidError as e:
@@ -275,6 +285,8 @@ class _Run:
         if out.conflict:
             self.conflicts.append(out.conflict)
             return None
+        if restored_edit(out.written, live, out.obj):
+            log.info("restored a hand edit", cluster=self.key, kind=resource.kind, name=name)
         return out.obj
 
     def remove(self, resource: Resource, name: str) -> None:

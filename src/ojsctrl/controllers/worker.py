@@ -18,7 +18,7 @@ from ojsctrl.builders import cluster as cb
 from ojsctrl.builders import worker as wb
 from ojsctrl.builders.common import config_hash
 from ojsctrl.controllers import metrics
-from ojsctrl.controllers.cluster import ClusterReconciler, invalid_child_message
+from ojsctrl.controllers.cluster import ClusterReconciler, invalid_child_message, restored_edit
 from ojsctrl.controllers.cluster_status import (
     deployment_state,
     highest,
@@ -317,14 +317,9 @@ class _Run:
     def ensure(self, resource: Resource, body: JSON | None) -> JSON | None:
         if body is None:
             return None
+        live = cached_child(self.r.children, self.r.others, resource, self.ns, body["metadata"]["name"])
         try:
-            out = self.r.applier.ensure(
-                resource,
-                body,
-                self.uid,
-                cached_child(self.r.children, self.r.others, resource, self.ns, body["metadata"]["name"]),
-                in_cache=resource in self.r.others,
-            )
+            out = self.r.applier.ensure(resource, body, self.uid, live, in_cache=resource in self.r.others)
         except InvalidError as e:
             # A spec value only the API server refuses: report it. Retrying cannot help until the spec
             # changes, which enqueues the worker again.
@@ -333,6 +328,10 @@ class _Run:
         if out.conflict:
             self.conflicts.append(out.conflict)
             return None
+        if restored_edit(out.written, live, out.obj):
+            log.info(
+                "restored a hand edit", worker=self.key, kind=resource.kind, name=body["metadata"]["name"]
+            )
         return out.obj
 
     def remove(self, resource: Resource, name: str) -> None:
