@@ -36,10 +36,13 @@ from ojsctrl.controllers.common import (
     SERVICEMONITORS,
     STATUS_COALESCE,
     UNMANAGED_SELECTOR,
+    ForeignWriters,
     StatusWriter,
     cached_child,
     condition,
+    foreign_replica_manager,
     get_condition,
+    hpa_targeting,
     now_rfc3339,
 )
 from ojsctrl.controllers.secrets import SecretReader
@@ -60,6 +63,7 @@ from ojsctrl.runtime.client import (
     CONFIGMAPS,
     CRDS,
     DEPLOYMENTS,
+    HPAS,
     JSON,
     PDBS,
     PVCS,
@@ -161,6 +165,9 @@ class ClusterReconciler:
         self.secret_meta = f.informer(SECRETS, metadata_only=True)
         self.secrets = SecretReader(self.client, self.secret_meta)
         self.crds = f.informer(CRDS, metadata_only=True)
+        # Every HPA: one aimed at a server Deployment by hand is a foreign writer of its replicas.
+        self.all_hpas = f.informer(HPAS)
+        self.foreign_writers = ForeignWriters(recorder)
         self._history: dict[str, Any] = {}
         self._last_scale: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -182,6 +189,7 @@ class ClusterReconciler:
             )
         c.watch_mapped(self.secret_meta, self._clusters_for_secret)
         c.watch_mapped(self.crds, self._clusters_for_crd)
+        c.watch_mapped(self.all_hpas, _clusters_of_hpa)
         self.manager.add_controller(c)
 
     def enqueue_key(self, key: str) -> None:
@@ -216,6 +224,7 @@ class ClusterReconciler:
                 self._last_scale.pop(str(req), None)
             metrics.forget_cluster(req.namespace, req.name)
             self.status_writer.forget(str(req))
+            self.foreign_writers.forget(str(req))
             return None
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
@@ -256,6 +265,7 @@ class _Run:
         self.problems: list[tuple[str, str]] = []  # (reason, message) for Error
         self.degraded: list[tuple[str, str]] = []  # (reason, message): not as declared, still serving
         self.claim: JSON | None = None  # the live Redis claim, for the status message
+        self.foreign: str | None = None  # who else writes the server Deployment's replicas (we then yield)
         self.conditions: list[JSON] = []
         self.requeue: float | None = None
 
@@ -349,10 +359,18 @@ class _Run:
         self.ensure(CONFIGMAPS, b.server_config_map(self.cluster))
         digest = config_hash(*hash_parts)
         replicas = self.server_replicas()
+        live = self.cached(DEPLOYMENTS, f"{self.name}-server")
+        if live is not None:
+            self.foreign = self.foreign_writer(live, replicas)
+            if self.foreign is not None and replicas is not None:
+                # Yield: send back what the foreign writer set, so nothing changes the pod count.
+                replicas = int((live.get("spec") or {}).get("replicas") or 0)
         dep = self.ensure(
             DEPLOYMENTS, b.server_deployment(self.cluster, image=image, config_hash=digest, replicas=replicas)
         )
-        if spec.auto_scaling.enabled:
+        if self.foreign is not None:
+            pass  # no hand-over while another writer holds the replicas
+        elif spec.auto_scaling.enabled:
             dep = self.release_or_keep_autoscaler(dep, True) or dep
         else:
             self.release_or_keep_autoscaler(dep, False)
@@ -668,6 +686,9 @@ class _Run:
             return None  # hold the last decision while stats are unavailable
         if decision.desired == current:
             return None
+        self.foreign = self.foreign or self.replica_manager()
+        if self.foreign is not None:
+            return None  # hold: ReplicasManaged says who writes them
         body = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -680,6 +701,13 @@ class _Run:
         }
         self.r.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True)
         metrics.scaled(self.ns, "OJSCluster", self.name, decision.direction)
+        log.info(
+            "scaled",
+            cluster=self.key,
+            replicas_from=current,
+            replicas_to=decision.desired,
+            why=decision.message,
+        )
         self.r.recorder.event(
             self.obj,
             NORMAL,
@@ -687,6 +715,27 @@ class _Run:
             f"scaled servers from {current} to {decision.desired}: {decision.message}",
         )
         return now_rfc3339()
+
+    def foreign_writer(self, live: JSON, wanted: int | None) -> str | None:
+        """Who else writes the server Deployment's spec.replicas: an HPA aimed at it, or (when the live
+        count differs from ours) another field manager that set it lately."""
+        hpa = hpa_targeting(self.r.all_hpas, self.ns, f"{self.name}-server", self.uid)
+        if hpa is not None:
+            return hpa
+        have = (live.get("spec") or {}).get("replicas")
+        if wanted is None or have is None or int(have) == wanted:
+            return None
+        return self.replica_manager()
+
+    def replica_manager(self) -> str | None:
+        """The field manager other than ojsctrl's that wrote spec.replicas lately (a GET: the caches hold
+        no managedFields), or None."""
+        try:
+            full = self.r.client.get(DEPLOYMENTS, f"{self.name}-server", self.ns)
+        except ApiError:
+            return None
+        manager = foreign_replica_manager(full, time.time())
+        return f"field manager {manager}" if manager else None
 
     # ------------------------------------------------------------------ status
     def status(
@@ -776,10 +825,32 @@ class _Run:
         if last:
             extra["lastScaleTime"] = last
         conds.extend(self.conditions)
+        conds.append(
+            self.r.foreign_writers.condition(
+                self.obj,
+                self.foreign,
+                deployment=f"{self.name}-server",
+                instead=(
+                    f"Scale the OJSCluster instead (spec.replicas, or spec.autoScaling; "
+                    f"kubectl edit ojs {self.name})"
+                ),
+                generation=gen,
+            )
+        )
         # A name conflict's Warning event comes from the status writer, once per new problem.
         held = self.r._write_status(self.obj, phase, conds, extra)
         if held is not None:
             self.requeue = min(self.requeue or held, held)
+
+
+def _clusters_of_hpa(hpa: JSON) -> Iterable[Request]:
+    """The cluster whose server Deployment an HPA targets (its name is <cluster>-server)."""
+    target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+    name = target.get("name")
+    ns = (hpa.get("metadata") or {}).get("namespace")
+    if target.get("kind") != "Deployment" or not isinstance(name, str) or not name.endswith("-server"):
+        return ()
+    return (Request(str(ns), name[: -len("-server")]),)
 
 
 def build(

@@ -140,6 +140,68 @@ def foreign_replica_manager(dep: JSON, now: float, quiet: float = FOREIGN_WRITER
     return found
 
 
+def hpa_targeting(hpas: Informer, ns: str, deployment: str, owner_uid: str) -> str | None:
+    """An HPA (not the owner's own) whose scaleTargetRef is the Deployment, named; None when there is none."""
+    for hpa in hpas.store.by_index("namespace", ns):
+        target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+        if target.get("kind") != "Deployment" or target.get("name") != deployment:
+            continue
+        ref = next(
+            (r for r in (hpa.get("metadata") or {}).get("ownerReferences") or () if r.get("controller")), None
+        )
+        if ref is not None and ref.get("uid") == owner_uid:
+            continue  # the owner's own (a worker's CPU-mode HPA)
+        return f"HorizontalPodAutoscaler {ns}/{hpa['metadata']['name']}"
+    return None
+
+
+class ForeignWriters:
+    """The foreign writer of each object's replicas last reported: the ReplicasManaged condition, with one
+    event and log line when a writer appears or goes (not one per reconcile).
+
+    ojsctrl yields to a foreign writer rather than keep its own decision: both writing spec.replicas means
+    pods created and deleted on every round, and only the user can remove the other writer.
+    """
+
+    def __init__(self, recorder: EventRecorder) -> None:
+        self.recorder = recorder
+        self._last: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def forget(self, key: str) -> None:
+        """Drop a deleted object's entry."""
+        with self._lock:
+            self._last.pop(key, None)
+
+    def condition(
+        self, obj: JSON, foreign: str | None, *, deployment: str, instead: str, generation: int
+    ) -> JSON:
+        """ReplicasManaged for ``obj``; ``instead`` says what to scale rather than the Deployment."""
+        meta = obj["metadata"]
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        with self._lock:
+            before = self._last.get(key)
+            if foreign is None:
+                self._last.pop(key, None)
+            else:
+                self._last[key] = foreign
+        if foreign is None:
+            if before is not None:
+                log.info("foreign replica writer gone; managing replicas again", object=key, was=before)
+                self.recorder.event(obj, NORMAL, REPLICAS_MANAGED, f"{before} no longer writes the replicas")
+            return condition(
+                REPLICAS_MANAGED, True, "Managed", "ojsctrl sets the replicas", generation=generation
+            )
+        msg = (
+            f"{foreign} writes spec.replicas of Deployment {deployment}; ojsctrl stops writing them while it "
+            f"does. {instead} and remove the other writer"
+        )
+        if before != foreign:
+            log.warning("foreign replica writer; yielding", object=key, writer=foreign)
+            self.recorder.event(obj, WARNING, FOREIGN_REASON, msg)
+        return condition(REPLICAS_MANAGED, False, FOREIGN_REASON, msg, generation=generation)
+
+
 def get_condition(conditions: Iterable[Any] | None, type_: str) -> JSON | None:
     for c in conditions or ():
         if isinstance(c, dict) and c.get("type") == type_:

@@ -34,14 +34,15 @@ from ojsctrl.controllers.common import (
     HASH_ANNOTATION,
     MANAGED_SELECTOR,
     OJSWORKERS,
-    REPLICAS_MANAGED,
     STATUS_COALESCE,
     UNMANAGED_SELECTOR,
+    ForeignWriters,
     StatusWriter,
     cached_child,
     condition,
     foreign_replica_manager,
     get_condition,
+    hpa_targeting,
     now_rfc3339,
 )
 from ojsctrl.controllers.stats import PollResult, StatsPoller
@@ -152,7 +153,7 @@ class WorkerReconciler:
         self._polled: dict[str, str] = {}  # worker key -> cluster key it asked the poller for
         self._last_scale: dict[str, str] = {}  # worker key -> its last scale time (RFC 3339)
         self._matching: dict[str, JSON] = {}  # worker key -> its last WorkersMatched condition
-        self._foreign: dict[str, str] = {}  # worker key -> the foreign replica writer last reported
+        self.foreign_writers = ForeignWriters(recorder)
         self._lock = threading.Lock()
         self.controller = Controller(
             "ojsworker", self.reconcile, max_concurrent_reconciles=options.max_concurrent_reconciles
@@ -203,7 +204,7 @@ class WorkerReconciler:
                 self._history.pop(key, None)
                 self._last_scale.pop(key, None)
                 self._matching.pop(key, None)
-                self._foreign.pop(key, None)
+                self.foreign_writers.forget(key)
             for ck in self.poller_keys_for(key):
                 self.poller.release(ck, f"worker:{key}")
             metrics.forget_worker(req.namespace, req.name)
@@ -569,14 +570,9 @@ class _Run:
         """Who else writes the Deployment's spec.replicas, if anyone: an HPA aimed at it that is not this
         worker's own, or (when the live count differs from ours) a field manager other than ojsctrl's
         that set it within FOREIGN_WRITER_QUIET."""
-        for hpa in self.r.all_hpas.store.by_index("namespace", self.ns):
-            target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
-            if target.get("kind") != "Deployment" or target.get("name") != self.dep_name:
-                continue
-            ref = controller_ref(hpa)
-            if ref is not None and ref.get("uid") == self.uid:
-                continue  # our own CPU-mode HPA
-            return f"HorizontalPodAutoscaler {self.ns}/{hpa['metadata']['name']}"
+        hpa = hpa_targeting(self.r.all_hpas, self.ns, self.dep_name, self.uid)
+        if hpa is not None:
+            return hpa
         have = (live.get("spec") or {}).get("replicas")
         if wanted is None or have is None or int(have) == wanted:
             return None
@@ -703,36 +699,17 @@ class _Run:
         )
 
     def replicas_condition(self) -> JSON:
-        """ReplicasManaged, and one event and log line when a foreign writer appears or goes.
-
-        ojsctrl yields to a foreign writer rather than keep its own decision: both writing spec.replicas
-        means pods created and deleted on every round, and only the user can remove the other writer.
-        """
-        with self.r._lock:
-            before = self.r._foreign.get(self.key)
-            if self.foreign is None:
-                self.r._foreign.pop(self.key, None)
-            else:
-                self.r._foreign[self.key] = self.foreign
-        if self.foreign is None:
-            if before is not None:
-                log.info("foreign replica writer gone; managing replicas again", worker=self.key, was=before)
-                self.r.recorder.event(
-                    self.obj, NORMAL, "ReplicasManaged", f"{before} no longer writes the replicas"
-                )
-            return condition(
-                REPLICAS_MANAGED, True, "Managed", "ojsctrl sets the replicas", generation=self.generation
-            )
-        msg = (
-            f"{self.foreign} writes spec.replicas of Deployment {self.dep_name}; ojsctrl stops writing them "
-            f"while it does. Scale the OJSWorker instead (its scale subresource: kubectl scale ojsw "
-            f"{self.name}, an HPA with scaleTargetRef kind OJSWorker name {self.name}, or "
-            "spec.autoScaling) and remove the other writer"
+        """ReplicasManaged: whether ojsctrl writes the replicas (see ForeignWriters on why it yields)."""
+        return self.r.foreign_writers.condition(
+            self.obj,
+            self.foreign,
+            deployment=self.dep_name,
+            instead=(
+                f"Scale the OJSWorker instead (its scale subresource: kubectl scale ojsw {self.name}, an HPA "
+                f"with scaleTargetRef kind OJSWorker name {self.name}, or spec.autoScaling)"
+            ),
+            generation=self.generation,
         )
-        if before != self.foreign:
-            log.warning("foreign replica writer; yielding", worker=self.key, writer=self.foreign)
-            self.r.recorder.event(self.obj, WARNING, FOREIGN_REASON, msg)
-        return condition(REPLICAS_MANAGED, False, FOREIGN_REASON, msg, generation=self.generation)
 
     # ------------------------------------------------------------------ status
     def status(self, dep: JSON | None, stats: PollResult | None) -> None:
