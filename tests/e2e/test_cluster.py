@@ -133,9 +133,14 @@ def test_minimal_example_converges_with_every_child(crds: ControlPlane, operator
         ),
         60,
     )
-    dep = client.get(DEPLOYMENTS, "ojs-minimal-server", ns)
-    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["REDIS_URL"]["value"] == "redis://ext:6379"
+
+    def redis_url() -> Any:
+        dep = client.get(DEPLOYMENTS, "ojs-minimal-server", ns)
+        env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return env["REDIS_URL"].get("value")
+
+    # Released first, the server Deployment applied right after in the same reconcile.
+    wait_until("the server on the external URL", lambda: redis_url() == "redis://ext:6379", 30)
 
 
 def test_production_example_secret_rotation_monitoring_and_pdb(
