@@ -161,7 +161,7 @@ def test_redis_claim_and_secret_survive_spec_changes_and_deletion(
 
     # 5. Deleting the cluster: its owned children go with it (garbage collection); released ones stay.
     client.delete(OJSCLUSTERS, "c", ns)
-    wait_until("server Deployment collected", lambda: get(client, DEPLOYMENTS, ns, "c-server") is None, 60)
+    wait_until("server Deployment collected", lambda: get(client, DEPLOYMENTS, ns, "c-server") is None, 180)
     time.sleep(3)
     pvc = get(client, PVCS, ns, "c-redis")
     assert pvc is not None and pvc["metadata"]["labels"][MARKER] == "keep-me"
