@@ -504,9 +504,10 @@ class _Run:
                 self.ns,
                 field_manager=FIELD_MANAGER,
             )
-        except (NotFoundError, ApiError) as e:
-            if isinstance(e, ApiError) and not isinstance(e, NotFoundError) and e.status != 409:
-                raise
+        except ApiError as e:
+            if not isinstance(e, NotFoundError) and e.status != 409:
+                # Say so and go on (RBAC without patch, say): the rest of the cluster still converges.
+                self.degraded.append(("ReleaseFailed", f"cannot adopt {resource.kind} {name}: {e.reason}"))
             self.requeue = min(self.requeue or 1.0, 1.0)
             return None
         log.info("adopted a released object", cluster=self.key, kind=resource.kind, name=name)
@@ -526,9 +527,10 @@ class _Run:
         name = live["metadata"]["name"]
         try:
             self.r.client.patch(resource, name, patch, self.ns, field_manager=FIELD_MANAGER)
-        except (NotFoundError, ApiError) as e:
-            if isinstance(e, ApiError) and not isinstance(e, NotFoundError) and e.status != 409:
-                raise
+        except ApiError as e:
+            if not isinstance(e, NotFoundError) and e.status != 409:
+                # Never fall back to deleting: keep the owner reference, say so, and let the rest converge.
+                self.degraded.append(("ReleaseFailed", f"cannot release {resource.kind} {name}: {e.reason}"))
             self.requeue = min(self.requeue or 1.0, 1.0)
             return
         kind = resource.kind
