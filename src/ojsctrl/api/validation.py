@@ -828,3 +828,81 @@ def _warn_latest(path: str, image: str, result: ValidationResult) -> None:
         )
     elif last.rsplit(":", 1)[1] == "latest":
         result.warn(f"{path} {image!r} uses the tag latest: pin a version so rollouts are reproducible")
+
+
+# --- update warnings ----------------------------------------------------------------------------------------
+
+
+def _embedded_redis(spec: Mapping[str, Any] | None) -> bool:
+    backend = _mapping(spec, "backend")
+    if backend is None:
+        return False
+    btype = _str(backend, "type", None)
+    if btype == "redis":
+        return backend.get("embedded") is True
+    store = _mapping(backend, "stateStore")
+    return btype == "kafka" and store is not None and store.get("embedded") is True
+
+
+def _redis_storage(spec: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    return _mapping(_mapping(_mapping(spec, "backend"), "redis"), "storage")
+
+
+def cluster_update_warnings(new: object, old: object) -> list[str]:
+    """Admission warnings for an OJSCluster update that gives up the embedded Redis or its storage (SPEC
+    §9.7): what is kept, what goes, and how to delete what is kept."""
+    if not isinstance(new, Mapping) or not isinstance(old, Mapping):
+        return []
+    new_spec, old_spec = _mapping(new, "spec"), _mapping(old, "spec")
+    name = _str(_mapping(new, "metadata"), "name", None) or "<name>"
+    claim = f"{name}-redis"
+    out: list[str] = []
+    old_storage, new_storage = _redis_storage(old_spec), _redis_storage(new_spec)
+    # Admission warnings are cut at 256 characters: each fact gets its own.
+    if _embedded_redis(old_spec) and not _embedded_redis(new_spec):
+        if old_storage is not None:
+            out.append(
+                "spec.backend: the embedded Redis is turned off: "
+                f"Deployment and Service {claim} are deleted; "
+                f"PersistentVolumeClaim {claim} (the data) and Secret {claim} (its password) are kept"
+            )
+            delete = f"kubectl delete pvc,secret {claim}"
+        else:
+            out.append(
+                "spec.backend: the embedded Redis is turned off; it has no storage, so its data lives only "
+                f"in its pod: Deployment, Service and Secret {claim} are kept running"
+            )
+            delete = f"kubectl delete deployment,service,secret {claim}"
+        out.append(f"kept objects are no longer deleted with the cluster; when done with them: {delete}")
+    elif _embedded_redis(new_spec) and old_storage is not None and new_storage is None:
+        out.append(
+            f"spec.backend.redis.storage is removed: PersistentVolumeClaim {claim} is kept with its data "
+            "(no longer deleted with the cluster) and Redis restarts empty"
+        )
+        out.append(
+            f"set the same storage again to use PersistentVolumeClaim {claim} again, or delete it: "
+            f"kubectl delete pvc {claim}"
+        )
+    elif _embedded_redis(new_spec) and old_storage is not None and new_storage is not None:
+        old_class, new_class = old_storage.get("storageClassName"), new_storage.get("storageClassName")
+        if old_class and new_class != old_class:
+            out.append(
+                f"spec.backend.redis.storage.storageClassName: the claim {claim} keeps class {old_class!r}: "
+                "a claim's storage class cannot change; the cluster reports StorageChangeRefused"
+            )
+        try:
+            old_size = parse_quantity(old_storage.get("size"))
+            new_size = parse_quantity(new_storage.get("size"))
+        except ValueError:
+            return out
+        if new_size < old_size:
+            out.append(
+                f"spec.backend.redis.storage.size: the claim {claim} cannot shrink below "
+                f"{old_storage.get('size')}; the cluster reports StorageChangeRefused"
+            )
+        elif new_size > old_size:
+            out.append(
+                f"spec.backend.redis.storage.size: the claim {claim} grows only if it is bound and its "
+                "StorageClass allows volume expansion; otherwise the cluster reports StorageChangeRefused"
+            )
+    return out

@@ -38,21 +38,34 @@ from ojsctrl.controllers.common import (
     STATUS_COALESCE,
     UNMANAGED_SELECTOR,
     ConflictEvents,
+    ForeignWriters,
     StatusWriter,
     cached_child,
     condition,
+    foreign_replica_manager,
     get_condition,
+    hpa_targeting,
     now_rfc3339,
 )
 from ojsctrl.controllers.secrets import SecretReader
 from ojsctrl.controllers.stats import StatsPoller, top_queues
+from ojsctrl.controllers.storage import (
+    adopt_patch,
+    adoption_problem,
+    claim_change_problem,
+    grow_refused_message,
+    is_released,
+    release_patch,
+    unbound_claim_message,
+)
 from ojsctrl.ojs.autoscale import History, server_desired
 from ojsctrl.ojs.client import DEFAULT_CLUSTER_DOMAIN, DEFAULT_URL_TEMPLATE, url_for
-from ojsctrl.runtime.apply import Applier, controller_ref
+from ojsctrl.runtime.apply import Applier, controller_ref, owner_reference
 from ojsctrl.runtime.client import (
     CONFIGMAPS,
     CRDS,
     DEPLOYMENTS,
+    HPAS,
     JSON,
     PDBS,
     PVCS,
@@ -65,7 +78,7 @@ from ojsctrl.runtime.client import (
     Resource,
 )
 from ojsctrl.runtime.controller import Controller, Request, Result
-from ojsctrl.runtime.events import NORMAL, EventRecorder
+from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
 from ojsctrl.runtime.informer import Informer
 from ojsctrl.runtime.manager import Manager
 
@@ -97,6 +110,15 @@ def referenced_secrets(obj: JSON) -> Iterable[str]:
     out.add(f"{ns}/{name}-api-key")
     out.add(f"{ns}/{name}-redis")
     return tuple(out)
+
+
+def restored_edit(written: bool, before: JSON | None, after: JSON | None) -> bool:
+    """Whether an apply undid someone's edit: it wrote although the body (its hash) had not changed."""
+    if not written or before is None or after is None:
+        return False
+    old = ((before.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+    new = ((after.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+    return old is not None and old == new
 
 
 def invalid_child_message(resource: Resource, name: str, error: InvalidError) -> str:
@@ -149,6 +171,9 @@ class ClusterReconciler:
         self.secret_meta = f.informer(SECRETS, metadata_only=True)
         self.secrets = SecretReader(self.client, self.secret_meta)
         self.crds = f.informer(CRDS, metadata_only=True)
+        # Every HPA: one aimed at a server Deployment by hand is a foreign writer of its replicas.
+        self.all_hpas = f.informer(HPAS)
+        self.foreign_writers = ForeignWriters(recorder)
         self._history: dict[str, Any] = {}
         self._last_scale: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -170,6 +195,7 @@ class ClusterReconciler:
             )
         c.watch_mapped(self.secret_meta, self._clusters_for_secret)
         c.watch_mapped(self.crds, self._clusters_for_crd)
+        c.watch_mapped(self.all_hpas, _clusters_of_hpa)
         self.manager.add_controller(c)
 
     def enqueue_key(self, key: str) -> None:
@@ -204,6 +230,8 @@ class ClusterReconciler:
                 self._last_scale.pop(str(req), None)
             metrics.forget_cluster(req.namespace, req.name)
             self.conflict_events.forget(req.namespace, req.name)
+            self.status_writer.forget(str(req))
+            self.foreign_writers.forget(str(req))
             return None
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
@@ -251,6 +279,11 @@ class _Run:
         self.foreign: set[tuple[str, str]] = set()
         self.held: list[str] = []  # what this reconcile left alone because of them
         self.problems: list[tuple[str, str]] = []  # (reason, message) for Error
+        self.degraded: list[tuple[str, str]] = []  # (reason, message): not as declared, still serving
+        self.claim: JSON | None = None  # the live Redis claim, for the status message
+        self.replica_writer: str | None = (
+            None  # who else writes the server Deployment's replicas (we then yield)
+        )
         self.conditions: list[JSON] = []
         self.requeue: float | None = None
 
@@ -259,16 +292,17 @@ class _Run:
         inf = self.r.children.get(resource)
         return inf.store.get_by_name(self.ns, name) if inf else None
 
-    def ensure(self, resource: Resource, body: JSON | None) -> JSON | None:
+    def ensure(self, resource: Resource, body: JSON | None, live: JSON | None = None) -> JSON | None:
         if body is None:
             return None
         name = body["metadata"]["name"]
+        live = live or cached_child(self.r.children, self.r.others, resource, self.ns, name)
         try:
             out = self.r.applier.ensure(
                 resource,
                 body,
                 self.uid,
-                cached_child(self.r.children, self.r.others, resource, self.ns, name),
+                live,
                 in_cache=resource in self.r.children and resource in self.r.others,
             )
         except InvalidError as e:
@@ -280,6 +314,8 @@ class _Run:
             self.conflicts.append(out.conflict)
             self.foreign.add((resource.kind, name))
             return None
+        if restored_edit(out.written, live, out.obj):
+            log.info("restored a hand edit", cluster=self.key, kind=resource.kind, name=name)
         return out.obj
 
     def ours(self, resource: Resource, name: str) -> JSON | None:
@@ -348,13 +384,7 @@ class _Run:
         if spec.embedded_redis():
             self.ensure_redis(hash_parts)
         else:
-            for res, name in (
-                (DEPLOYMENTS, f"{self.name}-redis"),
-                (SERVICES, f"{self.name}-redis"),
-                (PVCS, f"{self.name}-redis"),
-                (SECRETS, f"{self.name}-redis"),
-            ):
-                self.remove(res, name)
+            self.release_redis()
 
         self.ensure(CONFIGMAPS, b.server_config_map(self.cluster))
         server_inputs = [("Secret", f"{self.name}-api-key"), ("ConfigMap", f"{self.name}-config")]
@@ -368,11 +398,19 @@ class _Run:
         else:
             digest = config_hash(*hash_parts, salt=self.uid)
             replicas = self.server_replicas()
+            live = self.cached(DEPLOYMENTS, f"{self.name}-server")
+            if live is not None:
+                self.replica_writer = self.foreign_writer(live, replicas)
+                if self.replica_writer is not None and replicas is not None:
+                    # Yield: send back what the foreign writer set, so nothing changes the pod count.
+                    replicas = int((live.get("spec") or {}).get("replicas") or 0)
             dep = self.ensure(
                 DEPLOYMENTS,
                 b.server_deployment(self.cluster, image=image, config_hash=digest, replicas=replicas),
             )
-            if spec.auto_scaling.enabled:
+            if self.replica_writer is not None:
+                pass  # no hand-over while another writer holds the replicas
+            elif spec.auto_scaling.enabled:
                 dep = self.release_or_keep_autoscaler(dep, True) or dep
             else:
                 self.release_or_keep_autoscaler(dep, False)
@@ -436,28 +474,144 @@ class _Run:
 
     def ensure_redis(self, hash_parts: list[Any]) -> None:
         name = f"{self.name}-redis"
-        self.create_once(
-            b.redis_secret(self.cluster, pysecrets.token_urlsafe(24), self.r.options.cluster_domain)
-        )
+        secret_meta = self.r.secrets.meta(self.ns, name)
+        if is_released(secret_meta) and secret_meta is not None:
+            # The password of a kept claim's data: adopted back, never replaced.
+            adopted = self.adopt(SECRETS, secret_meta)
+            if adopted is not None:
+                self.r.secrets.remember(adopted)
+        else:
+            self.create_once(
+                b.redis_secret(self.cluster, pysecrets.token_urlsafe(24), self.r.options.cluster_domain)
+            )
         foreign_secret = self.blocked_by(("Secret", name))
         data = {} if foreign_secret else (self.r.secrets.data(self.ns, name) or {})
         hash_parts.append(data.get("password", b""))
         hash_parts.append(data.get("url", b""))
         redis_hash = config_hash(data.get("password", b""), salt=self.uid)
         pvc = b.redis_pvc(self.cluster)
+        live_pvc = self.cached(PVCS, name)
         if pvc is None:
-            self.remove(PVCS, name)
+            self.release(PVCS, live_pvc, "spec.backend.redis.storage was removed")
         else:
-            self.ensure(PVCS, pvc)
-        if self.blocked_by(("Secret", name), ("PersistentVolumeClaim", name)):
-            # Someone else's password or volume is never handed to a Redis the tenant's spec shapes.
+            self.claim = self.ensure_claim(pvc, live_pvc)
+        claim_refused = pvc is not None and self.claim is None and bool(self.conflicts)
+        if claim_refused or self.blocked_by(("Secret", name), ("PersistentVolumeClaim", name)):
+            # Someone else's password or volume is never handed to a Redis the tenant's spec shapes, and
+            # a released claim that no longer fits is not mounted (SPEC §9.12).
             self.redis_dep = self.ours(DEPLOYMENTS, name)
             self.held.append(f"Deployment {self.ns}/{name}")
         else:
-            self.redis_dep = self.ensure(
-                DEPLOYMENTS, b.redis_deployment(self.cluster, config_hash=redis_hash)
+            body = b.redis_deployment(self.cluster, config_hash=redis_hash)
+            self.redis_dep = self.ensure(DEPLOYMENTS, body, self.adopt_cached(DEPLOYMENTS, name))
+        self.ensure(SERVICES, b.redis_service(self.cluster), self.adopt_cached(SERVICES, name))
+
+    def ensure_claim(self, pvc: JSON, live: JSON | None) -> JSON | None:
+        """Apply the Redis claim: adopt a released one that fits; report a class change or a shrink (which
+        the API server would refuse with a raw diff) and a refused growth in words, keeping the live one."""
+        if live is not None and is_released(live):
+            problem = adoption_problem(live, pvc)
+            if problem is not None:
+                self.conflicts.append(problem)
+                return None
+            live = self.adopt(PVCS, live)
+            if live is None:
+                return None
+        ours = live is not None and (controller_ref(live) or {}).get("uid") == self.uid
+        if live is not None and ours:
+            problem = claim_change_problem(live, pvc)
+            if problem is not None:
+                self.degraded.append(("StorageChangeRefused", problem))
+                return live
+        try:
+            out = self.r.applier.ensure(PVCS, pvc, self.uid, live, in_cache=False)
+        except ApiError as e:
+            if live is not None and ours and (isinstance(e, InvalidError) or e.status == 403):
+                self.degraded.append(("StorageChangeRefused", grow_refused_message(live, pvc, e.message)))
+                return live
+            if isinstance(e, InvalidError):
+                self.problems.append(("InvalidSpec", invalid_child_message(PVCS, pvc["metadata"]["name"], e)))
+                return None
+            raise
+        if out.conflict:
+            self.conflicts.append(out.conflict)
+            return None
+        return out.obj
+
+    def adopt_cached(self, resource: Resource, name: str) -> JSON | None:
+        """A released child from the cache, adopted back (None when there is none to adopt)."""
+        live = self.cached(resource, name)
+        return self.adopt(resource, live) if live is not None and is_released(live) else None
+
+    def adopt(self, resource: Resource, live: JSON) -> JSON | None:
+        """Make a released object this cluster's child again; None when it changed meanwhile (retried)."""
+        name = live["metadata"]["name"]
+        try:
+            out: JSON = self.r.client.patch(
+                resource,
+                name,
+                adopt_patch(live, owner_reference(self.obj)),
+                self.ns,
+                field_manager=FIELD_MANAGER,
             )
-        self.ensure(SERVICES, b.redis_service(self.cluster))
+        except ApiError as e:
+            if not isinstance(e, NotFoundError) and e.status != 409:
+                # Say so and go on (RBAC without patch, say): the rest of the cluster still converges.
+                self.degraded.append(("ReleaseFailed", f"cannot adopt {resource.kind} {name}: {e.reason}"))
+            self.requeue = min(self.requeue or 1.0, 1.0)
+            return None
+        log.info("adopted a released object", cluster=self.key, kind=resource.kind, name=name)
+        self.r.recorder.event(
+            self.obj, NORMAL, "Adopted", f"{resource.kind} {name} kept from before is used again"
+        )
+        return out
+
+    def release(self, resource: Resource, live: JSON | None, reason: str) -> None:
+        """Keep a child that holds data (or unlocks it) when the spec no longer wants it: remove the owner
+        reference so garbage collection leaves it, annotate why, and say how to delete it by hand."""
+        if live is None:
+            return
+        patch = release_patch(live, self.uid, reason, now_rfc3339())
+        if patch is None:
+            return
+        name = live["metadata"]["name"]
+        try:
+            self.r.client.patch(resource, name, patch, self.ns, field_manager=FIELD_MANAGER)
+        except ApiError as e:
+            if not isinstance(e, NotFoundError) and e.status != 409:
+                # Never fall back to deleting: keep the owner reference, say so, and let the rest converge.
+                self.degraded.append(("ReleaseFailed", f"cannot release {resource.kind} {name}: {e.reason}"))
+            self.requeue = min(self.requeue or 1.0, 1.0)
+            return
+        kind = resource.kind
+        log.warning(
+            "released a child instead of deleting it", cluster=self.key, kind=kind, name=name, why=reason
+        )
+        self.r.recorder.event(
+            self.obj,
+            WARNING,
+            "Released",
+            f"{kind} {name} is kept, not deleted ({reason}): it is no longer deleted with the cluster; "
+            f"when its data is no longer needed: kubectl delete {kind.lower()} {name} -n {self.ns}",
+        )
+
+    def release_redis(self) -> None:
+        """The embedded Redis is no longer wanted. The claim and the password Secret are released (the
+        data, and what reads it). The Deployment and Service go when a claim held the data; without one
+        the data lives only in the running pod, so they are released too."""
+        name = f"{self.name}-redis"
+        reason = "the embedded Redis was turned off (spec.backend)"
+        dep = self.cached(DEPLOYMENTS, name)
+        volumes = ((((dep or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get("volumes")
+        on_claim = any("persistentVolumeClaim" in v for v in volumes or () if isinstance(v, dict))
+        if dep is not None and not on_claim:
+            self.release(DEPLOYMENTS, dep, reason + "; its data lives only in the running pod")
+            self.release(SERVICES, self.cached(SERVICES, name), reason)
+        else:
+            self.remove(DEPLOYMENTS, name)
+            self.remove(SERVICES, name)
+        self.release(PVCS, self.cached(PVCS, name), reason)
+        self.release(SECRETS, self.r.secret_meta.store.get_by_name(self.ns, name), reason)
 
     def server_replicas(self) -> int | None:
         """The replicas ojsctrl sends: the spec's when autoscaling is off; with autoscaling on,
@@ -604,6 +758,9 @@ class _Run:
             return None  # hold the last decision while stats are unavailable
         if decision.desired == current:
             return None
+        self.replica_writer = self.replica_writer or self.replica_manager()
+        if self.replica_writer is not None:
+            return None  # hold: ReplicasManaged says who writes them
         body = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -616,6 +773,13 @@ class _Run:
         }
         self.r.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True)
         metrics.scaled(self.ns, "OJSCluster", self.name, decision.direction)
+        log.info(
+            "scaled",
+            cluster=self.key,
+            replicas_from=current,
+            replicas_to=decision.desired,
+            why=decision.message,
+        )
         self.r.recorder.event(
             self.obj,
             NORMAL,
@@ -623,6 +787,27 @@ class _Run:
             f"scaled servers from {current} to {decision.desired}: {decision.message}",
         )
         return now_rfc3339()
+
+    def foreign_writer(self, live: JSON, wanted: int | None) -> str | None:
+        """Who else writes the server Deployment's spec.replicas: an HPA aimed at it, or (when the live
+        count differs from ours) another field manager that set it lately."""
+        hpa = hpa_targeting(self.r.all_hpas, self.ns, f"{self.name}-server", self.uid)
+        if hpa is not None:
+            return hpa
+        have = (live.get("spec") or {}).get("replicas")
+        if wanted is None or have is None or int(have) == wanted:
+            return None
+        return self.replica_manager()
+
+    def replica_manager(self) -> str | None:
+        """The field manager other than ojsctrl's that wrote spec.replicas lately (a GET: the caches hold
+        no managedFields), or None."""
+        try:
+            full = self.r.client.get(DEPLOYMENTS, f"{self.name}-server", self.ns)
+        except ApiError:
+            return None
+        manager = foreign_replica_manager(full, time.time())
+        return f"field manager {manager}" if manager else None
 
     # ------------------------------------------------------------------ status
     def autoscaling_condition(self) -> JSON:
@@ -654,20 +839,28 @@ class _Run:
     ) -> None:
         gen = self.generation
         state = deployment_state(dep)
-        phase = workload_phase(state)
+        phase = workload_phase(state, (self.obj.get("status") or {}).get("phase"))
         backend_ready = backend_ok
         backend_msg = "backend configured"
+        waiting: list[str] = []
         if self.spec.embedded_redis():
             rstate = deployment_state(getattr(self, "redis_dep", None))
             backend_ready = backend_ready and rstate.available
             backend_msg = (
-                "embedded Redis available" if rstate.available else "embedded Redis not available yet"
+                "embedded Redis available"
+                if rstate.available
+                else f"embedded Redis Deployment {self.name}-redis not available yet "
+                f"({rstate.ready} of 1 ready)"
             )
+            unbound = unbound_claim_message(self.claim)
+            if unbound is not None and not rstate.available:
+                backend_msg += f": {unbound}"
             if rstate.failed:
                 phase = highest(phase, "Degraded")
             elif not rstate.available:
                 phase = highest(phase, "Pending")
-        if self.conflicts:
+                waiting.append(backend_msg)
+        if self.conflicts or self.degraded:
             phase = highest(phase, "Degraded")
         if self.problems:
             phase = highest(phase, "Error")
@@ -676,7 +869,15 @@ class _Run:
             conflicts.append("left as they are while the name is taken: " + ", ".join(self.held))
 
         conds = workload_conditions(
-            phase, state, what="server", problems=self.problems, conflicts=conflicts, generation=gen
+            phase,
+            state,
+            what="server",
+            problems=self.problems,
+            conflicts=conflicts,
+            generation=gen,
+            deployment=f"{self.name}-server",
+            waiting=waiting,
+            degraded=self.degraded,
         )
         conds += [
             condition(
@@ -737,10 +938,33 @@ class _Run:
         if last:
             extra["lastScaleTime"] = last
         conds.extend(self.conditions)
+        conds.append(
+            self.r.foreign_writers.condition(
+                self.obj,
+                self.replica_writer,
+                deployment=f"{self.name}-server",
+                instead=(
+                    f"Scale the OJSCluster instead (spec.replicas, or spec.autoScaling; "
+                    f"kubectl edit ojs {self.name})"
+                ),
+                generation=gen,
+            )
+        )
+        # A name conflict's Warning event comes from ConflictEvents (naming the objects), once per conflict.
         held = self.r._write_status(self.obj, phase, conds, extra)
         if held is not None:
             self.requeue = min(self.requeue or held, held)
         self.r.conflict_events.report(self.obj, self.conflicts)
+
+
+def _clusters_of_hpa(hpa: JSON) -> Iterable[Request]:
+    """The cluster whose server Deployment an HPA targets (its name is <cluster>-server)."""
+    target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+    name = target.get("name")
+    ns = (hpa.get("metadata") or {}).get("namespace")
+    if target.get("kind") != "Deployment" or not isinstance(name, str) or not name.endswith("-server"):
+        return ()
+    return (Request(str(ns), name[: -len("-server")]),)
 
 
 def build(

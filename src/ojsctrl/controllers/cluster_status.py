@@ -88,14 +88,32 @@ def rollout_settled(dep: JSON) -> bool:
     return state.rolled_out and (state.available or state.desired == 0)
 
 
-def workload_phase(state: DeploymentState) -> str:
-    """Running, Scaling, Pending or Degraded from one Deployment."""
+HEALTHY = ("Running", "Scaling", "Draining")
+
+
+def workload_phase(state: DeploymentState, previous: str | None = None) -> str:
+    """Running, Scaling, Pending or Degraded from one Deployment.
+
+    ``previous`` is the owner's phase before this reconcile. A replica change of an object that was
+    healthy (Running, Scaling, Draining) is Scaling while every pod that exists runs the current template
+    (SPEC §9.10): ``kubectl scale`` and autoscaler decisions then keep Ready True. A new object, or one whose
+    template is rolling out, stays Pending until its replicas are ready; a scale that never completes ends as
+    Degraded when the Deployment's progress deadline passes.
+    """
     if not state.exists:
         return "Pending"
     if state.failed:
         return "Degraded"
     if state.rolled_out and (state.available or state.desired == 0):
         return "Running"
+    if (
+        previous in HEALTHY
+        and state.updated == state.replicas
+        and (state.replicas != state.desired or state.ready < state.desired)
+    ):
+        # Unobserved too: the status then describes the previous generation, all of it current and the
+        # count differing; a template change as well shows as updated < replicas once observed (Pending).
+        return "Scaling"
     if (
         state.observed
         and state.ready > 0
@@ -120,6 +138,25 @@ def highest(*phases: str) -> str:
     return min(present, key=PRECEDENCE.index) if present else "Pending"
 
 
+def progress_message(state: DeploymentState, *, what: str, deployment: str) -> str:
+    """What the Deployment still lacks, in words: which child, how many ready of how many."""
+    if not state.exists:
+        return f"the {what} Deployment {deployment} does not exist yet"
+    counts = f"{state.ready} of {state.desired} {what} replicas ready"
+    if state.failed:
+        return f"the {what} Deployment {deployment} failed: {state.failed}"
+    if not state.observed:
+        return f"the {what} Deployment {deployment} has not observed its latest spec yet ({counts})"
+    if state.updated < state.replicas or state.updated < state.desired:
+        return (
+            f"rolling out the {what} Deployment {deployment}: {state.updated} of {state.desired} "
+            f"replicas updated, {counts}"
+        )
+    if state.replicas > state.desired:
+        return f"the {what} Deployment {deployment} is scaling down to {state.desired}: {counts}"
+    return f"the {what} Deployment {deployment}: {counts}"
+
+
 def workload_conditions(
     phase: str,
     state: DeploymentState,
@@ -128,27 +165,44 @@ def workload_conditions(
     problems: Sequence[tuple[str, str]] = (),
     conflicts: Sequence[str] = (),
     generation: int,
+    deployment: str = "",
+    waiting: Sequence[str] = (),
+    degraded: Sequence[tuple[str, str]] = (),
 ) -> list[JSON]:
     """Ready, Available, Progressing and Degraded of an owner whose workload is one Deployment.
 
     ``problems`` are (reason, message) pairs that make the owner an Error (the first reason is Ready's);
-    ``conflicts`` are children that exist without our ownership; ``what`` names the replicas ("server").
+    ``conflicts`` are children that exist without our ownership; ``what`` names the replicas ("server") and
+    ``deployment`` the Deployment; ``waiting`` says what else is missing (an embedded Redis, an unbound
+    claim); ``degraded`` are (reason, message) pairs of other problems that leave the workload running.
+    Ready is True while Running, Scaling or Draining (SPEC §9.10); its message says what is missing otherwise.
     """
+    ready = phase in HEALTHY
     if phase == "Running":
         ready_reason = "Running"
     elif problems:
         ready_reason = problems[0][0]
+    elif conflicts:
+        ready_reason = "NameConflict"
+    elif degraded:
+        ready_reason = degraded[0][0]
     else:
-        ready_reason = "NameConflict" if conflicts else phase
-    degraded_msg = "; ".join(conflicts) or state.failed or ""
+        ready_reason = phase
+    progress = progress_message(state, what=what, deployment=deployment or what)
+    if phase == "Running" and not (conflicts or degraded):
+        ready_msg = f"{state.ready}/{state.desired} {what} replicas ready"
+    else:
+        ready_msg = "; ".join(
+            [m for _, m in problems] + list(conflicts) + [m for _, m in degraded] + list(waiting)
+        ) or (progress if phase != "Running" else "")
+    degraded_msg = "; ".join(list(conflicts) + [m for _, m in degraded]) or state.failed or ""
+    degraded_reason = (
+        "NameConflict"
+        if conflicts
+        else (degraded[0][0] if degraded else ("RolloutFailed" if state.failed else "AsExpected"))
+    )
     return [
-        condition(
-            "Ready",
-            phase == "Running",
-            ready_reason,
-            "; ".join([m for _, m in problems] + list(conflicts)) or state.failed or f"phase {phase}",
-            generation=generation,
-        ),
+        condition("Ready", ready, ready_reason, ready_msg, generation=generation),
         condition(
             "Available",
             state.available,
@@ -165,8 +219,8 @@ def workload_conditions(
         ),
         condition(
             "Degraded",
-            bool(conflicts or state.failed),
-            "NameConflict" if conflicts else ("RolloutFailed" if state.failed else "AsExpected"),
+            bool(conflicts or degraded or state.failed),
+            degraded_reason,
             degraded_msg,
             generation=generation,
         ),

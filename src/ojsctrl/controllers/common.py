@@ -25,7 +25,16 @@ FIELD_MANAGER = "ojsctrl"
 AUTOSCALER_MANAGER = "ojsctrl-autoscaler"
 HASH_ANNOTATION = f"{GROUP}/applied-hash"
 AUTOSCALER_ANNOTATION = f"{GROUP}/autoscaler"
+OUR_MANAGERS = frozenset({FIELD_MANAGER, AUTOSCALER_MANAGER})
+# The condition saying whether ojsctrl sets a Deployment's replicas, and its reason when another writer does.
+REPLICAS_MANAGED = "ReplicasManaged"
+FOREIGN_REASON = "ForeignReplicaWriter"
+# A field manager other than ojsctrl's that wrote spec.replicas this recently is a live writer: ojsctrl
+# yields to it. After this long without a write it is taken for a one-off hand edit and undone.
+FOREIGN_WRITER_QUIET = 300.0
+HPA_MANAGER = "kube-controller-manager"
 log = structlog.get_logger("ojsctrl.status")
+PROBLEM_PHASES = ("Error", "Degraded")
 
 MANAGED_SELECTOR = "app.kubernetes.io/managed-by=ojsctrl"
 # Everything else of a child kind, cached as metadata only: with both caches a name is known to be free
@@ -98,6 +107,101 @@ def apply_status(client: Client, resource: Resource, obj: JSON, status: JSON) ->
     return True
 
 
+def _rfc3339_seconds(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def foreign_replica_manager(dep: JSON, now: float, quiet: float = FOREIGN_WRITER_QUIET) -> str | None:
+    """The field manager other than ojsctrl's owning a Deployment's f:spec.f:replicas, if it wrote within
+    ``quiet`` seconds of ``now`` (managedFields from a GET: caches drop them). A write through the scale
+    subresource (``kubectl scale deploy``) is shown with its subresource; the HPA controller's is left
+    to the check of the HPAs themselves."""
+    found = None
+    for entry in (dep.get("metadata") or {}).get("managedFields") or ():
+        if not isinstance(entry, dict) or entry.get("manager") in OUR_MANAGERS:
+            continue
+        if entry.get("manager") == HPA_MANAGER and entry.get("subresource") == "scale":
+            # The HPA controller: an HPA is a writer for as long as it exists, which the callers check
+            # on the HPA itself; its entry here outlives it.
+            continue
+        spec = ((entry.get("fieldsV1") or {}).get("f:spec")) or {}
+        if not isinstance(spec, dict) or "f:replicas" not in spec:
+            continue
+        when = _rfc3339_seconds(entry.get("time"))
+        if when is not None and now - when > quiet:
+            continue
+        sub = entry.get("subresource")
+        found = f"{entry.get('manager')}" + (f" (via /{sub})" if sub else "")
+    return found
+
+
+def hpa_targeting(hpas: Informer, ns: str, deployment: str, owner_uid: str) -> str | None:
+    """An HPA (not the owner's own) whose scaleTargetRef is the Deployment, named; None when there is none."""
+    for hpa in hpas.store.by_index("namespace", ns):
+        target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+        if target.get("kind") != "Deployment" or target.get("name") != deployment:
+            continue
+        ref = next(
+            (r for r in (hpa.get("metadata") or {}).get("ownerReferences") or () if r.get("controller")), None
+        )
+        if ref is not None and ref.get("uid") == owner_uid:
+            continue  # the owner's own (a worker's CPU-mode HPA)
+        return f"HorizontalPodAutoscaler {ns}/{hpa['metadata']['name']}"
+    return None
+
+
+class ForeignWriters:
+    """The foreign writer of each object's replicas last reported: the ReplicasManaged condition, with one
+    event and log line when a writer appears or goes (not one per reconcile).
+
+    ojsctrl yields to a foreign writer rather than keep its own decision: both writing spec.replicas means
+    pods created and deleted on every round, and only the user can remove the other writer.
+    """
+
+    def __init__(self, recorder: EventRecorder) -> None:
+        self.recorder = recorder
+        self._last: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def forget(self, key: str) -> None:
+        """Drop a deleted object's entry."""
+        with self._lock:
+            self._last.pop(key, None)
+
+    def condition(
+        self, obj: JSON, foreign: str | None, *, deployment: str, instead: str, generation: int
+    ) -> JSON:
+        """ReplicasManaged for ``obj``; ``instead`` says what to scale rather than the Deployment."""
+        meta = obj["metadata"]
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        with self._lock:
+            before = self._last.get(key)
+            if foreign is None:
+                self._last.pop(key, None)
+            else:
+                self._last[key] = foreign
+        if foreign is None:
+            if before is not None:
+                log.info("foreign replica writer gone; managing replicas again", object=key, was=before)
+                self.recorder.event(obj, NORMAL, REPLICAS_MANAGED, f"{before} no longer writes the replicas")
+            return condition(
+                REPLICAS_MANAGED, True, "Managed", "ojsctrl sets the replicas", generation=generation
+            )
+        msg = (
+            f"{foreign} writes spec.replicas of Deployment {deployment}; ojsctrl stops writing them while it "
+            f"does. {instead} and remove the other writer"
+        )
+        if before != foreign:
+            log.warning("foreign replica writer; yielding", object=key, writer=foreign)
+            self.recorder.event(obj, WARNING, FOREIGN_REASON, msg)
+        return condition(REPLICAS_MANAGED, False, FOREIGN_REASON, msg, generation=generation)
+
+
 def get_condition(conditions: Iterable[Any] | None, type_: str) -> JSON | None:
     for c in conditions or ():
         if isinstance(c, dict) and c.get("type") == type_:
@@ -129,7 +233,45 @@ class StatusWriter:
         self.grace = grace
         # object uid -> monotonic time of the first held write; entries of objects deleted meanwhile expire.
         self._held: TTLCache[str, float] = TTLCache(maxsize=200_000, ttl=max(60.0, 4 * grace))
+        # "namespace/name" -> (phase, Ready reason) last reported in the log: a line per transition, not
+        # per reconcile. Cleared by forget() when the object is deleted.
+        self._reported: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
+
+    def forget(self, key: str) -> None:
+        """Drop what was reported of a deleted object ("namespace/name")."""
+        with self._lock:
+            self._reported.pop(key, None)
+
+    def _transition(self, obj: JSON, phase: str, conds: list[JSON]) -> tuple[bool, str, str]:
+        """Log a change of phase or Ready reason once (problems found at warning, the rest at info);
+        returns whether it changed, with Ready's reason and message."""
+        meta = obj["metadata"]
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        ready = next((c for c in conds if c["type"] == "Ready"), None) or {}
+        reason = str(ready.get("reason") or phase)
+        message = str(ready.get("message") or "")
+        with self._lock:
+            before = self._reported.get(key)
+            self._reported[key] = (phase, reason)
+        if before == (phase, reason):
+            return False, reason, message
+        fields: dict[str, Any] = {
+            "kind": self.resource.kind,
+            "object": key,
+            "phase": phase,
+            "reason": reason,
+            "message": message[:500],
+        }
+        if before is not None:
+            fields["previous_phase"], fields["previous_reason"] = before
+        if phase in PROBLEM_PHASES:
+            log.warning("problem found", **fields)
+        elif before is not None and before[0] in PROBLEM_PHASES:
+            log.info("problem cleared", **fields)
+        else:
+            log.info("phase changed", **fields)
+        return True, reason, message
 
     def write(
         self,
@@ -162,18 +304,20 @@ class StatusWriter:
             if k not in status and old.get(k):
                 status[k] = old[k]
         wrote = apply_status(self.client, self.resource, obj, status)
+        changed, reason, msg = self._transition(obj, phase, conds)
         prev = old.get("phase")
-        ready = next((c for c in conds if c["type"] == "Ready"), {})
-        if wrote and prev != phase and (event is not None or ready.get("reason") != "NameConflict"):
-            # A phase that a name conflict caused is told by the NameConflict event (ConflictEvents),
-            # which names the objects: a second event with the same message would only repeat it.
-            kind = WARNING if phase in ("Error", "Degraded") else NORMAL
-            # A first Normal phase (Pending, Running) is not news; a problem always is.
-            if event is not None:
+        problem = phase in PROBLEM_PHASES
+        if event is not None:
+            if wrote and (prev != phase or changed):
                 self.recorder.event(obj, *event)
-            elif prev or kind == WARNING:
-                msg = next((c.get("message") for c in conds if c["type"] == "Ready"), "") or f"phase {phase}"
-                self.recorder.event(obj, kind, phase, msg)
+        elif problem and (changed or (wrote and prev != phase)):
+            # The specific reason (SecretNotFound, InvalidSpec...), once per new problem. A name conflict
+            # is told by ConflictEvents, which names the objects: a second event would only repeat it.
+            if reason != "NameConflict":
+                self.recorder.event(obj, WARNING, reason, msg or f"phase {phase}")
+        elif wrote and prev and prev != phase:
+            # A first Normal phase (Pending, Running) is not news.
+            self.recorder.event(obj, NORMAL, phase, msg or f"phase {phase}")
         return None
 
 

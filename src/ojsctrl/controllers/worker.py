@@ -18,7 +18,7 @@ from ojsctrl.builders import cluster as cb
 from ojsctrl.builders import worker as wb
 from ojsctrl.builders.common import config_hash
 from ojsctrl.controllers import metrics
-from ojsctrl.controllers.cluster import ClusterReconciler, invalid_child_message
+from ojsctrl.controllers.cluster import ClusterReconciler, invalid_child_message, restored_edit
 from ojsctrl.controllers.cluster_status import (
     deployment_state,
     highest,
@@ -31,16 +31,20 @@ from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
     AUTOSCALER_MANAGER,
     FIELD_MANAGER,
+    FOREIGN_REASON,
     HASH_ANNOTATION,
     MANAGED_SELECTOR,
     OJSWORKERS,
     STATUS_COALESCE,
     UNMANAGED_SELECTOR,
     ConflictEvents,
+    ForeignWriters,
     StatusWriter,
     cached_child,
     condition,
+    foreign_replica_manager,
     get_condition,
+    hpa_targeting,
     now_rfc3339,
 )
 from ojsctrl.controllers.stats import PollResult, StatsPoller
@@ -141,6 +145,9 @@ class WorkerReconciler:
             DEPLOYMENTS: f.informer(DEPLOYMENTS, label_selector=MANAGED_SELECTOR),
             HPAS: f.informer(HPAS, label_selector=MANAGED_SELECTOR),
         }
+        # Every HPA, ours or not: one aimed at a worker Deployment by hand is a foreign writer of its
+        # replicas (issue 17 item 5). HPAs are few and small.
+        self.all_hpas = f.informer(HPAS)
         self.others: dict[Resource, Informer] = {
             # Every worker has a Deployment; a CPU-mode HPA is rare: read with a GET before its first apply.
             DEPLOYMENTS: f.informer(DEPLOYMENTS, label_selector=UNMANAGED_SELECTOR, metadata_only=True),
@@ -152,6 +159,7 @@ class WorkerReconciler:
         self._polled: dict[str, str] = {}  # worker key -> cluster key it asked the poller for
         self._last_scale: dict[str, str] = {}  # worker key -> its last scale time (RFC 3339)
         self._matching: dict[str, JSON] = {}  # worker key -> its last WorkersMatched condition
+        self.foreign_writers = ForeignWriters(recorder)
         self._lock = threading.Lock()
         self.controller = Controller(
             "ojsworker", self.reconcile, max_concurrent_reconciles=options.max_concurrent_reconciles
@@ -169,6 +177,7 @@ class WorkerReconciler:
                 settled=rollout_settled if res == DEPLOYMENTS else None,
             )
         c.watch_mapped(self.cr.clusters, self._workers_of_cluster)
+        c.watch_mapped(self.all_hpas, _workers_of_hpa)
         c.watch_mapped(self.cr.secret_meta, self._workers_for_secret)
         self.poller.subscribe(self._stats_changed)
         self.manager.add_controller(c)
@@ -201,10 +210,12 @@ class WorkerReconciler:
                 self._history.pop(key, None)
                 self._last_scale.pop(key, None)
                 self._matching.pop(key, None)
+                self.foreign_writers.forget(key)
             for ck in self.poller_keys_for(key):
                 self.poller.release(ck, f"worker:{key}")
             metrics.forget_worker(req.namespace, req.name)
             self.conflict_events.forget(req.namespace, req.name)
+            self.status_writer.forget(key)
             return None
         if (obj.get("metadata") or {}).get("deletionTimestamp"):
             return None
@@ -311,6 +322,7 @@ class _Run:
         self.desired: int | None = None
         self.scaled_at: str | None = None
         self.matching: JSON | None = None  # the WorkersMatched condition when this reconcile read workers
+        self.foreign: str | None = None  # who else writes the Deployment's replicas (we then yield)
 
     def cached(self, resource: Resource, name: str) -> JSON | None:
         return self.r.children[resource].store.get_by_name(self.ns, name)
@@ -318,14 +330,9 @@ class _Run:
     def ensure(self, resource: Resource, body: JSON | None) -> JSON | None:
         if body is None:
             return None
+        live = cached_child(self.r.children, self.r.others, resource, self.ns, body["metadata"]["name"])
         try:
-            out = self.r.applier.ensure(
-                resource,
-                body,
-                self.uid,
-                cached_child(self.r.children, self.r.others, resource, self.ns, body["metadata"]["name"]),
-                in_cache=resource in self.r.others,
-            )
+            out = self.r.applier.ensure(resource, body, self.uid, live, in_cache=resource in self.r.others)
         except InvalidError as e:
             # A spec value only the API server refuses: report it. Retrying cannot help until the spec
             # changes, which enqueues the worker again.
@@ -334,6 +341,10 @@ class _Run:
         if out.conflict:
             self.conflicts.append(out.conflict)
             return None
+        if restored_edit(out.written, live, out.obj):
+            log.info(
+                "restored a hand edit", worker=self.key, kind=resource.kind, name=body["metadata"]["name"]
+            )
         return out.obj
 
     def remove(self, resource: Resource, name: str) -> None:
@@ -406,6 +417,11 @@ class _Run:
             replicas = None
         else:
             replicas = int((live.get("spec") or {}).get("replicas") or 0)
+        if live is not None:
+            self.foreign = self.foreign_writer(live, replicas)
+            if self.foreign is not None and replicas is not None:
+                # Yield: send back what the foreign writer set, so nothing changes the pod count.
+                replicas = int((live.get("spec") or {}).get("replicas") or 0)
         dep = self.ensure(
             DEPLOYMENTS,
             wb.worker_deployment(
@@ -416,7 +432,8 @@ class _Run:
                 cluster_domain=self.r.options.cluster_domain,
             ),
         )
-        dep = self.handover(dep, a.enabled, holds) or dep
+        if self.foreign is None:
+            dep = self.handover(dep, a.enabled, holds) or dep
 
         hpa = wb.worker_hpa(self.worker)
         if hpa is None:
@@ -575,6 +592,17 @@ class _Run:
         )
         if target == current:
             return None
+        foreign = self.foreign or self.replica_manager(dep)
+        if foreign is not None:
+            self.foreign = foreign
+            self.scaling_cond = condition(
+                "Autoscaling",
+                False,
+                FOREIGN_REASON,
+                f"holding {current} replicas (would scale to {target}: {message}): {foreign} writes them",
+                generation=self.generation,
+            )
+            return None
         body = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -592,7 +620,32 @@ class _Run:
         self.r.recorder.event(
             self.obj, NORMAL, "Scaled", f"scaled workers from {current} to {target}: {message}"
         )
+        log.info(
+            "scaled", worker=self.key, replicas_from=current, replicas_to=target, reason=reason, why=message
+        )
         return dict(out)
+
+    def foreign_writer(self, live: JSON, wanted: int | None) -> str | None:
+        """Who else writes the Deployment's spec.replicas, if anyone: an HPA aimed at it that is not this
+        worker's own, or (when the live count differs from ours) a field manager other than ojsctrl's
+        that set it within FOREIGN_WRITER_QUIET."""
+        hpa = hpa_targeting(self.r.all_hpas, self.ns, self.dep_name, self.uid)
+        if hpa is not None:
+            return hpa
+        have = (live.get("spec") or {}).get("replicas")
+        if wanted is None or have is None or int(have) == wanted:
+            return None
+        return self.replica_manager(live)
+
+    def replica_manager(self, live: JSON) -> str | None:
+        """The field manager other than ojsctrl's that wrote spec.replicas lately (one GET: the caches
+        hold no managedFields), or None."""
+        try:
+            full = self.r.client.get(DEPLOYMENTS, self.dep_name, self.ns)
+        except (NotFoundError, ApiError):
+            return None
+        manager = foreign_replica_manager(full, time.time())
+        return f"field manager {manager}" if manager else None
 
     def drain(
         self, current: int, desired: int, api_key: str | None, reason: str, message: str
@@ -709,11 +762,24 @@ class _Run:
             generation=self.generation,
         )
 
+    def replicas_condition(self) -> JSON:
+        """ReplicasManaged: whether ojsctrl writes the replicas (see ForeignWriters on why it yields)."""
+        return self.r.foreign_writers.condition(
+            self.obj,
+            self.foreign,
+            deployment=self.dep_name,
+            instead=(
+                f"Scale the OJSWorker instead (its scale subresource: kubectl scale ojsw {self.name}, an HPA "
+                f"with scaleTargetRef kind OJSWorker name {self.name}, or spec.autoScaling)"
+            ),
+            generation=self.generation,
+        )
+
     # ------------------------------------------------------------------ status
     def status(self, dep: JSON | None, stats: PollResult | None) -> None:
         gen = self.generation
         state = deployment_state(dep)
-        phase = workload_phase(state)
+        phase = workload_phase(state, (self.obj.get("status") or {}).get("phase"))
         if self.scaled_at is not None and phase == "Pending" and state.ready > 0:
             # This reconcile changed only the replica count; until the deployment controller observes
             # it the Deployment looks unobserved, but the workers are serving: that is Scaling.
@@ -732,6 +798,7 @@ class _Run:
             problems=[("InvalidSpec", m) for m in self.problems],
             conflicts=self.conflicts,
             generation=gen,
+            deployment=self.dep_name,
         )
         conds += [
             condition(
@@ -745,6 +812,7 @@ class _Run:
         matching = self.matching_status()
         if matching is not None:
             conds.append(matching)
+        conds.append(self.replicas_condition())
         if self.scaling_cond is not None:
             cond = dict(self.scaling_cond)
             if "replicas" in (self.obj.get("spec") or {}):
@@ -805,10 +873,21 @@ class _Run:
             last = self.r._last_scale.get(self.key)
         if last:
             extra["lastScaleTime"] = last
+        # A name conflict's Warning event comes from ConflictEvents (naming the objects), once per conflict.
         held = self.r._status(self.obj, phase, conds, extra)
         if held is not None:
             self.requeue = min(self.requeue or held, held)
         self.r.conflict_events.report(self.obj, self.conflicts)
+
+
+def _workers_of_hpa(hpa: JSON) -> Iterable[Request]:
+    """The worker whose Deployment an HPA targets (its name is <worker>-worker)."""
+    target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+    name = target.get("name")
+    ns = (hpa.get("metadata") or {}).get("namespace")
+    if target.get("kind") != "Deployment" or not isinstance(name, str) or not name.endswith("-worker"):
+        return ()
+    return (Request(str(ns), name[: -len("-worker")]),)
 
 
 def build(

@@ -24,6 +24,7 @@ import structlog
 from ojsctrl.api.validation import (
     FieldError,
     ValidationResult,
+    cluster_update_warnings,
     is_cluster_ref,
     validate_cluster,
     validate_worker,
@@ -118,11 +119,20 @@ def admit(request: Mapping[str, Any], kind: str, validate: Validate) -> Admissio
     return denial(kind, _name(obj, request), result.errors, result.warnings)
 
 
+def _validate_cluster_update(obj: Any, old: Any, _request: Mapping[str, Any]) -> ValidationResult:
+    """The cluster's rules, plus on an update the warnings of giving up the embedded Redis or its storage."""
+    result = validate_cluster(obj)
+    if old is not None:
+        for warning in cluster_update_warnings(obj, old):
+            result.warn(warning)
+    return result
+
+
 class ClusterValidator:
     """Admission handler for OJSCluster."""
 
     def __call__(self, request: JSON) -> AdmissionResponse:
-        return admit(request, "OJSCluster", lambda obj, _old, _req: validate_cluster(obj))
+        return admit(request, "OJSCluster", _validate_cluster_update)
 
 
 class WorkerValidator:
