@@ -81,6 +81,10 @@ JUSTIFIED: dict[tuple[str, str, str], str] = {
     ("", "pods", "list"): "the worker pod informer starts with the first drain before shutdown, which needs "
     "an OJS server listing busy workers (tests/e2e/test_worker.py covers it)",
     ("", "pods", "watch"): "the worker pod informer, as for list",
+    ("", "secrets", "patch"): "the embedded Redis password Secret is released (owner reference removed) "
+    "when embedded Redis is turned off and adopted back when it is on again (tests/e2e/test_newuser.py)",
+    ("", "persistentvolumeclaims", "patch"): "the Redis claim is applied when a spec asks for storage, "
+    "and released or adopted back on a spec change (tests/e2e/test_newuser.py)",
 }
 # Reads of children. Deployments, Services and ConfigMaps: the caches cover every object of these kinds
 # (ours in full, the rest as metadata), so one is read only when the cache has not caught up with our

@@ -293,3 +293,65 @@ def test_namespaced_install_reconciles_with_roles_only(plane: ControlPlane, crds
     for expected in (("secrets", "list", watched), ("deployments", "patch", watched)):
         assert expected in seen, f"{expected} not in the audit log of {user}: {sorted(seen, key=str)[:20]}"
     assert not outside, f"requests outside the watched and own namespace: {outside[:10]}"
+
+
+SECRET_POLICY_MESSAGE = "the OJS operator may change only the owner references"
+
+
+def test_secret_patch_policy_allows_only_release_and_adoption(plane: ControlPlane) -> None:
+    from tests.e2e.test_delivery import service_account_kubeconfig
+
+    kubeconfig = service_account_kubeconfig(plane)  # ojs-system and manifests/rbac (secrets patch granted)
+    token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
+    plane.kubectl(
+        "apply", "--server-side", "-f", str(ROOT / "deploy" / "manager" / "secret_patch_policy.yaml")
+    )
+    ns = f"vap-s-{uuid.uuid4().hex[:6]}"
+    plane.create_namespace(ns)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": "tenant",
+            "namespace": ns,
+            "labels": {"probe": "0"},
+            "annotations": {"keep": "1"},
+        },
+        "stringData": {"password": "tenant-secret"},
+    }
+    _apply(plane, [secret])
+    path = f"/api/v1/namespaces/{ns}/secrets/tenant"
+
+    def patch(body: dict[str, Any], who: str | None = token) -> tuple[int, str]:
+        return _request(plane, who, "PATCH", path, body)
+
+    last: list[tuple[int, str]] = []
+
+    def denied() -> bool:
+        last[:] = [patch({"metadata": {"labels": {"probe": uuid.uuid4().hex[:8]}}})]
+        return last[0][0] == 403 and SECRET_POLICY_MESSAGE in last[0][1]
+
+    try:
+        wait_until("the policy denies a label change on a Secret", denied, 60, 0.5)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: last answer {last}") from None
+    released = {"metadata": {"annotations": {"ojs.openjobspec.dev/released": "2026-12-05T10:00:00Z test"}}}
+    status, body = patch(released)
+    assert status == 200, body
+    status, body = patch({"metadata": {"annotations": {"ojs.openjobspec.dev/released": None}}})
+    assert status == 200, body
+    for change in (
+        {"data": {"password": "cmV3cml0dGVu"}},
+        {"stringData": {"password": "rewritten"}},
+        {"data": {"extra": "eA=="}},
+        {"metadata": {"annotations": {"keep": "2"}}},
+        {"metadata": {"annotations": {"new": "x"}}},
+    ):
+        status, body = patch(change)
+        assert status == 403, (change, status, body)
+        assert SECRET_POLICY_MESSAGE in body, body
+    live = json.loads(plane.kubectl("get", "secret", "-n", ns, "tenant", "-o", "json").stdout)
+    assert live["data"] == {"password": "dGVuYW50LXNlY3JldA=="}
+    # Control: another user's identical change is not judged by the policy.
+    status, body = patch({"metadata": {"annotations": {"keep": "admin"}}}, None)
+    assert status == 200, body

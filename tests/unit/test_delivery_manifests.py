@@ -132,6 +132,10 @@ def test_namespaced_and_cluster_scoped_rules_are_apart() -> None:
     }
 
 
+def load_text(rel: str) -> str:
+    return (ROOT / rel).read_text()
+
+
 def test_manager_rbac_is_least_privilege_shaped() -> None:
     from ojsctrl.cli import build_parser
 
@@ -147,9 +151,11 @@ def test_manager_rbac_is_least_privilege_shaped() -> None:
         )
     for rule in role["rules"]:
         if rule["resources"] == ["secrets"]:
-            assert (
-                "update" not in rule["verbs"] and "patch" not in rule["verbs"]
-            )  # tenants' Secrets are never rewritten
+            # Tenants' Secrets are never rewritten: no update, and the patch (release/adopt of the Redis
+            # password Secret) is limited to ownership metadata by deploy/manager/secret_patch_policy.yaml.
+            assert "update" not in rule["verbs"] and "delete" not in rule["verbs"]
+            if "patch" in rule["verbs"]:
+                assert "secret_patch_policy.yaml" in load_text("deploy/manager/kustomization.yaml")
     # --metrics-secure reviews each scrape's token: create on the two review kinds, nothing else of theirs.
     reviews = {
         (g, r): rule["verbs"]
@@ -188,15 +194,21 @@ def test_manager_rbac_is_least_privilege_shaped() -> None:
     assert secret["metadata"]["name"] == DEFAULT_CERT_SECRET and "data" not in secret
 
 
-def test_pod_patch_policy_matches_the_service_account() -> None:
-    policy, binding = load("deploy/manager/pod_patch_policy.yaml")
+@pytest.mark.parametrize(
+    ("path", "resource"),
+    [
+        ("deploy/manager/pod_patch_policy.yaml", "pods"),
+        ("deploy/manager/secret_patch_policy.yaml", "secrets"),
+    ],
+)
+def test_patch_policies_match_the_service_account(path: str, resource: str) -> None:
+    policy, binding = load(path)
     account = load("manifests/rbac/service_account.yaml")[0]["metadata"]
     user = f"system:serviceaccount:{account['namespace']}:{account['name']}"
     assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
-    assert [c["expression"] for c in policy["spec"]["matchConditions"]] == [
-        f"request.userInfo.username == '{user}'"
-    ]
-    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["pods"]
+    first = policy["spec"]["matchConditions"][0]["expression"]
+    assert first == f"request.userInfo.username == '{user}'"
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == [resource]
     assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
 
 
