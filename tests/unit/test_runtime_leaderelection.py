@@ -141,6 +141,8 @@ class LeaseServer:
         self.hang = threading.Event()
         self.unblock = threading.Event()
         self.puts: list[float] = []  # receive times (monotonic) of successful PUTs
+        self.gets = 0
+        self.delay = 0.0  # seconds every answer takes: a loaded API server
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -163,12 +165,15 @@ class LeaseServer:
                 return out
 
             def _hold(self) -> bool:
+                if owner.delay:
+                    time.sleep(owner.delay)
                 if owner.hang.is_set():
                     owner.unblock.wait(30)
                     return True
                 return False
 
             def do_GET(self) -> None:
+                owner.gets += 1
                 if self._hold():
                     return
                 with owner.lock:
@@ -334,3 +339,57 @@ def test_release_hands_the_lease_over_and_a_standby_takes_it(lease_server: Lease
     assert a.release()
     assert _wait(lambda: b.is_leader, 2), "the standby did not take a released lease within a retry"
     stop_b.set()
+
+
+@pytest.mark.timeout(30)
+def test_a_slow_api_server_does_not_cost_the_leadership(lease_server: LeaseServer) -> None:
+    """Every answer takes 0.45 s. Renewals at retryPeriod after the previous answer, each a GET and a
+    PUT (0.9 s), leave 2.0 - 0.9 - 0.4 = 0.7 s for the next one, which then times out: leadership
+    lost on a server that answers every request. Renewing at a fixed rate from the last send, with
+    one PUT while holding the lease, keeps it."""
+    stopped: list[float] = []
+    e = LeaderElector(
+        lease_server.client(),
+        namespace="ns",
+        name="lease",
+        identity=ME,
+        lease_duration=3.0,
+        renew_deadline=2.0,
+        retry_period=0.4,
+        on_stopped_leading=lambda: stopped.append(time.monotonic()),
+    )
+    stop = threading.Event()
+    t = threading.Thread(target=e.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        assert _wait(lambda: e.is_leader, 5)
+        lease_server.delay = 0.45
+        end = time.monotonic() + 6.0
+        while time.monotonic() < end:
+            assert e.is_leader, "leadership lost although every renewal was answered"
+            time.sleep(0.05)
+        assert not stopped
+        assert len(lease_server.puts) >= 6
+    finally:
+        stop.set()
+        t.join(3)
+
+
+@pytest.mark.timeout(30)
+def test_the_holder_renews_with_one_put_and_reads_after_a_conflict(lease_server: LeaseServer) -> None:
+    e = LeaderElector(lease_server.client(), namespace="ns", name="lease", identity=ME)
+    assert e.try_acquire_or_renew()  # GET (404), POST
+    gets = lease_server.gets
+    for _ in range(3):
+        assert e.try_acquire_or_renew()
+    assert lease_server.gets == gets, "a renewal by the holder read the lease first"
+    # Someone else writes the lease meanwhile (say, a release by hand): the in-place PUT conflicts,
+    # and the elector reads the lease and decides on what it finds.
+    with lease_server.lock:
+        assert lease_server.lease is not None
+        lease_server.rv += 1
+        lease_server.lease["metadata"]["resourceVersion"] = str(lease_server.rv)
+        lease_server.lease["spec"]["holderIdentity"] = "other"
+    assert not e.try_acquire_or_renew()
+    assert lease_server.gets == gets + 1
+    assert e.observed_holder() == "other"

@@ -4,7 +4,11 @@
   (observed time) and considers the holder gone once leaseDuration has passed since then without a
   change. Clocks of different machines are never compared.
 - Every write is an optimistic-concurrency update (resourceVersion), so two candidates cannot both win.
-- The leader renews every retryPeriod. Leadership is measured from the moment the last successful
+- The leader renews every retryPeriod, counted from when the previous renewal was sent (not from when
+  its answer arrived: a loaded API server would otherwise stretch the gap between renewals to
+  retryPeriod plus two round trips and eat the renew deadline), and while it holds the lease a
+  renewal is a single PUT of the lease it last wrote (client-go's fast path); only a conflict falls
+  back to GET and decide. Leadership is measured from the moment the last successful
   renewal was *sent*: it ends renewDeadline after that, at once, even while a renew call still hangs
   (`is_leader` turns false exactly then, and a watchdog calls `on_stopped_leading`). Because a
   standby measures leaseDuration (> renewDeadline) from when it *observed* that renewal, which is
@@ -143,6 +147,8 @@ class LeaderElector:
         self._observed: LeaseRecord | None = None
         self._observed_rv: str | None = None
         self._observed_time = 0.0
+        # The Lease object as this identity last wrote it (the fast path's base), or None.
+        self._own_lease: JSON | None = None
         self._reported_leader = ""
         self._lock = threading.Lock()
         self._leading = threading.Event()
@@ -195,6 +201,9 @@ class LeaderElector:
         sent = self.clock()
         deadline = sent + (self.renew_deadline if timeout is None else timeout)
         now_wall = self.wall_clock()
+        if self._renew_in_place(deadline, now_wall):
+            self.last_success_sent = sent
+            return True
         try:
             lease = self._call("GET", LEASES.path(self.namespace, self.name), deadline)
         except NotFoundError:
@@ -212,6 +221,7 @@ class LeaderElector:
             except AlreadyExistsError:
                 return False
             self._observe(record, created["metadata"]["resourceVersion"])
+            self._own_lease = created
             self.last_success_sent = sent
             return True
         current = LeaseRecord.from_lease(lease)
@@ -255,7 +265,38 @@ class LeaderElector:
             self._log.debug("lease update failed", status=e.status, reason=e.reason)
             return False
         self._observe(record, updated["metadata"]["resourceVersion"])
+        self._own_lease = updated
         self.last_success_sent = sent
+        return True
+
+    def _renew_in_place(self, deadline: float, now_wall: float) -> bool:
+        """The fast path: when the last record seen is our own write, PUT it back with a new renew
+        time, without reading first. The resourceVersion makes it fail (409) if anyone wrote since;
+        then, as on any other refusal, the caller reads the lease and decides as usual. A transport
+        error is raised: the attempt's time is spent either way."""
+        own, observed = self._own_lease, self._observed
+        if own is None or observed is None or observed.holder != self.identity:
+            return False
+        if (own.get("metadata") or {}).get("resourceVersion") != self._observed_rv:
+            return False
+        record = LeaseRecord(
+            self.identity,
+            int(self.lease_duration),
+            observed.acquire_time,
+            _micro_time(now_wall),
+            observed.transitions,
+        )
+        lease = {**own, "spec": record.to_spec()}
+        try:
+            updated = self._call("PUT", LEASES.path(self.namespace, self.name), deadline, lease)
+        except ApiError as e:
+            if e.status == 0:
+                raise
+            self._own_lease = None
+            self._log.debug("lease renewal in place refused; reading the lease", status=e.status)
+            return False
+        self._observe(record, updated["metadata"]["resourceVersion"])
+        self._own_lease = updated
         return True
 
     def _observe(self, record: LeaseRecord, rv: str) -> None:
@@ -324,7 +365,13 @@ class LeaderElector:
             stop.wait(min(left, 0.2))
 
     def _renew(self, stop: threading.Event) -> None:
+        with self._lock:
+            next_at = (self._renewed_at or 0.0) + self.retry_period
         while not stop.is_set() and self._leading.is_set():
+            # A fixed rate from the last successful send: a slow answer does not push the next
+            # renewal back, so two slow round trips cannot add up to the renew deadline.
+            if stop.wait(max(0.0, next_at - self.clock())) or not self._leading.is_set():
+                return
             with self._lock:
                 renewed = self._renewed_at or 0.0
             left = renewed + self.renew_deadline - self.clock()
@@ -340,13 +387,15 @@ class LeaderElector:
             if ok:
                 with self._lock:
                     self._renewed_at = max(renewed, self.last_success_sent or renewed)
+                    next_at = self._renewed_at + self.retry_period
             elif self._observed and self._observed.holder not in ("", self.identity):
                 with self._lock:
                     self._lost_reason = (
                         f"the lease is held by another identity ({self._observed.holder}); leadership lost"
                     )
                 return
-            stop.wait(self.retry_period if ok else min(self.retry_period, 0.5))
+            else:
+                next_at = self.clock() + min(self.retry_period, 0.5)
 
     def release(self, timeout: float | None = None) -> bool:
         """Give the lease up if we hold it: empty holder and a 1 s duration, so a standby takes it
