@@ -1035,8 +1035,6 @@ def sa_run(dplane: ControlPlane) -> dict[str, Any]:
         gone = (
             ("deployment", "sa-redis"),
             ("service", "sa-redis"),
-            ("pvc", "sa-redis"),
-            ("secret", "sa-redis"),
             ("poddisruptionbudget", "sa-server"),
             ("servicemonitor", "sa-server"),
             ("configmap", "sa-dashboard"),
@@ -1046,6 +1044,20 @@ def sa_run(dplane: ControlPlane) -> dict[str, Any]:
             wait_until(
                 f"{what} removed", lambda what=what: _get(dplane, what[0], "-n", ns, what[1]) is None, 60, 0.3
             )
+        # The Redis data and its password are kept (SPEC §9.7): released, not deleted, as the ServiceAccount
+        # may (patch of ownership metadata only; the ValidatingAdmissionPolicy allows exactly that).
+        for what in (("pvc", "sa-redis"), ("secret", "sa-redis")):
+
+            def released(what: tuple[str, str] = what) -> bool:
+                obj = _get(dplane, what[0], "-n", ns, what[1])
+                meta = (obj or {}).get("metadata", {})
+                return (
+                    obj is not None
+                    and not meta.get("ownerReferences")
+                    and "ojs.openjobspec.dev/released" in meta.get("annotations", {})
+                )
+
+            wait_until(f"{what} released", released, 60, 0.3)
         wait_until(
             "cluster Running again", lambda: _phase(dplane, "ojscluster", ns, "sa") == "Running", 90, 0.5
         )
