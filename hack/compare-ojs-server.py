@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.ojsserver import OJSTestServer  # noqa: E402
+from tests.ojsserver.replay import json_type as kind  # noqa: E402
 
 Response = tuple[int, str, Any]
 
@@ -75,20 +76,6 @@ def call(base: str, method: str, path: str, body: Any = None, content_type: str 
     except ValueError:
         parsed = {"<text>": raw[:60].decode(errors="replace")}
     return status, ctype.split(";")[0].strip(), parsed
-
-
-def kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def shape_diff(real: Any, double: Any, where: str = "$") -> list[str]:
