@@ -23,6 +23,7 @@ import urllib3
 from prometheus_client import Counter, Histogram
 
 from ojsctrl.runtime.metrics import REGISTRY
+from ojsctrl.runtime.ratelimit import TokenBucket
 
 JSON = dict[str, Any]
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -206,31 +207,6 @@ def object_key(obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace")
     return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
-
-
-# --------------------------------------------------------------------------- rate limiting
-class TokenBucket:
-    """Client-side QPS/burst limit (as client-go's flowcontrol token bucket). qps <= 0 disables it."""
-
-    def __init__(self, qps: float, burst: int) -> None:
-        self.qps = qps
-        self.burst = max(1, burst)
-        self._tokens = float(self.burst)
-        self._last = time.monotonic()
-        self._lock = threading.Lock()
-
-    def reserve(self) -> float:
-        """Take a token; returns how long the caller must wait before using it."""
-        if self.qps <= 0:
-            return 0.0
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
-            self._last = now
-            self._tokens -= 1.0
-            if self._tokens >= 0:
-                return 0.0
-            return -self._tokens / self.qps
 
 
 # --------------------------------------------------------------------------- client

@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
-import math
 import threading
 import time
 import weakref
@@ -29,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from ojsctrl.runtime.metrics import REGISTRY
+from ojsctrl.runtime.ratelimit import TokenBucket
 
 __all__ = [
     "BucketRateLimiter",
@@ -575,7 +575,8 @@ class BucketRateLimiter:
     """An overall token bucket (``qps`` refill, ``burst`` capacity) shared by all items.
 
     ``when`` reserves a token and returns how long until it is available, like golang.org/x/time/rate's
-    ``Reserve().Delay()``: the bucket may go negative, so a burst of callers get evenly spaced delays.
+    ``Reserve().Delay()``: the bucket may go negative, so a burst of callers get evenly spaced delays. The
+    bucket is :class:`ojsctrl.runtime.ratelimit.TokenBucket`, the one the API client uses too.
     """
 
     def __init__(self, qps: float = 10.0, burst: int = 100, clock: Clock | None = None) -> None:
@@ -583,26 +584,12 @@ class BucketRateLimiter:
             raise ValueError(f"qps must be positive, got {qps}")
         if burst < 1:
             raise ValueError(f"burst must be at least 1, got {burst}")
-        self._qps = qps
-        self._burst = burst
-        self._clock: Clock = clock if clock is not None else _DEFAULT_CLOCK
-        self._lock = threading.Lock()
-        self._tokens = float(burst)
-        self._last = self._clock.now()
+        clock = clock if clock is not None else _DEFAULT_CLOCK
+        self._bucket = TokenBucket(qps, burst, now=clock.now)
 
     def when(self, item: object) -> float:
         """Reserve one token and return the delay in seconds until it is due."""
-        if math.isinf(self._qps):
-            return 0.0
-        with self._lock:
-            now = self._clock.now()
-            # A clock that steps back must not mint tokens later for the same interval.
-            last = min(self._last, now)
-            tokens = min(self._tokens + (now - last) * self._qps, float(self._burst))
-            tokens -= 1.0
-            self._tokens = tokens
-            self._last = now
-            return -tokens / self._qps if tokens < 0 else 0.0
+        return self._bucket.reserve()
 
     def forget(self, item: object) -> None:
         """No-op: the bucket does not track items."""
