@@ -13,7 +13,6 @@ import pytest
 from ojsctrl.runtime.client import Client, Resource
 from ojsctrl.runtime.controller import (
     Controller,
-    ReconcileError,
     Request,
     Result,
     generation_changed,
@@ -173,10 +172,10 @@ def test_worker_survives_exceptions(controllers: Callable[..., Controller]) -> N
 
     def reconcile(req: Request) -> Result | None:
         seen.append(req)
-        if req.name.startswith("bad"):
-            if req.name == "bad-quiet":
-                raise ReconcileError("expected failure", key=str(req))
+        if req.name == "bad":
             raise KeyError(req.name)
+        if req.name == "bad-runtime":
+            raise RuntimeError("expected failure")
         return None
 
     queue: RateLimitingQueue[Request] = RateLimitingQueue(
@@ -185,7 +184,7 @@ def test_worker_survives_exceptions(controllers: Callable[..., Controller]) -> N
     c = controllers(name, reconcile, queue=queue)
     c.start()
     c.queue.add(Request("ns", "bad"))
-    c.queue.add(Request("ns", "bad-quiet"))
+    c.queue.add(Request("ns", "bad-runtime"))
     c.queue.add(Request("ns", "good"))
     assert wait_for(lambda: Request("ns", "good") in seen)
     assert wait_for(lambda: sample("controller_runtime_reconcile_errors_total", controller=name) == 2)
@@ -213,27 +212,6 @@ def test_requeue_after_reconciles_again(controllers: Callable[..., Controller]) 
     assert c.queue.num_requeues(REQ) == 0
     time.sleep(0.2)
     assert rec.count() == 3
-
-
-def test_requeue_true_uses_rate_limiter_without_error(controllers: Callable[..., Controller]) -> None:
-    name = unique("requeue")
-
-    def script(_: Request, n: int) -> Result | None:
-        return Result(requeue=True) if n < 3 else None
-
-    rec = Recording(script)
-    queue: RateLimitingQueue[Request] = RateLimitingQueue(
-        name, rate_limiter=ItemExponentialFailureRateLimiter(0.01, 1.0)
-    )
-    c = controllers(name, rec, queue=queue)
-    c.start()
-    c.queue.add(REQ)
-    assert wait_for(lambda: rec.count() == 3)
-    assert wait_for(
-        lambda: sample("controller_runtime_reconcile_total", controller=name, result="success") == 1
-    )
-    assert sample("controller_runtime_reconcile_total", controller=name, result="requeue") == 2
-    assert sample("controller_runtime_reconcile_errors_total", controller=name) == 0
 
 
 def test_stop_waits_for_in_flight_reconcile(controllers: Callable[..., Controller]) -> None:

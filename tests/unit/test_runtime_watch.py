@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 
 from ojsctrl.runtime.client import Client, ClientOptions, Resource
-from ojsctrl.runtime.informer import Backoff, Informer, too_large_resource_version
+from ojsctrl.runtime.informer import (
+    MIN_WATCH_DURATION,
+    Backoff,
+    BackoffManager,
+    Informer,
+    InformerFactory,
+    too_large_resource_version,
+)
 from ojsctrl.runtime.metrics import REGISTRY
 
 pytestmark = pytest.mark.timeout(30)
@@ -191,6 +198,49 @@ def test_backoff_doubles_to_the_cap_and_resets() -> None:
     assert delays[-1] >= 24.0
     b.reset()
     assert b.next() <= 0.96
+
+
+def test_backoff_manager_resets_only_after_a_healthy_watch() -> None:
+    manager = BackoffManager(Backoff(0.8, 30.0))
+    # A list that failed before any watch: the backoff grows.
+    manager.attempt_started()
+    first = manager.next_delay()
+    manager.attempt_started()
+    second = manager.next_delay()
+    assert first <= 0.96 and second >= 1.28 and manager.failures == 2
+    # A watch that ended at once without an event is no progress: still growing.
+    manager.attempt_started()
+    manager.watch_started()
+    assert not manager.watch_was_healthy()
+    assert manager.next_delay() >= 2.56
+    # A watch that delivered an event was healthy: its failure starts again from the first step.
+    manager.attempt_started()
+    manager.watch_started()
+    manager.event()
+    assert manager.watch_was_healthy()
+    assert manager.next_delay() <= 0.96 and manager.failures == 1
+
+
+def test_backoff_manager_counts_a_long_watch_as_healthy() -> None:
+    manager = BackoffManager()
+    manager.watch_started()
+    time.sleep(MIN_WATCH_DURATION + 0.05)
+    assert manager.watch_was_healthy()
+
+
+def test_factory_shares_an_informer_only_for_the_same_transform(server: ScriptedServer) -> None:
+    factory = InformerFactory(server.client())
+
+    def drop_status(obj: JSON) -> JSON:
+        obj.pop("status", None)
+        return obj
+
+    plain = factory.informer(PODS)
+    assert factory.informer(PODS) is plain
+    shaped = factory.informer(PODS, transform=drop_status)
+    assert shaped is not plain, "a transform must not silently share the untransformed cache"
+    assert factory.informer(PODS, transform=drop_status) is shaped
+    assert len(factory.all()) == 2
 
 
 @pytest.mark.parametrize(

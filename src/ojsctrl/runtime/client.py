@@ -659,6 +659,38 @@ class Client:
             "fieldSelector": field_selector,
             "timeoutSeconds": timeout_seconds,
         }
+        resp = self._open_watch(resource, namespace, params, metadata_only, inactivity_timeout)
+        try:
+            if resp.status != 200:
+                raise _error_from(
+                    resp.status,
+                    resp.read(),
+                    "WATCH",
+                    str(resource),
+                    _parse_retry_after(resp.headers.get("Retry-After")),
+                )
+            if handle is not None:
+                handle._attach(resp)
+            yield from _decode_watch_stream(resp, handle)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+            if handle is not None and handle.closed:
+                return
+            raise _watch_stream_error(e, resource, inactivity_timeout) from e
+        finally:
+            # Close before releasing: a stream abandoned mid-way still has unread chunks on its
+            # socket, and a pooled connection with leftovers would corrupt the next request.
+            resp.close()
+            resp.release_conn()
+
+    def _open_watch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        params: Mapping[str, Any],
+        metadata_only: bool,
+        inactivity_timeout: float,
+    ) -> Any:
+        """Send the watch request (after the rate limiter) and return the unread streaming response."""
         url = (
             self.host
             + resource.path(namespace)
@@ -683,53 +715,7 @@ class Client:
             REQUESTS.labels("<error>", "WATCH", self._metric_host).inc()
             raise TransportError(0, "TransportError", str(e), method="WATCH", target=str(resource)) from e
         REQUESTS.labels(str(resp.status), "WATCH", self._metric_host).inc()
-        try:
-            if resp.status != 200:
-                raise _error_from(
-                    resp.status,
-                    resp.read(),
-                    "WATCH",
-                    str(resource),
-                    _parse_retry_after(resp.headers.get("Retry-After")),
-                )
-            if handle is not None:
-                handle._attach(resp)
-            buf = b""
-            chunks = resp.read_chunked(decode_content=True) if resp.chunked else resp.stream(65536)
-            for chunk in chunks:
-                if handle is not None and handle.closed:
-                    return
-                buf += chunk
-                while True:
-                    nl = buf.find(b"\n")
-                    if nl < 0:
-                        break
-                    line, buf = buf[:nl], buf[nl + 1 :]
-                    if line.strip():
-                        ev = orjson.loads(line)
-                        yield WatchEvent(ev.get("type", ""), ev.get("object") or {})
-            if buf.strip():
-                ev = orjson.loads(buf)
-                yield WatchEvent(ev.get("type", ""), ev.get("object") or {})
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
-            if handle is not None and handle.closed:
-                return
-            if isinstance(e, urllib3.exceptions.ReadTimeoutError | TimeoutError):
-                raise WatchInactiveError(
-                    0,
-                    "WatchInactive",
-                    f"no event for {inactivity_timeout:g}s",
-                    method="WATCH",
-                    target=str(resource),
-                ) from e
-            raise TransportError(
-                0, "TransportError", f"watch stream broken: {e}", method="WATCH", target=str(resource)
-            ) from e
-        finally:
-            # Close before releasing: a stream abandoned mid-way still has unread chunks on its
-            # socket, and a pooled connection with leftovers would corrupt the next request.
-            resp.close()
-            resp.release_conn()
+        return resp
 
     # ------------------------------------------------------------------ discovery
     def served(self, group: str, version: str, plural: str) -> bool:
@@ -744,6 +730,45 @@ class Client:
     def server_version(self) -> JSON:
         out: JSON = self.request("GET", "/version", timeout=10)
         return out
+
+
+def _decode_watch_stream(resp: Any, handle: WatchHandle | None) -> Iterator[WatchEvent]:
+    """The events of a watch response, one JSON object per line, until it ends or ``handle`` closes."""
+    buf = b""
+    chunks = resp.read_chunked(decode_content=True) if resp.chunked else resp.stream(65536)
+    for chunk in chunks:
+        if handle is not None and handle.closed:
+            return
+        buf += chunk
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                break
+            line, buf = buf[:nl], buf[nl + 1 :]
+            if line.strip():
+                yield _watch_event(line)
+    if buf.strip():
+        yield _watch_event(buf)
+
+
+def _watch_event(line: bytes) -> WatchEvent:
+    ev = orjson.loads(line)
+    return WatchEvent(ev.get("type", ""), ev.get("object") or {})
+
+
+def _watch_stream_error(error: Exception, resource: Resource, inactivity_timeout: float) -> TransportError:
+    """A broken watch stream as an ApiError: silence past the read timeout is WatchInactiveError."""
+    if isinstance(error, urllib3.exceptions.ReadTimeoutError | TimeoutError):
+        return WatchInactiveError(
+            0,
+            "WatchInactive",
+            f"no event for {inactivity_timeout:g}s",
+            method="WATCH",
+            target=str(resource),
+        )
+    return TransportError(
+        0, "TransportError", f"watch stream broken: {error}", method="WATCH", target=str(resource)
+    )
 
 
 def _key(resource: Resource, namespace: str | None, name: str) -> str:

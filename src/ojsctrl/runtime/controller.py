@@ -3,7 +3,6 @@
 What a reconcile's outcome means (controller-runtime's contract):
 - an exception: logged, counted, and the request is requeued with per-item backoff;
 - Result(requeue_after=t): forget the failure history and requeue after t;
-- Result(requeue=True): requeue with backoff (without counting an error);
 - None or Result(): success; forget the failure history.
 An exception never kills a worker thread.
 """
@@ -17,7 +16,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
@@ -127,9 +125,8 @@ class Request:
 
 @dataclass(frozen=True)
 class Result:
-    """A reconcile's answer. requeue_after wins over requeue."""
+    """A reconcile's answer: ``requeue_after`` seconds until the object is looked at again, if set."""
 
-    requeue: bool = False
     requeue_after: float | None = None
 
 
@@ -368,16 +365,13 @@ class Controller:
                     error=str(e),
                     error_type=type(e).__name__,
                     requeues=self.queue.num_requeues(req),
-                    exc_info=not isinstance(e, _QuietError),
+                    exc_info=True,
                 )
                 return
             if result is not None and result.requeue_after:
                 outcome = "requeue_after"
                 self.queue.forget(req)
                 self.queue.add_after(req, result.requeue_after)
-            elif result is not None and result.requeue:
-                outcome = "requeue"
-                self.queue.add_rate_limited(req)
             else:
                 self.queue.forget(req)
         finally:
@@ -390,15 +384,3 @@ class Controller:
             bound.debug("reconciled", result=outcome, duration=round(elapsed, 4))
             with contextlib.suppress(Exception):
                 structlog.contextvars.clear_contextvars()
-
-
-class _QuietError(Exception):
-    """Base for expected errors whose traceback adds nothing to the log."""
-
-
-class ReconcileError(_QuietError):
-    """An expected failure (API error, missing dependency): logged without a traceback, requeued."""
-
-    def __init__(self, message: str, **context: Any) -> None:
-        self.context = context
-        super().__init__(message)

@@ -38,6 +38,7 @@ from ojsctrl.runtime.client import (
     Client,
     GoneError,
     Resource,
+    WatchEvent,
     WatchHandle,
     WatchInactiveError,
     object_key,
@@ -85,7 +86,58 @@ class Backoff:
         return float(base * random.uniform(0.8, 1.2))
 
     def reset(self) -> None:
+        """Forget the failures counted so far."""
         self.failures = 0
+
+
+class BackoffManager:
+    """The backoff of one reflector, told how each watch went (client-go's reflector backoff manager).
+
+    A healthy watch (one that delivered an event or stayed open for :data:`MIN_WATCH_DURATION`) resets the
+    backoff; a watch ended at once with no event does not, so a server that closes every watch cannot make
+    the reflector spin.
+    """
+
+    def __init__(self, backoff: Backoff | None = None) -> None:
+        self.backoff = backoff or Backoff()
+        self._started: float | None = None
+        self._events = 0
+
+    @property
+    def failures(self) -> int:
+        """Failures counted since the last reset."""
+        return self.backoff.failures
+
+    def attempt_started(self) -> None:
+        """A new list/watch attempt begins: no watch is open yet."""
+        self._started, self._events = None, 0
+
+    def watch_started(self) -> None:
+        """The watch request is about to be sent."""
+        self._started, self._events = time.monotonic(), 0
+
+    def event(self) -> None:
+        """The watch delivered an event (bookmarks count)."""
+        self._events += 1
+
+    def watch_was_healthy(self) -> bool:
+        """Did the current attempt open a watch that delivered an event or lasted long enough?"""
+        if self._started is None:
+            return False
+        return bool(self._events) or time.monotonic() - self._started >= MIN_WATCH_DURATION
+
+    def reset(self) -> None:
+        """Start again from the initial delay."""
+        self.backoff.reset()
+
+    def next_delay(self) -> float:
+        """Count one failure and return the pause before the next attempt.
+
+        A watch that was healthy before it broke starts the backoff from its first step again.
+        """
+        if self.watch_was_healthy():
+            self.backoff.reset()
+        return self.backoff.next()
 
 
 def too_large_resource_version(status: Mapping[str, Any]) -> bool:
@@ -475,123 +527,7 @@ class Informer:
         return not self._stop.wait(seconds)
 
     def _run(self, scope: str | None) -> None:
-        rv: str | None = None  # None: list first
-        # How the next list reads: "0" from the watch cache, "" consistently from etcd (after 410 or
-        # "too large"), or a version already seen (after another error: never go back in time).
-        list_from = "0"
-        backoff = Backoff()
-        plog = self._log.bind(namespace=scope or "*")
-
-        def on_open() -> None:
-            self._mark_progress()
-
-        while not self._stop.is_set():
-            failure = ""
-            started: float | None = None
-            events = 0
-            try:
-                if rv is None:
-                    items, rv = self.client.list(
-                        self.resource,
-                        scope,
-                        label_selector=self.label_selector,
-                        field_selector=self.field_selector,
-                        resource_version=list_from or None,
-                        page_size=self.page_size,
-                        metadata_only=self.metadata_only,
-                    )
-                    self._replace(scope, items)
-                    self._synced[scope] = True
-                    self._progress = time.monotonic()
-                    list_from = "0"
-                    plog.debug("listed", count=len(items), resource_version=rv)
-                handle = WatchHandle(on_open=on_open)
-                self._handles[scope] = handle
-                if self._stop.is_set():
-                    return
-                cause = "closed"
-                started = time.monotonic()
-                for ev in self.client.watch(
-                    self.resource,
-                    scope,
-                    resource_version=rv,
-                    label_selector=self.label_selector,
-                    field_selector=self.field_selector,
-                    inactivity_timeout=self.inactivity_timeout,
-                    metadata_only=self.metadata_only,
-                    handle=handle,
-                ):
-                    self._progress = time.monotonic()
-                    EVENTS.labels(self._label, ev.type).inc()
-                    if ev.type == "ERROR":
-                        code = ev.object.get("code")
-                        if code == 410:
-                            rv, list_from, cause = None, "", "expired"
-                            plog.info("watch history expired (410); relisting")
-                        elif too_large_resource_version(ev.object):
-                            rv, list_from, cause = None, "", "too_large"
-                            failure = f"too large resource version: {ev.object.get('message', '')}"
-                        else:
-                            # client-go ends the watch and relists after the backoff.
-                            list_from, rv, cause = rv or "", None, "error"
-                            failure = (
-                                f"watch error {code} {ev.object.get('reason', '')}: "
-                                f"{ev.object.get('message', '')}"
-                            )
-                        break
-                    events += 1
-                    if ev.type == "BOOKMARK":
-                        rv = (ev.object.get("metadata") or {}).get("resourceVersion") or rv
-                        continue
-                    if ev.type in ("ADDED", "MODIFIED", "DELETED"):
-                        self._apply_event(ev.type, ev.object)
-                        rv = (ev.object.get("metadata") or {}).get("resourceVersion") or rv
-                if self._stop.is_set():
-                    return
-                if events or time.monotonic() - started >= MIN_WATCH_DURATION:
-                    backoff.reset()
-                elif not failure:
-                    failure = "very short watch: closed in under a second with no event"
-                WATCH_RESTARTS.labels(self._label, cause).inc()
-            except GoneError:
-                WATCH_RESTARTS.labels(self._label, "expired").inc()
-                plog.info("resource version too old (410); relisting")
-                rv, list_from = None, ""
-            except WatchInactiveError:
-                if self._stop.is_set():
-                    return
-                # Normal on a quiet resource when the server sends no bookmarks: reopen at once.
-                WATCH_RESTARTS.labels(self._label, "inactive").inc()
-                backoff.reset()
-                plog.debug("watch inactive; reopening", timeout=self.inactivity_timeout)
-            except ApiError as e:
-                if self._stop.is_set():
-                    return
-                if e.status and too_large_resource_version(e.body or {"message": e.message}):
-                    rv, list_from = None, ""
-                    WATCH_RESTARTS.labels(self._label, "too_large").inc()
-                else:
-                    WATCH_RESTARTS.labels(self._label, "error").inc()
-                failure = str(e)
-            except Exception as e:
-                if self._stop.is_set():
-                    return
-                WATCH_RESTARTS.labels(self._label, "error").inc()
-                failure = f"{type(e).__name__}: {e}"
-            if failure:
-                if started is not None and (events or time.monotonic() - started >= MIN_WATCH_DURATION):
-                    # A healthy watch that then broke: back off from the first step again.
-                    backoff.reset()
-                delay = backoff.next()
-                plog.warning(
-                    "list/watch failed; retrying",
-                    error=failure,
-                    retry_in=round(delay, 2),
-                    failures=backoff.failures,
-                    relist=rv is None,
-                )
-                if not self._sleep(delay):
-                    return
+        _Reflector(self, scope).run()
 
     def _resync_loop(self) -> None:
         while self._sleep(self.resync_period * random.uniform(1.0, 1.1)):
@@ -599,9 +535,172 @@ class Informer:
                 self.resync()
 
 
+class _Reflector:
+    """List and watch of one scope of an informer into its store, as client-go's Reflector.
+
+    ``run`` repeats one attempt (``_list`` when the version is unknown, then ``_watch``, whose stream
+    ``_handle_watch_stream`` applies) and pauses after a failure for the delay of its
+    :class:`BackoffManager`.
+    """
+
+    def __init__(self, informer: Informer, scope: str | None) -> None:
+        self._inf = informer
+        self._scope = scope
+        self._label = informer.name
+        # The version to watch from; None: list first.
+        self._rv: str | None = None
+        # How the next list reads: "0" from the watch cache, "" consistently from etcd (after 410 or
+        # "too large"), or a version already seen (after another error: never go back in time).
+        self._list_from = "0"
+        self._backoff = BackoffManager()
+        self._log = informer._log.bind(namespace=scope or "*")
+
+    def _stopping(self) -> bool:
+        return self._inf._stop.is_set()
+
+    def run(self) -> None:
+        """List and watch until the informer stops."""
+        while not self._stopping():
+            failure = self._attempt()
+            if self._stopping():
+                return
+            if failure and not self._pause(failure):
+                return
+
+    def _attempt(self) -> str:
+        """One list (when needed) and one watch; returns why it failed, or "" when it ended normally."""
+        self._backoff.attempt_started()
+        try:
+            if self._rv is None:
+                self._list()
+            return self._watch()
+        except GoneError:
+            WATCH_RESTARTS.labels(self._label, "expired").inc()
+            self._log.info("resource version too old (410); relisting")
+            self._relist_consistently()
+            return ""
+        except WatchInactiveError:
+            if self._stopping():
+                return ""
+            # Normal on a quiet resource when the server sends no bookmarks: reopen at once.
+            WATCH_RESTARTS.labels(self._label, "inactive").inc()
+            self._backoff.reset()
+            self._log.debug("watch inactive; reopening", timeout=self._inf.inactivity_timeout)
+            return ""
+        except ApiError as e:
+            if self._stopping():
+                return ""
+            if e.status and too_large_resource_version(e.body or {"message": e.message}):
+                self._relist_consistently()
+                WATCH_RESTARTS.labels(self._label, "too_large").inc()
+            else:
+                WATCH_RESTARTS.labels(self._label, "error").inc()
+            return str(e)
+        except Exception as e:
+            if self._stopping():
+                return ""
+            WATCH_RESTARTS.labels(self._label, "error").inc()
+            return f"{type(e).__name__}: {e}"
+
+    def _relist_consistently(self) -> None:
+        self._rv, self._list_from = None, ""
+
+    def _list(self) -> None:
+        """Replace this scope of the store with a fresh list and remember its version."""
+        inf = self._inf
+        items, self._rv = inf.client.list(
+            inf.resource,
+            self._scope,
+            label_selector=inf.label_selector,
+            field_selector=inf.field_selector,
+            resource_version=self._list_from or None,
+            page_size=inf.page_size,
+            metadata_only=inf.metadata_only,
+        )
+        inf._replace(self._scope, items)
+        inf._synced[self._scope] = True
+        inf._mark_progress()
+        self._list_from = "0"
+        self._log.debug("listed", count=len(items), resource_version=self._rv)
+
+    def _watch(self) -> str:
+        """Watch from the known version until the stream ends; returns why it failed, or ""."""
+        inf = self._inf
+        handle = WatchHandle(on_open=inf._mark_progress)
+        inf._handles[self._scope] = handle
+        if self._stopping():
+            return ""
+        assert self._rv is not None
+        self._backoff.watch_started()
+        cause, failure = self._handle_watch_stream(
+            inf.client.watch(
+                inf.resource,
+                self._scope,
+                resource_version=self._rv,
+                label_selector=inf.label_selector,
+                field_selector=inf.field_selector,
+                inactivity_timeout=inf.inactivity_timeout,
+                metadata_only=inf.metadata_only,
+                handle=handle,
+            )
+        )
+        if self._stopping():
+            return ""
+        if self._backoff.watch_was_healthy():
+            self._backoff.reset()
+        elif not failure:
+            failure = "very short watch: closed in under a second with no event"
+        WATCH_RESTARTS.labels(self._label, cause).inc()
+        return failure
+
+    def _handle_watch_stream(self, stream: Iterable[WatchEvent]) -> tuple[str, str]:
+        """Apply the stream's events to the store until it ends or sends an ERROR.
+
+        Returns the restart cause (``closed``, ``expired``, ``too_large`` or ``error``) and the failure
+        ("" when the watch ended normally).
+        """
+        for ev in stream:
+            self._inf._mark_progress()
+            EVENTS.labels(self._label, ev.type).inc()
+            if ev.type == "ERROR":
+                return self._watch_error(ev.object)
+            self._backoff.event()
+            if ev.type in ("ADDED", "MODIFIED", "DELETED"):
+                self._inf._apply_event(ev.type, ev.object)
+            if ev.type in ("BOOKMARK", "ADDED", "MODIFIED", "DELETED"):
+                self._rv = (ev.object.get("metadata") or {}).get("resourceVersion") or self._rv
+        return "closed", ""
+
+    def _watch_error(self, status: JSON) -> tuple[str, str]:
+        """Decide how to go on after an ERROR event: returns (restart cause, failure)."""
+        code = status.get("code")
+        if code == 410:
+            self._relist_consistently()
+            self._log.info("watch history expired (410); relisting")
+            return "expired", ""
+        if too_large_resource_version(status):
+            self._relist_consistently()
+            return "too_large", f"too large resource version: {status.get('message', '')}"
+        # client-go ends the watch and relists after the backoff.
+        self._list_from, self._rv = self._rv or "", None
+        return "error", f"watch error {code} {status.get('reason', '')}: {status.get('message', '')}"
+
+    def _pause(self, failure: str) -> bool:
+        """Log the failure and wait for the backoff; False when the informer stops meanwhile."""
+        delay = self._backoff.next_delay()
+        self._log.warning(
+            "list/watch failed; retrying",
+            error=failure,
+            retry_in=round(delay, 2),
+            failures=self._backoff.failures,
+            relist=self._rv is None,
+        )
+        return self._inf._sleep(delay)
+
+
 class InformerFactory:
-    """Hands out one shared informer per (resource, label selector, metadata-only) however many
-    controllers ask, and starts/stops them together."""
+    """Hands out one shared informer per (resource, label selector, metadata-only, transform) however
+    many controllers ask, and starts/stops them together."""
 
     def __init__(
         self,
@@ -615,7 +714,7 @@ class InformerFactory:
         self.namespaces = list(namespaces or [])
         self.resync_period = resync_period
         self.inactivity_timeout = inactivity_timeout
-        self._informers: dict[tuple[Resource, str | None, bool], Informer] = {}
+        self._informers: dict[tuple[Resource, str | None, bool, Transform | None], Informer] = {}
         self._lock = threading.Lock()
         self._started = False
 
@@ -627,8 +726,12 @@ class InformerFactory:
         metadata_only: bool = False,
         transform: Transform | None = None,
     ) -> Informer:
-        """The shared informer for this resource and scope (created on first use)."""
-        key = (resource, label_selector, metadata_only)
+        """The shared informer for this resource and scope (created on first use).
+
+        The transform is part of the key: callers asking for different transforms get different
+        informers, since one cache cannot hold objects shaped two ways.
+        """
+        key = (resource, label_selector, metadata_only, transform)
         with self._lock:
             inf = self._informers.get(key)
             if inf is None:
