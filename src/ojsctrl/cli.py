@@ -19,14 +19,13 @@ import structlog
 
 from ojsctrl import __version__
 from ojsctrl.api.backends import CONTRACTS, check_image_template
+from ojsctrl.ojs.urls import DEFAULT_URL_TEMPLATE, validate_url_template
 from ojsctrl.runtime import logging as runtime_logging
 from ojsctrl.runtime.client import Client, ClientOptions
 from ojsctrl.runtime.httpserver import parse_bind_address
 from ojsctrl.runtime.manager import Manager, ManagerOptions
 from ojsctrl.webhooks.flags import add_webhook_flags
 
-# The full cluster-domain name (SPEC §9.11); {cluster_domain} is --cluster-domain.
-DEFAULT_URL_TEMPLATE = "http://{service}.{namespace}.svc.{cluster_domain}:{port}"
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 ENV_PREFIX = "OJSCTRL_"
@@ -92,6 +91,15 @@ def _server_image(text: str) -> str | None:
         return check_image_template(text.strip())
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _url_template(text: str) -> str:
+    """An --ojs-url-template: only the known placeholders, rendering an http(s) URL."""
+    try:
+        validate_url_template(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def _cluster_domain(text: str) -> str:
@@ -291,6 +299,7 @@ def build_parser() -> _Parser:
     p.add_flag(
         "--ojs-url-template",
         default=DEFAULT_URL_TEMPLATE,
+        type=_url_template,
         help=(
             "how the operator reaches OJS servers; placeholders {name} {namespace} {service} {port} "
             "{cluster_domain}"

@@ -1,4 +1,4 @@
-"""OJSClient and StatsCache against the test OJS server over real HTTP on 127.0.0.1."""
+"""OJSClient against the test OJS server over real HTTP on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,25 +13,12 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from ojsctrl.ojs.client import (
-    DEFAULT_URL_TEMPLATE,
-    MAX_COUNT,
-    OJSClient,
-    OJSError,
-    StatsCache,
-    _as_count,
-    _Page,
-    _parse_admin_queue,
-    _parse_worker,
-    url_for,
-    validate_url_template,
-)
+from ojsctrl.ojs.client import OJSClient, OJSError
 from ojsctrl.ojs.model import QueueCounts, QueueStats, WorkerInfo
 from ojsctrl.ojs.quiet import QuietSender
+from ojsctrl.ojs.wire import Page, parse_worker
 from tests.ojsserver import FailMode, OJSTestServer
 
 KEY = "s3cr3t-api-key-value"
@@ -95,12 +82,12 @@ def test_page_cap_is_an_error(server: OJSTestServer) -> None:
 
 
 def test_repeated_page_while_claiming_more_is_an_error() -> None:
-    page = _Page(items=[{"name": "a"}], total=5, has_more=None)
+    page = Page(items=[{"name": "a"}], total=5, has_more=None)
     with pytest.raises(OJSError, match="pagination not honoured"):
         OJSClient._last_page(page, collected=1, new=0, page_size=1, url="u")
-    assert OJSClient._last_page(_Page([{"name": "a"}], None, None), collected=1, new=0, page_size=1, url="u")
-    assert OJSClient._last_page(_Page([{"name": "a"}], None, False), collected=1, new=1, page_size=1, url="u")
-    assert not OJSClient._last_page(_Page([{"name": "a"}], 2, None), collected=1, new=1, page_size=1, url="u")
+    assert OJSClient._last_page(Page([{"name": "a"}], None, None), collected=1, new=0, page_size=1, url="u")
+    assert OJSClient._last_page(Page([{"name": "a"}], None, False), collected=1, new=1, page_size=1, url="u")
+    assert not OJSClient._last_page(Page([{"name": "a"}], 2, None), collected=1, new=1, page_size=1, url="u")
 
 
 def test_admin_404_falls_back_to_queue_endpoints(server: OJSTestServer, client: OJSClient) -> None:
@@ -444,7 +431,7 @@ def test_workers_from_a_server_without_pagination(json_server: Callable[[Answer]
 )
 def test_worker_fields_of_the_wrong_type_name_the_field(item: dict[str, Any], field: str) -> None:
     with pytest.raises(OJSError, match="invalid response from u: ") as exc:
-        _parse_worker(item, "u")
+        parse_worker(item, "u")
     assert field in str(exc.value) and exc.value.reason == "InvalidResponse"
 
 
@@ -510,216 +497,6 @@ def test_workers_without_admin_api(server: OJSTestServer, client: OJSClient) -> 
     assert exc.value.reason == "AdminAPIUnavailable"
 
 
-def test_health(server: OJSTestServer, client: OJSClient) -> None:
-    ok = client.health(server.base_url)
-    assert (ok.healthy, ok.status, ok.http_status) == (True, "ok", 200)
-    server.set_healthy(False)
-    down = client.health(server.base_url)
-    assert (down.healthy, down.status, down.http_status) == (False, "degraded", 503)
-    server.fail = FailMode(malformed_json=True)
-    with pytest.raises(OJSError) as exc:
-        server.set_healthy(True)
-        client.health(server.base_url)
-    assert exc.value.reason == "InvalidResponse"
-
-
-# ---- strict parsing --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "value", [True, False, None, "3", 1.5, float("nan"), float("inf"), -1, MAX_COUNT + 1, [], {}]
-)
-def test_counts_reject_garbage(value: Any) -> None:
-    with pytest.raises(OJSError):
-        _as_count(value, "count", "u")
-
-
-def test_counts_accept_whole_numbers() -> None:
-    assert _as_count(3, "c", "u") == 3
-    assert _as_count(3.0, "c", "u") == 3
-    assert _as_count(0, "c", "u") == 0
-
-
-_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
-    ),
-    max_leaves=10,
-)
-_queue_items = st.fixed_dictionaries(
-    {"name": _json | st.text(min_size=1, max_size=5)},
-    optional={"counts": _json | st.fixed_dictionaries({"available": _json, "active": _json})},
-)
-
-
-@given(item=_json | _queue_items)
-def test_queue_item_parser_never_crashes(item: Any) -> None:
-    try:
-        q = _parse_admin_queue(item, "u")
-    except OJSError:
-        return
-    assert isinstance(q.name, str) and q.name
-    assert 0 <= q.available <= MAX_COUNT and 0 <= q.active <= MAX_COUNT
-    assert type(q.available) is int and type(q.active) is int
-
-
-@given(
-    item=_json
-    | st.fixed_dictionaries(
-        {"id": _json, "active_jobs": _json},
-        optional={
-            "state": _json,
-            "directive": _json,
-            "hostname": _json,
-            "metadata": _json | st.fixed_dictionaries({"kubernetes_pod": _json}),
-        },
-    )
-)
-def test_worker_parser_never_crashes(item: Any) -> None:
-    try:
-        w = _parse_worker(item, "u")
-    except OJSError:
-        return
-    assert type(w.active_jobs) is int and 0 <= w.active_jobs <= MAX_COUNT
-    assert all(type(v) is str for v in (w.state, w.directive, w.hostname, w.pod))
-
-
-# ---- StatsCache ------------------------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _stats(n: int) -> QueueStats:
-    return QueueStats((QueueCounts("default", n, 0),))
-
-
-def test_cache_polls_once_per_max_age() -> None:
-    clock = FakeClock()
-    calls: list[str] = []
-
-    def fetch(url: str, key: str | None) -> QueueStats:
-        calls.append(url)
-        return _stats(len(calls))
-
-    cache = StatsCache(fetch, clock=clock)
-    for _ in range(5):
-        assert cache.get("ns/c", "http://c", KEY, max_age=30).available() == 1
-    clock.now += 29
-    assert cache.get("ns/c", "http://c", KEY, max_age=30).available() == 1
-    # A worker with a shorter interval refreshes for everyone: min(pollingInterval) per cluster.
-    assert cache.get("ns/c", "http://c", KEY, max_age=10).available() == 2
-    assert cache.get("ns/c", "http://c", KEY, max_age=30).available() == 2
-    clock.now += 31
-    assert cache.get("ns/c", "http://c", KEY, max_age=30).available() == 3
-    assert cache.polls == 3
-    assert cache.get("ns/other", "http://o", KEY, max_age=30).available() == 4
-
-
-def test_cache_keeps_errors_briefly() -> None:
-    clock = FakeClock()
-    calls: list[int] = []
-
-    def fetch(url: str, key: str | None) -> QueueStats:
-        calls.append(1)
-        if len(calls) <= 2:
-            raise OJSError("boom", reason="Unreachable")
-        return _stats(7)
-
-    cache = StatsCache(fetch, error_ttl=5, clock=clock)
-    for _ in range(3):
-        with pytest.raises(OJSError, match="boom"):
-            cache.get("k", "u", None, max_age=30)
-    assert len(calls) == 1
-    clock.now += 5
-    with pytest.raises(OJSError):
-        cache.get("k", "u", None, max_age=30)
-    assert len(calls) == 2
-    clock.now += 1
-    with pytest.raises(OJSError):
-        cache.get("k", "u", None, max_age=1.5)
-    assert len(calls) == 2
-    clock.now += 1  # a max_age below error_ttl bounds the error's life too
-    assert cache.get("k", "u", None, max_age=1.5).available() == 7
-    assert len(calls) == 3
-    peeked = cache.peek("k")
-    assert peeked is not None and peeked[1] == _stats(7) and peeked[2] is None
-    cache.invalidate("k")
-    assert cache.peek("k") is None
-
-
-def test_cache_single_flight_and_independent_keys() -> None:
-    release = threading.Event()
-    calls: list[str] = []
-
-    def fetch(url: str, key: str | None) -> QueueStats:
-        calls.append(url)
-        if url == "slow":
-            release.wait(5)
-            return _stats(1)
-        return _stats(2)
-
-    cache = StatsCache(fetch)
-    results: list[int] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(cache.get("a", "slow", None, 30).available()))
-        for _ in range(10)
-    ]
-    for t in threads:
-        t.start()
-    time.sleep(0.05)
-    # Another cluster is not held up by the slow one.
-    assert cache.get("b", "fast", None, 30).available() == 2
-    release.set()
-    for t in threads:
-        t.join(5)
-    assert results == [1] * 10
-    assert calls == ["slow", "fast"]
-
-
-def test_cache_with_real_server(server: OJSTestServer, client: OJSClient) -> None:
-    server.set_queue("default", available=5)
-    cache = StatsCache(client.queue_stats)
-    for _ in range(10):
-        assert cache.get("ns/c", server.base_url, KEY, max_age=60).available() == 5
-    assert len(server.requests) == 1
-
-
-# ---- URL template ----------------------------------------------------------------------------------------
-
-
-def test_url_for_default_and_custom() -> None:
-    assert url_for(DEFAULT_URL_TEMPLATE, "c1", "ns") == "http://c1-server.ns.svc.cluster.local:8080"
-    assert url_for("http://127.0.0.1:{port}/", "c1", "ns", port=9000) == "http://127.0.0.1:9000"
-    assert (
-        url_for("https://{name}.{namespace}.example/ojs-{service}", "c", "n")
-        == "https://c.n.example/ojs-c-server"
-    )
-
-
-@pytest.mark.parametrize(
-    "template",
-    [
-        "http://{svc}.{namespace}",
-        "http://{name.__class__}",
-        "http://{port:>6}",
-        "http://{name!r}",
-        "ftp://{service}",
-        "{service}",
-        "http://{",
-    ],
-)
-def test_url_template_rejects(template: str) -> None:
-    with pytest.raises(ValueError, match="--ojs-url-template"):
-        validate_url_template(template)
-
-
 # ---- QueueStats helpers ----------------------------------------------------------------------------------
 
 
@@ -733,18 +510,3 @@ def test_queue_stats_helpers() -> None:
     with pytest.raises(ValueError):
         QueueStats((QueueCounts("a"), QueueCounts("a")))
     assert WorkerInfo("w", 0, "quiet").quiet and WorkerInfo("w", 0).idle
-
-
-def test_null_lists_and_heartbeat_times_as_go_servers_write_them() -> None:
-    from ojsctrl.ojs.client import _optional_time, _parse_page
-
-    # ojs-backend-redis encodes an empty queue list as null (a nil slice).
-    assert _parse_page({"queues": None}, "queues", "http://x").items == []
-    with pytest.raises(OJSError):
-        _parse_page({}, "queues", "http://x")
-    assert _optional_time("2026-02-01T10:00:00.123456789Z", "t", "u") == pytest.approx(1769940000.123456)
-    assert _optional_time("2026-02-01T11:00:00+01:00", "t", "u") == 1769940000.0
-    assert _optional_time(None, "t", "u") is None
-    for bad in ("yesterday", "2026-02-01T10:00:00"):
-        with pytest.raises(OJSError, match=r"RFC 3339|time zone"):
-            _optional_time(bad, "t", "u")
