@@ -20,12 +20,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from ojsctrl.runtime.certs import CertConfig, Pair, issue
+from ojsctrl.runtime.tls import tls_server_context
 from ojsctrl.runtime.webhook import (
     REQUESTS,
     AdmissionResponse,
     WebhookOptions,
     WebhookServer,
-    tls_server_context,
 )
 
 CFG = CertConfig(namespace="n", secret_name="s", dns_names=("localhost",), validity=dt.timedelta(hours=1))

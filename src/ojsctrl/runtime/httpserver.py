@@ -17,14 +17,10 @@ kubelet's probes or a scrape.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.server
-import os
-import shutil
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +35,17 @@ from prometheus_client.exposition import choose_encoder
 
 from ojsctrl.runtime.metrics import REGISTRY
 from ojsctrl.runtime.serving import ConnectionLimiter, LimitedHandler, LimitedHTTPServer
+from ojsctrl.runtime.tls import ServingCertificate, TLSServer
+
+__all__ = [
+    "AuthDecision",
+    "Check",
+    "Checks",
+    "EndpointServer",
+    "MetricsAuthorizer",
+    "ServingCertificate",  # re-exported: it moved to ojsctrl.runtime.tls
+    "parse_bind_address",
+]
 
 log = structlog.get_logger("ojsctrl.httpserver")
 
@@ -98,35 +105,8 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-class _TLSServer(_Server):
-    """TLS per connection, in the connection's thread: a slow handshake never blocks the accept loop,
-    and a reloaded certificate applies to the next connection."""
-
-    tls: Callable[[], ssl.SSLContext | None]
-    handshake_timeout = 10.0
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        ctx = self.tls()
-        if ctx is None:
-            return
-        slot = self.limiter.lookup(request)
-        request.settimeout(self.handshake_timeout)
-        try:
-            conn = ctx.wrap_socket(request, server_side=True)
-        except (OSError, ssl.SSLError):
-            return  # a plain-HTTP client or a failed handshake: nothing to answer
-        if slot is not None:
-            self.limiter.rebind(slot, conn)
-        try:
-            self.RequestHandlerClass(conn, client_address, self)  # type: ignore[arg-type]
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                conn.close()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass
+class _TLSServer(TLSServer):
+    request_queue_size = 64
 
 
 class _TLSServer6(_TLSServer):
@@ -257,66 +237,6 @@ class MetricsAuthorizer:
         )
 
 
-class ServingCertificate:
-    """The metrics listener's TLS context: `tls.crt`/`tls.key` from `cert_dir` (reloaded when they change),
-    or, without a directory, a self-signed certificate made at start-up (kubebuilder's default)."""
-
-    CERT, KEY = "tls.crt", "tls.key"
-
-    def __init__(self, cert_dir: str = "", *, check_interval: float = 1.0) -> None:
-        from ojsctrl.runtime.webhook import CertificateReloader
-
-        self.self_signed = not cert_dir
-        self._reloader: CertificateReloader | None = None
-        self._ctx: ssl.SSLContext | None = None
-        if cert_dir:
-            self.cert_file = os.path.join(cert_dir, self.CERT)
-            self.key_file = os.path.join(cert_dir, self.KEY)
-            self._reloader = CertificateReloader(
-                self.cert_file, self.key_file, check_interval, purpose="metrics"
-            )
-            if not self._reloader.reload():
-                raise OSError(f"cannot load {self.cert_file} and {self.key_file}")
-        else:
-            self.cert_file = self.key_file = ""
-            self._ctx = self._self_signed()
-
-    @staticmethod
-    def _self_signed() -> ssl.SSLContext:
-        from ojsctrl.runtime.certs import CertConfig, issue, utcnow
-        from ojsctrl.runtime.webhook import tls_server_context
-
-        cfg = CertConfig(
-            namespace="",
-            secret_name="",
-            dns_names=("localhost", socket.gethostname()),
-            ip_addresses=("127.0.0.1", "::1"),
-            ca_name="ojsctrl-metrics-ca",
-        )
-        ca, pair = issue(cfg, utcnow())
-        from cryptography.hazmat.primitives import serialization
-
-        folder = tempfile.mkdtemp(prefix="ojsctrl-metrics-tls-")
-        try:
-            cert, key = os.path.join(folder, "tls.crt"), os.path.join(folder, "tls.key")
-            with open(cert, "wb") as f:
-                f.write(pair.cert_pem + ca.public_bytes(serialization.Encoding.PEM))
-            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(pair.key_pem)
-            return tls_server_context(cert, key)
-        finally:
-            # The context holds the material; nothing stays on disk.
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def reload(self) -> bool:
-        """Load the files when they changed; True when a new certificate is in use."""
-        return self._reloader.reload() if self._reloader is not None else False
-
-    def context(self) -> ssl.SSLContext | None:
-        return self._reloader.context() if self._reloader is not None else self._ctx
-
-
 class EndpointServer:
     """One HTTP listener serving any of: health checks, readiness checks, metrics."""
 
@@ -348,7 +268,7 @@ class EndpointServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        server_cls: type[_Server]
+        server_cls: type[LimitedHTTPServer]
         if tls is not None:
             server_cls = _TLSServer6 if ":" in address[0] else _TLSServer
         else:

@@ -37,12 +37,12 @@ from ojsctrl.runtime.httpserver import (
     Checks,
     EndpointServer,
     MetricsAuthorizer,
-    ServingCertificate,
     parse_bind_address,
 )
 from ojsctrl.runtime.informer import InformerFactory
 from ojsctrl.runtime.leaderelection import LeaderElector
 from ojsctrl.runtime.metrics import REGISTRY
+from ojsctrl.runtime.tls import ServingCertificate
 
 log = structlog.get_logger("ojsctrl.manager")
 

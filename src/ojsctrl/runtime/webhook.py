@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import os
 import socket
 import ssl
 import threading
@@ -36,7 +35,8 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
 from ojsctrl.runtime.metrics import REGISTRY
-from ojsctrl.runtime.serving import ConnectionLimiter, LimitedHandler, LimitedHTTPServer
+from ojsctrl.runtime.serving import ConnectionLimiter, LimitedHandler
+from ojsctrl.runtime.tls import CertificateReloader, TLSServer
 
 log = structlog.get_logger("ojsctrl.webhook")
 
@@ -63,17 +63,6 @@ IN_FLIGHT = Gauge(
     "controller_runtime_webhook_requests_in_flight",
     "Current number of admission requests being served.",
     ["webhook"],
-    registry=REGISTRY,
-)
-CERT_NOT_AFTER = Gauge(
-    "ojsctrl_webhook_serving_certificate_not_after_seconds",
-    "Expiry (Unix time) of the certificate the webhook server currently serves.",
-    registry=REGISTRY,
-)
-CERT_RELOADS = Counter(
-    "ojsctrl_webhook_certificate_reloads_total",
-    "Serving certificate (re)loads, by result (loaded, failed).",
-    ["result"],
     registry=REGISTRY,
 )
 
@@ -158,105 +147,6 @@ class WebhookOptions:
     drain_timeout: float = 5.0
 
 
-# --------------------------------------------------------------------------- certificates
-def tls_server_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """A server context: TLS 1.2+, modern AEAD ciphers for TLS 1.2, HTTP/1.1 via ALPN."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.set_alpn_protocols(["http/1.1"])
-    ctx.load_cert_chain(cert_file, key_file)
-    return ctx
-
-
-def _file_signature(path: str) -> tuple[int, int, int, int] | None:
-    try:
-        st = os.stat(path)  # follows the ..data symlinks of projected Secret volumes
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-class CertificateReloader:
-    """Holds the current SSLContext and replaces it when the certificate or key file changes.
-
-    Checks are cheap (two stat calls) and throttled; a half-written pair (certificate and key do not match
-    yet) keeps the previous context and is tried again on the next check.
-    """
-
-    def __init__(
-        self, cert_file: str, key_file: str, check_interval: float = 1.0, *, purpose: str = "webhook"
-    ) -> None:
-        self.cert_file, self.key_file = cert_file, key_file
-        self.check_interval = check_interval
-        # Names the certificate in logs; only the webhook's feeds the webhook certificate metrics.
-        self.purpose = purpose
-        self._lock = threading.Lock()
-        self._ctx: ssl.SSLContext | None = None
-        self._signature: object = None
-        self._failed_signature: object = None
-        self._checked = 0.0
-        self.not_after: float | None = None
-        self.fingerprint = ""
-
-    def context(self) -> ssl.SSLContext | None:
-        """The context to use for a new connection (reloaded first if the files changed)."""
-        if time.monotonic() - self._checked >= self.check_interval:
-            self.reload()
-        return self._ctx
-
-    def reload(self) -> bool:
-        """Load the files if they changed since the last load; True when a new certificate is in use."""
-        with self._lock:
-            self._checked = time.monotonic()
-            signature = (_file_signature(self.cert_file), _file_signature(self.key_file))
-            if None in signature or signature == self._signature:
-                return False
-            try:
-                ctx = tls_server_context(self.cert_file, self.key_file)
-            except (OSError, ssl.SSLError) as e:
-                if signature != self._failed_signature:
-                    self._failed_signature = signature
-                    if self.purpose == "webhook":
-                        CERT_RELOADS.labels("failed").inc()
-                    log.warning(
-                        f"cannot load the {self.purpose} serving certificate",
-                        error=str(e),
-                        file=self.cert_file,
-                    )
-                return False
-            self._ctx, self._signature = ctx, signature
-            self._describe()
-            if self.purpose == "webhook":
-                CERT_RELOADS.labels("loaded").inc()
-            log.info(
-                f"{self.purpose} serving certificate loaded",
-                file=self.cert_file,
-                sha256=self.fingerprint[:16],
-                not_after=self.not_after,
-            )
-            return True
-
-    def _describe(self) -> None:
-        try:
-            from cryptography import x509
-            from cryptography.hazmat.primitives import hashes
-
-            with open(self.cert_file, "rb") as f:
-                cert = x509.load_pem_x509_certificate(f.read())
-            self.not_after = cert.not_valid_after_utc.timestamp()
-            self.fingerprint = cert.fingerprint(hashes.SHA256()).hex()
-            if self.purpose == "webhook":
-                CERT_NOT_AFTER.set(self.not_after)
-        except (OSError, ValueError):
-            self.not_after, self.fingerprint = None, ""
-
-    @property
-    def loaded(self) -> bool:
-        return self._ctx is not None
-
-
 # --------------------------------------------------------------------------- the server
 class _BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
@@ -264,36 +154,17 @@ class _BadRequest(Exception):
         self.status = status
 
 
-class _TLSServer(LimitedHTTPServer):
-    """Accepts plain TCP and does the TLS handshake in the connection's thread, with the context current at
-    that moment, so slow handshakes never block the accept loop and a reloaded certificate applies to the
-    next connection."""
+class _TLSServer(TLSServer):
+    """The webhook listener: a deeper accept backlog, and handshake or connection failures logged at debug."""
 
     request_queue_size = 128
-    owner: WebhookServer
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        ctx = self.owner.reloader.context()
-        if ctx is None:
-            return
-        conn = self.limiter.lookup(request)
-        request.settimeout(min(self.owner.options.handshake_timeout, self.owner.options.header_timeout))
-        try:
-            tls = ctx.wrap_socket(request, server_side=True)
-        except (OSError, ssl.SSLError) as e:
-            log.debug("TLS handshake failed", client=str(client_address[0]), error=str(e))
-            return
-        if conn is not None:
-            self.limiter.rebind(conn, tls)
-        try:
-            self.RequestHandlerClass(tls, client_address, self)  # type: ignore[arg-type]
-        except (OSError, ssl.SSLError):
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                tls.close()
+    def handshake_failed(self, client_address: Any, error: Exception) -> None:
+        """Log the failed handshake at debug (API servers retry; scanners are noise)."""
+        log.debug("TLS handshake failed", client=str(client_address[0]), error=str(error))
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log the broken connection at debug."""
         log.debug("webhook connection error", client=str(client_address[0]))
 
 
@@ -350,7 +221,8 @@ class WebhookServer:
 
         cls = _TLSServer6 if ":" in self.host else _TLSServer
         server = cls((self.host, self.requested_port), Handler, bind_and_activate=False)
-        server.owner = self
+        server.tls = self.reloader.context
+        server.handshake_timeout = min(self.options.handshake_timeout, self.options.header_timeout)
         server.limiter = ConnectionLimiter(
             "webhook",
             max_connections=self.options.max_connections,
