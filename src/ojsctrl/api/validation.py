@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard, Union, get_args, get_origin
+from typing import Any, TypeGuard, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -102,6 +102,8 @@ _PYDANTIC_RULES: dict[str, tuple[str, str]] = {
 # How deep the integral-float normalisation goes: deeper than any field of the models, shallow enough that
 # pathological nesting cannot exhaust the stack.
 _NORMALISE_DEPTH = 8
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -352,147 +354,244 @@ def _default(model: type[BaseModel], name: str) -> Any:
 # --- OJSCluster ---------------------------------------------------------------------------------------------
 
 
-def _check_cluster_rules(spec: Mapping[str, Any], result: ValidationResult) -> None:
-    backend = _mapping(spec, "backend")
-    btype = _str(backend, "type", None)
-    if btype not in BACKEND_TYPES:
-        btype = None
-    if backend is not None and btype is not None:
-        _check_backend(backend, btype, result)
+@dataclass(frozen=True)
+class _Cluster:
+    """What the cluster rules look at: the spec, its backend, and the backend type when it is a known one."""
 
-    replicas = _int(spec, "replicas", None)
-    auto = _mapping(spec, "autoScaling")
-    if btype == "lite":
-        if replicas is not None and replicas != 1:
-            result.error(
-                "spec.replicas",
-                "liteReplicas",
-                "a lite backend keeps its state in-process: replicas must be 1",
-            )
-        if auto is not None and auto.get("enabled") is True:
-            result.error(
-                "spec.autoScaling.enabled",
-                "liteAutoScaling",
-                "a lite backend keeps its state in-process: it cannot be autoscaled",
-            )
+    spec: Mapping[str, Any]
+    backend: Mapping[str, Any] | None
+    btype: str | None
+
+    @classmethod
+    def of(cls, spec: Mapping[str, Any]) -> _Cluster:
+        backend = _mapping(spec, "backend")
+        btype = _str(backend, "type", None)
+        return cls(spec, backend, btype if btype in BACKEND_TYPES else None)
+
+
+Rule = Callable[[_T], Iterable[FieldError]]
+"""One named check (as cert-manager's policy checks): a FieldError per violation, none when it holds."""
+
+
+def _apply(rules: Sequence[Rule[_T]], subject: _T, result: ValidationResult) -> None:
+    """Run ``rules`` in order, recording every error they yield."""
+    for rule in rules:
+        _record(result, rule(subject))
+
+
+def _record(result: ValidationResult, errors: Iterable[FieldError]) -> None:
+    for e in errors:
+        result.error(e.path, e.rule, e.message)
+
+
+def _check_cluster_rules(spec: Mapping[str, Any], result: ValidationResult) -> None:
+    _apply(CLUSTER_RULES, _Cluster.of(spec), result)
+
+
+def _backend_rules(c: _Cluster) -> Iterator[FieldError]:
+    """The cross-field rules of spec.backend (the CEL rules of ``Backend`` and ``StateStore``)."""
+    if c.backend is None or c.btype is None:
+        return
+    for rule in BACKEND_RULES:
+        yield from rule(_Backend(c.backend, c.btype))
+
+
+_LITE_STATE = "a lite backend keeps its state in-process"
+
+
+def _lite_single_replica(c: _Cluster) -> Iterator[FieldError]:
+    replicas = _int(c.spec, "replicas", None)
+    if c.btype == "lite" and replicas is not None and replicas != 1:
+        yield FieldError("spec.replicas", "liteReplicas", f"{_LITE_STATE}: replicas must be 1")
+
+
+def _lite_not_autoscaled(c: _Cluster) -> Iterator[FieldError]:
+    auto = _mapping(c.spec, "autoScaling")
+    if c.btype == "lite" and auto is not None and auto.get("enabled") is True:
+        yield FieldError(
+            "spec.autoScaling.enabled", "liteAutoScaling", f"{_LITE_STATE}: it cannot be autoscaled"
+        )
+
+
+def _cluster_replica_bounds(c: _Cluster) -> Iterator[FieldError]:
+    auto = _mapping(c.spec, "autoScaling")
     if auto is not None:
-        _check_min_max(
+        yield from _min_max_errors(
             auto,
             "spec.autoScaling",
             _default(ClusterAutoScaling, "min_replicas"),
             _default(ClusterAutoScaling, "max_replicas"),
-            result,
         )
 
-    pdb = _mapping(spec, "podDisruptionBudget")
+
+def _one_disruption_budget(c: _Cluster) -> Iterator[FieldError]:
+    pdb = _mapping(c.spec, "podDisruptionBudget")
     if _present(pdb, "minAvailable") and _present(pdb, "maxUnavailable"):
-        result.error(
-            "spec.podDisruptionBudget",
-            "exclusive",
-            "set at most one of minAvailable and maxUnavailable",
+        yield FieldError(
+            "spec.podDisruptionBudget", "exclusive", "set at most one of minAvailable and maxUnavailable"
         )
 
-    monitoring = _mapping(spec, "monitoring")
-    labels = _mapping(monitoring, "labels")
+
+def _monitoring_labels(c: _Cluster) -> Iterator[FieldError]:
+    labels = _mapping(_mapping(c.spec, "monitoring"), "labels")
     if labels is not None:
-        _check_labels("spec.monitoring.labels", labels, result)
+        yield from _label_errors("spec.monitoring.labels", labels)
 
-    redis = _mapping(backend, "redis")
-    _check_resources("spec.backend.redis.resources", _mapping(redis, "resources"), result)
 
-    env = spec.get("env")
+def _redis_resources(c: _Cluster) -> Iterator[FieldError]:
+    redis = _mapping(c.backend, "redis")
+    yield from _resource_errors("spec.backend.redis.resources", _mapping(redis, "resources"))
+
+
+def _cluster_env(c: _Cluster) -> Iterator[FieldError]:
+    env = c.spec.get("env")
     if isinstance(env, list):
-        _check_env(env, result)
+        yield from _env_errors(env)
+
+
+# --- spec.backend -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Backend:
+    """spec.backend of a known type."""
+
+    backend: Mapping[str, Any]
+    btype: str
+
+    @property
+    def sources(self) -> list[str]:
+        """Which of url, urlSecretRef and embedded: true are set."""
+        return _sources(self.backend)
+
+
+def _sources(obj: Mapping[str, Any]) -> list[str]:
+    present = (
+        ("url", _present(obj, "url")),
+        ("urlSecretRef", _present(obj, "urlSecretRef")),
+        ("embedded", obj.get("embedded") is True),
+    )
+    return [name for name, is_set in present if is_set]
 
 
 _SQS_FIELDS = "backend.sqs (region, dynamodbTable, queuePrefix, fifo, endpoint)"
 
 
-def _check_backend(backend: Mapping[str, Any], btype: str, result: ValidationResult) -> None:
-    """The cross-field rules of spec.backend (the CEL rules of ``Backend`` and ``StateStore``)."""
-    embedded = backend.get("embedded") is True
-    chosen = [
-        name
-        for name, present in (
-            ("url", _present(backend, "url")),
-            ("urlSecretRef", _present(backend, "urlSecretRef")),
-            ("embedded", embedded),
-        )
-        if present
-    ]
-    if btype == "lite":
-        for name in chosen:
-            result.error(
+def _lite_sets_no_source(b: _Backend) -> Iterator[FieldError]:
+    if b.btype == "lite":
+        for name in b.sources:
+            yield FieldError(
                 f"spec.backend.{name}",
                 "liteBackend",
-                "a lite backend keeps its state in-process: url, urlSecretRef and embedded must not be set",
+                f"{_LITE_STATE}: url, urlSecretRef and embedded must not be set",
             )
-    elif btype == "sqs":
+
+
+def _sqs_sets_no_url(b: _Backend) -> Iterator[FieldError]:
+    if b.btype == "sqs":
         for name in ("url", "urlSecretRef"):
-            if _present(backend, name):
-                result.error(
+            if _present(b.backend, name):
+                yield FieldError(
                     f"spec.backend.{name}",
                     "sqsSettings",
                     f"an sqs backend is configured by {_SQS_FIELDS}, not by {name}",
                 )
-    elif len(chosen) != 1:
+
+
+def _exactly_one_source(b: _Backend) -> Iterator[FieldError]:
+    chosen = b.sources
+    if b.btype not in ("lite", "sqs") and len(chosen) != 1:
         found = " and ".join(chosen) if chosen else "none"
-        result.error(
+        yield FieldError(
             "spec.backend",
             "exactlyOne",
-            f"exactly one of url, urlSecretRef or embedded: true must be set for type {btype} (found "
+            f"exactly one of url, urlSecretRef or embedded: true must be set for type {b.btype} (found "
             f"{found})",
         )
-    if embedded and btype != "redis":
+
+
+def _embedded_redis_only(b: _Backend) -> Iterator[FieldError]:
+    if b.backend.get("embedded") is True and b.btype != "redis":
         hint = (
             "use stateStore.embedded for kafka's state store"
-            if btype == "kafka"
+            if b.btype == "kafka"
             else "use url or urlSecretRef"
         )
-        result.error(
+        yield FieldError(
             "spec.backend.embedded",
             "embeddedRedisOnly",
-            f"embedded is only available for type redis, not {btype}; {hint}",
+            f"embedded is only available for type redis, not {b.btype}; {hint}",
         )
 
-    if btype == "sqs" and not _present(backend, "sqs"):
-        result.error(
+
+def _sqs_block_required(b: _Backend) -> Iterator[FieldError]:
+    if b.btype == "sqs" and not _present(b.backend, "sqs"):
+        yield FieldError(
             "spec.backend.sqs", "sqsRequired", "backend.sqs (at least its region) is required for type sqs"
         )
-    if btype != "sqs" and _present(backend, "sqs"):
-        result.error("spec.backend.sqs", "sqsOnly", f"backend.sqs is only for type sqs, not {btype}")
 
-    store = backend.get("stateStore")
-    if btype == "kafka" and store is None:
-        result.error(
+
+def _sqs_block_only_for_sqs(b: _Backend) -> Iterator[FieldError]:
+    if b.btype != "sqs" and _present(b.backend, "sqs"):
+        yield FieldError("spec.backend.sqs", "sqsOnly", f"backend.sqs is only for type sqs, not {b.btype}")
+
+
+def _state_store_required_for_kafka(b: _Backend) -> Iterator[FieldError]:
+    if b.btype == "kafka" and b.backend.get("stateStore") is None:
+        yield FieldError(
             "spec.backend.stateStore",
             "stateStoreRequired",
             "backend.stateStore is required for type kafka: the Kafka server keeps job state in Redis "
             "(REDIS_URL); set url, urlSecretRef or embedded: true",
         )
-    if btype != "kafka" and store is not None:
-        result.error(
+
+
+def _state_store_only_for_kafka(b: _Backend) -> Iterator[FieldError]:
+    if b.btype != "kafka" and b.backend.get("stateStore") is not None:
+        yield FieldError(
             "spec.backend.stateStore",
             "stateStoreOnly",
-            f"backend.stateStore is only for type kafka, not {btype}",
+            f"backend.stateStore is only for type kafka, not {b.btype}",
         )
+
+
+def _state_store_exactly_one_source(b: _Backend) -> Iterator[FieldError]:
+    store = b.backend.get("stateStore")
     if isinstance(store, Mapping):
-        found_store = [
-            name
-            for name, present in (
-                ("url", _present(store, "url")),
-                ("urlSecretRef", _present(store, "urlSecretRef")),
-                ("embedded", store.get("embedded") is True),
-            )
-            if present
-        ]
-        if len(found_store) != 1:
-            result.error(
+        found = _sources(store)
+        if len(found) != 1:
+            yield FieldError(
                 "spec.backend.stateStore",
                 "exactlyOne",
                 "exactly one of url, urlSecretRef or embedded: true must be set (found "
-                f"{' and '.join(found_store) if found_store else 'none'})",
+                f"{' and '.join(found) if found else 'none'})",
             )
+
+
+BACKEND_RULES: tuple[Rule[_Backend], ...] = (
+    _lite_sets_no_source,
+    _sqs_sets_no_url,
+    _exactly_one_source,
+    _embedded_redis_only,
+    _sqs_block_required,
+    _sqs_block_only_for_sqs,
+    _state_store_required_for_kafka,
+    _state_store_only_for_kafka,
+    _state_store_exactly_one_source,
+)
+"""The rules of spec.backend, in the order their errors are reported."""
+
+CLUSTER_RULES: tuple[Rule[_Cluster], ...] = (
+    _backend_rules,
+    _lite_single_replica,
+    _lite_not_autoscaled,
+    _cluster_replica_bounds,
+    _one_disruption_budget,
+    _monitoring_labels,
+    _redis_resources,
+    _cluster_env,
+)
+"""The cross-field rules of an OJSCluster spec, in the order their errors are reported."""
 
 
 def _cluster_warnings(spec: Mapping[str, Any], result: ValidationResult) -> None:
@@ -594,13 +693,14 @@ def _check_worker_rules(spec: Mapping[str, Any], result: ValidationResult, old: 
 
     auto = _mapping(spec, "autoScaling")
     if auto is not None:
-        min_r, _ = _check_min_max(
-            auto,
-            "spec.autoScaling",
-            _default(WorkerAutoScaling, "min_replicas"),
-            _default(WorkerAutoScaling, "max_replicas"),
+        min_default = _default(WorkerAutoScaling, "min_replicas")
+        _record(
             result,
+            _min_max_errors(
+                auto, "spec.autoScaling", min_default, _default(WorkerAutoScaling, "max_replicas")
+            ),
         )
+        min_r = _int(auto, "minReplicas", min_default)
         metric = _str(auto, "metric", _default(WorkerAutoScaling, "metric"))
         if min_r == 0 and metric is not None and metric != "queueDepth":
             result.error(
@@ -625,10 +725,10 @@ def _check_worker_rules(spec: Mapping[str, Any], result: ValidationResult, old: 
 
     env = spec.get("env")
     if isinstance(env, list):
-        _check_env(env, result)
+        _record(result, _env_errors(env))
 
 
-def _check_env(env: list[Any], result: ValidationResult) -> None:
+def _env_errors(env: list[Any]) -> Iterator[FieldError]:
     seen: set[str] = set()
     for i, item in enumerate(env):
         if not isinstance(item, Mapping):
@@ -636,21 +736,23 @@ def _check_env(env: list[Any], result: ValidationResult) -> None:
         path = f"spec.env[{i}]"
         name = item.get("name")
         if not isinstance(name, str) or not name:
-            result.error(f"{path}.name", "required", "is required")
+            yield FieldError(f"{path}.name", "required", "is required")
         elif "=" in name:
-            result.error(f"{path}.name", "envName", "must not contain '='")
+            yield FieldError(f"{path}.name", "envName", "must not contain '='")
         elif name in seen:
-            result.error(f"{path}.name", "unique", f"duplicate environment variable {name!r}")
+            yield FieldError(f"{path}.name", "unique", f"duplicate environment variable {name!r}")
         else:
             seen.add(name)
         value = item.get("value")
         if value is not None and not isinstance(value, str):
-            result.error(f"{path}.value", "type", "must be a string")
+            yield FieldError(f"{path}.value", "type", "must be a string")
         source = item.get("valueFrom")
         if source is not None and not isinstance(source, Mapping):
-            result.error(f"{path}.valueFrom", "type", "must be an object")
+            yield FieldError(f"{path}.valueFrom", "type", "must be an object")
         if value and source is not None:
-            result.error(f"{path}.valueFrom", "valueOrValueFrom", "may not be set when value is not empty")
+            yield FieldError(
+                f"{path}.valueFrom", "valueOrValueFrom", "may not be set when value is not empty"
+            )
 
 
 def _worker_warnings(spec: Mapping[str, Any], result: ValidationResult, cluster_exists: bool | None) -> None:
@@ -686,18 +788,17 @@ def _worker_warnings(spec: Mapping[str, Any], result: ValidationResult, cluster_
 # --- shared rules -------------------------------------------------------------------------------------------
 
 
-def _check_min_max(
-    auto: Mapping[str, Any], path: str, min_default: int, max_default: int, result: ValidationResult
-) -> tuple[int | None, int | None]:
+def _min_max_errors(
+    auto: Mapping[str, Any], path: str, min_default: int, max_default: int
+) -> Iterator[FieldError]:
     min_r = _int(auto, "minReplicas", min_default)
     max_r = _int(auto, "maxReplicas", max_default)
     if min_r is not None and max_r is not None and max_r < min_r:
-        result.error(
+        yield FieldError(
             f"{path}.maxReplicas",
             "maxGteMin",
             f"maxReplicas ({max_r}) must be greater than or equal to minReplicas ({min_r})",
         )
-    return min_r, max_r
 
 
 def _duration_ns(value: str) -> int:
@@ -718,7 +819,7 @@ def _check_pod_settings(spec: Mapping[str, Any], result: ValidationResult) -> No
                     "the selector labels app.kubernetes.io/name, instance and component are set by the "
                     "operator",
                 )
-        _check_labels("spec.podLabels", labels, result)
+        _record(result, _label_errors("spec.podLabels", labels))
     annotations = _mapping(spec, "podAnnotations")
     if annotations is not None:
         for key in annotations:
@@ -726,7 +827,7 @@ def _check_pod_settings(spec: Mapping[str, Any], result: ValidationResult) -> No
                 result.error(f"spec.podAnnotations[{key}]", "annotationKey", _QUALIFIED_NAME_HELP)
     selector = _mapping(spec, "nodeSelector")
     if selector is not None:
-        _check_labels("spec.nodeSelector", selector, result)
+        _record(result, _label_errors("spec.nodeSelector", selector))
 
     security = _mapping(spec, "securityContext")
     if security is not None:
@@ -749,7 +850,7 @@ def _check_pod_settings(spec: Mapping[str, Any], result: ValidationResult) -> No
             )
     resources = spec.get("resources")
     if isinstance(resources, Mapping):
-        _check_resources("spec.resources", resources, result)
+        _record(result, _resource_errors("spec.resources", resources))
 
 
 _QUALIFIED_NAME_HELP = (
@@ -766,21 +867,21 @@ def _is_qualified_name(key: str) -> bool:
     return 0 < len(name) <= 63 and _QUALIFIED_NAME.fullmatch(name) is not None
 
 
-def _check_labels(path: str, labels: Mapping[Any, Any], result: ValidationResult) -> None:
+def _label_errors(path: str, labels: Mapping[Any, Any]) -> Iterator[FieldError]:
     for key, value in labels.items():
         if not isinstance(key, str):
             continue
         if not _is_qualified_name(key):
-            result.error(f"{path}[{key}]", "labelKey", _QUALIFIED_NAME_HELP)
+            yield FieldError(f"{path}[{key}]", "labelKey", _QUALIFIED_NAME_HELP)
         if isinstance(value, str) and (len(value) > 63 or not _LABEL_VALUE.fullmatch(value)):
-            result.error(
+            yield FieldError(
                 f"{path}[{key}]",
                 "labelValue",
                 "must be at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric",
             )
 
 
-def _check_resources(path: str, resources: Mapping[str, Any] | None, result: ValidationResult) -> None:
+def _resource_errors(path: str, resources: Mapping[str, Any] | None) -> Iterator[FieldError]:
     if resources is None:
         return
     parsed: dict[str, dict[str, Any]] = {}
@@ -789,23 +890,23 @@ def _check_resources(path: str, resources: Mapping[str, Any] | None, result: Val
         if values is None:
             continue
         if not isinstance(values, Mapping):
-            result.error(f"{path}.{part}", "type", "must be an object")
+            yield FieldError(f"{path}.{part}", "type", "must be an object")
             continue
         parsed[part] = {}
         for name, raw in values.items():
             try:
                 quantity = parse_quantity(raw)
             except ValueError as exc:
-                result.error(f"{path}.{part}[{name}]", "quantity", str(exc))
+                yield FieldError(f"{path}.{part}[{name}]", "quantity", str(exc))
                 continue
             if quantity < 0:
-                result.error(f"{path}.{part}[{name}]", "nonNegativeQuantity", "must not be negative")
+                yield FieldError(f"{path}.{part}[{name}]", "nonNegativeQuantity", "must not be negative")
                 continue
             parsed[part][str(name)] = quantity
     for name, request in parsed.get("requests", {}).items():
         limit = parsed.get("limits", {}).get(name)
         if limit is not None and request > limit:
-            result.error(
+            yield FieldError(
                 f"{path}.requests[{name}]",
                 "requestsWithinLimits",
                 f"must be less than or equal to the {name} limit",
