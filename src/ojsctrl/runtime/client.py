@@ -85,6 +85,7 @@ class ApiError(Exception):
 
     @property
     def details(self) -> JSON:
+        """The ``details`` of the API server's Status body (empty when absent)."""
         return dict(self.body.get("details") or {})
 
 
@@ -109,6 +110,7 @@ class InvalidError(ApiError):
 
     @property
     def causes(self) -> list[JSON]:
+        """The field causes the API server gave for the rejection."""
         return list(self.details.get("causes") or [])
 
 
@@ -165,6 +167,7 @@ class Resource:
 
     @property
     def api_version(self) -> str:
+        """``group/version``, or ``version`` for the core group."""
         return f"{self.group}/{self.version}" if self.group else self.version
 
     def path(
@@ -248,6 +251,7 @@ class WatchHandle:
             resp.shutdown()
 
     def close(self) -> None:
+        """End the watch: shut its stream down under a blocking read."""
         with self._lock:
             self.closed = True
             if self._resp is not None:
@@ -728,6 +732,7 @@ class Client:
         return any(r.get("name") == plural for r in (doc or {}).get("resources", []))
 
     def server_version(self) -> JSON:
+        """The API server's ``/version`` document."""
         out: JSON = self.request("GET", "/version", timeout=10)
         return out
 

@@ -119,6 +119,7 @@ class Request:
 
     @classmethod
     def for_object(cls, obj: JSON) -> Request:
+        """The request for an object (its namespace and name)."""
         meta = obj.get("metadata") or {}
         return cls(meta.get("namespace") or "", meta.get("name") or "")
 
@@ -313,6 +314,7 @@ class Controller:
         return not alive
 
     def active(self) -> int:
+        """Reconciles running right now."""
         with self._active_lock:
             return self._active
 

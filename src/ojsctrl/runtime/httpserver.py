@@ -80,10 +80,12 @@ class Checks:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, name: str, check: Check) -> None:
+        """Register (or replace) the check called ``name``."""
         with self.lock:
             self.checks[name] = check
 
     def run(self, only: str | None = None) -> list[tuple[str, str | None]]:
+        """Run every check (or only ``only``): (name, None when healthy or the reason)."""
         with self.lock:
             items = list(self.checks.items())
         out: list[tuple[str, str | None]] = []
@@ -127,6 +129,7 @@ class AuthDecision:
 
     @property
     def allowed(self) -> bool:
+        """True for a 200."""
         return self.status == 200
 
 
@@ -289,12 +292,15 @@ class EndpointServer:
 
     @property
     def port(self) -> int:
+        """The bound port (useful with port 0)."""
         return int(self.address[1])
 
     def start(self) -> None:
+        """Serve in a background thread."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop serving and close every connection."""
         self._server.shutdown()
         self._server.limiter.close_all()
         self._server.server_close()

@@ -162,9 +162,14 @@ class DeletedFinalStateUnknown:
 class EventHandler(Protocol):
     """What an informer calls; any method may be a no-op."""
 
-    def on_add(self, obj: JSON) -> None: ...
-    def on_update(self, old: JSON, new: JSON) -> None: ...
-    def on_delete(self, obj: JSON | DeletedFinalStateUnknown) -> None: ...
+    def on_add(self, obj: JSON) -> None:
+        """An object appeared (or was listed for the first time)."""
+
+    def on_update(self, old: JSON, new: JSON) -> None:
+        """An object changed (or a resync re-delivered it unchanged)."""
+
+    def on_delete(self, obj: JSON | DeletedFinalStateUnknown) -> None:
+        """An object was deleted (a tombstone when the delete itself was missed)."""
 
 
 @dataclass
@@ -176,14 +181,17 @@ class FuncHandler:
     delete: Callable[[JSON | DeletedFinalStateUnknown], None] | None = None
 
     def on_add(self, obj: JSON) -> None:
+        """Call ``add`` if set."""
         if self.add:
             self.add(obj)
 
     def on_update(self, old: JSON, new: JSON) -> None:
+        """Call ``update`` if set."""
         if self.update:
             self.update(old, new)
 
     def on_delete(self, obj: JSON | DeletedFinalStateUnknown) -> None:
+        """Call ``delete`` if set."""
         if self.delete:
             self.delete(obj)
 
@@ -299,10 +307,12 @@ class Store:
             return old
 
     def get(self, key: str) -> JSON | None:
+        """The object under ``key`` (``namespace/name``), or None."""
         with self._lock:
             return self._items.get(key)
 
     def get_by_name(self, namespace: str | None, name: str) -> JSON | None:
+        """The object called ``name`` in ``namespace``, or None."""
         return self.get(f"{namespace}/{name}" if namespace else name)
 
     def objects(self) -> list[JSON]:
@@ -311,6 +321,7 @@ class Store:
             return list(self._items.values())
 
     def keys(self) -> list[str]:
+        """Every key held."""
         with self._lock:
             return list(self._items)
 
@@ -322,6 +333,7 @@ class Store:
             return [self._items[k] for k in self._indices[index].get(value, ())]
 
     def index_values(self, index: str) -> list[str]:
+        """The values index ``index`` currently holds objects under."""
         with self._lock:
             return list(self._indices[index])
 
@@ -382,6 +394,7 @@ class Informer:
     # ------------------------------------------------------------------ public
     @property
     def name(self) -> str:
+        """The resource (and label selector) this informer watches, for logs and metrics."""
         return self._label
 
     def add_event_handler(self, handler: EventHandler) -> None:
@@ -393,6 +406,7 @@ class Informer:
                 self._safe(handler.on_add, obj)
 
     def add_indexers(self, indexers: Mapping[str, IndexFunc]) -> None:
+        """Add indexes to the store (existing objects are indexed at once)."""
         self.store.add_indexers(indexers)
 
     def start(self) -> None:
@@ -430,6 +444,7 @@ class Informer:
         return all(self._synced.values())
 
     def wait_for_sync(self, timeout: float) -> bool:
+        """Wait until every scope has listed once; False on timeout or stop."""
         deadline = time.monotonic() + timeout
         while not self.has_synced():
             if time.monotonic() >= deadline or self._stop.is_set():
@@ -751,10 +766,12 @@ class InformerFactory:
             return inf
 
     def all(self) -> list[Informer]:
+        """Every informer handed out so far."""
         with self._lock:
             return list(self._informers.values())
 
     def start(self) -> None:
+        """Start every informer, and any created from now on."""
         with self._lock:
             self._started = True
             informers = list(self._informers.values())
@@ -762,10 +779,12 @@ class InformerFactory:
             inf.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop every informer."""
         for inf in self.all():
             inf.stop(timeout)
 
     def has_synced(self) -> bool:
+        """True once every informer has synced."""
         return all(inf.has_synced() for inf in self.all())
 
     def wait_for_sync(self, timeout: float) -> list[str]:

@@ -126,15 +126,19 @@ class Manager:
 
     # ------------------------------------------------------------------ registration
     def add_controller(self, controller: Controller) -> None:
+        """Run ``controller`` while this replica leads."""
         self.controllers.append(controller)
 
     def add_runnable(self, runnable: Runnable) -> None:
+        """Run ``runnable`` with the manager (while leading, if it needs the lease)."""
         self.runnables.append(runnable)
 
     def add_healthz_check(self, name: str, check: Check) -> None:
+        """Add a liveness check to /healthz."""
         self.healthz.add(name, check)
 
     def add_readyz_check(self, name: str, check: Check) -> None:
+        """Add a readiness check to /readyz."""
         self.readyz.add(name, check)
 
     @property

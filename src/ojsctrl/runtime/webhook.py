@@ -80,6 +80,7 @@ class AdmissionResponse:
 
     @classmethod
     def allow(cls, warnings: Iterable[str] = ()) -> AdmissionResponse:
+        """Admit, with optional warnings."""
         return cls(True, warnings=list(warnings))
 
     @classmethod
@@ -92,6 +93,7 @@ class AdmissionResponse:
         details: JSON | None = None,
         warnings: Iterable[str] = (),
     ) -> AdmissionResponse:
+        """Refuse with an HTTP-like code and a message for the user."""
         return cls(False, message, reason, code, details, list(warnings))
 
     def to_json(self, uid: str) -> JSON:
@@ -197,6 +199,7 @@ class WebhookServer:
     # ------------------------------------------------------------------ lifecycle
     @property
     def port(self) -> int:
+        """The bound port (the requested one until started)."""
         return int(self._server.server_address[1]) if self._server else self.requested_port
 
     def start(self) -> None:
