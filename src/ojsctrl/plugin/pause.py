@@ -50,7 +50,10 @@ def pause_patch(
         raise ValueError(f"--replicas must be 0 or more, got {replicas}")
     value = "true"
     if until is not None:
-        value = format_time(parse_time(until))
+        try:
+            value = format_time(parse_time(until))
+        except ValueError as e:
+            raise ValueError(f"--until: {e}") from None
     elif duration is not None:
         try:
             span = parse_duration(duration)
