@@ -240,7 +240,9 @@ def test_pause_and_resume_write_only_the_annotations(crds: ControlPlane, samples
     others = {k: v for k, v in ann.items() if k not in (PAUSED, PAUSED_REPLICAS)}
     assert others == (before["metadata"].get("annotations") or {})
     status = json.loads(plugin(crds, "status", "ojs-multi", "-n", ns, "-o", "json").stdout)
-    pause = cluster_of(status, ns, "ojs-multi")["workers"][0]["pause"]
+    pause = next(w for w in cluster_of(status, ns, "ojs-multi")["workers"] if w["name"] == "email-worker")[
+        "pause"
+    ]
     assert pause == {"annotation": ann[PAUSED], "until": ann[PAUSED], "expired": False, "replicas": 2}
 
     # Indefinitely, without --replicas: the earlier paused-replicas goes.

@@ -23,17 +23,17 @@ from typing import Any
 
 REDACTED = "<redacted>"
 SECRET_DATA_FIELDS = ("data", "stringData", "binaryData", "encryptedData")
-# Names of variables/keys that hold credentials. Matched on words, so REDIS_URL stays (its password goes
-# through the URL rule) while API_KEY, OJS_API_KEY, aws_secret_access_key, dbPassword, authToken go.
-_CREDENTIAL_WORDS = (
-    r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[-_]?key|apikey|access[-_]?key|private[-_]?key"
-    r"|credentials?|auth|bearer|session|cookie|signature|salt|dsn)"
-)
+# Names of variables/keys that hold credentials. Strong words count anywhere in a name (PGPASSWORD,
+# client_secret); weak ones only as a word of it (GITHUB_TOKEN, authToken, but not author or tokens).
+# REDIS_URL stays: its password goes through the URL rule.
+_STRONG_WORDS = r"(?:pass(?:word|wd|phrase)|secret|api[-_]?key|access[-_]?key|private[-_]?key|credential)"
+_WEAK_WORDS = r"(?:pass|pwd|token|auth|bearer|session|cookie|signature|salt|dsn)"
+_CREDENTIAL_WORDS = f"(?:{_STRONG_WORDS}|{_WEAK_WORDS})"
+STRONG_NAME = re.compile(_STRONG_WORDS, re.I)
 # A word boundary is a separator, the ends, or a camelCase hump (matched case-sensitively).
-SECRET_NAME = re.compile(
-    rf"(?:^|[-_.]|(?-i:(?<=[a-z])(?=[A-Z]))){_CREDENTIAL_WORDS}(?:$|[-_.]|(?-i:(?=[A-Z])))", re.I
+WEAK_NAME = re.compile(
+    rf"(?:^|[-_.]|(?-i:(?<=[a-z])(?=[A-Z]))){_WEAK_WORDS}(?:$|[-_.]|(?-i:(?=[A-Z])))", re.I
 )
-_SECRET_NAME_CAMEL = re.compile(_CREDENTIAL_WORDS, re.I)
 # Keys that hold references or names, not values (apiKeySecretRef, secretName, tokenPath...).
 REFERENCE_SUFFIXES = ("ref", "name", "names", "path", "file", "mode", "type", "keys", "key_ref", "prefix")
 LAST_APPLIED = ("last-applied", "lastapplied")
@@ -51,7 +51,7 @@ def secret_like_name(name: str) -> bool:
     lowered = name.lower()
     if lowered.endswith(REFERENCE_SUFFIXES) and not lowered.endswith(("_key", "-key", "apikey")):
         return False
-    return bool(SECRET_NAME.search(name) or _SECRET_NAME_CAMEL.fullmatch(name))
+    return bool(STRONG_NAME.search(name) or WEAK_NAME.search(name))
 
 
 def redact_text(text: str) -> str:
