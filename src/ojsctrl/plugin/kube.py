@@ -61,6 +61,9 @@ def connect(kubeconfig: str | None, context: str | None, namespace: str | None) 
             if IN_CLUSTER_NAMESPACE.exists():
                 default_ns = IN_CLUSTER_NAMESPACE.read_text().strip() or default_ns
         else:
+            # $KUBECONFIG is read now, not when the kubernetes package was imported (it may list several
+            # files; the package merges them as kubectl does).
+            kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
             contexts, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
             chosen = active
             if context is not None:
