@@ -344,3 +344,67 @@ def test_flags_before_or_after_the_command() -> None:
         parser.parse_args(["pause", "w", "--until", "2026-12-05T10:00:00Z", "--for", "1h"])
     with pytest.raises(SystemExit):
         parser.parse_args(["status", "-o", "wide"])
+
+
+def ca_pem(not_after: dt.datetime) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ca")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_operator_view_and_webhook_ca_validity() -> None:
+    import base64
+
+    bundle = base64.b64encode(
+        ca_pem(NOW + dt.timedelta(days=10)) + ca_pem(NOW + dt.timedelta(days=200))
+    ).decode()
+    dep = {
+        "metadata": {
+            "name": "ojs-operator-controller-manager",
+            "namespace": "ojs-system",
+            "labels": {"app.kubernetes.io/version": "v0.1.0"},
+        },
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"image": "ghcr.io/x/op:v0.1.0"}]}}},
+        "status": {"readyReplicas": 1},
+    }
+    hooks = [
+        {
+            "metadata": {"name": "ojs-vwc"},
+            "webhooks": [{"name": "vojscluster.ojs.openjobspec.dev", "clientConfig": {"caBundle": bundle}}],
+        },
+        {"metadata": {"name": "someone-else"}, "webhooks": [{"name": "v.example.com"}]},
+    ]
+    op = views.operator_view([dep], hooks, NOW)
+    assert op["deployments"] == [
+        {
+            "namespace": "ojs-system",
+            "name": "ojs-operator-controller-manager",
+            "image": "ghcr.io/x/op:v0.1.0",
+            "version": "v0.1.0",
+            "replicas": 2,
+            "readyReplicas": 1,
+        }
+    ]
+    assert op["webhooks"] == [{"name": "ojs-vwc", "caValidUntil": "2027-06-23T12:00:00Z", "caDaysLeft": 200}]
+    out = text.render_status(views.status_view([], [], [], {}, NOW, op), text.Painter(False))
+    assert "Operator: ojs-system/ojs-operator-controller-manager 1/2 ready, image ghcr.io/x/op:v0.1.0" in out
+    assert "Webhook ojs-vwc: CA valid until 2027-06-23T12:00:00Z (200 days)" in out
+    unreadable = views.operator_view(None, None, NOW)
+    assert "cannot be listed" in text.render_status(
+        views.status_view([], [], [], {}, NOW, unreadable), text.Painter(False)
+    )

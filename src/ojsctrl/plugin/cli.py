@@ -15,9 +15,16 @@ import yaml
 
 from ojsctrl.plugin import report as rpt
 from ojsctrl.plugin import text, views
-from ojsctrl.plugin.kube import OJSCLUSTERS, OJSWORKERS, ConfigError, Connection, connect
+from ojsctrl.plugin.kube import (
+    OJSCLUSTERS,
+    OJSWORKERS,
+    VALIDATING_WEBHOOKS,
+    ConfigError,
+    Connection,
+    connect,
+)
 from ojsctrl.plugin.pause import PAUSED_ANNOTATION, PAUSED_REPLICAS_ANNOTATION, pause_patch, resume_patch
-from ojsctrl.runtime.client import EVENTS, HPAS, SECRETS, ApiError, NotFoundError
+from ojsctrl.runtime.client import DEPLOYMENTS, EVENTS, HPAS, SECRETS, ApiError, NotFoundError
 
 JSON = dict[str, Any]
 OUTPUTS = ("text", "json", "yaml")
@@ -148,6 +155,19 @@ def _secret_presence(conn: Connection, clusters: list[JSON]) -> dict[str, bool] 
     return out
 
 
+def _operator(conn: Connection, now: dt.datetime) -> JSON:
+    """The operator's Deployments (any namespace) and webhook, each None when it may not be listed."""
+    try:
+        deps: list[JSON] | None = conn.client.list(DEPLOYMENTS, None, label_selector=rpt.OPERATOR_SELECTOR)[0]
+    except ApiError:
+        deps = None
+    try:
+        hooks: list[JSON] | None = conn.client.list(VALIDATING_WEBHOOKS, None)[0]
+    except ApiError:
+        hooks = None
+    return views.operator_view(deps, hooks, now)
+
+
 def cmd_status(conn: Connection, args: argparse.Namespace, out: TextIO, now: dt.datetime) -> int:
     ns = None if args.all_namespaces else conn.namespace
     if args.name and args.all_namespaces:
@@ -163,7 +183,9 @@ def cmd_status(conn: Connection, args: argparse.Namespace, out: TextIO, now: dt.
         events, _ = conn.client.list(EVENTS, ns, field_selector="type=Warning")
     except ApiError:
         events = []
-    view = views.status_view(clusters, workers, events, _secret_presence(conn, clusters), now)
+    view = views.status_view(
+        clusters, workers, events, _secret_presence(conn, clusters), now, _operator(conn, now)
+    )
     painter = text.Painter(args.output == "text" and text.use_colour(out))
     _emit(view, args.output, text.render_status(view, painter), out)
     return 0

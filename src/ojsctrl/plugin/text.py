@@ -9,6 +9,7 @@ from typing import Any, TextIO
 JSON = dict[str, Any]
 
 _CODES = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
+CERT_WARN_DAYS = 30  # a webhook CA closer than this to its end is shown in yellow
 GOOD_PHASES = frozenset({"Running"})
 BUSY_PHASES = frozenset({"Scaling", "Draining", "Pending"})
 
@@ -143,9 +144,46 @@ def _workers(workers: list[JSON], p: Painter, indent: str) -> list[str]:
     return out
 
 
+def _operator(op: JSON | None, p: Painter) -> list[str]:
+    if op is None:
+        return []
+    lines = []
+    deps = op.get("deployments")
+    if deps is None:
+        lines.append("Operator: its Deployments cannot be listed with these credentials")
+    elif not deps:
+        lines.append(
+            "Operator: no Deployment labelled app.kubernetes.io/name=ojs-operator (is it running outside "
+            "the cluster?)"
+        )
+    for d in deps or ():
+        ready = f"{d['readyReplicas']}/{d['replicas']} ready"
+        colour = "green" if d["readyReplicas"] >= d["replicas"] > 0 else "red"
+        version = f", version {d['version']}" if d.get("version") else ""
+        lines.append(
+            f"Operator: {d['namespace']}/{d['name']} {p(ready, colour)}, image {d['image']}{version}"
+        )
+    for h in op.get("webhooks") or ():
+        if h["caValidUntil"] is None:
+            lines.append(
+                f"  Webhook {h['name']}: no CA bundle yet (admission requests fail until one is set)"
+            )
+            continue
+        days = h["caDaysLeft"]
+        text = f"  Webhook {h['name']}: CA valid until {h['caValidUntil']} ({days} days)"
+        lines.append(
+            p(text, "yellow" if days < CERT_WARN_DAYS else "dim")
+            if days >= 0
+            else p(text + " EXPIRED", "red")
+        )
+    if lines:
+        lines.append("")
+    return lines
+
+
 def render_status(view: JSON, p: Painter) -> str:
     """``kubectl ojs status`` for people."""
-    lines: list[str] = []
+    lines: list[str] = _operator(view.get("operator"), p)
     if not view["clusters"] and not view["workersWithoutCluster"]:
         lines.append("No OJSClusters or OJSWorkers found.")
     for c in view["clusters"]:

@@ -253,9 +253,10 @@ def status_view(
     events: Iterable[Mapping[str, Any]],
     secrets: Mapping[str, bool] | None,
     now: dt.datetime,
+    operator: JSON | None = None,
 ) -> JSON:
-    """``kubectl ojs status``: the clusters with their workers, workers whose cluster is not shown, and
-    the recent Warning events about them."""
+    """``kubectl ojs status``: the operator (when given), the clusters with their workers, workers whose
+    cluster is not shown, and the recent Warning events about them."""
     clusters = sorted(clusters, key=lambda c: (str(_meta(c).get("namespace")), str(_meta(c).get("name"))))
     workers = list(workers)
     by_cluster: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
@@ -274,6 +275,7 @@ def status_view(
     ]
     names = shown | {(str(_meta(w).get("namespace")), str(_meta(w).get("name"))) for w in workers}
     return {
+        "operator": operator,
         "clusters": out_clusters,
         "workersWithoutCluster": orphans,
         "warningEvents": related_warnings(events, names, now),
@@ -433,3 +435,62 @@ def _explain_words(v: JSON, a: Mapping[str, Any], target_from: str) -> list[str]
             f"{cond.get('message') or ''}".rstrip(": ")
         )
     return words
+
+
+# --------------------------------------------------------------------------- the operator
+def ca_bundle_expiry(bundle_b64: str | None) -> dt.datetime | None:
+    """The latest notAfter of the CAs in a webhook's caBundle (the newest CA is what a rotation moves
+    to); None when absent or unreadable. A caBundle is public: no Secret is read for it."""
+    import base64
+    import binascii
+
+    from cryptography import x509
+
+    if not bundle_b64:
+        return None
+    try:
+        certs = x509.load_pem_x509_certificates(base64.b64decode(bundle_b64))
+    except (ValueError, binascii.Error):
+        return None
+    return max((c.not_valid_after_utc for c in certs), default=None)
+
+
+def operator_view(
+    deployments: Iterable[Mapping[str, Any]] | None,
+    webhooks: Iterable[Mapping[str, Any]] | None,
+    now: dt.datetime,
+) -> JSON:
+    """The operator's Deployments (image, version label, ready replicas) and its admission webhook's CA
+    validity. None in a field means it could not be read (RBAC)."""
+    deps = None
+    if deployments is not None:
+        deps = []
+        for d in deployments:
+            meta, spec, status = _meta(d), _spec(d), _status(d)
+            containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or [{}]
+            deps.append(
+                {
+                    "namespace": meta.get("namespace"),
+                    "name": meta.get("name"),
+                    "image": containers[0].get("image"),
+                    "version": (meta.get("labels") or {}).get("app.kubernetes.io/version"),
+                    "replicas": int(spec.get("replicas", 1)),
+                    "readyReplicas": int(status.get("readyReplicas") or 0),
+                }
+            )
+    hooks = None
+    if webhooks is not None:
+        hooks = []
+        for h in webhooks:
+            ours = [w for w in h.get("webhooks") or () if str(w.get("name", "")).endswith(".openjobspec.dev")]
+            if not ours:
+                continue
+            expiry = ca_bundle_expiry((ours[0].get("clientConfig") or {}).get("caBundle"))
+            hooks.append(
+                {
+                    "name": _meta(h).get("name"),
+                    "caValidUntil": expiry.strftime("%Y-%m-%dT%H:%M:%SZ") if expiry else None,
+                    "caDaysLeft": None if expiry is None else int((expiry - now).total_seconds() // 86400),
+                }
+            )
+    return {"deployments": deps, "webhooks": hooks}
