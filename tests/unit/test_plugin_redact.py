@@ -145,6 +145,10 @@ def test_known_values_are_scrubbed_everywhere() -> None:
     known = known_values(secrets)
     assert "the-api-key-42" in known and base64.b64encode(b"the-api-key-42").decode() in known
     assert "a" not in known, "one-letter values would redact everything"
+    pem = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEF\nAASC\n-----END KEY-----\n"
+    lines = known_values([{"data": {"k": base64.b64encode(pem.encode()).decode(), "flag": "dHJ1ZQ=="}}])
+    assert "MIIEvQIBADANBgkqhkiG9w0BAQEF" in lines and "AASC" not in lines
+    assert "true" not in lines, "a short value like true is left to the other layers"
     text = "note: the-api-key-42 and string-data-value and " + base64.b64encode(b"the-api-key-42").decode()
     assert scrub_known(text, known) == f"note: {REDACTED} and {REDACTED} and {REDACTED}"
 

@@ -43,7 +43,10 @@ _AUTH_HEADER = re.compile(r"(?P<kind>\b(?:Bearer|Basic|Token)\s+)[A-Za-z0-9._~+/
 _PAIR = re.compile(
     rf"(?P<key>\b[\w.-]*{_CREDENTIAL_WORDS}[\w.-]*[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\s\"',;&}}]+)", re.I
 )
-MIN_KNOWN_LENGTH = 4
+# Shorter known values are left to the other layers: scrubbing "true" or "redis" everywhere would make the
+# report unreadable and hide nothing worth hiding. Lines of a multi-line value (a PEM key) count from 12.
+MIN_KNOWN_LENGTH = 6
+MIN_KNOWN_LINE = 12
 
 
 def secret_like_name(name: str) -> bool:
@@ -124,7 +127,8 @@ def known_values(secrets: Iterable[dict[str, Any]]) -> set[str]:
                 except (binascii.Error, UnicodeDecodeError):
                     continue
                 out.add(decoded)
-                out.update(line.strip() for line in decoded.splitlines())
+                lines = [line.strip() for line in decoded.splitlines()]
+                out.update(line for line in lines if len(lines) > 1 and len(line) >= MIN_KNOWN_LINE)
         for raw in (s.get("stringData") or {}).values():
             if isinstance(raw, str):
                 out.add(raw)
