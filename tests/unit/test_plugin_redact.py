@@ -168,3 +168,25 @@ def test_tarball_has_every_file_scrubbed(tmp_path: Path) -> None:
     assert b"leaky-value-1" not in blob and b"abcdef123456" not in blob
     assert blob.count(REDACTED.encode()) >= 3
     assert isinstance(io.BytesIO(blob), io.BytesIO)
+
+
+def test_service_fields_stay_readable() -> None:
+    svc = {"kind": "Service", "spec": {"sessionAffinity": "None", "type": "ClusterIP"}}
+    assert redact_object(svc) == svc
+    assert secret_like_name("SIGNING_KEY") and secret_like_name("SESSION_SECRET")
+
+
+def test_error_lines_are_short() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    from ojsctrl.plugin.report import Report
+
+    rep = Report()
+
+    def fail() -> None:
+        e = ApiException(status=404, reason="Not Found")
+        e.body = '{"kind":"Status","message":"pods \\"p\\" not found"}'
+        raise e
+
+    assert rep.attempt("logs of pod a/p", fail) is None
+    assert rep.errors == ['logs of pod a/p: 404 Not Found: pods "p" not found']

@@ -26,8 +26,11 @@ SECRET_DATA_FIELDS = ("data", "stringData", "binaryData", "encryptedData")
 # Names of variables/keys that hold credentials. Strong words count anywhere in a name (PGPASSWORD,
 # client_secret); weak ones only as a word of it (GITHUB_TOKEN, authToken, but not author or tokens).
 # REDIS_URL stays: its password goes through the URL rule.
-_STRONG_WORDS = r"(?:pass(?:word|wd|phrase)|secret|api[-_]?key|access[-_]?key|private[-_]?key|credential)"
-_WEAK_WORDS = r"(?:pass|pwd|token|auth|bearer|session|cookie|signature|salt|dsn)"
+_STRONG_WORDS = (
+    r"(?:pass(?:word|wd|phrase)|secret|api[-_]?key|access[-_]?key|private[-_]?key|signing[-_]?key|credential)"
+)
+# (Not "session": sessionAffinity is a Service's field and worth reading.)
+_WEAK_WORDS = r"(?:pass|pwd|token|auth|bearer|cookie|salt|dsn)"
 _CREDENTIAL_WORDS = f"(?:{_STRONG_WORDS}|{_WEAK_WORDS})"
 STRONG_NAME = re.compile(_STRONG_WORDS, re.I)
 # A word boundary is a separator, the ends, or a camelCase hump (matched case-sensitively).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -93,8 +94,22 @@ class Report:
         except ApiError as e:
             self.errors.append(f"{what}: {e.status} {e.reason}: {str(e)[:300]}")
         except Exception as e:
-            self.errors.append(f"{what}: {type(e).__name__}: {str(e)[:300]}")
+            self.errors.append(f"{what}: {_describe(e)}")
         return None
+
+
+def _describe(e: Exception) -> str:
+    """One line for an error: the kubernetes package's ApiException carries the status and the API
+    server's message in its body (its str() adds every response header)."""
+    status, body = getattr(e, "status", None), getattr(e, "body", None)
+    if status is not None:
+        message = ""
+        try:
+            message = str(json.loads(body or "{}").get("message") or "")
+        except (ValueError, AttributeError):
+            message = str(body or "")
+        return f"{status} {getattr(e, 'reason', '')}: {message}"[:300]
+    return f"{type(e).__name__}: {e}".replace("\n", " ")[:300]
 
 
 def _list(conn: Connection, res: Resource, ns: str | None, selector: str | None = None) -> list[JSON]:
@@ -123,7 +138,12 @@ def _secret_refs(objs: Iterable[JSON]) -> set[str]:
         walk(o.get("spec") or {})
         if o.get("kind") == "OJSCluster":
             name = (o.get("metadata") or {}).get("name")
-            names.update({f"{name}-api-key", f"{name}-redis"})
+            spec = o.get("spec") or {}
+            backend = spec.get("backend") or {}
+            if not (spec.get("auth") or {}).get("disabled"):
+                names.add(f"{name}-api-key")
+            if backend.get("embedded") or (backend.get("stateStore") or {}).get("embedded"):
+                names.add(f"{name}-redis")
     return names
 
 
