@@ -36,8 +36,10 @@ CASES: list[tuple[str, dict[str, Any], str | None]] = [
     ("fallback threshold 0", {"fallback": {"failureThreshold": 0, "replicas": 2}}, "failureThreshold"),
     ("fallback replicas < 0", {"fallback": {"failureThreshold": 3, "replicas": -1}}, "replicas"),
     ("fallback without replicas", {"fallback": {"failureThreshold": 3}}, "replicas"),
-    ("fallback bad behaviour", {"fallback": {"failureThreshold": 3, "replicas": 1, "behavior": "max"}}, "behavior"),
-    ("fallback with cpu", {"metric": "cpu", "fallback": {"failureThreshold": 3, "replicas": 1}}, FALLBACK_REFUSED),
+    ("fallback bad behaviour", {"fallback": {"failureThreshold": 3, "replicas": 1, "behavior": "max"}},
+     "behavior"),
+    ("fallback with cpu", {"metric": "cpu", "fallback": {"failureThreshold": 3, "replicas": 1}},
+     FALLBACK_REFUSED),
 ]  # fmt: skip
 
 
