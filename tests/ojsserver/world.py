@@ -203,6 +203,7 @@ class _Pod:
     deadline: float | None
     running: set[int] = field(default_factory=set)
     first_seen: float = 0.0
+    quiet: bool = False
 
 
 @dataclass(frozen=True)
@@ -384,7 +385,7 @@ class World:
         free = [
             p
             for p in self.pods.values()
-            if p.ready and p.deadline is None and len(p.running) < self.jobs_per_pod
+            if p.ready and p.deadline is None and not p.quiet and len(p.running) < self.jobs_per_pod
         ]
         while self.queue and free:
             # Spread over pods: the least busy first, as competing fetches roughly do.
@@ -420,9 +421,13 @@ class World:
         )
         current: set[str] = set()
         for pod in self.pods.values():
-            # The Go SDK's id: worker_<hostname>_<unix nanos>; the hostname of a pod is its name.
-            worker_id = f"worker_{pod.name}_{int(pod.first_seen * 1e9)}"
+            # The Go SDK's id (ojs-go-sdk worker.go): worker_<hostname>_<pid>_<unix nanos>; a pod's
+            # hostname is its name, and the worker is the container's first process.
+            worker_id = f"worker_{pod.name}_1_{int(pod.first_seen * 1e9)}"
             current.add(worker_id)
+            # A quieted worker (drain) stops fetching, as the SDKs do on the quiet directive; read before
+            # the heartbeat, which delivers (and may clear) it.
+            pod.quiet = pod.quiet or self.server.worker_directive(worker_id) == "quiet"
             self.server.set_worker(worker_id, active_jobs=len(pod.running))
         for gone in self._published_workers - current:
             self.server.remove_worker(gone)
