@@ -36,6 +36,13 @@ def api_client(kubeconfig: str | Path) -> k8s.ApiClient:
     return k8s_config.new_client_from_config(config_file=str(kubeconfig))
 
 
+def kwok_annotations(startup_seconds: float) -> dict[str, str]:
+    """Pod annotations for kwok's general stages: created at once, Ready after exactly ``startup_seconds``
+    (the jitter bound set equal to the delay)."""
+    delay = f"{int(startup_seconds * 1000)}ms"
+    return {CREATE_DELAY: "0ms", CREATE_JITTER: "0ms", READY_DELAY: delay, READY_JITTER: delay}
+
+
 def worker_deployment(
     name: str,
     namespace: str,
@@ -48,7 +55,6 @@ def worker_deployment(
     """A Deployment whose kwok pods are created at once and become Ready ``startup_seconds`` later (kwok's
     jitter set equal to the delay, so the delay is fixed)."""
     labels = {"app.kubernetes.io/name": "sim-worker", "app.kubernetes.io/instance": name}
-    delay = f"{int(startup_seconds * 1000)}ms"
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -59,12 +65,7 @@ def worker_deployment(
             "template": {
                 "metadata": {
                     "labels": labels,
-                    "annotations": {
-                        CREATE_DELAY: "0ms",
-                        CREATE_JITTER: "0ms",
-                        READY_DELAY: delay,
-                        READY_JITTER: delay,
-                    },
+                    "annotations": kwok_annotations(startup_seconds),
                 },
                 "spec": {
                     "terminationGracePeriodSeconds": grace_seconds,
