@@ -7,7 +7,7 @@ from bench.keda_baseline import KedaHpa
 
 
 def drive(policy: KedaHpa, metric: int | None, current: int, start: float, until: float) -> tuple[int, float]:
-    """Call decide every second from start to until with a constant metric; returns (replicas, last change)."""
+    """decide() every second from start to until with a constant metric; returns (replicas, last change)."""
     changed = start
     t = start
     while t <= until:
