@@ -27,6 +27,7 @@ from ojsctrl.ojs.waittime import (
     wait_time_desired,
     wait_time_recommendation,
 )
+from tests.ojsserver.world import PodState, Trace, World, spike_then_idle
 
 SCALING = WorkerScaling(min_replicas=0, max_replicas=50, target_jobs_per_worker=1, scale_down_delay=300)
 WAIT = WaitTimeScaling(target_wait=30.0, slots_per_pod=4)
@@ -142,6 +143,8 @@ def test_negative_counts_are_refused() -> None:
         ("recent completions", 0, 0, Estimate(0.1, 0.1, 1.0, 0.0, True), 1, 0.0, 1),
         # Never measured: one slot per job present.
         ("no service time", 9, 0, Estimate(None, None, None, None, False), 0, 0.0, 3),
+        # Arrivals stopped while 10 long jobs run: keep their slots (3 pods), do not interrupt them.
+        ("running jobs floor", 0, 10, Estimate(0.01, 0.05, 200.0, 0.0, True), 3, 0.0, 3),
     ],
 )
 def test_wait_time_recommendation(
@@ -349,3 +352,57 @@ def test_status_block_validates_against_the_api_model() -> None:
     assert model.inputs is not None and model.inputs.service_time == "10s"
     assert model.inputs.startup_latency == "12.3s" and model.inputs.arrival_rate == "2"
     assert model.model_dump(by_alias=True, exclude_none=True) == block
+
+
+# ----------------------------------------------------------------------------------------------------
+# Closed loop: the decisions driving the simulated world, pods Ready after a start-up delay
+
+
+def closed_loop(trace: Trace, *, target: float, startup: float, grace: float, poll: float = 5.0) -> World:
+    """Poll every ``poll`` s, decide with waitTime, create pods Ready ``startup`` s later, delete the least
+    busy pods with a ``grace`` s deadline; the world steps every second."""
+    world = World(trace, jobs_per_pod=4)
+    spec = WorkerScaling(0, 50, 1, scale_down_delay=120)
+    wait = WaitTimeScaling(target, 4)
+    pods: dict[str, tuple[float, float | None]] = {}
+    est, tracker, history = Estimator(), StartupTracker(), History()
+    t, made = 0.0, 0
+    while t <= trace.duration + 400:
+        pods = {k: v for k, v in pods.items() if v[1] is None or v[1] > t}
+        states = {k: PodState(ready_at <= t, deadline) for k, (ready_at, deadline) in pods.items()}
+        world.step(t, states)
+        if t % poll == 0:
+            p = world.history[-1]
+            live = sorted(k for k, (_, deadline) in pods.items() if deadline is None)
+            ready = sum(1 for k in live if states[k].ready)
+            est = est.observe(Sample(t, p.available, p.active, p.completed))
+            tracker = tracker.observe(t, ready, len(live))
+            d = wait_time_desired(
+                p.available, p.active, len(live), spec, wait, est.estimate(), history, t,
+                ready=ready, startup_latency=tracker.value(),
+            )  # fmt: skip
+            history = d.history
+            if d.direction == "up":
+                tracker = tracker.scaled_up(t, d.desired)
+                for _ in range(d.desired - len(live)):
+                    pods[f"p{made}"] = (t + startup, None)
+                    made += 1
+            elif d.direction == "down":
+                idle_first = sorted(live, key=lambda k: len(world.pods[k].running) if k in world.pods else -1)
+                for k in idle_first[: len(live) - d.desired]:
+                    pods[k] = (pods[k][0], t + grace)
+        t += 1.0
+    return world
+
+
+def test_closed_loop_bounds_waits_scales_to_zero_and_back() -> None:
+    trace = spike_then_idle(rate=3.0, spike=90, idle=400, again=60, job=2.0)
+    world = closed_loop(trace, target=30.0, startup=10.0, grace=30.0)
+    s = world.summary()
+    assert s["completed"] == s["jobs"] > 300
+    assert s["wait_p95"] <= 30.0, s
+    # Grace (30 s) far above the job length: nothing is interrupted.
+    assert s["interrupted"] == 0
+    # Idle in between: down to zero pods, then back for the second spike.
+    assert any(p.pods == 0 for p in world.history if 200 < p.t < 490)
+    assert len(s["first_ready_from_zero"]) == 2

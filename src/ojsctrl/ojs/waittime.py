@@ -18,8 +18,9 @@ processed) and ``completed`` (a counter). Between two polls:
 
 Sizing (:func:`wait_time_recommendation`): the slots needed are ``arrival_rate * service_time`` (to keep up)
 plus ``available * service_time / horizon`` (to drain the backlog within the target), where the horizon is the
-target wait, less the measured start-up latency when new pods are needed. Replicas = slots / slots per pod,
-rounded up. Zero only when nothing waits, nothing runs and nothing completed in the last interval.
+target wait, less the measured start-up latency when new pods are needed, and never fewer than the jobs
+running. Replicas = slots / slots per pod, rounded up. Zero only when nothing waits, nothing runs and
+nothing completed in the last interval.
 
 The result goes through the same rules as ``queueDepth`` (bounds, scaleUpThreshold and activation, the
 scale-down stabilisation window, missing data holding), through the building blocks of
@@ -263,6 +264,9 @@ def wait_time_recommendation(
 
     def replicas(horizon: float) -> int:
         needed = steady + available * service / horizon
+        # Never fewer slots than jobs running: cutting into them shortens no wait and interrupts jobs
+        # (after arrivals stop, arrivals x service time falls before the long jobs are done).
+        needed = max(needed, float(active))
         return max(1, math.ceil(needed / slots - _EPSILON))
 
     n = replicas(target)
