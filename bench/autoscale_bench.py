@@ -30,7 +30,6 @@ import datetime as dt
 import itertools
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.keda_baseline import BaselineLoop, KedaHpa
+from tests.e2e.helpers import OperatorProcess, install_crds, start_ojsctrl
 from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane
 from tests.ojsserver.kubeworld import (
@@ -177,7 +177,13 @@ def start_lane(
     else:
         # An OJSWorker scaled by the operator; its Deployment is <worker>-worker.
         name = "sim-worker"
-        selector = "app.kubernetes.io/instance=sim,app.kubernetes.io/component=worker"
+        selector = ",".join(
+            (
+                "app.kubernetes.io/component=worker",
+                "app.kubernetes.io/instance=sim",
+                "app.kubernetes.io/name=ojs-worker",
+            )
+        )
         pending = create_ojsctrl_policy(api, ns, queue, policy)
     watcher = PodWatcher(api, ns, selector).start()
     driver = WorldDriver(world, watcher, tick=0.5).start()
@@ -237,43 +243,19 @@ def create_ojsctrl_policy(api: Any, ns: str, queue: str, policy: Policy) -> str 
     return None
 
 
-def start_operator(plane: ControlPlane, server: OJSTestServer, workdir: Path) -> subprocess.Popen[bytes]:
-    """``python -m ojsctrl`` against the plane, OJS servers at the double (one per namespace/cluster)."""
-    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig)}
-    log_file = (workdir / "ojsctrl.log").open("wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ojsctrl",
-            "--ojs-url-template",
-            server.base_url + "/{namespace}/{name}",
-            "--leader-elect=false",
-        ],
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-
-
 def run_trace(name: str, policies: list[Policy]) -> dict[str, Any]:
     trace = trace_by_name(name)
     plane = ControlPlane(name=f"bench-autoscale-{name}", node_pods=1000)
     plane.start()
     api = api_client(plane.kubeconfig)
     server = OJSTestServer(paginate_admin_queues=False).start()
-    operator: subprocess.Popen[bytes] | None = None
+    operator: OperatorProcess | None = None
     lanes: list[Lane] = []
     try:
         if any(p.kind != "keda" for p in policies):
-            subprocess.run(
-                ["make", "install", f"KUBECONFIG={plane.kubeconfig}"],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-            )
-            operator = start_operator(plane, server, plane.workdir)
+            install_crds(plane)
+            # One double stands in for every cluster: the operator dials /<namespace>/<cluster>/ojs/...
+            operator = start_ojsctrl(plane, server.base_url + "/{namespace}/{name}", name="ojsctrl-bench")
         start = time.time()
         lanes = [start_lane(plane, api, server, trace, p, start) for p in policies]
         log(f"{name}: {len(lanes)} policies, {len(lanes[0].world.jobs)} jobs over {trace.duration:.0f}s")
@@ -298,8 +280,7 @@ def run_trace(name: str, policies: list[Policy]) -> dict[str, Any]:
                     except Exception as exc:
                         log(f"{lane.policy.name}: stopping: {exc}")
         if operator is not None:
-            operator.terminate()
-            operator.wait(timeout=30)
+            operator.stop()
         server.stop()
         api.close()
         plane.stop()
