@@ -209,7 +209,7 @@ def create_ojsctrl_policy(api: Any, ns: str, queue: str, policy: Policy) -> str 
         {
             "apiVersion": "ojs.openjobspec.dev/v1alpha1",
             "kind": "OJSCluster",
-            "metadata": {"name": "ojs", "namespace": ns},
+            "metadata": {"name": "sim-cluster", "namespace": ns},
             "spec": {"backend": {"type": "redis", "url": "redis://redis.invalid:6379"}},
         },
         {
@@ -217,7 +217,7 @@ def create_ojsctrl_policy(api: Any, ns: str, queue: str, policy: Policy) -> str 
             "kind": "OJSWorker",
             "metadata": {"name": "sim", "namespace": ns},
             "spec": {
-                "clusterRef": "ojs",
+                "clusterRef": "sim-cluster",
                 "jobTypes": ["sim"],
                 "queues": [queue],
                 "image": "example.invalid/ojs-worker:sim",
@@ -232,6 +232,8 @@ def create_ojsctrl_policy(api: Any, ns: str, queue: str, policy: Policy) -> str 
     from kubernetes import client as k8s
     from kubernetes.client.exceptions import ApiException
 
+    # Not "ojs": the double strips everything before the first "/ojs/" of a path, so a cluster named ojs
+    # would leave /ojs/ojs/v1/... behind.
     custom = k8s.CustomObjectsApi(api)
     for doc, plural in zip(docs, ("ojsclusters", "ojsworkers"), strict=True):
         try:
