@@ -66,8 +66,9 @@ def test_kwok_pods_become_ready_after_the_stage_delay_and_process_jobs(
             apps.patch_namespaced_deployment_scale("sim", ns, {"spec": {"replicas": 0}})
             wait_for("terminating pods", lambda: all(p.deadline for p in watcher.snapshot().values()))
             wait_for("pods gone", lambda: not watcher.snapshot(), timeout=60)
+            # The world sees it at its next step.
+            wait_for("the world without pods", lambda: world.history[-1].pods == 0, timeout=10)
             assert world.summary()["interrupted"] == 0
-            assert world.history[-1].pods == 0
         finally:
             driver.stop()
             watcher.stop()
