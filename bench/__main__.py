@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bench import runtime_bench, scale_bench
+from bench import autoscale_bench, runtime_bench, scale_bench
 
-BENCHES = {"runtime": runtime_bench.main, "scale": scale_bench.main}
+BENCHES = {"runtime": runtime_bench.main, "scale": scale_bench.main, "autoscale": autoscale_bench.main}
 
 
 def main() -> int:

@@ -461,10 +461,20 @@ class OJSTestServer:
 
     # ---- test controls -----------------------------------------------------------------------------------
 
-    def set_queue(self, name: str, *, available: int | None = None, active: int | None = None) -> None:
-        """Set a queue's available/active counts (creating it); real jobs in that state are replaced."""
+    def set_queue(
+        self,
+        name: str,
+        *,
+        available: int | None = None,
+        active: int | None = None,
+        completed: int | None = None,
+    ) -> None:
+        """Set a queue's available/active counts (creating it); real jobs in that state are replaced.
+        ``completed`` sets the completed counter (the simulated world publishes its own)."""
         with self._lock:
             q = self._queue(name)
+            if completed is not None:
+                q.completed = completed
             if available is not None:
                 for job_id in q.available:
                     self._jobs.pop(job_id, None)

@@ -287,7 +287,10 @@ def test_defaults_enums_and_bounds() -> None:
     }
     assert worker["replicas"]["default"] == 1 and worker["replicas"]["minimum"] == 0
     wauto = worker["autoScaling"]["properties"]
-    assert wauto["metric"]["enum"] == ["queueDepth", "cpu"] and wauto["metric"]["default"] == "queueDepth"
+    assert (
+        wauto["metric"]["enum"] == ["queueDepth", "waitTime", "cpu"]
+        and wauto["metric"]["default"] == "queueDepth"
+    )
     assert (wauto["minReplicas"]["default"], wauto["maxReplicas"]["default"]) == (1, 10)
     assert wauto["minReplicas"]["minimum"] == 0
     assert "default" not in wauto["targetJobsPerWorker"] and wauto["targetJobsPerWorker"]["minimum"] == 1

@@ -42,7 +42,13 @@ from ojsctrl.api.common import (
 )
 from ojsctrl.api.durations import parse_duration_ns
 from ojsctrl.api.quantity import parse_quantity
-from ojsctrl.api.worker import CLUSTER_REF_MESSAGE, MAX_HPA_WINDOW, OJSWorkerSpec, WorkerAutoScaling
+from ojsctrl.api.worker import (
+    CLUSTER_REF_MESSAGE,
+    MAX_HPA_WINDOW,
+    OPERATOR_METRICS,
+    OJSWorkerSpec,
+    WorkerAutoScaling,
+)
 
 # Kubernetes object names the operator derives child names from: `<cluster>-server` is a Service (DNS-1035
 # label, at most 63 characters), and a worker's name is the value of its pods' app.kubernetes.io/instance
@@ -702,11 +708,12 @@ def _check_worker_rules(spec: Mapping[str, Any], result: ValidationResult, old: 
         )
         min_r = _int(auto, "minReplicas", min_default)
         metric = _str(auto, "metric", _default(WorkerAutoScaling, "metric"))
-        if min_r == 0 and metric is not None and metric != "queueDepth":
+        if min_r == 0 and metric is not None and metric not in OPERATOR_METRICS:
             result.error(
                 "spec.autoScaling.minReplicas",
                 "scaleToZero",
-                "minReplicas 0 (scale to zero) needs metric queueDepth: an HPA cannot scale to zero",
+                "minReplicas 0 (scale to zero) needs metric queueDepth or waitTime: an HPA cannot scale to "
+                "zero",
             )
         delay = _str(auto, "scaleDownDelay", _default(WorkerAutoScaling, "scale_down_delay"))
         if metric == "cpu" and delay is not None and _duration_ns(delay) > parse_duration_ns(MAX_HPA_WINDOW):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from ojsctrl.api.common import (
     API_VERSION,
@@ -20,7 +24,18 @@ from ojsctrl.api.durations import DURATION_PATTERN
 from ojsctrl.api.markers import CEL, Duration, GoDuration, Int32, Int64, K8s, SchemaExtra
 
 WorkerPhase = Literal["Pending", "Running", "Scaling", "Draining", "Error"]
-AutoScalingMetric = Literal["queueDepth", "cpu"]
+AutoScalingMetric = Literal["queueDepth", "waitTime", "cpu"]
+FallbackBehavior = Literal["static", "currentReplicas", "currentReplicasIfHigher", "currentReplicasIfLower"]
+# The metrics the operator itself evaluates (the others hand the scaling to an HPA).
+OPERATOR_METRICS: frozenset[str] = frozenset({"queueDepth", "waitTime"})
+
+# Pause annotations (SPEC §9.6), after KEDA's autoscaling.keda.sh/paused and paused-replicas.
+AUTOSCALING_PAUSED_ANNOTATION = "ojs.openjobspec.dev/autoscaling-paused"
+PAUSED_REPLICAS_ANNOTATION = "ojs.openjobspec.dev/paused-replicas"
+
+TARGET_WAIT_TIME_REQUIRED = "targetWaitTime is required with metric waitTime"
+TARGET_WAIT_TIME_REFUSED = "targetWaitTime applies only to metric waitTime"
+FALLBACK_REFUSED = "fallback applies only to metrics queueDepth and waitTime (with cpu the HPA scales)"
 
 # Used when neither the worker nor its cluster sets targetJobsPerWorker.
 DEFAULT_TARGET_JOBS_PER_WORKER = 10
@@ -51,6 +66,33 @@ ListItem = Annotated[
 ]
 
 
+class WorkerFallback(OJSModel):
+    """Replicas to use while the queue stats cannot be read, with KEDA's fields and behaviours (SPEC §9.6)."""
+
+    failure_threshold: Annotated[
+        Int32,
+        Field(
+            ge=1,
+            description=(
+                "Consecutive failed polls tolerated before the fallback applies (as KEDA counts them: the "
+                "fallback starts with the failure after this many)."
+            ),
+        ),
+    ]
+    replicas: Annotated[Int32, Field(ge=0, description="Fallback replica count (clamped to min/max).")]
+    behavior: Annotated[
+        FallbackBehavior,
+        SchemaExtra.of({"maxLength": 32}),
+        Field(
+            description=(
+                "static: use replicas. currentReplicas: keep the current count. currentReplicasIfHigher: the "
+                "current count if it is higher than replicas, else replicas. currentReplicasIfLower: the "
+                "current count if it is lower than replicas, else replicas."
+            )
+        ),
+    ] = "static"
+
+
 class WorkerAutoScaling(OJSModel):
     """Scaling of the workers, from the queue depth (operator) or CPU (an HPA)."""
 
@@ -62,9 +104,24 @@ class WorkerAutoScaling(OJSModel):
         ),
         CEL(
             "!has(self.minReplicas) || self.minReplicas > 0 || !has(self.metric) || self.metric == "
-            "'queueDepth'",
-            "minReplicas 0 (scale to zero) needs metric queueDepth: an HPA cannot scale to zero",
+            "'queueDepth' || self.metric == 'waitTime'",
+            "minReplicas 0 (scale to zero) needs metric queueDepth or waitTime: an HPA cannot scale to zero",
             field_path=".minReplicas",
+        ),
+        CEL(
+            "!has(self.metric) || self.metric != 'waitTime' || has(self.targetWaitTime)",
+            TARGET_WAIT_TIME_REQUIRED,
+            field_path=".targetWaitTime",
+        ),
+        CEL(
+            "!has(self.targetWaitTime) || (has(self.metric) && self.metric == 'waitTime')",
+            TARGET_WAIT_TIME_REFUSED,
+            field_path=".targetWaitTime",
+        ),
+        CEL(
+            "!has(self.fallback) || !has(self.metric) || self.metric != 'cpu'",
+            FALLBACK_REFUSED,
+            field_path=".fallback",
         ),
         CEL(
             "!has(self.metric) || self.metric != 'cpu' || !has(self.scaleDownDelay)"
@@ -82,14 +139,20 @@ class WorkerAutoScaling(OJSModel):
         SchemaExtra.of({"maxLength": 16}),
         Field(
             description=(
-                "queueDepth: the operator scales on the depth of the worker's queues. cpu: an owned "
+                "queueDepth: the operator scales on the depth of the worker's queues. waitTime: the "
+                "operator sizes the workers so that jobs wait at most targetWaitTime. cpu: an owned "
                 "HorizontalPodAutoscaler scales on CPU utilisation."
             )
         ),
     ] = "queueDepth"
     min_replicas: Annotated[
         Int32,
-        Field(ge=0, description="Lower bound of the worker replicas; 0 scales to zero (queueDepth only)."),
+        Field(
+            ge=0,
+            description=(
+                "Lower bound of the worker replicas; 0 scales to zero (queueDepth and waitTime only)."
+            ),
+        ),
     ] = 1
     max_replicas: Annotated[Int32, Field(ge=1, description="Upper bound of the worker replicas.")] = 10
     target_jobs_per_worker: Annotated[
@@ -128,6 +191,35 @@ class WorkerAutoScaling(OJSModel):
         Int32,
         Field(ge=1, description="Target average CPU utilisation in percent of requests (metric cpu only)."),
     ] = 80
+    target_wait_time: Annotated[
+        str | None,
+        GoDuration(minimum="1s"),
+        Field(
+            description=(
+                "How long a job may wait before a worker starts it (metric waitTime only, where it is "
+                "required); a Go duration of at least 1s."
+            )
+        ),
+    ] = None
+    fallback: WorkerFallback | None = Field(
+        default=None,
+        description=(
+            "Replicas to use after failureThreshold consecutive failed polls (queueDepth and waitTime); "
+            "without it, missing data holds the current replicas."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_wait_time(self) -> Self:
+        # The same rules as the CEL rules above, so the webhook and the reconciler refuse what the API
+        # server refuses, each naming the field.
+        if self.metric == "waitTime" and self.target_wait_time is None:
+            raise PydanticCustomError("targetWaitTime", TARGET_WAIT_TIME_REQUIRED)
+        if self.metric != "waitTime" and self.target_wait_time is not None:
+            raise PydanticCustomError("targetWaitTime", TARGET_WAIT_TIME_REFUSED)
+        if self.metric == "cpu" and self.fallback is not None:
+            raise PydanticCustomError("fallback", FALLBACK_REFUSED)
+        return self
 
     def effective_target_jobs_per_worker(self, cluster_default: int | None) -> int:
         """targetJobsPerWorker with the fallbacks applied: the worker's, the cluster's, then 10."""
@@ -235,6 +327,43 @@ class OJSWorkerSpec(PodSettings):
     )
 
 
+class AutoscalingInputs(OJSModel):
+    """What an autoscaling decision was computed from.
+
+    Rates are decimal strings in jobs per second (``"2.35"``, a valid quantity) and times Go durations
+    (``"10.2s"``): Kubernetes APIs avoid floating-point fields.
+    """
+
+    depth: Int64 | None = Field(default=None, description="Jobs waiting in the worker's queues.")
+    active: Int64 | None = Field(default=None, description="Jobs being processed.")
+    arrival_rate: str | None = Field(default=None, description="Smoothed arrivals, jobs per second.")
+    throughput: str | None = Field(default=None, description="Smoothed completions, jobs per second.")
+    service_time: str | None = Field(
+        default=None, description="Smoothed time a job takes (Little's law: active / throughput)."
+    )
+    estimated_wait: str | None = Field(
+        default=None, description="Time the waiting jobs need to drain at the current throughput."
+    )
+    startup_latency: str | None = Field(
+        default=None, description="Measured time from a scale-up decision to the pods being Ready."
+    )
+
+
+class AutoscalingStatus(OJSModel):
+    """The last autoscaling decision, explained."""
+
+    metric: str | None = Field(default=None, description="The metric the decision used.")
+    recommendation: Int32 | None = Field(
+        default=None, description="Replicas the metric alone recommends (clamped to min/max)."
+    )
+    desired_replicas: Int32 | None = Field(
+        default=None, description="Replicas decided after thresholds, stabilisation, fallback and pause."
+    )
+    reason: str | None = Field(default=None, description="Why, in one CamelCase word.")
+    message: str | None = Field(default=None, description="Why, in words.")
+    inputs: AutoscalingInputs | None = Field(default=None, description="What the decision was computed from.")
+
+
 class OJSWorkerStatus(OJSModel):
     """Observed state of a set of OJS workers."""
 
@@ -251,6 +380,9 @@ class OJSWorkerStatus(OJSModel):
         default=None, description="Jobs being processed from the worker's queues."
     )
     last_scale_time: Timestamp | None = Field(default=None, description="Last time the workers were scaled.")
+    autoscaling: AutoscalingStatus | None = Field(
+        default=None, description="The last autoscaling decision of the operator, with its inputs."
+    )
     selector: str | None = Field(
         default=None, description="Label selector of the worker pods, serialised (for the scale subresource)."
     )
@@ -274,3 +406,77 @@ class OJSWorker(OJSModel):
     status: OJSWorkerStatus | None = Field(
         default=None, description="Observed state, written by the operator."
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PauseAnnotations:
+    """The pause annotations of an OJSWorker, parsed (see :func:`parse_pause_annotations`).
+
+    ``paused`` says a pause is requested (it may have expired: compare ``until`` with the clock);
+    ``until`` is the end of a timed pause; ``replicas`` the count to hold while paused (None: the current
+    count); ``error`` names the annotation whose value could not be read.
+    """
+
+    paused: bool = False
+    until: datetime | None = None
+    replicas: int | None = None
+    error: str | None = None
+
+
+def parse_pause_annotations(annotations: Mapping[str, str] | None) -> PauseAnnotations:
+    """Read ``ojs.openjobspec.dev/autoscaling-paused`` and ``ojs.openjobspec.dev/paused-replicas``.
+
+    ``autoscaling-paused`` is ``true`` (until removed), ``false``, or an RFC 3339 time the pause lasts until.
+    ``paused-replicas`` is a non-negative integer; as with KEDA's ``paused-replicas`` it pauses on its own
+    too. An unreadable ``autoscaling-paused`` still pauses (the user asked for a pause; guessing otherwise
+    could scale against their wish) and reports the error; an unreadable ``paused-replicas`` is ignored
+    (pause at the current count) and reported.
+    """
+    if not annotations:
+        return PauseAnnotations()
+    errors: list[str] = []
+    paused = False
+    until: datetime | None = None
+    raw = annotations.get(AUTOSCALING_PAUSED_ANNOTATION)
+    if raw is not None:
+        value = raw.strip()
+        if value.lower() == "true":
+            paused = True
+        elif value.lower() == "false":
+            paused = False
+        else:
+            try:
+                until = _parse_rfc3339(value)
+                paused = True
+            except ValueError:
+                paused = True
+                errors.append(
+                    f"annotation {AUTOSCALING_PAUSED_ANNOTATION}: {raw!r} is neither true, false nor an "
+                    "RFC 3339 time such as 2026-12-31T18:00:00Z; pausing until it is fixed"
+                )
+    replicas: int | None = None
+    raw_replicas = annotations.get(PAUSED_REPLICAS_ANNOTATION)
+    if raw_replicas is not None:
+        text = raw_replicas.strip()
+        if text.isdigit() and int(text) <= 2**31 - 1:
+            replicas = int(text)
+            if raw is None:
+                paused = True
+        else:
+            errors.append(
+                f"annotation {PAUSED_REPLICAS_ANNOTATION}: {raw_replicas!r} is not a non-negative integer; "
+                "ignored"
+            )
+            if raw is None:
+                paused = True
+    return PauseAnnotations(paused, until, replicas, "; ".join(errors) or None)
+
+
+def _parse_rfc3339(value: str) -> datetime:
+    # RFC 3339 needs a date, a time and an offset; fromisoformat alone accepts dates and naive times.
+    if "T" not in value.upper() or not (value.endswith(("Z", "z")) or value[-6] in "+-"):
+        raise ValueError("not RFC 3339")
+    parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+    if parsed.tzinfo is None:  # pragma: no cover - guarded by the offset check above
+        raise ValueError("no offset")
+    return parsed
