@@ -295,3 +295,22 @@ def test_the_install_docs_alert_commands_run() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "kind: PrometheusRule" in out.stdout and "SUCCESS" in out.stdout
+
+
+@pytest.mark.parametrize("alert", ALERTS)
+def test_runbook_shell_blocks_are_marked_and_parse(alert: str) -> None:
+    """The docs' rule (tests/unit/test_delivery_docs.py) for docs/runbooks too: every shell block says who
+    runs it and is valid shell."""
+    text = (RUNBOOKS / f"{alert}.md").read_text()
+    blocks = list(re.finditer(r"^```(\w*)\n(.*?)^```", text, re.S | re.M))
+    assert blocks, f"{alert}.md shows no command"
+    for m in blocks:
+        before = text[: m.start()].rstrip("\n").splitlines()[-1]
+        if m.group(1) == "sh":
+            assert re.search(r"<!--\s*tested:\s*(e2e|syntax|ci)\b[^>]+-->", before), (
+                f"{alert}.md: unmarked block"
+            )
+            out = subprocess.run(
+                ["bash", "-n"], input=m.group(2), capture_output=True, text=True, check=False
+            )
+            assert out.returncode == 0, f"{alert}.md: {out.stderr}"
