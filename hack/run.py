@@ -103,6 +103,18 @@ def apply_dir(kubeconfig: Path, directory: Path) -> None:
     kubectl(kubeconfig, *args)
 
 
+def sample_namespaces(directory: Path) -> list[str]:
+    """The namespaces the manifests in directory name in their metadata (sorted, without duplicates)."""
+    import yaml
+
+    found = set()
+    for path in directory.glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and (doc.get("metadata") or {}).get("namespace"):
+                found.add(str(doc["metadata"]["namespace"]))
+    return sorted(found)
+
+
 def flag_value(args: Sequence[str], name: str) -> str | None:
     """The value of ``--name V`` or ``--name=V`` in args (the last one wins, as argparse does)."""
     value = None
@@ -314,7 +326,9 @@ def main(argv: Sequence[str]) -> int:
         apply_dir(kubeconfig, REPO / "manifests" / "crds")
         samples = REPO / "deploy" / "samples"
         if samples.is_dir() and any(samples.glob("*.yaml")):
-            plane.kubectl("create", "namespace", "ojs-system", check=False)
+            # The samples' own namespaces (readme-production-cluster.yaml is in ojs-apps) must exist first.
+            for ns in ("ojs-system", *sample_namespaces(samples)):
+                plane.kubectl("create", "namespace", ns, check=False)
             apply_dir(kubeconfig, samples)
         # kubectl watches one kind at a time (`-w` on the category answers "you may only specify a single
         # resource type"): list both, then follow each kind.
