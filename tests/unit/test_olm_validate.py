@@ -74,3 +74,22 @@ def test_the_pin_agrees_with_the_go_module() -> None:
         f"github.com/operator-framework/api {pinned}/go.mod"
         in (ROOT / "hack" / "olm-validate" / "go.sum").read_text()
     )
+
+
+def test_the_install_docs_command_runs(olm_validate: Path) -> None:
+    """docs/install.md's block, as written (its default Kubernetes version is the pinned one's minor)."""
+    text = (ROOT / "docs" / "install.md").read_text()
+    start = text.index("```sh\n", text.index("The bundle passes every validator")) + 6
+    body = text[start : text.index("\n```", start)]
+    assert "olm-validate" in body
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", body],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"checking APIs against Kubernetes version : {_k8s_minor()}" in out.stderr
+    assert "0 problems" in out.stderr
