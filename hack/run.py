@@ -263,6 +263,14 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace
         return proc.wait(timeout=10)
 
 
+def wait_then_stop(proc: subprocess.Popen[bytes], grace: float = 35.0) -> int:
+    """Wait for a manager that already has a stop signal; stop it ourselves if it outlives grace."""
+    try:
+        return proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        return stop_process(proc)
+
+
 def run_manager(kubeconfig: Path, args: Sequence[str], *, local_plane: bool) -> int:
     """Run the manager in the foreground; returns its exit code."""
     apply_dir(kubeconfig, REPO / "manifests" / "crds")
@@ -288,8 +296,10 @@ def run_manager(kubeconfig: Path, args: Sequence[str], *, local_plane: bool) -> 
                 install_webhook_config(kubeconfig, REPO / ".dev" / "webhook-certs", webhook_port)
             return proc.wait()
         except KeyboardInterrupt:
-            # The terminal sent SIGINT to the whole group: the manager has it too.
-            return stop_process(proc, signal.SIGINT)
+            # The terminal sent SIGINT to the whole group: the manager has it too and shuts down
+            # gracefully. Another signal now would be its "second signal; exiting now", so only wait; a
+            # manager still running after the grace period did not get the first one: SIGTERM then.
+            return wait_then_stop(proc)
         except Stop as e:
             say(f"{e}: stopping the manager")
             return stop_process(proc)

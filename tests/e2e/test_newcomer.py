@@ -196,6 +196,17 @@ class MakeRun:
         finally:
             self._log.close()
 
+    def stop_with_ctrl_c(self) -> None:
+        """Ctrl-C ends make as a shell sees it (make re-raises SIGINT on itself once its recipe is done),
+        the manager drains gracefully on the one SIGINT, and nothing is left behind."""
+        code = self.ctrl_c()
+        log = self.log()
+        assert code in (0, -signal.SIGINT), f"make exited {code}:\n{log[-3000:]}"
+        assert "] Error" not in log, f"the recipe failed:\n{log[-3000:]}"
+        assert "shutting down: draining controllers" in log, log[-3000:]
+        assert "second signal" not in log, f"the manager got a second signal:\n{log[-3000:]}"
+        self.assert_nothing_left()
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -273,9 +284,7 @@ def test_make_run_without_kubeconfig_brings_up_the_local_plane_and_ctrl_c_leaves
     except BaseException:
         run.kill()
         raise
-    code = run.ctrl_c()
-    assert code == 0, run.log()[-3000:]
-    run.assert_nothing_left()
+    run.stop_with_ctrl_c()
 
 
 @pytest.fixture(scope="module")
@@ -326,9 +335,7 @@ def test_make_run_with_kubeconfig_uses_that_plane_and_installs_the_crds(
     except BaseException:
         run.kill()
         raise
-    code = run.ctrl_c()
-    assert code == 0, run.log()[-3000:]
-    run.assert_nothing_left()
+    run.stop_with_ctrl_c()
     # The plane it used is untouched by the stop: still serving, CRDs still there.
     out = subprocess.run([*kubectl, "get", "crd", "-o", "name"], capture_output=True, text=True, check=True)
     assert "ojsclusters.ojs.openjobspec.dev" in out.stdout
