@@ -33,6 +33,8 @@ from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+# The first `make run` of a clone makes its virtualenv (minutes on a busy machine).
+pytestmark = pytest.mark.timeout(1800)
 ESTABLISHED = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
 MINIMAL = ROOT / "deploy" / "samples" / "readme-minimal-cluster.yaml"
 KINDS = "ojsclusters.ojs.openjobspec.dev,ojsworkers.ojs.openjobspec.dev"
