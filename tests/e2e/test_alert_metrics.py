@@ -9,14 +9,20 @@ workload series (queue depth, scaling, stats errors) exist before /metrics is re
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import secrets
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
@@ -24,6 +30,7 @@ from tests.e2e.helpers import (
     ClusterKeys,
     OperatorProcess,
     driver,
+    missing_tool,
     namespace,
     ojs_cluster,
     ojs_worker,
@@ -31,6 +38,7 @@ from tests.e2e.helpers import (
     start_ojsctrl,
     wait_until,
 )
+from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane
 from tests.ojsserver.server import OJSTestServer
 
@@ -38,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[2]
 OJS_URL = "/{namespace}/{name}"
 # Metrics a rule reads that the Prometheus server makes, not the operator.
 FROM_PROMETHEUS = frozenset({"up"})
+PROMETHEUS_OPERATOR_MODULE = "github.com/prometheus-operator/prometheus-operator"
+CHART = ROOT / "deploy" / "helm" / "ojs-operator"
 
 
 def _hack(name: str) -> ModuleType:
@@ -221,3 +231,63 @@ def test_every_metric_a_rule_or_dashboard_reads_is_exported(
         ),
         60,
     )
+
+
+def _prometheusrule_crd() -> Path:
+    """The PrometheusRule CRD of the pinned prometheus-operator release (its module is in the Go module
+    cache: the control-plane build fetched it for the ServiceMonitor CRD)."""
+
+    go = shutil.which("go")
+    if go is None:
+        missing_tool("go is not installed (the control-plane build brings it)")
+    version = binaries.versions()["PROMETHEUS_OPERATOR_VERSION"]
+    out = subprocess.run(
+        [str(go), "mod", "download", "-json", f"{PROMETHEUS_OPERATOR_MODULE}@{version}"],
+        capture_output=True, text=True, check=False, timeout=600, cwd=tempfile.gettempdir(),
+        env={**os.environ, "GOFLAGS": ""},
+    )  # fmt: skip
+    info = json.loads(out.stdout or "{}")
+    if out.returncode != 0 or "Dir" not in info:
+        missing_tool(f"prometheus-operator {version} not in the Go module cache: {out.stderr[:300]}")
+    return (
+        Path(info["Dir"])
+        / "example"
+        / "prometheus-operator-crd"
+        / "monitoring.coreos.com_prometheusrules.yaml"
+    )
+
+
+def test_the_api_server_accepts_the_prometheusrules(crds: ControlPlane, tmp_path: Path) -> None:
+    """The kustomize and Helm PrometheusRules pass the real CRD's schema (server-side dry run), which
+    refuses a malformed one."""
+
+    crd = _prometheusrule_crd()
+    crds.kubectl("apply", "--server-side", "-f", str(crd))
+    try:
+        crds.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd))
+        crds.kubectl("create", "namespace", "ojs-system", check=False)
+        kustomize = ROOT / "deploy" / "prometheus" / "prometheusrule.yaml"
+        crds.kubectl("apply", "--server-side", "--dry-run=server", "-f", str(kustomize))
+
+        ns = namespace(crds, "alert-helm")
+        rendered = subprocess.run(
+            [str(binaries.bin_dir() / "helm"), "template", "ojs-operator", str(CHART),
+             "-n", ns, "--kube-version", "1.37.0", "--set", "prometheusRule.enabled=true",
+             "--show-only", "templates/prometheusrule.yaml"],
+            capture_output=True, text=True, check=True, timeout=120,
+        ).stdout  # fmt: skip
+        helm_file = tmp_path / "helm-rule.yaml"
+        helm_file.write_text(rendered)
+        crds.kubectl("apply", "--server-side", "--dry-run=server", "-f", str(helm_file))
+
+        broken = yaml.safe_load(kustomize.read_text())
+        broken["spec"]["groups"][0]["rules"][0]["for"] = "five minutes"
+        broken_file = tmp_path / "broken.yaml"
+        broken_file.write_text(yaml.safe_dump(broken))
+        refused = crds.kubectl(
+            "apply", "--server-side", "--dry-run=server", "-f", str(broken_file), check=False
+        )
+        assert refused.returncode != 0, "a rule with `for: five minutes` was accepted"
+        assert "spec.groups[0].rules[0].for" in refused.stderr, refused.stderr
+    finally:
+        crds.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", str(crd), check=False)
