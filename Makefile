@@ -97,16 +97,17 @@ tools: ## Make sure kubectl and helm are there (builds the pinned ones when miss
 	@if [[ ! -x "$(KUBECTL)" || ! -x "$(HELM)" ]]; then bash hack/build-controlplane.sh; fi
 
 .PHONY: deps
-deps: ## Install system tools some tests use (promtool, from Debian's prometheus package)
+deps: ## Install tools some tests use (promtool from Debian's prometheus package; hack/olm-validate, cached)
 	@bash hack/install-deps.sh
 
 .PHONY: manifests generate
-manifests: venv ## Regenerate CRDs, webhook configuration, their copies in deploy/, the OLM CSV, dashboards and CRD docs
+manifests: venv ## Regenerate CRDs, webhook configuration, their copies in deploy/, the OLM CSV, dashboards, alerts and CRD docs
 	$(PY) -m ojsctrl.api.crdgen
 	$(PY) -m ojsctrl.webhooks.manifests --write .
 	$(PY) hack/sync_manifests.py
 	$(PY) hack/gen_olm.py
 	$(PY) hack/gen_dashboards.py
+	$(PY) hack/gen_alerts.py
 	$(PY) hack/gen_crd_docs.py
 generate: manifests ## Same as manifests (the reference README's name)
 

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Installs the system tools some tests use and that the Go module proxy cannot provide:
-#   promtool (Debian's `prometheus` package): checks the dashboards' PromQL, and the prometheus server
-#   that scrapes the operator in an e2e test.
-# Idempotent: does nothing when promtool is already on PATH. Needs root (apt-get) otherwise.
+# Installs the tools some tests use beyond the control plane:
+#   promtool (Debian's `prometheus` package, which the Go module proxy cannot provide): checks the
+#   dashboards' and alerts' PromQL, runs the alerts' `promtool test rules`, and the prometheus server
+#   that scrapes the operator in an e2e test;
+#   olm-validate (hack/build-olm-validate.sh, from the Go module proxy): operator-framework/api's
+#   validators for the OLM bundle, cached under ~/.cache/ojsctrl/tools.
+# Idempotent: does nothing when both are there. Needs root (apt-get) for promtool otherwise.
 set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+echo "install-deps: olm-validate at $(bash "$here/build-olm-validate.sh")"
 
 if command -v promtool >/dev/null 2>&1; then
   echo "install-deps: promtool present ($(promtool --version 2>&1 | head -n1))"

@@ -103,6 +103,18 @@ def apply_dir(kubeconfig: Path, directory: Path) -> None:
     kubectl(kubeconfig, *args)
 
 
+def sample_namespaces(directory: Path) -> list[str]:
+    """The namespaces the manifests in directory name in their metadata (sorted, without duplicates)."""
+    import yaml
+
+    found = set()
+    for path in directory.glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and (doc.get("metadata") or {}).get("namespace"):
+                found.add(str(doc["metadata"]["namespace"]))
+    return sorted(found)
+
+
 def flag_value(args: Sequence[str], name: str) -> str | None:
     """The value of ``--name V`` or ``--name=V`` in args (the last one wins, as argparse does)."""
     value = None
@@ -251,6 +263,14 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace
         return proc.wait(timeout=10)
 
 
+def wait_then_stop(proc: subprocess.Popen[bytes], grace: float = 35.0) -> int:
+    """Wait for a manager that already has a stop signal; stop it ourselves if it outlives grace."""
+    try:
+        return proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        return stop_process(proc)
+
+
 def run_manager(kubeconfig: Path, args: Sequence[str], *, local_plane: bool) -> int:
     """Run the manager in the foreground; returns its exit code."""
     apply_dir(kubeconfig, REPO / "manifests" / "crds")
@@ -276,8 +296,10 @@ def run_manager(kubeconfig: Path, args: Sequence[str], *, local_plane: bool) -> 
                 install_webhook_config(kubeconfig, REPO / ".dev" / "webhook-certs", webhook_port)
             return proc.wait()
         except KeyboardInterrupt:
-            # The terminal sent SIGINT to the whole group: the manager has it too.
-            return stop_process(proc, signal.SIGINT)
+            # The terminal sent SIGINT to the whole group: the manager has it too and shuts down
+            # gracefully. Another signal now would be its "second signal; exiting now", so only wait; a
+            # manager still running after the grace period did not get the first one: SIGTERM then.
+            return wait_then_stop(proc)
         except Stop as e:
             say(f"{e}: stopping the manager")
             return stop_process(proc)
@@ -314,7 +336,9 @@ def main(argv: Sequence[str]) -> int:
         apply_dir(kubeconfig, REPO / "manifests" / "crds")
         samples = REPO / "deploy" / "samples"
         if samples.is_dir() and any(samples.glob("*.yaml")):
-            plane.kubectl("create", "namespace", "ojs-system", check=False)
+            # The samples' own namespaces (readme-production-cluster.yaml is in ojs-apps) must exist first.
+            for ns in ("ojs-system", *sample_namespaces(samples)):
+                plane.kubectl("create", "namespace", ns, check=False)
             apply_dir(kubeconfig, samples)
         # kubectl watches one kind at a time (`-w` on the category answers "you may only specify a single
         # resource type"): list both, then follow each kind.

@@ -4,7 +4,8 @@ Kustomize reads no file outside a kustomization's folder, a Helm chart and an OL
 files, so the generated CRDs (manifests/crds) and webhook configuration (manifests/webhook) are copied:
 
     manifests/crds/*.yaml                                   -> deploy/crds/, deploy/helm/ojs-operator/crds/,
-                                                               deploy/olm/manifests/
+                                                               deploy/olm/manifests/ (without the `---`
+                                                               line: one object per bundle file)
     manifests/webhook/validating-webhook-configuration.yaml -> deploy/webhook/
     manifests/rbac/role.yaml (ClusterRole)                  -> deploy/namespaced/manager_role.yaml (the
                                                                same rules as a Role in the watched namespace)
@@ -20,7 +21,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CRD_TARGETS = ("deploy/crds", "deploy/helm/ojs-operator/crds", "deploy/olm/manifests")
+OLM_TARGET = "deploy/olm/manifests"
+CRD_TARGETS = ("deploy/crds", "deploy/helm/ojs-operator/crds", OLM_TARGET)
 WEBHOOK_SOURCE = "manifests/webhook/validating-webhook-configuration.yaml"
 WEBHOOK_TARGET = "deploy/webhook/validating-webhook-configuration.yaml"
 ROLE_SOURCE = "manifests/rbac/role.yaml"
@@ -31,6 +33,17 @@ ROLE_HEADER = (
     "# Generated from manifests/rbac/role.yaml by `python hack/sync_manifests.py`; do not edit.\n"
     "# The same rules as the cluster-wide ClusterRole, granted only in the watched namespace.\n"
 )
+
+
+def bundle_manifest(data: bytes) -> bytes:
+    """A CRD as an OLM bundle file: one object and no document separator. operator-framework/api's
+    bundle loader (what `operator-sdk bundle validate` and hack/olm-validate run) decodes a file that
+    starts with `---` after a comment as an empty object and then misses the CRD."""
+    lines = data.decode().splitlines(keepends=True)
+    body = [line for line in lines if line.rstrip("\n") != "---"]
+    if len(lines) - len(body) > 1:
+        raise ValueError("a bundle manifest holds one object; this CRD file has several documents")
+    return "".join(body).encode()
 
 
 def namespaced_role(cluster_role: str, namespace: str = WATCHED_NAMESPACE) -> str:
@@ -51,7 +64,8 @@ def copies(repo: Path = REPO) -> dict[Path, bytes]:
     out: dict[Path, bytes] = {}
     for crd in sorted((repo / "manifests" / "crds").glob("*.yaml")):
         for target in CRD_TARGETS:
-            out[repo / target / crd.name] = crd.read_bytes()
+            data = crd.read_bytes()
+            out[repo / target / crd.name] = bundle_manifest(data) if target == OLM_TARGET else data
     out[repo / WEBHOOK_TARGET] = (repo / WEBHOOK_SOURCE).read_bytes()
     out[repo / ROLE_TARGET] = namespaced_role((repo / ROLE_SOURCE).read_text()).encode()
     return out

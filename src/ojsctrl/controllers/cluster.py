@@ -257,6 +257,7 @@ class ClusterReconciler:
             meta = obj["metadata"]
             dep = self.children[DEPLOYMENTS].store.get_by_name(meta["namespace"], f"{meta['name']}-server")
             extra = {**owned_replica_counts(dep, str(meta.get("uid") or "")), **extra}
+        metrics.cluster_phase(obj["metadata"]["namespace"], obj["metadata"]["name"], phase)
         return self.status_writer.write(obj, phase, conds, extra)
 
 

@@ -111,6 +111,7 @@ QUEUE_SERIES = _QueueSeries()
 def publish_queues(namespace: str, cluster: str, queues: Iterable[Mapping[str, Any]]) -> None:
     """The queue gauges of one cluster after a successful poll (see :class:`_QueueSeries`)."""
     QUEUE_SERIES.publish(namespace, cluster, queues)
+    _stats_read(namespace, cluster)
 
 
 def scaled(namespace: str, kind: str, name: str, direction: str) -> None:
@@ -124,6 +125,7 @@ def forget_cluster(namespace: str, cluster: str) -> None:
     with contextlib.suppress(KeyError):
         STATS_ERRORS.remove(namespace, cluster)
     _forget_scales(namespace, "OJSCluster", cluster)
+    _forget_alert_series("OJSCluster", namespace, cluster)
 
 
 def forget_worker(namespace: str, worker: str) -> None:
@@ -131,9 +133,107 @@ def forget_worker(namespace: str, worker: str) -> None:
     with contextlib.suppress(KeyError):
         WORKER_DESIRED.remove(namespace, worker)
     _forget_scales(namespace, "OJSWorker", worker)
+    _forget_alert_series("OJSWorker", namespace, worker)
 
 
 def _forget_scales(namespace: str, kind: str, name: str) -> None:
     for direction in _DIRECTIONS:
         with contextlib.suppress(KeyError):
             SCALE_TOTAL.remove(namespace, kind, name, direction)
+
+
+# --- series the shipped alerts read (deploy/prometheus; docs/runbooks) -------------------------------------
+
+CLUSTER_PHASE = Gauge(
+    "ojs_cluster_phase",
+    "1 for the phase an OJSCluster's status shows now (one series per cluster).",
+    ["namespace", "cluster", "phase"],
+    registry=REGISTRY,
+)
+WORKER_PHASE = Gauge(
+    "ojs_worker_phase",
+    "1 for the phase an OJSWorker's status shows now (one series per worker).",
+    ["namespace", "worker", "phase"],
+    registry=REGISTRY,
+)
+WORKER_MAX = Gauge(
+    "ojs_worker_max_replicas",
+    "The autoscaler's maxReplicas for a worker.",
+    ["namespace", "worker"],
+    registry=REGISTRY,
+)
+WORKER_BACKLOG = Gauge(
+    "ojs_worker_queue_backlog",
+    "Jobs waiting (available) on the queues a worker consumes, as its autoscaler last read them.",
+    ["namespace", "worker"],
+    registry=REGISTRY,
+)
+STATS_LAST_SUCCESS = Gauge(
+    "ojs_queue_stats_last_success_timestamp_seconds",
+    "When (Unix time) the operator last read an OJS server's queue counts.",
+    ["namespace", "cluster"],
+    registry=REGISTRY,
+)
+
+
+class _PhaseSeries:
+    """The one phase series of each object: setting a new phase removes the old one, so a query on
+    ``phase="Degraded"`` sees only objects in that phase now."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._lock = threading.Lock()
+        self._phase: dict[tuple[str, str], str] = {}
+
+    def set(self, namespace: str, name: str, phase: str) -> None:
+        with self._lock:
+            old = self._phase.get((namespace, name))
+            if old is not None and old != phase:
+                with contextlib.suppress(KeyError):
+                    self._gauge.remove(namespace, name, old)
+            self._gauge.labels(namespace, name, phase).set(1)
+            self._phase[(namespace, name)] = phase
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            old = self._phase.pop((namespace, name), None)
+            if old is not None:
+                with contextlib.suppress(KeyError):
+                    self._gauge.remove(namespace, name, old)
+
+
+_CLUSTER_PHASES = _PhaseSeries(CLUSTER_PHASE)
+_WORKER_PHASES = _PhaseSeries(WORKER_PHASE)
+
+
+def cluster_phase(namespace: str, cluster: str, phase: str) -> None:
+    """Publish the phase an OJSCluster's status was just given."""
+    _CLUSTER_PHASES.set(namespace, cluster, phase)
+
+
+def worker_phase(namespace: str, worker: str, phase: str) -> None:
+    """Publish the phase an OJSWorker's status was just given."""
+    _WORKER_PHASES.set(namespace, worker, phase)
+
+
+def worker_scaling(namespace: str, worker: str, backlog: int, max_replicas: int) -> None:
+    """The autoscaler's view of a worker next to ``ojs_worker_desired_replicas``: its queues' backlog and
+    its ceiling, so an alert can tell "at maxReplicas and still falling behind"."""
+    WORKER_BACKLOG.labels(namespace, worker).set(backlog)
+    WORKER_MAX.labels(namespace, worker).set(max_replicas)
+
+
+def _stats_read(namespace: str, cluster: str) -> None:
+    STATS_LAST_SUCCESS.labels(namespace, cluster).set_to_current_time()
+
+
+def _forget_alert_series(kind: str, namespace: str, name: str) -> None:
+    if kind == "OJSCluster":
+        _CLUSTER_PHASES.forget(namespace, name)
+        with contextlib.suppress(KeyError):
+            STATS_LAST_SUCCESS.remove(namespace, name)
+        return
+    _WORKER_PHASES.forget(namespace, name)
+    for gauge in (WORKER_MAX, WORKER_BACKLOG):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, name)

@@ -283,6 +283,7 @@ class WorkerReconciler:
             meta = obj["metadata"]
             dep = self.children[DEPLOYMENTS].store.get_by_name(meta["namespace"], f"{meta['name']}-worker")
             extra = {**owned_replica_counts(dep, str(meta.get("uid") or "")), **extra}
+        metrics.worker_phase(obj["metadata"]["namespace"], obj["metadata"]["name"], phase)
         return self.status_writer.write(obj, phase, conds, extra, event)
 
 
@@ -573,6 +574,7 @@ class _Run:
             self.r._history[self.key] = decision.history
         self.desired = decision.desired
         metrics.WORKER_DESIRED.labels(self.ns, self.name).set(decision.desired)
+        metrics.worker_scaling(self.ns, self.name, available, a.max_replicas)
         reason, message = decision.reason, decision.message
         if decision.waits_on_time:
             # Same counts, different answer later: re-evaluate on the polling interval meanwhile.

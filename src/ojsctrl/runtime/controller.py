@@ -205,6 +205,12 @@ class Controller:
         self._log = log.bind(controller=name)
         MAX_CONCURRENT.labels(name).set(self.workers)
         ACTIVE_WORKERS.labels(name).set(0)
+        # Every reconcile series at 0 from the start, as controller-runtime does: an error-rate alert or panel
+        # then reads 0 errors, not a missing series.
+        for outcome in ("success", "error", "requeue", "requeue_after"):
+            RECONCILE_TOTAL.labels(name, outcome)
+        RECONCILE_ERRORS.labels(name)
+        RECONCILE_PANICS.labels(name)
 
     # ------------------------------------------------------------------ watches
     def _handler(
