@@ -12,8 +12,9 @@ import pytest
 from ojsctrl.api.backends import contract
 from ojsctrl.controllers.common import OJSCLUSTERS
 from ojsctrl.runtime.client import CONFIGMAPS, DEPLOYMENTS, PDBS, SECRETS, SERVICES, Resource
-from tests.e2e.helpers import (
-    OperatorProcess,
+from tests.harness import binaries
+from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.kube import (
     cond,
     configmap,
     create,
@@ -27,11 +28,9 @@ from tests.e2e.helpers import (
     phase,
     sample,
     secret,
-    start_ojsctrl,
     wait_until,
 )
-from tests.harness import binaries
-from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.operator import OperatorProcess, start_ojsctrl
 
 
 @pytest.fixture(scope="module")

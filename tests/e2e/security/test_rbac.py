@@ -25,11 +25,12 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.helpers import OperatorProcess, wait_until
 from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.kube import wait_until
+from tests.harness.operator import OperatorProcess
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SA_NAME = "ojs-operator-controller-manager"
 CLUSTER_SCOPED = (
     "customresourcedefinitions",
@@ -115,7 +116,7 @@ def _apply(plane: ControlPlane, objs: list[dict[str, Any]]) -> None:
 
 
 def test_pod_patch_policy_allows_only_the_deletion_cost(plane: ControlPlane) -> None:
-    from tests.e2e.test_delivery import service_account_kubeconfig
+    from tests.harness.serviceaccount import service_account_kubeconfig
 
     kubeconfig = service_account_kubeconfig(plane)  # ojs-system and manifests/rbac (pods patch granted)
     token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
@@ -299,7 +300,7 @@ SECRET_POLICY_MESSAGE = "the OJS operator may change only the owner references"
 
 
 def test_secret_patch_policy_allows_only_release_and_adoption(plane: ControlPlane) -> None:
-    from tests.e2e.test_delivery import service_account_kubeconfig
+    from tests.harness.serviceaccount import service_account_kubeconfig
 
     kubeconfig = service_account_kubeconfig(plane)  # ojs-system and manifests/rbac (secrets patch granted)
     token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]

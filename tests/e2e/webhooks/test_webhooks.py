@@ -35,8 +35,9 @@ from ojsctrl.runtime.certs import VALIDATING_WEBHOOK_CONFIGURATIONS, load_cas
 from ojsctrl.runtime.client import NAMESPACES, SECRETS, Client, NotFoundError
 from ojsctrl.webhooks import CLUSTER_WEBHOOK, WORKER_WEBHOOK
 from ojsctrl.webhooks.manifests import dev_webhook_configuration
-from tests.e2e.helpers import OperatorProcess, driver, namespace, size, wait_until
 from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.kube import driver, namespace, size, wait_until
+from tests.harness.operator import OperatorProcess
 from tests.unit.test_api_validation import (
     _DELETE,
     CLUSTER,
@@ -49,7 +50,7 @@ from tests.unit.test_api_validation import (
 )
 
 APP = "tests.e2e.apps.webhook_operator"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = ROOT / "deploy" / "samples"
 GROUP_PATH = "/apis/ojs.openjobspec.dev/v1alpha1"
 PLURALS = {"OJSCluster": "ojsclusters", "OJSWorker": "ojsworkers"}

@@ -25,8 +25,9 @@ import pytest
 import yaml
 
 from ojsctrl.runtime.client import CONFIGMAPS, LEASES, NotFoundError
-from tests.e2e.helpers import OperatorProcess, configmap, driver, namespace, size, wait_until
 from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.kube import configmap, driver, namespace, size, wait_until
+from tests.harness.operator import OperatorProcess
 
 APP = "tests.e2e.apps.mirror"
 SOURCE = {"ojsctrl-test/source": "true"}

@@ -12,10 +12,8 @@ import pytest
 
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
 from ojsctrl.runtime.client import DEPLOYMENTS, HPAS, PODS, Client
-from tests.e2e.helpers import (
-    ClusterKeys,
-    OperatorProcess,
-    cluster_api_key,
+from tests.harness.controlplane import ControlPlane
+from tests.harness.kube import (
     cond,
     create,
     driver,
@@ -28,14 +26,14 @@ from tests.e2e.helpers import (
     phase,
     replicas,
     sample,
-    start_ojsctrl,
     status_of,
     wait_until,
     wcond,
     wstatus,
 )
-from tests.e2e.sdkpods import PodWorkers
-from tests.harness.controlplane import ControlPlane
+from tests.harness.ojs import ClusterKeys, cluster_api_key
+from tests.harness.operator import OperatorProcess, start_ojsctrl
+from tests.harness.sdkpods import PodWorkers
 from tests.ojsserver.server import OJSTestServer
 
 OJS_URL = "/{namespace}/{name}"

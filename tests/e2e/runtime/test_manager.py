@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from ojsctrl.runtime.client import CONFIGMAPS, LEASES, NotFoundError
-from tests.e2e.helpers import OperatorProcess, configmap, driver, namespace, wait_until
 from tests.harness.controlplane import ControlPlane
+from tests.harness.kube import configmap, driver, namespace, wait_until
+from tests.harness.operator import OperatorProcess
 
 APP = "tests.e2e.apps.mirror"
 SOURCE = {"ojsctrl-test/source": "true"}

@@ -22,8 +22,8 @@ import pytest
 
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
 from ojsctrl.runtime.client import DEPLOYMENTS, Client
-from tests.e2e.helpers import (
-    OperatorProcess,
+from tests.harness.controlplane import ControlPlane
+from tests.harness.kube import (
     cond,
     driver,
     get,
@@ -32,13 +32,12 @@ from tests.e2e.helpers import (
     ojs_worker,
     phase,
     replicas,
-    start_ojsctrl,
     status_of,
     wait_until,
     wcond,
     wstatus,
 )
-from tests.harness.controlplane import ControlPlane
+from tests.harness.operator import OperatorProcess, start_ojsctrl
 from tests.ojsserver.server import OJSTestServer
 
 SHARED_NAMESPACE = "workers and clusters share a namespace"

@@ -13,8 +13,8 @@ import pytest
 
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
 from ojsctrl.runtime.client import DEPLOYMENTS, EVENTS, PVCS, SECRETS, SERVICES
-from tests.e2e.helpers import (
-    OperatorProcess,
+from tests.harness.controlplane import ControlPlane
+from tests.harness.kube import (
     cond,
     driver,
     get,
@@ -24,11 +24,10 @@ from tests.e2e.helpers import (
     ojs_worker,
     phase,
     secret,
-    start_ojsctrl,
     wait_until,
     wcond,
 )
-from tests.harness.controlplane import ControlPlane
+from tests.harness.operator import OperatorProcess, start_ojsctrl
 
 DOMAIN = "e2e-domain.test"
 

@@ -1,0 +1,78 @@
+"""The operator's ServiceAccount in a plane: its RBAC from manifests/rbac and a kubeconfig holding a
+token of it.
+
+Running the whole e2e suite as the ServiceAccount (``OJSCTRL_E2E_AS_SA=1``): OperatorProcess passes
+``--kubeconfig <admin>`` first and appends ``--kubeconfig <service_account_kubeconfig(plane)>``; the last
+``--kubeconfig`` wins (plus the leader-election namespace ojs-system, where the Lease Role is).
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import yaml
+
+from tests.harness.controlplane import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "ojs-system"
+SERVICE_ACCOUNT = "ojs-operator-controller-manager"
+SA_USER = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
+
+
+def exists(plane: ControlPlane, *what: str) -> bool:
+    """`kubectl get <what>` finds it."""
+    return plane.kubectl("get", *what, check=False).returncode == 0
+
+
+_sa_kubeconfigs: dict[Path, Path] = {}
+
+
+def service_account_kubeconfig(plane: ControlPlane, *, hours: int = 4) -> Path:
+    """A kubeconfig that authenticates as the operator's ServiceAccount (its RBAC from manifests/rbac).
+
+    Creates the ojs-system namespace and applies manifests/rbac (server-side, idempotent), then asks the
+    TokenRequest API for a token of ojs-operator-controller-manager and writes a kubeconfig with that
+    bearer token and the plane's CA. Cached per plane.
+    """
+    cached = _sa_kubeconfigs.get(plane.workdir)
+    if cached is not None:
+        return cached
+    if not exists(plane, "namespace", NAMESPACE):
+        plane.kubectl("apply", "--server-side", "-f", str(ROOT / "deploy" / "default" / "namespace.yaml"))
+    plane.kubectl(
+        "apply", "--server-side", "--field-manager=ojsctrl-install", "-k", str(ROOT / "manifests" / "rbac")
+    )
+    assert plane.client is not None
+    answer = plane.client.create(
+        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{SERVICE_ACCOUNT}/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": hours * 3600},
+        },
+    )
+    token = answer["status"]["token"]
+    name = f"{plane.name}-{SERVICE_ACCOUNT}"
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": name,
+                "cluster": {
+                    "server": plane.server,
+                    "certificate-authority-data": base64.b64encode(plane.ca.pair.cert_pem).decode(),
+                },
+            }
+        ],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name, "namespace": NAMESPACE}}],
+        "current-context": name,
+    }
+    path = plane.workdir / f"{SERVICE_ACCOUNT}.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    path.chmod(0o600)
+    _sa_kubeconfigs[plane.workdir] = path
+    return path
