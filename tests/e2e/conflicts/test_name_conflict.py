@@ -1,5 +1,6 @@
-"""Issue 18 against the real control plane: NameConflict means hands off (SPEC §9.12), full cluster-domain
-names (SPEC §9.11), and no apply loop when another field manager adds entries to a list the operator owns."""
+"""Issue 18 against the real control plane: NameConflict means hands off (design.md §name-conflict),
+full cluster-domain names (design.md §cluster-domain), and no apply loop when another field manager adds
+entries to a list the operator owns."""
 
 from __future__ import annotations
 
@@ -217,7 +218,7 @@ def test_name_conflict_means_hands_off(crds: ControlPlane, operator: OperatorPro
         (e["reason"], e["message"]) for e in warnings
     ]
 
-    # Full cluster-domain names (SPEC §9.11): status.endpoint and the workers' OJS_URL.
+    # Full cluster-domain names (design.md §cluster-domain): status.endpoint and the workers' OJS_URL.
     wait_until(
         "ok has an endpoint",
         lambda: bool((client.get(OJSCLUSTERS, "ok", ns).get("status") or {}).get("endpoint")),

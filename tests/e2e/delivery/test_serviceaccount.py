@@ -345,8 +345,9 @@ def sa_run(dplane: ControlPlane) -> dict[str, Any]:
             wait_until(
                 f"{what} removed", lambda what=what: _get(dplane, what[0], "-n", ns, what[1]) is None, 60, 0.3
             )
-        # The Redis data and its password are kept (SPEC §9.7): released, not deleted, as the ServiceAccount
-        # may (patch of ownership metadata only; the ValidatingAdmissionPolicy allows exactly that).
+        # The Redis data and its password are kept (design.md §storage): released, not deleted, as the
+        # ServiceAccount may (patch of ownership metadata only; the ValidatingAdmissionPolicy allows exactly
+        # that).
         for what in (("pvc", "sa-redis"), ("secret", "sa-redis")):
 
             def released(what: tuple[str, str] = what) -> bool:

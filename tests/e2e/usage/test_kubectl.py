@@ -1,8 +1,9 @@
 """What a user types: the real kubectl against the real control plane and the real operator.
 
 Short names `ojs` and `ojsw` work for every verb, the category `openjobspec` lists both kinds, `kubectl scale
-ojs` goes through the OJSCluster scale subresource (SPEC §9.8), a cross-namespace clusterRef is refused by the
-API server itself (SPEC §9.9), and an object in Error still shows its Deployment's pods in REPLICAS/READY.
+ojs` goes through the OJSCluster scale subresource (design.md §kubectl), a cross-namespace clusterRef is
+refused by the API server itself (design.md §cluster-ref), and an object in Error still shows its
+Deployment's pods in REPLICAS/READY.
 The operator runs without its webhook here: every refusal below comes from the CRD (schema and CEL).
 """
 

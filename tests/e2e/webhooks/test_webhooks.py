@@ -1,4 +1,5 @@
-"""Admission through the real API server: it calls the operator's webhook (SPEC §5, §8.14, issue 6).
+"""Admission through the real API server: it calls the operator's webhook (design.md §admission,
+§webhook-tls, issue 6).
 
 Set-up: an operator process serving only its webhooks (tests/e2e/apps/webhook_operator.py, self-managed
 certificates), and a ValidatingWebhookConfiguration made from the dev generator (url https://127.0.0.1:<port>)
@@ -855,7 +856,7 @@ def test_rotation_without_a_failed_admission(crds: ControlPlane, client: Client,
         stop(client, dep)
 
 
-# --------------------------------------------------------------------------- lite is one replica (SPEC §9.3)
+# ---------------------------------------------------------------- lite is one replica (design.md §exposure)
 def test_lite_with_two_replicas_is_refused_by_cel_and_by_the_webhook(
     webhook: Deployment, off_ns: str, raw: Raw
 ) -> None:
