@@ -3,6 +3,13 @@
 Fixtures here serve a test file directly in tests/e2e/ and in any folder below it: the planes (`plane`,
 `raw_plane`, `crds`, `raw_crds`), operators started as processes (`ops`, `shared`), a keyed and counting
 OJS double (`ojs`), and the per-module secret ledger whose teardown scans for leaks.
+
+The reliability tests (faults/, leadership/test_failover.py, conflicts/test_foreign_writers.py, ojs_faults/,
+bad_input/, security/, load/; docs/reliability.md): each test is one fault, against the real local control
+plane, with figures (tests/harness/figures.py). Sizes are reduced by default and the issue's with
+OJSCTRL_FULL=1 (`size()`). Every operator runs as a process with a distinct user agent
+(`--user-agent-suffix`), so the API server's audit log tells who wrote what; what a module plants and the
+namespaces it uses are registered with its secret ledger, scanned for leaks when the module ends.
 """
 
 from __future__ import annotations
@@ -102,6 +109,15 @@ def ops() -> Iterator[list[OperatorProcess]]:
     yield started
     for op in started:
         stop_op(op)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[OperatorProcess]]:
+    """Processes a test starts (appended by the test), stopped after it."""
+    started: list[OperatorProcess] = []
+    yield started
+    for p in started:
+        p.stop()
 
 
 @pytest.fixture(scope="module")

@@ -123,6 +123,18 @@ def start_ojsctrl(plane: ControlPlane, ojs_url: str, *args: str, name: str) -> O
     return op
 
 
+def leader_election_args(
+    lease: str,
+    ns: str,
+    *timing: str,
+    watch: bool = True,
+) -> tuple[str, ...]:
+    """Flags of an operator electing a leader on Lease ``ns/lease`` (and watching ns only, unless not
+    ``watch``), followed by ``timing`` (e.g. ``--lease-duration 8s``)."""
+    args = ("--leader-elect", "--leader-election-id", lease, "--leader-election-namespace", ns)
+    return (*args, *(("--watch-namespace", ns) if watch else ()), *timing)
+
+
 def start_op(
     plane: ControlPlane,
     *args: str,

@@ -26,6 +26,49 @@ def exists(plane: ControlPlane, *what: str) -> bool:
     return plane.kubectl("get", *what, check=False).returncode == 0
 
 
+def service_account_token(plane: ControlPlane, namespace: str, name: str, *, seconds: int = 3600) -> str:
+    """A token of that ServiceAccount from the TokenRequest API."""
+    assert plane.client is not None
+    answer = plane.client.create(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": seconds},
+        },
+    )
+    return str(answer["status"]["token"])
+
+
+def token_kubeconfig(
+    plane: ControlPlane, token: str, name: str, *, namespace: str | None = None, file: str | None = None
+) -> Path:
+    """A kubeconfig (mode 0600, in the plane's folder) that authenticates to the plane with a bearer token."""
+    context: dict[str, str] = {"cluster": name, "user": name}
+    if namespace is not None:
+        context["namespace"] = namespace
+    cfg = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": name,
+                "cluster": {
+                    "server": plane.server,
+                    "certificate-authority-data": base64.b64encode(plane.ca.pair.cert_pem).decode(),
+                },
+            }
+        ],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": context}],
+        "current-context": name,
+    }
+    path = plane.workdir / f"{file or name}.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    path.chmod(0o600)
+    return path
+
+
 _sa_kubeconfigs: dict[Path, Path] = {}
 
 
@@ -44,35 +87,9 @@ def service_account_kubeconfig(plane: ControlPlane, *, hours: int = 4) -> Path:
     plane.kubectl(
         "apply", "--server-side", "--field-manager=ojsctrl-install", "-k", str(ROOT / "manifests" / "rbac")
     )
-    assert plane.client is not None
-    answer = plane.client.create(
-        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{SERVICE_ACCOUNT}/token",
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": hours * 3600},
-        },
+    token = service_account_token(plane, NAMESPACE, SERVICE_ACCOUNT, seconds=hours * 3600)
+    path = token_kubeconfig(
+        plane, token, f"{plane.name}-{SERVICE_ACCOUNT}", namespace=NAMESPACE, file=SERVICE_ACCOUNT
     )
-    token = answer["status"]["token"]
-    name = f"{plane.name}-{SERVICE_ACCOUNT}"
-    cfg = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": name,
-                "cluster": {
-                    "server": plane.server,
-                    "certificate-authority-data": base64.b64encode(plane.ca.pair.cert_pem).decode(),
-                },
-            }
-        ],
-        "users": [{"name": name, "user": {"token": token}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": name, "namespace": NAMESPACE}}],
-        "current-context": name,
-    }
-    path = plane.workdir / f"{SERVICE_ACCOUNT}.kubeconfig"
-    path.write_text(yaml.safe_dump(cfg))
-    path.chmod(0o600)
     _sa_kubeconfigs[plane.workdir] = path
     return path

@@ -5,13 +5,7 @@ serves --metrics-secure and is scraped, so the TokenReview and SubjectAccessRevi
 
 The whole e2e suite can run as the ServiceAccount too: see tests/harness/serviceaccount.py.
 
-Delivery against a real control plane. Each module that needs a plane has its own (`dplane`, from
-this folder's conftest), so it can install and remove CRDs and webhook configurations without disturbing
-the rest of the suite.
-
-No request may leave loopback: kwok's pods have addresses in 10.244.0.0/16 and Services in 10.96.0.0/16
-that nothing serves, so no OJS object is created or updated while a ValidatingWebhookConfiguration that
-points at a Service exists, and no command reads pod logs (which the API server fetches from the node).
+Conventions of the delivery tests: tests/e2e/delivery/conftest.py.
 """
 
 from __future__ import annotations
@@ -42,7 +36,7 @@ from tests.harness.kube import (
     wait_until,
 )
 from tests.harness.operator import OperatorProcess
-from tests.harness.serviceaccount import NAMESPACE, SA_USER, service_account_kubeconfig
+from tests.harness.serviceaccount import NAMESPACE, SA_USER, service_account_kubeconfig, service_account_token
 
 # Grants of manifests/rbac that the converge run below does not exercise, and why they are needed.
 JUSTIFIED: dict[tuple[str, str, str], str] = {
@@ -172,16 +166,7 @@ def metrics_scraper_token(plane: ControlPlane, ns: str) -> str:
         },
     ):
         _apply(plane, obj)
-    assert plane.client is not None
-    answer = plane.client.create(
-        f"/api/v1/namespaces/{ns}/serviceaccounts/metrics-scraper/token",
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 3600},
-        },
-    )
-    return str(answer["status"]["token"])
+    return service_account_token(plane, ns, "metrics-scraper")
 
 
 def secure_scrape(port: int, token: str | None) -> tuple[int, str]:

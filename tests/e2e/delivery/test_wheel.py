@@ -1,13 +1,7 @@
 """The wheel installs into a fresh virtualenv and its `ojsctrl` entry point serves /healthz and /metrics
 (and, where Prometheus is installed, a real Prometheus scrapes it and a dashboard query returns data).
 
-Delivery against a real control plane. Each module that needs a plane has its own (`dplane`, from
-this folder's conftest), so it can install and remove CRDs and webhook configurations without disturbing
-the rest of the suite.
-
-No request may leave loopback: kwok's pods have addresses in 10.244.0.0/16 and Services in 10.96.0.0/16
-that nothing serves, so no OJS object is created or updated while a ValidatingWebhookConfiguration that
-points at a Service exists, and no command reads pod logs (which the API server fetches from the node).
+Conventions of the delivery tests: tests/e2e/delivery/conftest.py.
 """
 
 from __future__ import annotations

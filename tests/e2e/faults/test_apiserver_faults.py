@@ -2,11 +2,7 @@
 keeps a watch open and silent. The `raw_plane` (watch cache off, so compaction reaches watches) is
 restarted, frozen and compacted.
 
-Part of the reliability tests (docs/reliability.md): each test is one fault, against the real local control
-plane, with figures (tests/harness/figures.py). Sizes are reduced by default and the issue's with
-OJSCTRL_FULL=1 (`size()`). Every operator runs as a process with a distinct user agent
-(`--user-agent-suffix`), so the API server's audit log tells who wrote what; what it plants and the
-namespaces it uses are registered with the module's secret ledger, scanned for leaks at the module's end.
+A reliability test (docs/reliability.md); conventions in tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
@@ -56,7 +52,7 @@ from tests.harness.storm import (
     worker_body,
 )
 
-# The issue's sizes (storms of 200+200, 2,000 workers for 10 minutes) outlast the default 600 s per test.
+# Full sizes (OJSCTRL_FULL=1) outlast the default 600 s per test.
 pytestmark = pytest.mark.timeout(3600 if FULL else 600)
 
 

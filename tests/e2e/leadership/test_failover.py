@@ -1,11 +1,7 @@
 """Leadership lost mid-storm (the leader killed, or stopped with SIGTERM) and an operator restarted
 mid-storm: every child is written once, none is orphaned or duplicated.
 
-Part of the reliability tests (docs/reliability.md): each test is one fault, against the real local control
-plane, with figures (tests/harness/figures.py). Sizes are reduced by default and the issue's with
-OJSCTRL_FULL=1 (`size()`). Every operator runs as a process with a distinct user agent
-(`--user-agent-suffix`), so the API server's audit log tells who wrote what; what it plants and the
-namespaces it uses are registered with the module's secret ledger, scanned for leaks at the module's end.
+A reliability test (docs/reliability.md); conventions in tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
@@ -32,7 +28,13 @@ from tests.harness.kube import (
     ts,
     wait_until,
 )
-from tests.harness.operator import OperatorProcess, identity_of, start_op, unexpected_failures
+from tests.harness.operator import (
+    OperatorProcess,
+    identity_of,
+    leader_election_args,
+    start_op,
+    unexpected_failures,
+)
 from tests.harness.storm import (
     CHILD_RESOURCES,
     MANAGED,
@@ -42,7 +44,7 @@ from tests.harness.storm import (
     wait_converged,
 )
 
-# The issue's sizes (storms of 200+200, 2,000 workers for 10 minutes) outlast the default 600 s per test.
+# Full sizes (OJSCTRL_FULL=1) outlast the default 600 s per test.
 pytestmark = pytest.mark.timeout(3600 if FULL else 600)
 
 
@@ -55,11 +57,7 @@ def test_leader_loss_kill_and_sigterm_mid_storm(crds: ControlPlane, ops: list[Op
     lease = f"rel-{uuid.uuid4().hex[:6]}"
     lease_s, retry_s = 6.0, 1.0
     common = (
-        "--leader-elect",
-        "--leader-election-id",
-        lease,
-        "--leader-election-namespace",
-        ns,
+        *leader_election_args(lease, ns, watch=False),
         "--lease-duration",
         f"{lease_s:.0f}s",
         "--renew-deadline",

@@ -1,10 +1,6 @@
 """The secure metrics endpoint refuses unauthorised scrapes (TokenReview and SubjectAccessReview).
 
-Part of the reliability tests (docs/reliability.md): each test is one fault, against the real local control
-plane, with figures (tests/harness/figures.py). Sizes are reduced by default and the issue's with
-OJSCTRL_FULL=1 (`size()`). Every operator runs as a process with a distinct user agent
-(`--user-agent-suffix`), so the API server's audit log tells who wrote what; what it plants and the
-namespaces it uses are registered with the module's secret ledger, scanned for leaks at the module's end.
+A reliability test (docs/reliability.md); conventions in tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
@@ -32,7 +28,7 @@ from tests.harness.kube import (
 )
 from tests.harness.operator import OperatorProcess, start_op
 
-# The issue's sizes (storms of 200+200, 2,000 workers for 10 minutes) outlast the default 600 s per test.
+# Full sizes (OJSCTRL_FULL=1) outlast the default 600 s per test.
 pytestmark = pytest.mark.timeout(3600 if FULL else 600)
 
 

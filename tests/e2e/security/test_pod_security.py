@@ -1,11 +1,7 @@
 """Everything the operator creates is admitted in a namespace enforcing the `restricted` Pod Security
 Standard.
 
-Part of the reliability tests (docs/reliability.md): each test is one fault, against the real local control
-plane, with figures (tests/harness/figures.py). Sizes are reduced by default and the issue's with
-OJSCTRL_FULL=1 (`size()`). Every operator runs as a process with a distinct user agent
-(`--user-agent-suffix`), so the API server's audit log tells who wrote what; what it plants and the
-namespaces it uses are registered with the module's secret ledger, scanned for leaks at the module's end.
+A reliability test (docs/reliability.md); conventions in tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ from tests.harness.kube import FULL, REPLICASETS, AuditLog, driver, wait_until
 from tests.harness.operator import Shared
 from tests.harness.storm import MANAGED, cluster_body, worker_body
 
-# The issue's sizes (storms of 200+200, 2,000 workers for 10 minutes) outlast the default 600 s per test.
+# Full sizes (OJSCTRL_FULL=1) outlast the default 600 s per test.
 pytestmark = pytest.mark.timeout(3600 if FULL else 600)
 
 

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import ssl
@@ -29,6 +28,7 @@ from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane, free_port
 from tests.harness.kube import wait_until
 from tests.harness.operator import OperatorProcess
+from tests.harness.serviceaccount import service_account_token, token_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[3]
 SA_NAME = "ojs-operator-controller-manager"
@@ -39,42 +39,6 @@ CLUSTER_SCOPED = (
     "validatingwebhookconfigurations",
 )
 POLICY_MESSAGE = "the OJS operator may change only the controller.kubernetes.io/pod-deletion-cost annotation"
-
-
-def _token(plane: ControlPlane, namespace: str, name: str) -> str:
-    assert plane.client is not None
-    answer = plane.client.create(
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 3600},
-        },
-    )
-    return str(answer["status"]["token"])
-
-
-def _kubeconfig(plane: ControlPlane, token: str, name: str) -> Path:
-    cfg = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": name,
-                "cluster": {
-                    "server": plane.server,
-                    "certificate-authority-data": base64.b64encode(plane.ca.pair.cert_pem).decode(),
-                },
-            }
-        ],
-        "users": [{"name": name, "user": {"token": token}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
-        "current-context": name,
-    }
-    path = plane.workdir / f"{name}.kubeconfig"
-    path.write_text(yaml.safe_dump(cfg))
-    path.chmod(0o600)
-    return path
 
 
 def _request(
@@ -231,7 +195,7 @@ def test_namespaced_install_reconciles_with_roles_only(plane: ControlPlane, crds
         assert cani.stdout.strip() == "no", (verb, what, cani.stdout)
         cani = plane.kubectl("auth", "can-i", verb, what, "-n", watched, f"--as={user}", check=False)
         assert cani.stdout.strip() == "yes", (verb, what, cani.stdout)
-    kubeconfig = _kubeconfig(plane, _token(plane, op_ns, SA_NAME), f"nsop-{suffix}")
+    kubeconfig = token_kubeconfig(plane, service_account_token(plane, op_ns, SA_NAME), f"nsop-{suffix}")
     op = OperatorProcess(
         plane,
         "ojsctrl",
