@@ -181,7 +181,8 @@ def test_a_leader_whose_renewals_hang_stops_writing_before_the_standby_starts(
             stalled_at = time.monotonic()
             wait_until("b leads", lambda: holder(client, ns, lease) == "b", 60, 0.05)
             takeover = time.monotonic() - stalled_at
-            # SPEC 8.13's bound, counted from the last renewal, which came before the stall.
+            # The takeover bound of design.md §leader-election, counted from the last renewal, which came
+            # before the stall.
             assert takeover <= lease_duration + 2 * retry + 2 + 1, f"takeover took {takeover:.1f}s"
             # Give a stale leader every chance to show itself.
             time.sleep(3.0)

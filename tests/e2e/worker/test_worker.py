@@ -104,7 +104,7 @@ def test_readme_multi_worker_example(crds: ControlPlane, operator: OperatorProce
     assert env["OJS_JOB_TYPES"]["value"] == "data.transform,report.generate"
     assert env["OJS_CONCURRENCY"]["value"] == "50"
     assert env["OJS_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "ojs-multi-api-key"
-    # No SDK reads OJS_WORKER_ID (SPEC section 9.4): it is gone; POD_NAME is there for applications.
+    # No SDK reads OJS_WORKER_ID (design.md §drain): it is gone; POD_NAME is there for applications.
     assert "OJS_WORKER_ID" not in env
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
