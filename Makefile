@@ -76,7 +76,7 @@ bench: venv controlplane ## Run the benchmarks (not part of make test)
 clean: ## Remove build outputs (not the control plane cache)
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
 
-# ---------------------------------------------------------------------------- delivery (SPEC §7)
+# ---------------------------------------------------------------------------- delivery (design.md §delivery)
 # Every target below works against the kubeconfig in use ($KUBECONFIG, else ~/.kube/config), like kubectl.
 VERSION      := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -n1)
 IMG          ?= ghcr.io/openjobspec/ojs-operator:v$(VERSION)

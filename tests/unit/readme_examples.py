@@ -1,8 +1,8 @@
 """The YAML examples of the reference README, read from the samples that ship them (deploy/samples/).
 
-SPEC §1: they must apply unchanged. The unit tests that parse, validate and build the README examples take
-them from here, so they test what is shipped; tests/unit/test_api_models.py checks the samples against the
-reference README itself when it is available.
+design.md §api: they must apply unchanged. The unit tests that parse, validate and build the README
+examples take them from here, so they test what is shipped; tests/unit/test_api_models.py checks the samples
+against the reference README itself when it is available.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from ojsctrl.api.durations import DURATION_PATTERN, is_duration
 from ojsctrl.api.markers import PERCENT_PATTERN
 from ojsctrl.api.validation import PYTHON_ONLY_RULES
 from ojsctrl.api.worker import CLUSTER_REF_MESSAGE
-from tests.e2e.helpers import missing_tool
+from tests.harness.kube import missing_tool
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "manifests" / "crds"

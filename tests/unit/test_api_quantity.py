@@ -1,4 +1,4 @@
-"""Canonical quantities (the API server's agreement is checked in tests/e2e/test_quantities.py)."""
+"""Canonical quantities (the API server's agreement is checked in tests/e2e/cluster/test_quantities.py)."""
 
 from __future__ import annotations
 

@@ -304,7 +304,7 @@ CLUSTER_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("priority class too long", {"spec.priorityClassName": "a" * 254}, "spec.priorityClassName", "maxLength"),
     ("auth disabled not a boolean", {"spec.auth": {"disabled": 1}}, "spec.auth.disabled", "type"),
-    # kafka's state store (SPEC §9.1)
+    # kafka's state store (design.md §backends)
     (
         "kafka without a state store",
         {"spec.backend": {"type": "kafka", "url": "k:9092"}},
@@ -360,7 +360,7 @@ CLUSTER_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.backend.embedded",
         "embeddedRedisOnly",
     ),
-    # sqs settings (SPEC §9.1)
+    # sqs settings (design.md §backends)
     ("sqs without settings", {"spec.backend": {"type": "sqs"}}, "spec.backend.sqs", "sqsRequired"),
     (
         "sqs with url",
@@ -429,7 +429,7 @@ CLUSTER_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.backend.sqs.fifo",
         "type",
     ),
-    # server env, envFrom and gRPC exposure (SPEC §9.1, §9.3)
+    # server env, envFrom and gRPC exposure (design.md §backends, §exposure)
     ("grpc enabled not a boolean", {"spec.grpc": {"enabled": "yes"}}, "spec.grpc.enabled", "type"),
     ("server env name with =", {"spec.env": [{"name": "A=B"}]}, "spec.env[0].name", "envName"),
     (

@@ -489,7 +489,7 @@ def test_server_service_owns_only_its_fields(grpc: dict[str, Any] | None) -> Non
     svc = b.server_service(make_cluster(spec))
     ports = [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
     if grpc == {"enabled": True}:
-        # gRPC has no authentication on any backend: exposed only when asked for (SPEC §9.3).
+        # gRPC has no authentication on any backend: exposed only when asked for (design.md §exposure).
         ports.append({"name": "grpc", "port": 9090, "targetPort": "grpc", "protocol": "TCP"})
     assert svc["metadata"]["name"] == "c1-server"
     assert svc["spec"] == {
@@ -927,7 +927,7 @@ def test_service_monitor_authorization_follows_auth(
     assert sm["spec"]["endpoints"][0].get("authorization") == authorization
 
 
-# --- server env and envFrom from the spec (SPEC §8.6 merge rule) --------------------------------------------
+# --- server env and envFrom from the spec (design.md §env-merge) ---------------------------------
 
 
 def test_user_env_replaces_operator_entries_and_follows_them() -> None:

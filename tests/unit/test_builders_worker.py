@@ -134,13 +134,13 @@ def test_user_container_fields_verbatim() -> None:
     ("timeout", "grace"), [(None, 40), (0, 35), (10, 35), (24, 35), (25, 35), (26, 36), (30, 40), (600, 610)]
 )
 def test_termination_grace_period(timeout: int | None, grace: int) -> None:
-    """timeoutSeconds + 10, never below the SDKs' fixed 25 s grace + 10 (SPEC §9.4)."""
+    """timeoutSeconds + 10, never below the SDKs' fixed 25 s grace + 10 (design.md §drain)."""
     spec = {} if timeout is None else {"gracefulShutdown": {"timeoutSeconds": timeout}}
     assert deployment(spec)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
 
 
 def test_no_worker_id_env() -> None:
-    """No SDK reads OJS_WORKER_ID (SPEC §9.4): the operator does not pretend to set the worker id."""
+    """No SDK reads OJS_WORKER_ID (design.md §drain): the operator does not pretend to set the worker id."""
     for spec in ({}, {"gracefulShutdown": {"drainBeforeShutdown": True}}):
         names = [e["name"] for e in container(deployment(spec))["env"]]
         assert "OJS_WORKER_ID" not in names and "POD_NAME" in names

@@ -67,7 +67,7 @@ def test_parse_bool_rejects(text: str) -> None:
         parse_bool(text)
 
 
-# --------------------------------------------------------------------------- defaults (SPEC section 6)
+# ------------------------------------------------------------------------ defaults (design.md §manager-flags)
 def test_defaults_match_spec() -> None:
     args = build_parser().parse_args([])
     assert args.metrics_bind_address == ":8080"

@@ -1,4 +1,4 @@
-"""Bounded label sets (SPEC §9.13): a tenant's queue names cannot grow /metrics without end."""
+"""Bounded label sets (design.md §bounded-labels): a tenant's queue names cannot grow /metrics without end."""
 
 from __future__ import annotations
 

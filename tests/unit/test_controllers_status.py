@@ -146,8 +146,8 @@ def test_poller_polls_once_per_interval_for_all_requesters_and_reports_changes()
 
 
 def test_poller_counts_failed_polls_so_a_missed_outage_shows() -> None:
-    """SPEC §9.5: a reconcile that reads a good result after an outage it never saw still learns of it
-    from the grown failure count (the autoscaler then records a hold sample)."""
+    """design.md §stabilisation: a reconcile that reads a good result after an outage it never saw still
+    learns of it from the grown failure count (the autoscaler then records a hold sample)."""
     state = {"fail": 0}
 
     def fetch(url: str, key: str | None) -> dict[str, tuple[int, int]]:

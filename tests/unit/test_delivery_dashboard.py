@@ -3,7 +3,7 @@
 promtool comes from Debian's `prometheus` package (`bash hack/install-deps.sh`, `make deps`). Each
 expression is wrapped as a recording rule and the file is checked with `promtool check rules`, which
 parses every expression. Which metrics the running operator exports is checked end to end by
-tests/e2e/test_delivery.py (it also has a real Prometheus scrape the operator and query a panel).
+tests/e2e/delivery/test_wheel.py (it also has a real Prometheus scrape the operator and query a panel).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from types import ModuleType
 
 import yaml
 
-from tests.e2e.helpers import missing_tool
+from tests.harness.kube import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 METRIC = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]")

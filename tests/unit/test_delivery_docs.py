@@ -1,7 +1,7 @@
 """The docs' shell commands are all accounted for, and their links resolve.
 
 Every fenced shell block in README.md and docs/*.md is preceded by a marker comment saying who runs it:
-  <!-- tested: e2e -->     tests/e2e/test_delivery.py runs it against a real control plane;
+  <!-- tested: e2e -->     tests/e2e/delivery/test_docs.py runs it against a real control plane;
   <!-- tested: ci -->      CI runs it (`make test`);
   <!-- tested: syntax -->  it needs something this machine lacks (a registry, OLM, a real node); its syntax
                            is checked here with `bash -n`, and the reason follows the marker.
@@ -81,7 +81,7 @@ def test_the_quick_start_is_the_two_commands() -> None:
 
 
 def test_e2e_runs_every_doc_with_e2e_blocks() -> None:
-    from tests.e2e.test_delivery import DOC_ORDER
+    from tests.harness.delivery import DOC_ORDER
 
     with_e2e = {str(p.relative_to(ROOT)) for p in DOCS if any(b[3] == "e2e" for b in blocks(p))}
     assert with_e2e <= set(DOC_ORDER)

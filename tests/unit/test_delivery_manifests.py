@@ -1,5 +1,5 @@
-"""Delivery artifacts stay in step with their sources (SPEC §7): generated copies, versions, RBAC, the
-Dockerfile and the Makefile. No cluster needed (tests/e2e/test_delivery.py applies them)."""
+"""Delivery artifacts stay in step with their sources (design.md §delivery): generated copies, versions,
+RBAC, the Dockerfile and the Makefile. No cluster needed (tests/e2e/delivery/ applies them)."""
 
 from __future__ import annotations
 

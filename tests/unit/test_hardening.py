@@ -29,7 +29,7 @@ CLUSTER = make_cluster({"backend": {"type": "redis", "embedded": True}})
 SAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "samples"
 
 
-# --- full cluster-domain names (SPEC §9.11) -----------------------------------------------------------------
+# --- full cluster-domain names (design.md §cluster-domain) --------------------------------------------------
 
 
 def test_default_url_template_is_the_full_cluster_domain_name() -> None:

@@ -1,6 +1,6 @@
 """--metrics-secure: TokenReview + SubjectAccessReview on /metrics (cached), HTTPS with a self-signed or a
 directory certificate, and the flags that turn it on. The e2e half (real reviews against the real API server)
-is in tests/e2e/test_reliability.py."""
+is in tests/e2e/security/test_metrics_auth.py."""
 
 from __future__ import annotations
 

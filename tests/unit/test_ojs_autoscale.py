@@ -132,8 +132,8 @@ def test_outage_counts_as_holding() -> None:
 
 
 def test_one_failed_poll_holds_across_a_long_outage() -> None:
-    """SPEC §9.5: the only evaluation during an outage longer than the window is its start (the poller
-    reports a change once); the first good poll after it must not scale down at once."""
+    """design.md §stabilisation: the only evaluation during an outage longer than the window is its start (the
+    poller reports a change once); the first good poll after it must not scale down at once."""
     s = spec(delay=60)
     d = worker_desired(30, 3, s, SEASONED, 0.0)
     assert (d.desired, d.reason) == (3, "Stable")
@@ -426,8 +426,8 @@ _ok_fail_missed = st.lists(
 def test_no_scale_down_without_a_window_of_good_data(
     s: WorkerScaling, start: int, steps: list[tuple[int, float, str]]
 ) -> None:
-    """SPEC §9.5 as an invariant: every scale-down (within the bounds) follows a whole window of good
-    data, whether the failures were seen by an evaluation or only counted by the poller."""
+    """design.md §stabilisation as an invariant: every scale-down (within the bounds) follows a whole window
+    of good data, whether the failures were seen by an evaluation or only counted by the poller."""
     current, history, now, failures = start, History(), 0.0, 0
     good_since: float | None = None
     for load, dt, kind in steps:
@@ -685,7 +685,7 @@ def test_drain_invariants(
     assert plan.draining == (plan.replicas > desired)
 
 
-# ---------------------------------------------------------------------------- silent workers (SPEC §9.4)
+# ------------------------------------------------------------------------ silent workers (design.md §drain)
 def test_silent_workers_count_as_stale_by_their_heartbeat_age() -> None:
     from ojsctrl.ojs.drain import SILENT_WORKER_SECONDS, mark_silent, match_workers
     from ojsctrl.ojs.model import WorkerInfo

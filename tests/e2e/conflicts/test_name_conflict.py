@@ -1,5 +1,6 @@
-"""Issue 18 against the real control plane: NameConflict means hands off (SPEC §9.12), full cluster-domain
-names (SPEC §9.11), and no apply loop when another field manager adds entries to a list the operator owns."""
+"""Issue 18 against the real control plane: NameConflict means hands off (design.md §name-conflict),
+full cluster-domain names (design.md §cluster-domain), and no apply loop when another field manager adds
+entries to a list the operator owns."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import pytest
 
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
 from ojsctrl.runtime.client import DEPLOYMENTS, EVENTS, PVCS, SECRETS, SERVICES
-from tests.e2e.helpers import (
-    OperatorProcess,
+from tests.harness.controlplane import ControlPlane
+from tests.harness.kube import (
     cond,
     driver,
     get,
@@ -24,11 +25,10 @@ from tests.e2e.helpers import (
     ojs_worker,
     phase,
     secret,
-    start_ojsctrl,
     wait_until,
     wcond,
 )
-from tests.harness.controlplane import ControlPlane
+from tests.harness.operator import OperatorProcess, start_ojsctrl
 
 DOMAIN = "e2e-domain.test"
 
@@ -218,7 +218,7 @@ def test_name_conflict_means_hands_off(crds: ControlPlane, operator: OperatorPro
         (e["reason"], e["message"]) for e in warnings
     ]
 
-    # Full cluster-domain names (SPEC §9.11): status.endpoint and the workers' OJS_URL.
+    # Full cluster-domain names (design.md §cluster-domain): status.endpoint and the workers' OJS_URL.
     wait_until(
         "ok has an endpoint",
         lambda: bool((client.get(OJSCLUSTERS, "ok", ns).get("status") or {}).get("endpoint")),

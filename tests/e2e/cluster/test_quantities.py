@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from ojsctrl.api.quantity import canonical_quantity
 from ojsctrl.runtime.client import PODS
-from tests.e2e.helpers import driver, namespace
 from tests.harness.controlplane import ControlPlane
+from tests.harness.kube import driver, namespace
 
 SAMPLES = [
     "0.5", "500m", "2000", "1500", "1Gi", "1024Mi", "0.5Gi", "1536Mi", "1.5Gi", "1.1Gi", "1000Ki",

@@ -13,8 +13,8 @@ import pytest
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
 from ojsctrl.controllers.storage import RELEASED_ANNOTATION
 from ojsctrl.runtime.client import DEPLOYMENTS, EVENTS, HPAS, JSON_PATCH, PVCS, SECRETS, SERVICES, Client
-from tests.e2e.helpers import (
-    OperatorProcess,
+from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.kube import (
     cond_of,
     driver,
     get,
@@ -25,7 +25,7 @@ from tests.e2e.helpers import (
     status_of,
     wait_until,
 )
-from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.operator import OperatorProcess
 
 MARKER = "example.com/data-marker"
 

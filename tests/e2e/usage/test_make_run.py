@@ -18,10 +18,10 @@ import pytest
 
 from ojsctrl.runtime.certs import VALIDATING_WEBHOOK_CONFIGURATIONS as WEBHOOK_CONFIGS
 from ojsctrl.runtime.client import ApiError
-from tests.e2e.helpers import create, driver, namespace, ojs_worker, wait_until
 from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.kube import create, driver, namespace, ojs_worker, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DEV_CONFIG = "ojs-operator-dev-webhooks"
 
 

@@ -12,8 +12,9 @@ import pytest
 from ojsctrl.api.backends import contract
 from ojsctrl.controllers.common import OJSCLUSTERS
 from ojsctrl.runtime.client import CONFIGMAPS, DEPLOYMENTS, PDBS, SECRETS, SERVICES, Resource
-from tests.e2e.helpers import (
-    OperatorProcess,
+from tests.harness import binaries
+from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.kube import (
     cond,
     configmap,
     create,
@@ -27,11 +28,9 @@ from tests.e2e.helpers import (
     phase,
     sample,
     secret,
-    start_ojsctrl,
     wait_until,
 )
-from tests.harness import binaries
-from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.operator import OperatorProcess, start_ojsctrl
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +65,7 @@ def test_minimal_example_converges_with_every_child(crds: ControlPlane, operator
     assert env["OJS_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "ojs-minimal-api-key"
     assert pod["terminationGracePeriodSeconds"] == 40
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 8080, "grpc": 9090}
-    # gRPC has no authentication: the Service carries 9090 only when spec.grpc.enabled (SPEC §9.3).
+    # gRPC has no authentication: the Service carries 9090 only when spec.grpc.enabled (design.md §exposure).
     svc = client.get(SERVICES, "ojs-minimal-server", ns)
     assert {p["name"]: p["port"] for p in svc["spec"]["ports"]} == {"http": 8080}
     assert c["image"] == "ghcr.io/openjobspec/ojs-backend-redis:v0.3.0"
@@ -121,7 +120,7 @@ def test_minimal_example_converges_with_every_child(crds: ControlPlane, operator
     )
 
     # Turning embedded Redis off (with a URL instead): without storage its data lives only in its pod, so
-    # its objects are released (kept, no longer owned), not deleted (SPEC §9.7, docs/storage.md).
+    # its objects are released (kept, no longer owned), not deleted (design.md §storage, docs/storage.md).
     client.patch(
         OJSCLUSTERS, "ojs-minimal", {"spec": {"backend": {"embedded": False, "url": "redis://ext:6379"}}}, ns
     )

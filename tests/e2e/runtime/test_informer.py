@@ -12,7 +12,8 @@ import pytest
 from ojsctrl.runtime.client import CONFIGMAPS, NotFoundError
 from ojsctrl.runtime.informer import Informer
 from ojsctrl.runtime.metrics import REGISTRY
-from tests.e2e.helpers import (
+from tests.harness.controlplane import ControlPlane
+from tests.harness.kube import (
     Recorder,
     cache_equals_list,
     configmap,
@@ -22,7 +23,6 @@ from tests.e2e.helpers import (
     size,
     wait_until,
 )
-from tests.harness.controlplane import ControlPlane
 
 
 def _informer(plane: ControlPlane, ns: str, **kw: object) -> tuple[Informer, Recorder]:

@@ -12,10 +12,8 @@ import pytest
 
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
 from ojsctrl.runtime.client import DEPLOYMENTS, HPAS, PODS, Client
-from tests.e2e.helpers import (
-    ClusterKeys,
-    OperatorProcess,
-    cluster_api_key,
+from tests.harness.controlplane import ControlPlane
+from tests.harness.kube import (
     cond,
     create,
     driver,
@@ -28,14 +26,14 @@ from tests.e2e.helpers import (
     phase,
     replicas,
     sample,
-    start_ojsctrl,
     status_of,
     wait_until,
     wcond,
     wstatus,
 )
-from tests.e2e.sdkpods import PodWorkers
-from tests.harness.controlplane import ControlPlane
+from tests.harness.ojs import ClusterKeys, cluster_api_key
+from tests.harness.operator import OperatorProcess, start_ojsctrl
+from tests.harness.sdkpods import PodWorkers
 from tests.ojsserver.server import OJSTestServer
 
 OJS_URL = "/{namespace}/{name}"
@@ -106,7 +104,7 @@ def test_readme_multi_worker_example(crds: ControlPlane, operator: OperatorProce
     assert env["OJS_JOB_TYPES"]["value"] == "data.transform,report.generate"
     assert env["OJS_CONCURRENCY"]["value"] == "50"
     assert env["OJS_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "ojs-multi-api-key"
-    # No SDK reads OJS_WORKER_ID (SPEC section 9.4): it is gone; POD_NAME is there for applications.
+    # No SDK reads OJS_WORKER_ID (design.md §drain): it is gone; POD_NAME is there for applications.
     assert "OJS_WORKER_ID" not in env
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"

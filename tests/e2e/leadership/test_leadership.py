@@ -17,16 +17,15 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from ojsctrl.runtime.client import CONFIGMAPS, LEASES, NotFoundError
-from tests.e2e.helpers import OperatorProcess, configmap, driver, namespace, size, wait_until
+from ojsctrl.runtime.client import CONFIGMAPS, NotFoundError
 from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.kube import configmap, driver, holder, namespace, size, wait_until
+from tests.harness.operator import OperatorProcess, leader_election_args
 
 APP = "tests.e2e.apps.mirror"
 SOURCE = {"ojsctrl-test/source": "true"}
@@ -108,21 +107,6 @@ class LeaseStallingProxy:
                 s.close()
 
 
-@pytest.fixture
-def procs() -> Iterator[list[OperatorProcess]]:
-    started: list[OperatorProcess] = []
-    yield started
-    for p in started:
-        p.stop()
-
-
-def _holder(client: Any, ns: str, lease: str) -> str:
-    try:
-        return str(client.get(LEASES, lease, ns)["spec"].get("holderIdentity") or "")
-    except NotFoundError:
-        return ""
-
-
 def _when(ts: str) -> float:
     return dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
 
@@ -149,13 +133,7 @@ def test_a_leader_whose_renewals_hang_stops_writing_before_the_standby_starts(
     lease = f"mirror-{uuid.uuid4().hex[:6]}"
     lease_duration, renew_deadline, retry = 6.0, 4.0, 1.0
     common = (
-        "--leader-elect",
-        "--leader-election-id",
-        lease,
-        "--leader-election-namespace",
-        ns,
-        "--watch-namespace",
-        ns,
+        *leader_election_args(lease, ns),
         "--lease-duration",
         f"{lease_duration:g}s",
         "--renew-deadline",
@@ -170,7 +148,7 @@ def test_a_leader_whose_renewals_hang_stops_writing_before_the_standby_starts(
         kubeconfig = proxy.kubeconfig(plane.workdir / f"proxy-{lease}.kubeconfig")
         a = OperatorProcess(plane, APP, "--identity", "a", *common, "--kubeconfig", str(kubeconfig), name="a")
         procs.append(a)
-        wait_until("a leads", lambda: _holder(client, ns, lease) == "a", 60)
+        wait_until("a leads", lambda: holder(client, ns, lease) == "a", 60)
         b = OperatorProcess(plane, APP, "--identity", "b", *common, name="b")
         procs.append(b)
         wait_until("b ready (warm standby)", b.ready, 60)
@@ -201,9 +179,10 @@ def test_a_leader_whose_renewals_hang_stops_writing_before_the_standby_starts(
             time.sleep(1.0)
             proxy.stall.set()
             stalled_at = time.monotonic()
-            wait_until("b leads", lambda: _holder(client, ns, lease) == "b", 60, 0.05)
+            wait_until("b leads", lambda: holder(client, ns, lease) == "b", 60, 0.05)
             takeover = time.monotonic() - stalled_at
-            # SPEC 8.13's bound, counted from the last renewal, which came before the stall.
+            # The takeover bound of design.md §leader-election, counted from the last renewal, which came
+            # before the stall.
             assert takeover <= lease_duration + 2 * retry + 2 + 1, f"takeover took {takeover:.1f}s"
             # Give a stale leader every chance to show itself.
             time.sleep(3.0)

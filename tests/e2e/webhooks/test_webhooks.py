@@ -1,4 +1,5 @@
-"""Admission through the real API server: it calls the operator's webhook (SPEC §5, §8.14, issue 6).
+"""Admission through the real API server: it calls the operator's webhook (design.md §admission,
+§webhook-tls, issue 6).
 
 Set-up: an operator process serving only its webhooks (tests/e2e/apps/webhook_operator.py, self-managed
 certificates), and a ValidatingWebhookConfiguration made from the dev generator (url https://127.0.0.1:<port>)
@@ -35,8 +36,9 @@ from ojsctrl.runtime.certs import VALIDATING_WEBHOOK_CONFIGURATIONS, load_cas
 from ojsctrl.runtime.client import NAMESPACES, SECRETS, Client, NotFoundError
 from ojsctrl.webhooks import CLUSTER_WEBHOOK, WORKER_WEBHOOK
 from ojsctrl.webhooks.manifests import dev_webhook_configuration
-from tests.e2e.helpers import OperatorProcess, driver, namespace, size, wait_until
 from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.kube import driver, namespace, size, wait_until
+from tests.harness.operator import OperatorProcess
 from tests.unit.test_api_validation import (
     _DELETE,
     CLUSTER,
@@ -49,7 +51,7 @@ from tests.unit.test_api_validation import (
 )
 
 APP = "tests.e2e.apps.webhook_operator"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = ROOT / "deploy" / "samples"
 GROUP_PATH = "/apis/ojs.openjobspec.dev/v1alpha1"
 PLURALS = {"OJSCluster": "ojsclusters", "OJSWorker": "ojsworkers"}
@@ -854,7 +856,7 @@ def test_rotation_without_a_failed_admission(crds: ControlPlane, client: Client,
         stop(client, dep)
 
 
-# --------------------------------------------------------------------------- lite is one replica (SPEC §9.3)
+# ---------------------------------------------------------------- lite is one replica (design.md §exposure)
 def test_lite_with_two_replicas_is_refused_by_cel_and_by_the_webhook(
     webhook: Deployment, off_ns: str, raw: Raw
 ) -> None:

@@ -5,24 +5,16 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
 from ojsctrl.runtime.client import CONFIGMAPS, LEASES, NotFoundError
-from tests.e2e.helpers import OperatorProcess, configmap, driver, namespace, wait_until
 from tests.harness.controlplane import ControlPlane
+from tests.harness.kube import configmap, driver, holder, namespace, wait_until
+from tests.harness.operator import OperatorProcess, leader_election_args
 
 APP = "tests.e2e.apps.mirror"
 SOURCE = {"ojsctrl-test/source": "true"}
-
-
-@pytest.fixture
-def procs() -> Iterator[list[OperatorProcess]]:
-    started: list[OperatorProcess] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def _start(plane: ControlPlane, procs: list[OperatorProcess], *args: str, name: str) -> OperatorProcess:
@@ -105,13 +97,6 @@ def test_not_ready_before_caches_sync(raw_plane: ControlPlane, procs: list[Opera
     wait_until("ready after the apiserver resumes", op.ready, 60)
 
 
-def _holder(client, ns: str, lease: str) -> str:  # type: ignore[no-untyped-def]
-    try:
-        return client.get(LEASES, lease, ns)["spec"].get("holderIdentity") or ""
-    except NotFoundError:
-        return ""
-
-
 def test_leader_election_takeover_on_kill_and_on_sigterm(
     plane: ControlPlane, procs: list[OperatorProcess]
 ) -> None:
@@ -120,17 +105,11 @@ def test_leader_election_takeover_on_kill_and_on_sigterm(
     lease = f"mirror-{uuid.uuid4().hex[:6]}"
     timing = ("--lease-duration", "8s", "--renew-deadline", "5s", "--retry-period", "1s")
     common = (
-        "--leader-elect",
-        "--leader-election-id",
-        lease,
-        "--leader-election-namespace",
-        ns,
-        "--watch-namespace",
-        ns,
+        *leader_election_args(lease, ns),
         *timing,
     )
     a = _start(plane, procs, *common, name="a")
-    wait_until("a leads", lambda: _holder(client, ns, lease) == "a", 30)
+    wait_until("a leads", lambda: holder(client, ns, lease) == "a", 30)
     b = _start(plane, procs, *common, name="b")
     wait_until("b ready (warm standby)", b.ready, 30)
 
@@ -147,7 +126,7 @@ def test_leader_election_takeover_on_kill_and_on_sigterm(
     # kill -9: b takes over once the lease expires by its own clock.
     a.signal(signal.SIGKILL)
     killed = time.monotonic()
-    wait_until("b leads", lambda: _holder(client, ns, lease) == "b", 30, 0.05)
+    wait_until("b leads", lambda: holder(client, ns, lease) == "b", 30, 0.05)
     takeover = time.monotonic() - killed
     assert takeover <= 8 + 1 + 2.5, f"takeover took {takeover:.1f}s"
     client.create(CONFIGMAPS, configmap(ns, "two", SOURCE))
@@ -162,7 +141,7 @@ def test_leader_election_takeover_on_kill_and_on_sigterm(
     wait_until("c ready (warm standby)", c.ready, 30)
     b.signal(signal.SIGTERM)
     termed = time.monotonic()
-    wait_until("c leads", lambda: _holder(client, ns, lease) == "c", 15, 0.05)
+    wait_until("c leads", lambda: holder(client, ns, lease) == "c", 15, 0.05)
     assert time.monotonic() - termed <= 5.0
     assert b.wait(20) == 0
     assert "released the lease" in b.logs()
@@ -175,13 +154,7 @@ def test_losing_the_lease_stops_the_process(plane: ControlPlane, procs: list[Ope
     a = _start(
         plane,
         procs,
-        "--leader-elect",
-        "--leader-election-id",
-        lease,
-        "--leader-election-namespace",
-        ns,
-        "--watch-namespace",
-        ns,
+        *leader_election_args(lease, ns),
         "--lease-duration",
         "8s",
         "--renew-deadline",
@@ -190,7 +163,7 @@ def test_losing_the_lease_stops_the_process(plane: ControlPlane, procs: list[Ope
         "1s",
         name="victim",
     )
-    wait_until("victim leads", lambda: _holder(client, ns, lease) == "victim", 30)
+    wait_until("victim leads", lambda: holder(client, ns, lease) == "victim", 30)
     obj = client.get(LEASES, lease, ns)
     obj["spec"]["holderIdentity"] = "usurper"
     client.replace(LEASES, obj, ns)
@@ -242,7 +215,7 @@ def test_shutdown_releases_the_lease_only_when_no_reconcile_runs(plane: ControlP
     runner = threading.Thread(target=lambda: codes.append(manager.run()), daemon=True)
     runner.start()
     try:
-        wait_until("leads", lambda: _holder(client, ns, lease) == identity, 30)
+        wait_until("leads", lambda: holder(client, ns, lease) == identity, 30)
         client.create(CONFIGMAPS, configmap(ns, "src", SOURCE))
         assert entered.wait(30)
         if not stuck:
@@ -252,9 +225,9 @@ def test_shutdown_releases_the_lease_only_when_no_reconcile_runs(plane: ControlP
         assert codes == [0]
         if stuck:
             # A reconcile may still write: the lease stays ours until it expires.
-            assert _holder(client, ns, lease) == identity
+            assert holder(client, ns, lease) == identity
         else:
-            assert _holder(client, ns, lease) == ""
+            assert holder(client, ns, lease) == ""
     finally:
         release.set()
         manager.stop_event.set()

@@ -1,8 +1,9 @@
 """What a user types: the real kubectl against the real control plane and the real operator.
 
 Short names `ojs` and `ojsw` work for every verb, the category `openjobspec` lists both kinds, `kubectl scale
-ojs` goes through the OJSCluster scale subresource (SPEC §9.8), a cross-namespace clusterRef is refused by the
-API server itself (SPEC §9.9), and an object in Error still shows its Deployment's pods in REPLICAS/READY.
+ojs` goes through the OJSCluster scale subresource (design.md §kubectl), a cross-namespace clusterRef is
+refused by the API server itself (design.md §cluster-ref), and an object in Error still shows its
+Deployment's pods in REPLICAS/READY.
 The operator runs without its webhook here: every refusal below comes from the CRD (schema and CEL).
 """
 
@@ -22,8 +23,8 @@ import pytest
 
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
 from ojsctrl.runtime.client import DEPLOYMENTS, Client
-from tests.e2e.helpers import (
-    OperatorProcess,
+from tests.harness.controlplane import ControlPlane
+from tests.harness.kube import (
     cond,
     driver,
     get,
@@ -32,13 +33,12 @@ from tests.e2e.helpers import (
     ojs_worker,
     phase,
     replicas,
-    start_ojsctrl,
     status_of,
     wait_until,
     wcond,
     wstatus,
 )
-from tests.harness.controlplane import ControlPlane
+from tests.harness.operator import OperatorProcess, start_ojsctrl
 from tests.ojsserver.server import OJSTestServer
 
 SHARED_NAMESPACE = "workers and clusters share a namespace"

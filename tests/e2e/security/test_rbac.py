@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import ssl
@@ -25,11 +24,13 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.helpers import OperatorProcess, wait_until
 from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane, free_port
+from tests.harness.kube import wait_until
+from tests.harness.operator import OperatorProcess
+from tests.harness.serviceaccount import service_account_token, token_kubeconfig
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SA_NAME = "ojs-operator-controller-manager"
 CLUSTER_SCOPED = (
     "customresourcedefinitions",
@@ -38,42 +39,6 @@ CLUSTER_SCOPED = (
     "validatingwebhookconfigurations",
 )
 POLICY_MESSAGE = "the OJS operator may change only the controller.kubernetes.io/pod-deletion-cost annotation"
-
-
-def _token(plane: ControlPlane, namespace: str, name: str) -> str:
-    assert plane.client is not None
-    answer = plane.client.create(
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 3600},
-        },
-    )
-    return str(answer["status"]["token"])
-
-
-def _kubeconfig(plane: ControlPlane, token: str, name: str) -> Path:
-    cfg = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": name,
-                "cluster": {
-                    "server": plane.server,
-                    "certificate-authority-data": base64.b64encode(plane.ca.pair.cert_pem).decode(),
-                },
-            }
-        ],
-        "users": [{"name": name, "user": {"token": token}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
-        "current-context": name,
-    }
-    path = plane.workdir / f"{name}.kubeconfig"
-    path.write_text(yaml.safe_dump(cfg))
-    path.chmod(0o600)
-    return path
 
 
 def _request(
@@ -115,7 +80,7 @@ def _apply(plane: ControlPlane, objs: list[dict[str, Any]]) -> None:
 
 
 def test_pod_patch_policy_allows_only_the_deletion_cost(plane: ControlPlane) -> None:
-    from tests.e2e.test_delivery import service_account_kubeconfig
+    from tests.harness.serviceaccount import service_account_kubeconfig
 
     kubeconfig = service_account_kubeconfig(plane)  # ojs-system and manifests/rbac (pods patch granted)
     token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
@@ -230,7 +195,7 @@ def test_namespaced_install_reconciles_with_roles_only(plane: ControlPlane, crds
         assert cani.stdout.strip() == "no", (verb, what, cani.stdout)
         cani = plane.kubectl("auth", "can-i", verb, what, "-n", watched, f"--as={user}", check=False)
         assert cani.stdout.strip() == "yes", (verb, what, cani.stdout)
-    kubeconfig = _kubeconfig(plane, _token(plane, op_ns, SA_NAME), f"nsop-{suffix}")
+    kubeconfig = token_kubeconfig(plane, service_account_token(plane, op_ns, SA_NAME), f"nsop-{suffix}")
     op = OperatorProcess(
         plane,
         "ojsctrl",
@@ -299,7 +264,7 @@ SECRET_POLICY_MESSAGE = "the OJS operator may change only the owner references"
 
 
 def test_secret_patch_policy_allows_only_release_and_adoption(plane: ControlPlane) -> None:
-    from tests.e2e.test_delivery import service_account_kubeconfig
+    from tests.harness.serviceaccount import service_account_kubeconfig
 
     kubeconfig = service_account_kubeconfig(plane)  # ojs-system and manifests/rbac (secrets patch granted)
     token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]

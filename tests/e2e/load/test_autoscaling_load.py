@@ -1,0 +1,166 @@
+"""Load: many autoscaling workers share one stats poll per cluster, without a growing queue
+(OJSCTRL_FULL=1 for the issue's 2,000 workers for 10 minutes).
+
+A reliability test (docs/reliability.md); conventions in tests/e2e/conftest.py.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
+from ojsctrl.runtime.client import (
+    Resource,
+)
+from tests.harness.controlplane import ControlPlane
+from tests.harness.figures import figure
+from tests.harness.kube import FULL, cond_of, driver, ns_for, size, wait_until
+from tests.harness.ojs import keyed_ojs_server
+from tests.harness.operator import (
+    OperatorProcess,
+    cpu_seconds,
+    metric,
+    metric_sum,
+    rss_mb,
+    start_op,
+    unexpected_failures,
+)
+from tests.harness.storm import cluster_body, run_storm, worker_body
+
+# Full sizes (OJSCTRL_FULL=1) outlast the default 600 s per test.
+pytestmark = pytest.mark.timeout(3600 if FULL else 600)
+
+
+def test_load_autoscaling_workers_share_one_poll_per_cluster(
+    crds: ControlPlane, ops: list[OperatorProcess]
+) -> None:
+    n_workers = size(200, 2000)
+    n_clusters = n_workers // 10
+    duration = size(60, 600)
+    interval = 5.0
+    queues = [f"load-{i}" for i in range(10)]
+    srv = keyed_ojs_server(driver(crds))
+    srv.start()
+    try:
+        for q in queues:
+            srv.set_queue(q, available=0, active=0)
+        ns = ns_for(crds, "rel-load")
+        client = driver(crds)
+        op = start_op(
+            crds,
+            "--kube-api-qps",
+            "100",
+            "--kube-api-burst",
+            "200",
+            name="rel-load",
+            namespaces=[ns],
+            ojs_url=srv.base_url + "/{namespace}/{name}",
+            started=ops,
+        )
+        wait_until("operator ready", op.ready, 60)
+        auto = {
+            "enabled": True,
+            "minReplicas": 1,
+            "maxReplicas": 2,
+            "targetJobsPerWorker": 10,
+            "pollingInterval": f"{interval:.0f}s",
+            "scaleDownDelay": "10s",
+        }
+        bodies: list[tuple[Resource, dict[str, Any]]] = [
+            (OJSCLUSTERS, cluster_body(f"lc{c:04d}", ns)) for c in range(n_clusters)
+        ]
+        bodies += [
+            (
+                OJSWORKERS,
+                worker_body(
+                    f"lw{w:05d}", ns, f"lc{w % n_clusters:04d}", queues=[queues[w % 10]], autoScaling=auto
+                ),
+            )
+            for w in range(n_workers)
+        ]
+        setup_start = time.monotonic()
+        run_storm(client, ns, bodies)
+
+        def autoscaling_everywhere() -> bool:
+            ws = client.list(OJSWORKERS, ns)[0]
+            return len(ws) == n_workers and all(cond_of(w, "Autoscaling").get("status") == "True" for w in ws)
+
+        wait_until("every worker autoscaling on polled stats", autoscaling_everywhere, size(300, 1800), 2.0)
+        setup_s = time.monotonic() - setup_start
+
+        polls_before = srv.poll_counts()
+        rss: list[float] = []
+        depth: list[float] = []
+        started = time.monotonic()
+        reconciles_before = metric(
+            op, "controller_runtime_reconcile_total", {"controller": "ojsworker", "result": "requeue_after"}
+        )
+        cpu_before = cpu_seconds(op.proc.pid)
+        step = 0
+        while time.monotonic() - started < duration:
+            if step % 5 == 0:
+                # Every 10 s the next queue gets busy (its tenth of the workers want 2 replicas) and the
+                # previous one goes idle (its workers scale down after scaleDownDelay).
+                busy = (step // 5) % len(queues)
+                for i, q in enumerate(queues):
+                    srv.set_queue(q, available=15 if i == busy else 0)
+            rss.append(rss_mb(op.proc.pid))
+            depth.append(
+                metric(op, "workqueue_depth", {"name": "ojsworker"})
+                + metric(op, "workqueue_depth", {"name": "ojscluster"})
+            )
+            step += 1
+            time.sleep(2)
+        elapsed = time.monotonic() - started
+        cpu = cpu_seconds(op.proc.pid) - cpu_before
+        reconciles = (
+            metric(
+                op,
+                "controller_runtime_reconcile_total",
+                {"controller": "ojsworker", "result": "requeue_after"},
+            )
+            - reconciles_before
+        )
+        polls_after = srv.poll_counts()
+        per_cluster = [
+            polls_after.get(f"/{ns}/lc{c:04d}", 0) - polls_before.get(f"/{ns}/lc{c:04d}", 0)
+            for c in range(n_clusters)
+        ]
+        expected = elapsed / interval
+        scale_ups = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "up"})
+        scale_downs = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "down"})
+        third = max(1, len(rss) // 3)
+        figure(
+            "load",
+            workers=n_workers,
+            clusters=n_clusters,
+            window_s=round(elapsed),
+            polling_interval_s=interval,
+            polls_total=sum(per_cluster),
+            polls_per_cluster_min_max=(min(per_cluster), max(per_cluster)),
+            polls_expected_per_cluster=round(expected, 1),
+            polls_if_per_worker=round(expected * n_workers),
+            rss_mb_first_last_max=(round(rss[0], 1), round(rss[-1], 1), round(max(rss), 1)),
+            workqueue_depth_max_last_third=max(depth[-third:]),
+            workqueue_depth_samples=depth,
+            worker_reconciles_per_s=round(reconciles / elapsed, 1),
+            operator_cpu_share=round(cpu / elapsed, 2),
+            scale_ups=scale_ups,
+            scale_downs=scale_downs,
+            setup_s=round(setup_s, 1),
+        )
+        # One poll per cluster per interval, shared by its ten workers (not ten polls).
+        assert max(per_cluster) <= expected + 2, per_cluster
+        assert min(per_cluster) >= expected * 0.6, per_cluster
+        assert sum(per_cluster) < expected * n_workers / 5
+        assert scale_ups > 0 and scale_downs > 0, "the load did not make the workers scale"
+        # Bounded memory: no growth trend beyond noise once running.
+        assert sum(rss[-third:]) / third <= sum(rss[:third]) / third * 1.15 + 10, rss
+        # No growing queue: the depth comes back down; the last samples are not a rising backlog.
+        assert min(depth[-third:]) <= n_workers * 0.1, depth
+        assert op.proc.poll() is None and unexpected_failures(op) == []
+    finally:
+        srv.stop()
