@@ -179,7 +179,7 @@ def test_promtool_tests_can_fail(tmp_path: Path) -> None:
 
 def test_rules_read_only_metrics_the_operator_defines() -> None:
     """Every metric a rule names is registered in the operator's registry (or is Prometheus's `up`);
-    tests/e2e/test_alert_metrics.py proves the running operator exports them."""
+    tests/e2e/monitoring/test_alert_metrics.py proves the running operator exports them."""
     import ojsctrl.controllers.metrics
     import ojsctrl.runtime.client
     import ojsctrl.runtime.controller

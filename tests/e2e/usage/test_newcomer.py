@@ -32,7 +32,7 @@ from tests.e2e.helpers import sample, wait_until
 from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # The first `make run` of a clone makes its virtualenv (minutes on a busy machine).
 pytestmark = pytest.mark.timeout(1800)
 ESTABLISHED = "jsonpath={.status.conditions[?(@.type=='Established')].status}"

@@ -42,7 +42,7 @@ from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane
 from tests.ojsserver.server import OJSTestServer
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 OJS_URL = "/{namespace}/{name}"
 # Metrics a rule reads that the Prometheus server makes, not the operator.
 FROM_PROMETHEUS = frozenset({"up"})
