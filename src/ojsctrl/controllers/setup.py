@@ -13,8 +13,9 @@ from ojsctrl.runtime.events import EventRecorder
 from ojsctrl.runtime.manager import Manager, Runnable
 
 
-def setup_operator(manager: Manager, args: argparse.Namespace) -> None:
-    """Register everything the operator runs. Raises ValueError on a bad flag value."""
+def setup_controllers(manager: Manager, args: argparse.Namespace) -> None:
+    """Register the reconcilers, the queue-stats poller, the OJS client and the event recorder (the
+    webhooks are wired next to them by ``ojsctrl.app``). Raises ValueError on a bad flag value."""
     validate_url_template(args.ojs_url_template)
     ojs = OJSClient(user_agent=f"ojsctrl/{__version__}")
 
@@ -51,7 +52,3 @@ def setup_operator(manager: Manager, args: argparse.Namespace) -> None:
     manager.add_runnable(Runnable("ojs-stats-poller", poller.start, poller.stop, needs_leader=True))
     manager.add_runnable(Runnable("ojs-client", lambda: None, ojs.close, needs_leader=False))
     manager.add_runnable(Runnable("event-sender", recorder.start, recorder.stop, needs_leader=True))
-
-    from ojsctrl.webhooks.setup import setup_webhooks
-
-    setup_webhooks(manager, args)
