@@ -92,26 +92,24 @@ STATS_INTERVAL = 30.0
 
 
 def referenced_secrets(obj: JSON) -> Iterable[str]:
-    """Index function: `namespace/name` of every Secret an OJSCluster's spec references."""
+    """Index function: ``namespace/name`` of every Secret an OJSCluster's servers read (the builders' own
+    list, so a rotation of any of them enqueues the cluster) and of the Secrets it generates (API key,
+    embedded Redis password: their deletion or a foreign one in their place matters too).
+
+    An object that does not parse (the reconciler reports it as InvalidSpec) indexes its generated names.
+    """
     meta = obj.get("metadata") or {}
     ns, name = meta.get("namespace"), meta.get("name")
-    spec = obj.get("spec") or {}
-    out = set()
-    if not isinstance(spec, dict):
+    if not isinstance(name, str):
         return ()
-    backend = spec.get("backend") if isinstance(spec.get("backend"), dict) else {}
-    store = backend.get("stateStore") if isinstance(backend, dict) else None
-    for holder in (backend, store):
-        ref = holder.get("urlSecretRef") if isinstance(holder, dict) else None
-        if isinstance(ref, dict) and isinstance(ref.get("name"), str):
-            out.add(f"{ns}/{ref['name']}")
-    auth = spec.get("auth") if isinstance(spec.get("auth"), dict) else {}
-    ref = auth.get("apiKeySecretRef") if isinstance(auth, dict) else None
-    if isinstance(ref, dict) and isinstance(ref.get("name"), str):
-        out.add(f"{ns}/{ref['name']}")
-    out.add(f"{ns}/{name}-api-key")
-    out.add(f"{ns}/{name}-redis")
-    return tuple(out)
+    names = {cluster_builders.api_key_secret_name_of(name), cluster_builders.redis_name_of(name)}
+    try:
+        cluster = OJSCluster.from_dict(obj)
+    except ValueError:  # pydantic's ValidationError is one
+        cluster = None
+    if cluster is not None:
+        names.update(ref.name for ref in cluster_builders.referenced_secret_keys(cluster))
+    return tuple(f"{ns}/{secret}" for secret in sorted(names))
 
 
 @dataclass
