@@ -27,11 +27,10 @@ from ojsctrl.controllers.children import (
     invalid_child_message,
 )
 from ojsctrl.controllers.cluster_status import (
-    deployment_state,
-    highest,
+    ClusterStatusInputs,
+    cluster_autoscaling_condition,
+    cluster_status,
     rollout_settled,
-    workload_conditions,
-    workload_phase,
 )
 from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
@@ -51,7 +50,7 @@ from ojsctrl.controllers.common import (
     now_rfc3339,
 )
 from ojsctrl.controllers.secrets import SecretReader
-from ojsctrl.controllers.stats import StatsPoller, top_queues
+from ojsctrl.controllers.stats import PollResult, StatsPoller, top_queues
 from ojsctrl.controllers.storage import (
     adopt_patch,
     adoption_problem,
@@ -59,7 +58,6 @@ from ojsctrl.controllers.storage import (
     grow_refused_message,
     is_released,
     release_patch,
-    unbound_claim_message,
 )
 from ojsctrl.ojs.autoscale import History, server_desired
 from ojsctrl.ojs.client import DEFAULT_CLUSTER_DOMAIN, DEFAULT_URL_TEMPLATE, url_for
@@ -706,144 +704,61 @@ class ClusterSync:
         return now_rfc3339()
 
     # ------------------------------------------------------------------ status
-    def autoscaling_condition(self) -> JSON:
-        """Who decides the server replicas (SPEC §8.3, as for workers): spec.replicas (so the scale
-        subresource) when autoscaling is off; the queue depth when it is on, and then a spec.replicas
-        change (`kubectl scale ojs`) is ignored and the condition says so."""
-        a = self.spec.auto_scaling
-        if not a.enabled:
-            return condition(
-                "Autoscaling",
-                False,
-                "Disabled",
-                f"replicas come from spec.replicas ({self.spec.effective_replicas()})",
-                generation=self.generation,
-            )
-        msg = (
-            f"server replicas follow the total queue depth ({a.target_queue_depth} jobs per server, "
-            f"{a.min_replicas}-{a.max_replicas} servers)"
-        )
-        if self.spec.replicas is not None:
-            msg += (
-                f"; spec.replicas {self.spec.replicas} is ignored while autoscaling is enabled: it was only "
-                "the initial value"
-            )
-        return condition("Autoscaling", True, "QueueDepth", msg, generation=self.generation)
-
     def status(
-        self, dep: JSON | None, stats: Any, scaled_at: str | None, backend_ok: bool, image: str
+        self, dep: JSON | None, stats: PollResult | None, scaled_at: str | None, backend_ok: bool, image: str
     ) -> None:
-        gen = self.generation
-        state = deployment_state(dep)
-        phase = workload_phase(state, (self.obj.get("status") or {}).get("phase"))
-        backend_ready = backend_ok
-        backend_msg = "backend configured"
-        waiting: list[str] = []
-        if self.spec.embedded_redis():
-            rstate = deployment_state(self.redis_dep)
-            backend_ready = backend_ready and rstate.available
-            backend_msg = (
-                "embedded Redis available"
-                if rstate.available
-                else f"embedded Redis Deployment {self.redis} not available yet ({rstate.ready} of 1 ready)"
-            )
-            unbound = unbound_claim_message(self.claim)
-            if unbound is not None and not rstate.available:
-                backend_msg += f": {unbound}"
-            if rstate.failed:
-                phase = highest(phase, "Degraded")
-            elif not rstate.available:
-                phase = highest(phase, "Pending")
-                waiting.append(backend_msg)
-        if self.children.conflicts or self.degraded:
-            phase = highest(phase, "Degraded")
-        if self.children.problems:
-            phase = highest(phase, "Error")
-        conflicts = list(self.children.conflicts)
-        if self.left_alone:
-            conflicts.append("left as they are while the name is taken: " + ", ".join(self.left_alone))
-
-        conds = workload_conditions(
-            phase,
-            state,
-            what="server",
-            problems=self.children.problems,
-            conflicts=conflicts,
-            generation=gen,
-            deployment=self.server,
-            waiting=waiting,
-            degraded=self.degraded,
-        )
-        conds += [
-            condition(
-                "BackendReady",
-                backend_ready,
-                "BackendReady" if backend_ready else "BackendNotReady",
-                backend_msg if backend_ok else "; ".join(m for _, m in self.children.problems),
-                generation=gen,
-            ),
-        ]
-        conds.append(self.autoscaling_condition())
-        extra: JSON = {
-            "replicas": state.replicas,
-            "readyReplicas": state.ready,
-            "selector": selector_string(cluster_builders.server_selector(self.cluster)),
-            "endpoint": cluster_builders.endpoint(self.cluster, self.reconciler.options.cluster_domain),
-            "image": image,
-        }
+        """Publish the queue metrics and write the status :func:`cluster_status` derives."""
         if stats is not None and stats.ok:
-            queues = top_queues(stats.queues)
-            extra["queueDepth"] = sum(av for av, _ in stats.queues.values())
-            extra["activeJobs"] = sum(act for _, act in stats.queues.values())
-            extra["queues"] = queues
-            metrics.publish_queues(self.ns, self.name, queues)
-            conds.append(
-                condition(
-                    "QueueStatsAvailable", True, "Polled", "queue counts read from the server", generation=gen
-                )
-            )
-        else:
-            # A key the server refuses is no outage: say so, so nobody chases the network.
-            reason = (
-                "NotPolledYet"
-                if stats is None
-                else "APIKeyRejected"
-                if stats.reason == "Unauthorized"
-                else "ServerUnreachable"
-            )
-            msg = (
-                "waiting for the first poll" if stats is None else f"cannot read queue counts: {stats.error}"
-            )
-            if "queue-stats polling" in self.left_alone:
-                reason, msg = (
-                    "NameConflict",
-                    f"Service {self.name}-server or its API key is not this cluster's",
-                )
-            if stats is not None:
-                metrics.STATS_ERRORS.labels(self.ns, self.name).inc()
-            conds.append(condition("QueueStatsAvailable", False, reason, msg, generation=gen))
-            old = self.obj.get("status") or {}
-            for k in ("queueDepth", "activeJobs", "queues"):
-                if k in old:
-                    extra[k] = old[k]
-        last = self.reconciler.memory.note_scale(self.key, scaled_at)
-        if last:
-            extra["lastScaleTime"] = last
-        conds.extend(self.conditions)
-        conds.append(
-            self.reconciler.foreign_writers.condition(
-                self.obj,
-                self.replica_writer,
-                deployment=self.server,
-                instead=(
-                    f"Scale the OJSCluster instead (spec.replicas, or spec.autoScaling; "
-                    f"kubectl edit ojs {self.name})"
+            metrics.publish_queues(self.ns, self.name, top_queues(stats.queues))
+        elif stats is not None:
+            metrics.STATS_ERRORS.labels(self.ns, self.name).inc()
+        bounds = self.spec.auto_scaling
+        replicas_managed = self.reconciler.foreign_writers.condition(
+            self.obj,
+            self.replica_writer,
+            deployment=self.server,
+            instead=(
+                "Scale the OJSCluster instead (spec.replicas, or spec.autoScaling; "
+                f"kubectl edit ojs {self.name})"
+            ),
+            generation=self.generation,
+        )
+        result = cluster_status(
+            ClusterStatusInputs(
+                name=self.name,
+                generation=self.generation,
+                previous=self.obj.get("status") or {},
+                server_deployment=dep,
+                server_name=self.server,
+                embedded_redis=self.spec.embedded_redis(),
+                redis_deployment=self.redis_dep,
+                redis_name=self.redis,
+                claim=self.claim,
+                backend_ok=backend_ok,
+                autoscaling=cluster_autoscaling_condition(
+                    enabled=bounds.enabled,
+                    replicas=self.spec.replicas,
+                    effective_replicas=self.spec.effective_replicas(),
+                    target_queue_depth=bounds.target_queue_depth,
+                    min_replicas=bounds.min_replicas,
+                    max_replicas=bounds.max_replicas,
+                    generation=self.generation,
                 ),
-                generation=gen,
+                replicas_managed=replicas_managed,
+                selector=selector_string(cluster_builders.server_selector(self.cluster)),
+                endpoint=cluster_builders.endpoint(self.cluster, self.reconciler.options.cluster_domain),
+                image=image,
+                stats=stats,
+                last_scale=self.reconciler.memory.note_scale(self.key, scaled_at),
+                problems=tuple(self.children.problems),
+                conflicts=tuple(self.children.conflicts),
+                left_alone=tuple(self.left_alone),
+                degraded=tuple(self.degraded),
+                extra_conditions=tuple(self.conditions),
             )
         )
         # A name conflict's Warning event comes from ConflictEvents (naming the objects), once per conflict.
-        self.reconciler.status.finish(self.obj, phase, conds, extra, self.children)
+        self.reconciler.status.finish(self.obj, result.phase, result.conditions, result.fields, self.children)
 
 
 def _clusters_of_hpa(hpa: JSON) -> Iterable[Request]:

@@ -6,10 +6,13 @@ Deployments, the spec and ownership only. Queue stats and monitoring are conditi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from ojsctrl.controllers.common import condition
+from ojsctrl.controllers.stats import PollResult, top_queues
+from ojsctrl.controllers.storage import unbound_claim_message
 from ojsctrl.runtime.apply import controller_ref
 from ojsctrl.runtime.client import JSON
 
@@ -225,3 +228,172 @@ def workload_conditions(
             generation=generation,
         ),
     ]
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    """What a reconcile writes: the phase, the conditions in order, and the other status fields."""
+
+    phase: str
+    conditions: list[JSON]
+    fields: JSON
+
+
+def kept_fields(previous: Mapping[str, Any], keys: Sequence[str]) -> JSON:
+    """The fields of a failed or missing poll: the last known counts stay as they were."""
+    return {k: previous[k] for k in keys if k in previous}
+
+
+@dataclass(frozen=True)
+class ClusterStatusInputs:
+    """Everything one reconcile of an OJSCluster observed and decided, for :func:`cluster_status`.
+
+    ``left_alone`` names what a name conflict made the reconcile leave as it is ("queue-stats polling"
+    among them when the server was not polled); ``extra_conditions`` (monitoring) and
+    ``replicas_managed`` come from the reconciler's other steps, in that order after the rest.
+    """
+
+    name: str
+    generation: int
+    previous: Mapping[str, Any]  # the status before this reconcile
+    server_deployment: JSON | None
+    server_name: str
+    embedded_redis: bool
+    redis_deployment: JSON | None
+    redis_name: str
+    claim: JSON | None
+    backend_ok: bool
+    autoscaling: JSON
+    replicas_managed: JSON
+    selector: str
+    endpoint: str
+    image: str
+    stats: PollResult | None
+    last_scale: str | None
+    problems: Sequence[tuple[str, str]] = ()
+    conflicts: Sequence[str] = ()
+    left_alone: Sequence[str] = ()
+    degraded: Sequence[tuple[str, str]] = ()
+    extra_conditions: Sequence[JSON] = field(default_factory=tuple)
+
+
+def cluster_autoscaling_condition(
+    *,
+    enabled: bool,
+    replicas: int | None,
+    effective_replicas: int,
+    target_queue_depth: int,
+    min_replicas: int,
+    max_replicas: int,
+    generation: int,
+) -> JSON:
+    """Who decides the server replicas (SPEC §8.3, as for workers): spec.replicas (so the scale
+    subresource) when autoscaling is off; the queue depth when it is on, and then a spec.replicas
+    change (`kubectl scale ojs`) is ignored and the condition says so."""
+    if not enabled:
+        return condition(
+            "Autoscaling",
+            False,
+            "Disabled",
+            f"replicas come from spec.replicas ({effective_replicas})",
+            generation=generation,
+        )
+    msg = (
+        f"server replicas follow the total queue depth ({target_queue_depth} jobs per server, "
+        f"{min_replicas}-{max_replicas} servers)"
+    )
+    if replicas is not None:
+        msg += (
+            f"; spec.replicas {replicas} is ignored while autoscaling is enabled: it was only "
+            "the initial value"
+        )
+    return condition("Autoscaling", True, "QueueDepth", msg, generation=generation)
+
+
+def cluster_status(inputs: ClusterStatusInputs) -> StatusResult:
+    """An OJSCluster's phase, conditions and status fields from what one reconcile observed."""
+    gen = inputs.generation
+    state = deployment_state(inputs.server_deployment)
+    phase = workload_phase(state, inputs.previous.get("phase"))
+    backend_ready = inputs.backend_ok
+    backend_msg = "backend configured"
+    waiting: list[str] = []
+    if inputs.embedded_redis:
+        redis = deployment_state(inputs.redis_deployment)
+        backend_ready = backend_ready and redis.available
+        backend_msg = (
+            "embedded Redis available"
+            if redis.available
+            else f"embedded Redis Deployment {inputs.redis_name} not available yet ({redis.ready} of 1 ready)"
+        )
+        unbound = unbound_claim_message(inputs.claim)
+        if unbound is not None and not redis.available:
+            backend_msg += f": {unbound}"
+        if redis.failed:
+            phase = highest(phase, "Degraded")
+        elif not redis.available:
+            phase = highest(phase, "Pending")
+            waiting.append(backend_msg)
+    if inputs.conflicts or inputs.degraded:
+        phase = highest(phase, "Degraded")
+    if inputs.problems:
+        phase = highest(phase, "Error")
+    conflicts = list(inputs.conflicts)
+    if inputs.left_alone:
+        conflicts.append("left as they are while the name is taken: " + ", ".join(inputs.left_alone))
+
+    conds = workload_conditions(
+        phase,
+        state,
+        what="server",
+        problems=inputs.problems,
+        conflicts=conflicts,
+        generation=gen,
+        deployment=inputs.server_name,
+        waiting=waiting,
+        degraded=inputs.degraded,
+    )
+    conds.append(
+        condition(
+            "BackendReady",
+            backend_ready,
+            "BackendReady" if backend_ready else "BackendNotReady",
+            backend_msg if inputs.backend_ok else "; ".join(m for _, m in inputs.problems),
+            generation=gen,
+        )
+    )
+    conds.append(inputs.autoscaling)
+    fields: JSON = {
+        "replicas": state.replicas,
+        "readyReplicas": state.ready,
+        "selector": inputs.selector,
+        "endpoint": inputs.endpoint,
+        "image": inputs.image,
+    }
+    stats = inputs.stats
+    if stats is not None and stats.ok:
+        fields["queueDepth"] = sum(available for available, _ in stats.queues.values())
+        fields["activeJobs"] = sum(active for _, active in stats.queues.values())
+        fields["queues"] = top_queues(stats.queues)
+        conds.append(
+            condition(
+                "QueueStatsAvailable", True, "Polled", "queue counts read from the server", generation=gen
+            )
+        )
+    else:
+        # A key the server refuses is no outage: say so, so nobody chases the network.
+        if stats is None:
+            reason, msg = "NotPolledYet", "waiting for the first poll"
+        else:
+            reason = "APIKeyRejected" if stats.reason == "Unauthorized" else "ServerUnreachable"
+            msg = f"cannot read queue counts: {stats.error}"
+        if "queue-stats polling" in inputs.left_alone:
+            reason = "NameConflict"
+            msg = f"Service {inputs.server_name} or its API key is not this cluster's"
+        conds.append(condition("QueueStatsAvailable", False, reason, msg, generation=gen))
+        fields.update(kept_fields(inputs.previous, ("queueDepth", "activeJobs", "queues")))
+    if inputs.last_scale:
+        fields["lastScaleTime"] = inputs.last_scale
+    conds.extend(inputs.extra_conditions)
+    conds.append(inputs.replicas_managed)
+    return StatusResult(phase, conds, fields)

@@ -27,11 +27,7 @@ from ojsctrl.controllers.children import (
 )
 from ojsctrl.controllers.cluster import ClusterReconciler
 from ojsctrl.controllers.cluster_status import (
-    deployment_state,
-    highest,
     rollout_settled,
-    workload_conditions,
-    workload_phase,
 )
 from ojsctrl.controllers.common import (
     FIELD_MANAGER,
@@ -49,6 +45,7 @@ from ojsctrl.controllers.common import (
     now_rfc3339,
 )
 from ojsctrl.controllers.stats import PollResult, StatsPoller
+from ojsctrl.controllers.worker_status import WorkerStatusInputs, worker_status
 from ojsctrl.ojs.autoscale import History, WorkerScaling, initial_replicas, worker_desired
 from ojsctrl.ojs.client import DEFAULT_CLUSTER_DOMAIN, OJSClient, url_for
 from ojsctrl.ojs.drain import DELETION_COST_ANNOTATION, DrainPlan, mark_silent, plan_drain
@@ -688,101 +685,37 @@ class WorkerSync:
 
     # ------------------------------------------------------------------ status
     def status(self, dep: JSON | None, stats: PollResult | None) -> None:
-        gen = self.generation
-        state = deployment_state(dep)
-        phase = workload_phase(state, (self.obj.get("status") or {}).get("phase"))
-        if self.scaled_at is not None and phase == "Pending" and state.ready > 0:
-            # This reconcile changed only the replica count; until the deployment controller observes
-            # it the Deployment looks unobserved, but the workers are serving: that is Scaling.
-            phase = "Scaling"
-        if self.draining:
-            phase = highest(phase, "Draining")
-        if self.children.conflicts:
-            phase = highest(phase, "Degraded")
-        if self.children.problems:
-            phase = highest(phase, "Error")
-        a = self.spec.auto_scaling
-        conds = workload_conditions(
-            phase,
-            state,
-            what="worker",
-            problems=self.children.problems,
-            conflicts=self.children.conflicts,
-            generation=gen,
-            deployment=self.dep_name,
+        """Write the status :func:`worker_status` derives from this reconcile."""
+        bounds = self.spec.auto_scaling
+        result = worker_status(
+            WorkerStatusInputs(
+                cluster_name=self.cluster_obj["metadata"]["name"],
+                generation=self.generation,
+                previous=self.obj.get("status") or {},
+                deployment=dep,
+                deployment_name=self.dep_name,
+                selector=worker_builders.worker_selector_string(self.worker),
+                autoscaling_enabled=bounds.enabled,
+                metric=bounds.metric,
+                cpu_utilization=bounds.cpu_utilization,
+                spec_replicas=self.spec.replicas,
+                spec_sets_replicas="replicas" in (self.obj.get("spec") or {}),
+                matching=self.matching_status(),
+                replicas_managed=self.replicas_condition(),
+                scaling=self.scaling_cond,
+                scaled=self.scaled_at is not None,
+                draining=self.draining,
+                desired=self.desired,
+                queue_load=self.load(stats) if stats is not None and stats.ok else None,
+                # Remembered in memory too: the cached object may not show our last status write yet,
+                # and an apply without the field would remove it.
+                last_scale=self.reconciler.memory.note_scale(self.key, self.scaled_at),
+                problems=tuple(self.children.problems),
+                conflicts=tuple(self.children.conflicts),
+            )
         )
-        conds += [
-            condition(
-                "ClusterFound",
-                True,
-                "ClusterFound",
-                f"OJSCluster {self.cluster_obj['metadata']['name']}",
-                generation=gen,
-            ),
-        ]
-        matching = self.matching_status()
-        if matching is not None:
-            conds.append(matching)
-        conds.append(self.replicas_condition())
-        if self.scaling_cond is not None:
-            cond = dict(self.scaling_cond)
-            if "replicas" in (self.obj.get("spec") or {}):
-                cond["message"] += (
-                    f" (spec.replicas {self.spec.replicas} is ignored while autoscaling is "
-                    "enabled: it was only the initial value)"
-                )
-            conds.append(cond)
-        elif a.enabled and a.metric == "cpu":
-            conds.append(
-                condition(
-                    "Autoscaling",
-                    True,
-                    "HorizontalPodAutoscaler",
-                    f"CPU utilisation target {a.cpu_utilization}% via HPA {self.dep_name}",
-                    generation=gen,
-                )
-            )
-        elif a.enabled:
-            conds.append(
-                condition(
-                    "Autoscaling", False, "WaitingForStats", "waiting for the first poll", generation=gen
-                )
-            )
-        else:
-            conds.append(
-                condition(
-                    "Autoscaling", False, "Disabled", "replicas come from spec.replicas", generation=gen
-                )
-            )
-        extra: JSON = {
-            "replicas": state.replicas,
-            "readyReplicas": state.ready,
-            "selector": worker_builders.worker_selector_string(self.worker),
-        }
-        if self.desired is not None:
-            extra["desiredReplicas"] = self.desired
-        elif not a.enabled:
-            extra["desiredReplicas"] = self.spec.replicas
-        else:
-            old = (self.obj.get("status") or {}).get("desiredReplicas")
-            if old is not None:
-                extra["desiredReplicas"] = old
-        if stats is not None and stats.ok:
-            available, active = self.load(stats)
-            extra["queueDepth"] = available
-            extra["activeJobs"] = active
-        else:
-            old_status = self.obj.get("status") or {}
-            for k in ("queueDepth", "activeJobs"):
-                if k in old_status:
-                    extra[k] = old_status[k]
-        # Remembered in memory too: the cached object may not show our last status write yet, and an
-        # apply without the field would remove it.
-        last = self.reconciler.memory.note_scale(self.key, self.scaled_at)
-        if last:
-            extra["lastScaleTime"] = last
         # A name conflict's Warning event comes from ConflictEvents (naming the objects), once per conflict.
-        self.reconciler.status.finish(self.obj, phase, conds, extra, self.children)
+        self.reconciler.status.finish(self.obj, result.phase, result.conditions, result.fields, self.children)
 
 
 def _workers_of_hpa(hpa: JSON) -> Iterable[Request]:
