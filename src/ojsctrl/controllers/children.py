@@ -1,6 +1,6 @@
 """Child ownership shared by both reconcilers: apply a child, delete one no longer wanted, hand a
-Deployment's replicas to the autoscaler's field manager and back, write a scale, find another writer of
-the replicas, and finish a reconcile with its status.
+Deployment's replicas to the autoscaler's field manager and back, write a scale, and find another writer
+of the replicas.
 
 One :class:`ChildCaches` per reconciler holds the informers; one :class:`Children` per reconcile holds
 what that reconcile found (name conflicts, problems) next to the owner it acts for.
@@ -8,35 +8,22 @@ what that reconcile found (name conflicts, problems) next to the owner it acts f
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
-from ojsctrl.controllers.cluster_status import owned_replica_counts
 from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
     AUTOSCALER_MANAGER,
     HASH_ANNOTATION,
-    ConflictEvents,
-    StatusWriter,
     cached_child,
     foreign_replica_manager,
     hpa_targeting,
 )
 from ojsctrl.runtime.apply import Applier, controller_ref
-from ojsctrl.runtime.client import (
-    DEPLOYMENTS,
-    JSON,
-    ApiError,
-    Client,
-    InvalidError,
-    NotFoundError,
-    Resource,
-)
+from ojsctrl.runtime.client import DEPLOYMENTS, JSON, ApiError, Client, InvalidError, NotFoundError, Resource
 from ojsctrl.runtime.informer import Informer
 
 log = structlog.get_logger("ojsctrl.children")
@@ -250,6 +237,18 @@ class Children:
             return None
         return self.replica_manager(deployment)
 
+    def replicas_to_send(
+        self, hpas: Informer, live: JSON | None, deployment: str, wanted: int | None
+    ) -> tuple[str | None, int | None]:
+        """Who else writes the Deployment's replicas (None: nobody), and the replicas to apply: ours, or
+        while another writer holds them, what it set, so that nothing changes the pod count (we yield)."""
+        if live is None:
+            return None, wanted
+        writer = self.replica_writer(hpas, live, deployment, wanted)
+        if writer is not None and wanted is not None:
+            wanted = int((live.get("spec") or {}).get("replicas") or 0)
+        return writer, wanted
+
     def replica_manager(self, deployment: str) -> str | None:
         """The field manager other than ojsctrl's that wrote spec.replicas lately (a GET: the caches hold
         no managedFields), or None."""
@@ -259,132 +258,3 @@ class Children:
             return None
         manager = foreign_replica_manager(full, time.time())
         return f"field manager {manager}" if manager else None
-
-
-class OwnerStatus:
-    """Writes an owner's status and reports its name conflicts once each.
-
-    ``deployment_of`` names the owner's Deployment: a reconcile that stops early (invalid spec, missing
-    cluster) leaves it running, and the status still shows its pods. ``phase_map`` renames phases a kind
-    does not have (an OJSWorker has no Degraded phase).
-    """
-
-    def __init__(
-        self,
-        writer: StatusWriter,
-        conflict_events: ConflictEvents,
-        deployments: Informer,
-        deployment_of: Callable[[str], str],
-        phase_map: Mapping[str, str] | None = None,
-    ) -> None:
-        self.writer = writer
-        self.conflict_events = conflict_events
-        self.deployments = deployments
-        self.deployment_of = deployment_of
-        self.phase_map = dict(phase_map or {})
-
-    def write(
-        self, obj: JSON, phase: str, conds: list[JSON], extra: JSON, event: tuple[str, str, str] | None = None
-    ) -> float | None:
-        """Write the status; None, or the seconds to wait while a first Pending status is held back."""
-        phase = self.phase_map.get(phase, phase)
-        if "replicas" not in extra:
-            meta = obj["metadata"]
-            dep = self.deployments.store.get_by_name(meta["namespace"], self.deployment_of(meta["name"]))
-            extra = {**owned_replica_counts(dep, str(meta.get("uid") or "")), **extra}
-        return self.writer.write(obj, phase, conds, extra, event)
-
-    def finish(self, obj: JSON, phase: str, conds: list[JSON], extra: JSON, children: Children) -> None:
-        """The end of a full reconcile: write the status, come back when a held write is due, and tell
-        each new name conflict once (a Warning event naming the objects)."""
-        held_seconds = self.write(obj, phase, conds, extra)
-        if held_seconds is not None:
-            children.requeue_within(held_seconds)
-        self.conflict_events.report(obj, children.conflicts)
-
-    def forget(self, namespace: str, name: str) -> None:
-        """The owner was deleted: a later object of the same name starts afresh."""
-        self.writer.forget(f"{namespace}/{name}")
-        self.conflict_events.forget(namespace, name)
-
-
-@dataclass
-class Remembered:
-    """What a reconciler keeps about one object between reconciles."""
-
-    history: Any = None  # the autoscaler's recent samples and decisions
-    last_scale: str | None = None  # RFC 3339 time of the last scale ojsctrl wrote
-    matching: JSON | None = None  # a worker's last WorkersMatched condition
-    polled_cluster: str | None = None  # the cluster key a worker asked the poller for
-
-
-class ObjectMemory:
-    """Per-object memory of a reconciler, keyed by ``namespace/name``; ``forget`` drops all of it when
-    the object is deleted (together with its poller registration and metrics)."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, Remembered] = {}
-        self._lock = threading.Lock()
-
-    def _entry(self, key: str) -> Remembered:
-        return self._entries.setdefault(key, Remembered())
-
-    def history(self, key: str) -> Any:
-        """The autoscaler history, or None."""
-        with self._lock:
-            entry = self._entries.get(key)
-            return entry.history if entry else None
-
-    def set_history(self, key: str, history: Any) -> None:
-        """Keep the autoscaler history (None drops it)."""
-        with self._lock:
-            self._entry(key).history = history
-
-    def note_scale(self, key: str, scaled_at: str | None) -> str | None:
-        """Remember a scale just written (if any); return the last one known.
-
-        Kept in memory because the cached object may not show our last status write yet, and a status
-        apply without the field would remove it."""
-        with self._lock:
-            entry = self._entry(key)
-            if scaled_at:
-                entry.last_scale = scaled_at
-            return entry.last_scale
-
-    def matching(self, key: str, now: JSON | None) -> JSON | None:
-        """Remember this reconcile's WorkersMatched condition (if any); return the last one known."""
-        with self._lock:
-            entry = self._entry(key)
-            if now is not None:
-                entry.matching = now
-            return entry.matching
-
-    def drop_matching(self, key: str) -> None:
-        """Forget the WorkersMatched condition (drain is off)."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                entry.matching = None
-
-    def set_polled(self, key: str, cluster_key: str) -> None:
-        """Remember which cluster's stats the object asked the poller for."""
-        with self._lock:
-            self._entry(key).polled_cluster = cluster_key
-
-    def take_polled(self, key: str) -> str | None:
-        """The cluster key the object asked the poller for, forgotten as it is returned."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            polled, entry.polled_cluster = entry.polled_cluster, None
-            return polled
-
-    def forget(self, key: str) -> Remembered | None:
-        """Drop everything about a deleted object; returns what was kept."""
-        with self._lock:
-            return self._entries.pop(key, None)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)

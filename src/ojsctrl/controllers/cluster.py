@@ -12,43 +12,29 @@ from typing import Any
 import structlog
 
 from ojsctrl.api import OJSCluster, validate_cluster
-from ojsctrl.api.common import API_VERSION
 from ojsctrl.api.durations import duration_seconds
 from ojsctrl.builders import cluster as cluster_builders
 from ojsctrl.builders.common import config_hash, selector_string
 from ojsctrl.controllers import metrics
-from ojsctrl.controllers.children import (
-    ChildCaches,
-    Children,
-    ObjectMemory,
-    OwnerStatus,
-    Problem,
-    autoscaler_holds,
-    invalid_child_message,
-)
+from ojsctrl.controllers.children import ChildCaches, Problem, autoscaler_holds, invalid_child_message
 from ojsctrl.controllers.cluster_status import (
     ClusterStatusInputs,
     cluster_autoscaling_condition,
     cluster_status,
-    rollout_settled,
 )
 from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
     FIELD_MANAGER,
-    HASH_ANNOTATION,
     MANAGED_SELECTOR,
     OJSCLUSTERS,
     SERVICEMONITOR_CRD,
     SERVICEMONITORS,
-    STATUS_COALESCE,
     UNMANAGED_SELECTOR,
-    ConflictEvents,
-    ForeignWriters,
-    StatusWriter,
     condition,
     get_condition,
     now_rfc3339,
 )
+from ojsctrl.controllers.owner import OwnerReconciler, OwnerSync, owner_of_hpa
 from ojsctrl.controllers.secrets import SecretReader
 from ojsctrl.controllers.stats import PollResult, StatsPoller, top_queues
 from ojsctrl.controllers.storage import (
@@ -61,7 +47,7 @@ from ojsctrl.controllers.storage import (
 )
 from ojsctrl.ojs.autoscale import History, server_desired
 from ojsctrl.ojs.client import DEFAULT_CLUSTER_DOMAIN, DEFAULT_URL_TEMPLATE, url_for
-from ojsctrl.runtime.apply import Applier, controller_ref, owner_reference
+from ojsctrl.runtime.apply import controller_ref, owner_reference
 from ojsctrl.runtime.client import (
     CONFIGMAPS,
     CRDS,
@@ -78,7 +64,7 @@ from ojsctrl.runtime.client import (
     NotFoundError,
     Resource,
 )
-from ojsctrl.runtime.controller import Controller, Request, Result
+from ojsctrl.runtime.controller import Request, Result
 from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
 from ojsctrl.runtime.manager import Manager
 
@@ -123,18 +109,20 @@ class ClusterOptions:
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
-class ClusterReconciler:
-    """Reconciles OJSClusters. Construct, then `setup(manager)`."""
+class ClusterReconciler(OwnerReconciler):
+    """Reconciles OJSClusters. Construct, then `setup()`."""
 
     def __init__(
         self, manager: Manager, options: ClusterOptions, poller: StatsPoller, recorder: EventRecorder
     ) -> None:
-        self.manager = manager
-        self.client = manager.client
+        super().__init__(
+            manager,
+            poller,
+            recorder,
+            name="ojscluster",
+            max_concurrent_reconciles=options.max_concurrent_reconciles,
+        )
         self.options = options
-        self.poller = poller
-        self.recorder = recorder
-        self.applier = Applier(self.client, FIELD_MANAGER, HASH_ANNOTATION)
         informers = manager.informers
         self.clusters = informers.informer(OJSCLUSTERS)
         self.clusters.add_indexers({SECRET_REF_INDEX: referenced_secrets})
@@ -155,32 +143,16 @@ class ClusterReconciler:
         self.crds = informers.informer(CRDS, metadata_only=True)
         # Every HPA: one aimed at a server Deployment by hand is a foreign writer of its replicas.
         self.all_hpas = informers.informer(HPAS)
-        self.foreign_writers = ForeignWriters(recorder)
-        self.status = OwnerStatus(
-            StatusWriter(self.client, OJSCLUSTERS, recorder, keep=("lastScaleTime", "selector")),
-            ConflictEvents(recorder),
-            self.caches.managed[DEPLOYMENTS],
-            cluster_builders.server_name_of,
-        )
-        self.memory = ObjectMemory()
-        self.controller = Controller(
-            "ojscluster", self.reconcile, max_concurrent_reconciles=options.max_concurrent_reconciles
-        )
+        self.status = self.status_for(OJSCLUSTERS, cluster_builders.server_name_of)
 
     # ------------------------------------------------------------------ wiring
     def setup(self) -> None:
-        """Watch clusters, their children, referenced Secrets, the ServiceMonitor CRD and HPAs; register
-        the controller with the manager."""
+        """Watch clusters, their children, referenced Secrets, the ServiceMonitor CRD and HPAs, and the
+        clusters' polled stats (a change re-enqueues the cluster); register the controller."""
+        self.poller.subscribe(self.enqueue_key)
         controller = self.controller
         controller.watch_primary(self.clusters)
-        for kind, informer in self.caches.managed.items():
-            controller.watch_owned(
-                informer,
-                API_VERSION,
-                "OJSCluster",
-                status_delay=STATUS_COALESCE,
-                settled=rollout_settled if kind == DEPLOYMENTS else None,
-            )
+        self.watch_children("OJSCluster")
         controller.watch_mapped(self.secret_meta, self.clusters_for_secret)
         controller.watch_mapped(self.crds, self._clusters_for_crd)
         controller.watch_mapped(self.all_hpas, _clusters_of_hpa)
@@ -214,60 +186,44 @@ class ClusterReconciler:
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, req: Request) -> Result | None:
         """Bring one cluster's children and status in line with its spec."""
-        obj = self.clusters.store.get_by_name(req.namespace, req.name)
-        if obj is None:
-            self.forget(req)
+        live = self.live(self.clusters, req)
+        if live is None:
             return None
-        if (obj.get("metadata") or {}).get("deletionTimestamp"):
-            return None
-        generation = int(obj["metadata"].get("generation") or 0)
+        obj, generation = live
         result = validate_cluster(obj)
         if result.errors:
-            msg = "; ".join(f"{e.path}: {e.message}" for e in result.errors)[:2000]
-            self.status.write(
-                obj, "Error", [condition("Ready", False, "InvalidSpec", msg, generation=generation)], {}
-            )
+            self.status.invalid_spec(obj, result, generation)
             return None
         cluster = OJSCluster.from_dict(obj)
         return ClusterSync(self, obj, cluster, generation).run()
 
     def forget(self, req: Request) -> None:
         """A deleted cluster: stop polling it and drop everything kept about it, its metrics included."""
-        key = str(req)
-        self.poller.unregister(key)
-        self.memory.forget(key)
+        self.poller.unregister(str(req))
+        super().forget(req)
         metrics.forget_cluster(req.namespace, req.name)
-        self.status.forget(req.namespace, req.name)
-        self.foreign_writers.forget(key)
 
 
-class ClusterSync:
+class ClusterSync(OwnerSync):
     """One reconcile of one cluster: the steps that only a cluster has (credentials, embedded Redis,
     monitoring, server autoscaling and status); child ownership goes through :class:`Children`."""
 
     def __init__(
         self, reconciler: ClusterReconciler, obj: JSON, cluster: OJSCluster, generation: int
     ) -> None:
+        super().__init__(reconciler, obj, generation, "cluster")
         self.reconciler = reconciler
-        self.obj = obj
         self.cluster = cluster
         self.spec = cluster.spec
-        self.generation = generation
-        self.ns: str = obj["metadata"]["namespace"]
-        self.name: str = obj["metadata"]["name"]
-        self.uid: str = obj["metadata"]["uid"]
-        self.key = f"{self.ns}/{self.name}"
         self.server = cluster_builders.server_name(cluster)
         self.api_key_secret = cluster_builders.api_key_secret_name(cluster)
         self.redis = cluster_builders.redis_name(cluster)
         # Children whose name a foreign object holds (children.taken): nothing that depends on one is
         # applied, mounted, referenced or polled while the conflict lasts (SPEC §9.12).
-        self.children = Children(reconciler.client, reconciler.applier, reconciler.caches, obj, "cluster")
         self.left_alone: list[str] = []  # what this reconcile left as it is because of a name conflict
         self.degraded: list[Problem] = []  # not as declared, still serving
         self.claim: JSON | None = None  # the live Redis claim, for the status message
         self.redis_dep: JSON | None = None  # the embedded Redis Deployment, when there is one
-        self.replica_writer: str | None = None  # who else writes the server replicas (we then yield)
         self.conditions: list[JSON] = []
 
     def create_once(self, body: JSON) -> JSON | None:
@@ -321,14 +277,12 @@ class ClusterSync:
         else:
             digest = config_hash(*hash_parts, salt=self.uid)
             replicas = self.server_replicas()
-            live = self.children.cached(DEPLOYMENTS, self.server)
-            if live is not None:
-                self.replica_writer = self.children.replica_writer(
-                    self.reconciler.all_hpas, live, self.server, replicas
-                )
-                if self.replica_writer is not None and replicas is not None:
-                    # Yield: send back what the foreign writer set, so nothing changes the pod count.
-                    replicas = int((live.get("spec") or {}).get("replicas") or 0)
+            self.replica_writer, replicas = self.children.replicas_to_send(
+                self.reconciler.all_hpas,
+                self.children.cached(DEPLOYMENTS, self.server),
+                self.server,
+                replicas,
+            )
             dep = self.children.ensure(
                 DEPLOYMENTS,
                 cluster_builders.server_deployment(
@@ -353,7 +307,7 @@ class ClusterSync:
         stats = self.poll(api_key)
         scaled_at = self.autoscale(dep, stats)
         self.status(dep, stats, scaled_at, backend_url_ok, image)
-        return Result(requeue_after=self.children.requeue) if self.children.requeue else None
+        return self.result()
 
     def ensure_api_key(self, hash_parts: list[Any]) -> str | None:
         auth = self.spec.auth
@@ -758,25 +712,9 @@ class ClusterSync:
             )
         )
         # A name conflict's Warning event comes from ConflictEvents (naming the objects), once per conflict.
-        self.reconciler.status.finish(self.obj, result.phase, result.conditions, result.fields, self.children)
+        self.reconciler.status.finish(self.obj, result, self.children)
 
 
 def _clusters_of_hpa(hpa: JSON) -> Iterable[Request]:
-    """The cluster whose server Deployment an HPA targets (its name is the cluster's server name)."""
-    target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
-    name = target.get("name")
-    ns = (hpa.get("metadata") or {}).get("namespace")
-    cluster = cluster_builders.cluster_of_server_name(name) if isinstance(name, str) else None
-    if target.get("kind") != "Deployment" or cluster is None:
-        return ()
-    return (Request(str(ns), cluster),)
-
-
-def build(
-    manager: Manager, options: ClusterOptions, poller: StatsPoller, recorder: EventRecorder
-) -> ClusterReconciler:
-    """Create the reconciler; a change in a cluster's polled stats re-enqueues it."""
-    reconciler = ClusterReconciler(manager, options, poller, recorder)
-    poller.subscribe(reconciler.enqueue_key)
-    reconciler.setup()
-    return reconciler
+    """The cluster whose server Deployment an HPA targets."""
+    return owner_of_hpa(hpa, cluster_builders.cluster_of_server_name)

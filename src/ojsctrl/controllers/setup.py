@@ -26,7 +26,7 @@ def setup_controllers(manager: Manager, args: argparse.Namespace) -> None:
     recorder = EventRecorder(manager.client, "ojsctrl", host=socket.gethostname())
     # One poll per cluster and interval, shared by the cluster reconciler and all of its workers.
     poller = StatsPoller(fetch)
-    clusters = cluster.build(
+    clusters = cluster.ClusterReconciler(
         manager,
         cluster.ClusterOptions(
             server_image=args.server_image,
@@ -37,7 +37,8 @@ def setup_controllers(manager: Manager, args: argparse.Namespace) -> None:
         poller,
         recorder,
     )
-    worker.build(
+    clusters.setup()
+    worker.WorkerReconciler(
         manager,
         worker.WorkerOptions(
             url_template=args.ojs_url_template,
@@ -48,7 +49,7 @@ def setup_controllers(manager: Manager, args: argparse.Namespace) -> None:
         recorder,
         ojs,
         clusters,
-    )
+    ).setup()
     manager.add_runnable(Runnable("ojs-stats-poller", poller.start, poller.stop, needs_leader=True))
     manager.add_runnable(Runnable("ojs-client", lambda: None, ojs.close, needs_leader=False))
     manager.add_runnable(Runnable("event-sender", recorder.start, recorder.stop, needs_leader=True))

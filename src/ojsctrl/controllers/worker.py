@@ -11,46 +11,29 @@ from dataclasses import dataclass
 import structlog
 
 from ojsctrl.api import OJSCluster, OJSWorker, validate_worker
-from ojsctrl.api.common import API_VERSION
 from ojsctrl.api.durations import duration_seconds
 from ojsctrl.builders import cluster as cluster_builders
 from ojsctrl.builders import worker as worker_builders
 from ojsctrl.builders.common import config_hash
 from ojsctrl.controllers import metrics
-from ojsctrl.controllers.children import (
-    ChildCaches,
-    Children,
-    ObjectMemory,
-    OwnerStatus,
-    autoscaler_holds,
-    is_controlled_by,
-)
+from ojsctrl.controllers.children import ChildCaches, autoscaler_holds, is_controlled_by
 from ojsctrl.controllers.cluster import ClusterReconciler
-from ojsctrl.controllers.cluster_status import (
-    rollout_settled,
-)
 from ojsctrl.controllers.common import (
-    FIELD_MANAGER,
     FOREIGN_REASON,
-    HASH_ANNOTATION,
     MANAGED_SELECTOR,
     OJSWORKERS,
-    STATUS_COALESCE,
     UNMANAGED_SELECTOR,
-    ConflictEvents,
-    ForeignWriters,
-    StatusWriter,
     condition,
     get_condition,
     now_rfc3339,
 )
+from ojsctrl.controllers.owner import OwnerReconciler, OwnerSync, owner_of_hpa
 from ojsctrl.controllers.stats import PollResult, StatsPoller
 from ojsctrl.controllers.worker_status import WorkerStatusInputs, worker_status
 from ojsctrl.ojs.autoscale import History, WorkerScaling, initial_replicas, worker_desired
 from ojsctrl.ojs.client import DEFAULT_CLUSTER_DOMAIN, OJSClient, url_for
 from ojsctrl.ojs.drain import DELETION_COST_ANNOTATION, DrainPlan, mark_silent, plan_drain
 from ojsctrl.ojs.quiet import QuietSender, quiet_client
-from ojsctrl.runtime.apply import Applier
 from ojsctrl.runtime.client import (
     DEPLOYMENTS,
     HPAS,
@@ -59,7 +42,7 @@ from ojsctrl.runtime.client import (
     SERVICES,
     ApiError,
 )
-from ojsctrl.runtime.controller import Controller, Request, Result
+from ojsctrl.runtime.controller import Request, Result
 from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
 from ojsctrl.runtime.informer import Informer
 from ojsctrl.runtime.manager import Manager, Runnable
@@ -106,7 +89,7 @@ class WorkerOptions:
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
-class WorkerReconciler:
+class WorkerReconciler(OwnerReconciler):
     """Reconciles OJSWorkers. Construct, then `setup()`."""
 
     def __init__(
@@ -119,16 +102,18 @@ class WorkerReconciler:
         clusters: ClusterReconciler,
         quiet: QuietSender | None = None,
     ) -> None:
-        self.manager = manager
-        self.client = manager.client
+        super().__init__(
+            manager,
+            poller,
+            recorder,
+            name="ojsworker",
+            max_concurrent_reconciles=options.max_concurrent_reconciles,
+        )
         self.options = options
-        self.poller = poller
-        self.recorder = recorder
         self.ojs = ojs
         self.clusters = clusters
         # Quiet calls go out from a small pool of their own: a drain never waits on them (SPEC §9.4).
         self.quiet = quiet if quiet is not None else QuietSender(quiet_client())
-        self.applier = Applier(self.client, FIELD_MANAGER, HASH_ANNOTATION)
         informers = manager.informers
         self.workers = informers.informer(OJSWORKERS)
         self.workers.add_indexers({CLUSTER_INDEX: worker_cluster})
@@ -150,40 +135,27 @@ class WorkerReconciler:
         # Worker pods are read only to drain: their informer starts with the first drain, so an
         # operator without drainBeforeShutdown workers never watches pods at all.
         self._pods: Informer | None = None
-        self.memory = ObjectMemory()
-        self.foreign_writers = ForeignWriters(recorder)
         # OJSWorker has no Degraded phase (SPEC §1.2; the CRD's enum refuses it): a name conflict or a
         # failed rollout is an Error, and the Degraded condition says which.
-        self.status = OwnerStatus(
-            StatusWriter(self.client, OJSWORKERS, recorder, keep=("lastScaleTime", "selector")),
-            ConflictEvents(recorder),
-            self.caches.managed[DEPLOYMENTS],
-            worker_builders.deployment_name_of,
-            phase_map={"Degraded": "Error"},
+        self.status = self.status_for(
+            OJSWORKERS, worker_builders.deployment_name_of, phase_map={"Degraded": "Error"}
         )
         self._lock = threading.Lock()
-        self.controller = Controller(
-            "ojsworker", self.reconcile, max_concurrent_reconciles=options.max_concurrent_reconciles
-        )
 
     def setup(self) -> None:
         """Watch workers, their children, their clusters, HPAs and the clusters' Secrets; register the
         controller with the manager."""
         controller = self.controller
         controller.watch_primary(self.workers)
-        for kind, informer in self.caches.managed.items():
-            controller.watch_owned(
-                informer,
-                API_VERSION,
-                "OJSWorker",
-                status_delay=STATUS_COALESCE,
-                settled=rollout_settled if kind == DEPLOYMENTS else None,
-            )
+        self.watch_children("OJSWorker")
         controller.watch_mapped(self.clusters.clusters, self._workers_of_cluster)
         controller.watch_mapped(self.all_hpas, _workers_of_hpa)
         controller.watch_mapped(self.clusters.secret_meta, self._workers_for_secret)
         self.poller.subscribe(self._stats_changed)
         self.manager.add_controller(controller)
+        self.manager.add_runnable(
+            Runnable("ojs-quiet-sender", lambda: None, self.quiet.close, needs_leader=False)
+        )
 
     def _workers_of_cluster(self, cluster: JSON) -> Iterable[Request]:
         meta = cluster.get("metadata") or {}
@@ -207,50 +179,29 @@ class WorkerReconciler:
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, req: Request) -> Result | None:
         """Bring one worker's Deployment, HPA, replicas and status in line with its spec."""
-        obj = self.workers.store.get_by_name(req.namespace, req.name)
-        if obj is None:
-            self.forget(req)
+        live = self.live(self.workers, req)
+        if live is None:
             return None
-        if (obj.get("metadata") or {}).get("deletionTimestamp"):
-            return None
-        generation = int(obj["metadata"].get("generation") or 0)
+        obj, generation = live
         ref = (obj.get("spec") or {}).get("clusterRef")
         cluster_obj = (
             self.clusters.clusters.store.get_by_name(req.namespace, ref) if isinstance(ref, str) else None
         )
         result = validate_worker(obj, cluster_exists=cluster_obj is not None)
         if result.errors:
-            msg = "; ".join(f"{e.path}: {e.message}" for e in result.errors)[:2000]
-            self.status.write(
-                obj, "Error", [condition("Ready", False, "InvalidSpec", msg, generation=generation)], {}
-            )
+            self.status.invalid_spec(obj, result, generation)
             return None
         if cluster_obj is None:
             msg = f"OJSCluster {ref} not found in namespace {req.namespace}"
-            self.status.write(
-                obj,
-                "Error",
-                [
-                    condition("Ready", False, "ClusterNotFound", msg, generation=generation),
-                    condition("ClusterFound", False, "ClusterNotFound", msg, generation=generation),
-                ],
-                {},
-                event=(WARNING, "ClusterNotFound", msg),
-            )
+            found = condition("ClusterFound", False, "ClusterNotFound", msg, generation=generation)
+            self.cluster_unusable(obj, generation, "ClusterNotFound", msg, found, notify=True)
             return None
         try:
             cluster = OJSCluster.from_dict(cluster_obj)
         except Exception as e:
             msg = f"OJSCluster {ref} is invalid: {str(e)[:300]}"
-            self.status.write(
-                obj,
-                "Error",
-                [
-                    condition("Ready", False, "ClusterInvalid", msg, generation=generation),
-                    condition("ClusterFound", True, "ClusterFound", "", generation=generation),
-                ],
-                {},
-            )
+            found = condition("ClusterFound", True, "ClusterFound", "", generation=generation)
+            self.cluster_unusable(obj, generation, "ClusterInvalid", msg, found, notify=False)
             return None
         return WorkerSync(self, obj, OJSWorker.from_dict(obj), cluster_obj, cluster, generation).run()
 
@@ -258,12 +209,18 @@ class WorkerReconciler:
         """A deleted worker: release its poller interest and drop everything kept about it, its metrics
         included."""
         key = str(req)
-        remembered = self.memory.forget(key)
-        if remembered is not None and remembered.polled_cluster:
-            self.poller.release(remembered.polled_cluster, f"worker:{key}")
-        self.foreign_writers.forget(key)
+        polled = self.memory.take_polled(key)
+        if polled:
+            self.poller.release(polled, f"worker:{key}")
+        super().forget(req)
         metrics.forget_worker(req.namespace, req.name)
-        self.status.forget(req.namespace, req.name)
+
+    def cluster_unusable(
+        self, obj: JSON, generation: int, reason: str, msg: str, found: JSON, *, notify: bool
+    ) -> None:
+        """Report a worker whose cluster is missing or unusable (a Warning event too when ``notify``)."""
+        conds = [condition("Ready", False, reason, msg, generation=generation), found]
+        self.status.write(obj, "Error", conds, {}, event=(WARNING, reason, msg) if notify else None)
 
     def pod_cache(self) -> Informer | None:
         """The worker pods' cache, started on first use; None until it has synced."""
@@ -277,7 +234,7 @@ class WorkerReconciler:
 WORKER_PODS_SELECTOR = f"{MANAGED_SELECTOR},app.kubernetes.io/component=worker"
 
 
-class WorkerSync:
+class WorkerSync(OwnerSync):
     """One reconcile of one worker: the steps only a worker has (the cluster's names, the API key, queue
     depth autoscaling with drain, status); child ownership goes through :class:`Children`."""
 
@@ -290,26 +247,19 @@ class WorkerSync:
         cluster: OJSCluster,
         generation: int,
     ) -> None:
+        super().__init__(reconciler, obj, generation, "worker")
         self.reconciler = reconciler
-        self.obj = obj
         self.worker = worker
         self.spec = worker.spec
         self.cluster_obj = cluster_obj
         self.cluster = cluster
-        self.generation = generation
-        self.ns: str = obj["metadata"]["namespace"]
-        self.name: str = obj["metadata"]["name"]
-        self.uid: str = obj["metadata"]["uid"]
-        self.key = f"{self.ns}/{self.name}"
         self.cluster_key = f"{self.ns}/{cluster_obj['metadata']['name']}"
         self.dep_name = worker_builders.worker_deployment_name(worker)
-        self.children = Children(reconciler.client, reconciler.applier, reconciler.caches, obj, "worker")
         self.scaling_cond: JSON | None = None
         self.draining = False
         self.desired: int | None = None
         self.scaled_at: str | None = None
         self.matching: JSON | None = None  # the WorkersMatched condition when this reconcile read workers
-        self.replica_writer: str | None = None  # who else writes the Deployment's replicas (we then yield)
 
     # ------------------------------------------------------------------ steps
     def foreign_cluster_children(self) -> list[str]:
@@ -341,7 +291,7 @@ class WorkerSync:
         self.reconciler.memory.set_history(self.key, None)
         self.reconciler.poller.release(self.cluster_key, f"worker:{self.key}")
         self.status(self.children.ours(DEPLOYMENTS, self.dep_name), None)
-        return Result(requeue_after=self.children.requeue) if self.children.requeue else None
+        return self.result()
 
     def run(self) -> Result | None:
         a = self.spec.auto_scaling
@@ -367,13 +317,9 @@ class WorkerSync:
             replicas = None
         else:
             replicas = int((live.get("spec") or {}).get("replicas") or 0)
-        if live is not None:
-            self.replica_writer = self.children.replica_writer(
-                self.reconciler.all_hpas, live, self.dep_name, replicas
-            )
-            if self.replica_writer is not None and replicas is not None:
-                # Yield: send back what the foreign writer set, so nothing changes the pod count.
-                replicas = int((live.get("spec") or {}).get("replicas") or 0)
+        self.replica_writer, replicas = self.children.replicas_to_send(
+            self.reconciler.all_hpas, live, self.dep_name, replicas
+        )
         dep = self.children.ensure(
             DEPLOYMENTS,
             worker_builders.worker_deployment(
@@ -402,7 +348,7 @@ class WorkerSync:
             self.reconciler.poller.release(self.cluster_key, f"worker:{self.key}")
             stats = self.reconciler.poller.result(self.cluster_key)
         self.status(dep, stats)
-        return Result(requeue_after=self.children.requeue) if self.children.requeue else None
+        return self.result()
 
     def wait_for_api_key(self) -> Result:
         """The cluster has not generated its API key yet. A Deployment made now would roll again the
@@ -715,35 +661,12 @@ class WorkerSync:
             )
         )
         # A name conflict's Warning event comes from ConflictEvents (naming the objects), once per conflict.
-        self.reconciler.status.finish(self.obj, result.phase, result.conditions, result.fields, self.children)
+        self.reconciler.status.finish(self.obj, result, self.children)
 
 
 def _workers_of_hpa(hpa: JSON) -> Iterable[Request]:
-    """The worker whose Deployment an HPA targets (its name is the worker's Deployment name)."""
-    target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
-    name = target.get("name")
-    ns = (hpa.get("metadata") or {}).get("namespace")
-    worker = worker_builders.worker_of_deployment_name(name) if isinstance(name, str) else None
-    if target.get("kind") != "Deployment" or worker is None:
-        return ()
-    return (Request(str(ns), worker),)
-
-
-def build(
-    manager: Manager,
-    options: WorkerOptions,
-    poller: StatsPoller,
-    recorder: EventRecorder,
-    ojs: OJSClient,
-    clusters: ClusterReconciler,
-) -> WorkerReconciler:
-    """Create and wire the worker reconciler."""
-    reconciler = WorkerReconciler(manager, options, poller, recorder, ojs, clusters)
-    reconciler.setup()
-    manager.add_runnable(
-        Runnable("ojs-quiet-sender", lambda: None, reconciler.quiet.close, needs_leader=False)
-    )
-    return reconciler
+    """The worker whose Deployment an HPA targets."""
+    return owner_of_hpa(hpa, worker_builders.worker_of_deployment_name)
 
 
 def _ranks_ready(pod: JSON) -> bool:
