@@ -184,7 +184,13 @@ class Children:
                 raise
 
     def hand_over_replicas(
-        self, dep: JSON | None, *, autoscale: bool, holds: bool, start: Callable[[int], int], unset: int
+        self,
+        dep: JSON | None,
+        *,
+        autoscale: bool,
+        held_by_autoscaler: bool,
+        start: Callable[[int], int],
+        unset: int,
     ) -> JSON | None:
         """Pass a Deployment's spec.replicas between ojsctrl's and the autoscaler's field managers without
         the field ever being dropped (SPEC §8.3).
@@ -200,14 +206,14 @@ class Children:
             "kind": "Deployment",
             "metadata": {"name": dep["metadata"]["name"], "namespace": self.namespace},
         }
-        if autoscale and not holds:
+        if autoscale and not held_by_autoscaler:
             live = (dep.get("spec") or {}).get("replicas")
             body["metadata"]["annotations"] = {AUTOSCALER_ANNOTATION: "true"}
             body["spec"] = {"replicas": start(int(live) if live else unset)}
             out = dict(self.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True))
             self.requeue = 0.5
             return out
-        if not autoscale and holds:
+        if not autoscale and held_by_autoscaler:
             return dict(self.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True))
         return None
 

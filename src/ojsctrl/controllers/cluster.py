@@ -247,6 +247,8 @@ class ClusterSync(OwnerSync):
 
     # ------------------------------------------------------------------ steps
     def run(self) -> Result | None:
+        """Run the steps in order: credentials, backend Secrets, embedded Redis, config, server Deployment and
+        Service, disruption budget, monitoring, polling, autoscaling, status."""
         spec = self.spec
         image = spec.effective_image(self.reconciler.options.server_image)
 
@@ -310,6 +312,8 @@ class ClusterSync(OwnerSync):
         return self.result()
 
     def ensure_api_key(self, hash_parts: list[Any]) -> str | None:
+        """The API key the servers want (None when auth is off or the key is missing or not ours), created
+        once when generated; its value goes into the config hash."""
         auth = self.spec.auth
         if auth.disabled:
             hash_parts.append("auth-disabled")
@@ -335,6 +339,8 @@ class ClusterSync(OwnerSync):
         return value.decode(errors="replace") if value else None
 
     def check_backend_secret(self, hash_parts: list[Any]) -> bool:
+        """Whether the backend's (and the state store's) URL Secrets exist; their values go into the config
+        hash."""
         backend = self.spec.backend
         refs = [("spec.backend.urlSecretRef", backend.url_secret_ref)]
         if backend.state_store is not None:
@@ -354,6 +360,8 @@ class ClusterSync(OwnerSync):
         return ok
 
     def ensure_redis(self, hash_parts: list[Any]) -> None:
+        """The embedded Redis: its password Secret (adopted back when released), claim, Deployment and
+        Service, held while a name it needs is taken."""
         name = self.redis
         secret_meta = self.reconciler.secrets.meta(self.ns, name)
         if is_released(secret_meta) and secret_meta is not None:
@@ -508,8 +516,10 @@ class ClusterSync(OwnerSync):
         live = self.children.cached(DEPLOYMENTS, self.server)
         if live is None:
             # First creation: start inside the bounds; the autoscaler takes the field right after.
-            a = self.spec.auto_scaling
-            return max(a.min_replicas, min(a.max_replicas, self.spec.effective_replicas()))
+            autoscaling = self.spec.auto_scaling
+            return max(
+                autoscaling.min_replicas, min(autoscaling.max_replicas, self.spec.effective_replicas())
+            )
         annotations = (live.get("metadata") or {}).get("annotations") or {}
         if annotations.get(AUTOSCALER_ANNOTATION) == "true":
             return None
@@ -521,12 +531,14 @@ class ClusterSync(OwnerSync):
         return self.children.hand_over_replicas(
             dep,
             autoscale=autoscale,
-            holds=autoscaler_holds(dep),
+            held_by_autoscaler=autoscaler_holds(dep),
             start=lambda live: max(bounds.min_replicas, min(bounds.max_replicas, live)),
             unset=1,
         )
 
     def ensure_monitoring(self) -> None:
+        """The ServiceMonitor (when asked for and its CRD is served) and the dashboard ConfigMap, with the
+        MonitoringReady condition."""
         mon = self.spec.monitoring
         want_sm = mon.enabled and mon.service_monitor
         # The ServiceMonitor hands the API key Secret to Prometheus and points it at the server Service.
@@ -591,6 +603,8 @@ class ClusterSync(OwnerSync):
             self.children.ensure(CONFIGMAPS, dash)
 
     def poll(self, api_key: str | None) -> Any:
+        """Register the cluster with the stats poller and return its last result; nothing is polled while the
+        server Service or API key is not this cluster's."""
         if self.children.blocked_by(("Service", self.server), ("Secret", self.api_key_secret)):
             # Someone else's Service (an ExternalName one too) is never dialled, and no key is sent to it.
             self.reconciler.poller.unregister(self.key)  # for the workers too: they see the same conflict
@@ -608,8 +622,10 @@ class ClusterSync(OwnerSync):
         return self.reconciler.poller.result(self.key)
 
     def autoscale(self, dep: JSON | None, stats: Any) -> str | None:
-        a = self.spec.auto_scaling
-        if not a.enabled or dep is None:
+        """Apply the queue-depth decision to the server replicas when the autoscaler holds them; returns the
+        time of a scale written now."""
+        autoscaling = self.spec.auto_scaling
+        if not autoscaling.enabled or dep is None:
             return None
         if not autoscaler_holds(dep):
             return None
@@ -620,11 +636,11 @@ class ClusterSync(OwnerSync):
         decision = server_desired(
             depth,
             current,
-            min_replicas=a.min_replicas,
-            max_replicas=a.max_replicas,
-            target_queue_depth=a.target_queue_depth,
-            scale_up_cooldown=duration_seconds(a.scale_up_cooldown),
-            scale_down_cooldown=duration_seconds(a.scale_down_cooldown),
+            min_replicas=autoscaling.min_replicas,
+            max_replicas=autoscaling.max_replicas,
+            target_queue_depth=autoscaling.target_queue_depth,
+            scale_up_cooldown=duration_seconds(autoscaling.scale_up_cooldown),
+            scale_down_cooldown=duration_seconds(autoscaling.scale_down_cooldown),
             history=history or History(),
             now=time.time(),
             # A failed poll, seen now or missed between reconciles, is a hold sample (SPEC §9.5).

@@ -34,6 +34,7 @@ class DeploymentState:
 
     @property
     def rolled_out(self) -> bool:
+        """Every desired replica is updated and ready, and the controller has seen the latest spec."""
         return (
             self.observed
             and self.updated == self.desired

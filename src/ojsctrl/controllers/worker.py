@@ -294,7 +294,9 @@ class WorkerSync(OwnerSync):
         return self.result()
 
     def run(self) -> Result | None:
-        a = self.spec.auto_scaling
+        """Run the steps in order: the cluster's names, the API key, the Deployment with its replicas
+        hand-over, the CPU-mode HPA, polling and autoscaling, status."""
+        autoscaling = self.spec.auto_scaling
         foreign = self.foreign_cluster_children()
         if foreign:
             return self.hands_off(foreign)
@@ -304,16 +306,19 @@ class WorkerSync(OwnerSync):
             return self.wait_for_api_key()
         # The template shows the spec itself; the hash adds what it does not: the key's value.
         digest = config_hash(api_key or b"", salt=self.uid)
-        holds = autoscaler_holds(live)
-        if not a.enabled:
+        held_by_autoscaler = autoscaler_holds(live)
+        if not autoscaling.enabled:
             replicas: int | None = self.spec.replicas
         elif live is None:
             replicas = (
-                initial_replicas(self.spec.replicas, a.min_replicas, a.max_replicas)
-                if a.metric != "cpu"
-                else max(1, initial_replicas(self.spec.replicas, a.min_replicas, a.max_replicas))
+                initial_replicas(self.spec.replicas, autoscaling.min_replicas, autoscaling.max_replicas)
+                if autoscaling.metric != "cpu"
+                else max(
+                    1,
+                    initial_replicas(self.spec.replicas, autoscaling.min_replicas, autoscaling.max_replicas),
+                )
             )
-        elif holds:
+        elif held_by_autoscaler:
             replicas = None
         else:
             replicas = int((live.get("spec") or {}).get("replicas") or 0)
@@ -331,7 +336,7 @@ class WorkerSync(OwnerSync):
             ),
         )
         if self.replica_writer is None:
-            dep = self.hand_over_replicas(dep, a.enabled, holds) or dep
+            dep = self.hand_over_replicas(dep, autoscaling.enabled, held_by_autoscaler) or dep
 
         hpa = worker_builders.worker_hpa(self.worker)
         if hpa is None:
@@ -340,7 +345,7 @@ class WorkerSync(OwnerSync):
             self.children.ensure(HPAS, hpa)
 
         stats = None
-        if a.enabled and a.metric == "queueDepth":
+        if autoscaling.enabled and autoscaling.metric == "queueDepth":
             stats = self.poll(api_key)
             dep = self.autoscale(dep, stats, api_key) or dep
         else:
@@ -386,13 +391,14 @@ class WorkerSync(OwnerSync):
         return Result(requeue_after=5.0)
 
     def api_key(self) -> str | None:
+        """The cluster's API key as the workers get it, or None (auth off, or the Secret not there yet)."""
         ref = cluster_builders.api_key_ref(self.cluster)
         if ref is None:
             return None
         value = self.reconciler.clusters.secrets.value(self.ns, ref.name, ref.key)
         return value.decode(errors="replace") if value else None
 
-    def hand_over_replicas(self, dep: JSON | None, autoscale: bool, holds: bool) -> JSON | None:
+    def hand_over_replicas(self, dep: JSON | None, autoscale: bool, held_by_autoscaler: bool) -> JSON | None:
         """Hand the worker replicas to the autoscaler's field manager, or back (SPEC §8.3); a CPU-mode
         HPA never starts from zero."""
         bounds = self.spec.auto_scaling
@@ -400,12 +406,14 @@ class WorkerSync(OwnerSync):
         return self.children.hand_over_replicas(
             dep,
             autoscale=autoscale,
-            holds=holds,
+            held_by_autoscaler=held_by_autoscaler,
             start=lambda live: max(low, min(bounds.max_replicas, live)),
             unset=0,
         )
 
     def poll(self, api_key: str | None) -> PollResult | None:
+        """Ask the poller for the cluster's queue counts at the worker's polling interval; return the last
+        result."""
         interval = duration_seconds(self.spec.auto_scaling.polling_interval)
         url = url_for(
             self.reconciler.options.url_template,
@@ -427,12 +435,15 @@ class WorkerSync(OwnerSync):
         return int(self.spec.auto_scaling.effective_target_jobs_per_worker(cluster_default))
 
     def load(self, stats: PollResult) -> tuple[int, int]:
+        """(available, active) jobs of the worker's own queues."""
         available = sum(stats.queues.get(q, (0, 0))[0] for q in self.spec.queues)
         active = sum(stats.queues.get(q, (0, 0))[1] for q in self.spec.queues)
         return available, active
 
     def autoscale(self, dep: JSON | None, stats: PollResult | None, api_key: str | None) -> JSON | None:
-        a = self.spec.auto_scaling
+        """Decide the replicas from the queue load (draining idle pods first when asked) and write them when
+        the autoscaler holds them; returns the Deployment as written."""
+        autoscaling = self.spec.auto_scaling
         if dep is None:
             return None
         if not autoscaler_holds(dep):
@@ -445,11 +456,11 @@ class WorkerSync(OwnerSync):
             available + active,
             current,
             WorkerScaling(
-                a.min_replicas,
-                a.max_replicas,
+                autoscaling.min_replicas,
+                autoscaling.max_replicas,
                 self.target(),
-                int(a.scale_up_threshold),
-                duration_seconds(a.scale_down_delay),
+                int(autoscaling.scale_up_threshold),
+                duration_seconds(autoscaling.scale_down_delay),
             ),
             history,
             time.time(),
@@ -462,7 +473,7 @@ class WorkerSync(OwnerSync):
         reason, message = decision.reason, decision.message
         if decision.waits_on_time:
             # Same counts, different answer later: re-evaluate on the polling interval meanwhile.
-            interval = duration_seconds(a.polling_interval)
+            interval = duration_seconds(autoscaling.polling_interval)
             self.children.requeue = min(self.children.requeue or interval, interval)
         target = decision.desired
         if target < current and self.spec.graceful_shutdown.drain_before_shutdown and ok:
@@ -591,8 +602,12 @@ class WorkerSync(OwnerSync):
     def matching_status(self) -> JSON | None:
         """The WorkersMatched condition to write: this reconcile's, else the last one known (workers are
         only read when a drain plans a scale-down), else Unknown; None when drain is off."""
-        a = self.spec.auto_scaling
-        if not (self.spec.graceful_shutdown.drain_before_shutdown and a.enabled and a.metric == "queueDepth"):
+        autoscaling = self.spec.auto_scaling
+        if not (
+            self.spec.graceful_shutdown.drain_before_shutdown
+            and autoscaling.enabled
+            and autoscaling.metric == "queueDepth"
+        ):
             self.reconciler.memory.drop_matching(self.key)
             return None
         last = self.reconciler.memory.matching(self.key, self.matching)
