@@ -603,3 +603,17 @@ def test_cluster_autoscaling_condition_says_spec_replicas_is_ignored() -> None:
     )
     assert on["reason"] == "QueueDepth" and "spec.replicas 4 is ignored" in on["message"]
     assert "1-3 servers" in on["message"]
+
+
+def test_a_failed_redis_rollout_degrades_even_while_an_old_pod_serves() -> None:
+    failing = dep(progressing="False", reason="ProgressDeadlineExceeded")  # still Available
+    result = cluster_status(replace(CLUSTER, embedded_redis=True, redis_deployment=failing))
+    assert result.phase == "Degraded"
+    assert _conds(result)["BackendReady"]["status"] == "True"
+
+
+def test_an_unbound_claim_is_named_while_redis_waits() -> None:
+    claim = {"metadata": {"name": "jobs-redis"}, "status": {"phase": "Pending"}}
+    waiting = replace(CLUSTER, embedded_redis=True, redis_deployment=None, claim=claim)
+    message = _conds(cluster_status(waiting))["BackendReady"]["message"]
+    assert message.startswith("embedded Redis Deployment jobs-redis not available yet (0 of 1 ready)")

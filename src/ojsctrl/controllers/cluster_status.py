@@ -311,30 +311,71 @@ def cluster_autoscaling_condition(
     return condition("Autoscaling", True, "QueueDepth", msg, generation=generation)
 
 
+@dataclass(frozen=True)
+class BackendState:
+    """What the backend adds to a cluster's status: BackendReady, the phase it asks for at least, and what
+    the cluster still waits for."""
+
+    ready: bool
+    message: str
+    phase: str | None = None
+    waiting: tuple[str, ...] = ()
+
+
+def backend_state(inputs: ClusterStatusInputs) -> BackendState:
+    """The backend's readiness: configured (its Secrets exist), and for an embedded Redis, available (an
+    unbound claim says why not); a failed Redis rollout degrades the cluster, one not up yet holds it
+    Pending."""
+    if not inputs.embedded_redis:
+        return BackendState(inputs.backend_ok, "backend configured")
+    redis = deployment_state(inputs.redis_deployment)
+    if redis.available:
+        message = "embedded Redis available"
+    else:
+        message = (
+            f"embedded Redis Deployment {inputs.redis_name} not available yet ({redis.ready} of 1 ready)"
+        )
+        unbound = unbound_claim_message(inputs.claim)
+        if unbound is not None:
+            message += f": {unbound}"
+    if redis.failed:
+        return BackendState(inputs.backend_ok and redis.available, message, "Degraded")
+    if not redis.available:
+        return BackendState(False, message, "Pending", (message,))
+    return BackendState(inputs.backend_ok, message)
+
+
+def queue_stats_status(inputs: ClusterStatusInputs) -> tuple[JSON, JSON]:
+    """QueueStatsAvailable and the queue fields: counted from a successful poll, else kept as they were
+    (a key the server refuses is no outage: the reason says so, so nobody chases the network)."""
+    gen, stats = inputs.generation, inputs.stats
+    if stats is not None and stats.ok:
+        fields: JSON = {
+            "queueDepth": sum(available for available, _ in stats.queues.values()),
+            "activeJobs": sum(active for _, active in stats.queues.values()),
+            "queues": top_queues(stats.queues),
+        }
+        polled = "queue counts read from the server"
+        return condition("QueueStatsAvailable", True, "Polled", polled, generation=gen), fields
+    if "queue-stats polling" in inputs.left_alone:
+        reason, msg = "NameConflict", f"Service {inputs.server_name} or its API key is not this cluster's"
+    elif stats is None:
+        reason, msg = "NotPolledYet", "waiting for the first poll"
+    else:
+        reason = "APIKeyRejected" if stats.reason == "Unauthorized" else "ServerUnreachable"
+        msg = f"cannot read queue counts: {stats.error}"
+    kept = kept_fields(inputs.previous, ("queueDepth", "activeJobs", "queues"))
+    return condition("QueueStatsAvailable", False, reason, msg, generation=gen), kept
+
+
 def cluster_status(inputs: ClusterStatusInputs) -> StatusResult:
     """An OJSCluster's phase, conditions and status fields from what one reconcile observed."""
     gen = inputs.generation
     state = deployment_state(inputs.server_deployment)
+    backend = backend_state(inputs)
     phase = workload_phase(state, inputs.previous.get("phase"))
-    backend_ready = inputs.backend_ok
-    backend_msg = "backend configured"
-    waiting: list[str] = []
-    if inputs.embedded_redis:
-        redis = deployment_state(inputs.redis_deployment)
-        backend_ready = backend_ready and redis.available
-        backend_msg = (
-            "embedded Redis available"
-            if redis.available
-            else f"embedded Redis Deployment {inputs.redis_name} not available yet ({redis.ready} of 1 ready)"
-        )
-        unbound = unbound_claim_message(inputs.claim)
-        if unbound is not None and not redis.available:
-            backend_msg += f": {unbound}"
-        if redis.failed:
-            phase = highest(phase, "Degraded")
-        elif not redis.available:
-            phase = highest(phase, "Pending")
-            waiting.append(backend_msg)
+    if backend.phase is not None:
+        phase = highest(phase, backend.phase)
     if inputs.conflicts or inputs.degraded:
         phase = highest(phase, "Degraded")
     if inputs.problems:
@@ -342,7 +383,6 @@ def cluster_status(inputs: ClusterStatusInputs) -> StatusResult:
     conflicts = list(inputs.conflicts)
     if inputs.left_alone:
         conflicts.append("left as they are while the name is taken: " + ", ".join(inputs.left_alone))
-
     conds = workload_conditions(
         phase,
         state,
@@ -351,48 +391,29 @@ def cluster_status(inputs: ClusterStatusInputs) -> StatusResult:
         conflicts=conflicts,
         generation=gen,
         deployment=inputs.server_name,
-        waiting=waiting,
+        waiting=backend.waiting,
         degraded=inputs.degraded,
     )
     conds.append(
         condition(
             "BackendReady",
-            backend_ready,
-            "BackendReady" if backend_ready else "BackendNotReady",
-            backend_msg if inputs.backend_ok else "; ".join(m for _, m in inputs.problems),
+            backend.ready,
+            "BackendReady" if backend.ready else "BackendNotReady",
+            backend.message if inputs.backend_ok else "; ".join(m for _, m in inputs.problems),
             generation=gen,
         )
     )
     conds.append(inputs.autoscaling)
+    stats_condition, stats_fields = queue_stats_status(inputs)
+    conds.append(stats_condition)
     fields: JSON = {
         "replicas": state.replicas,
         "readyReplicas": state.ready,
         "selector": inputs.selector,
         "endpoint": inputs.endpoint,
         "image": inputs.image,
+        **stats_fields,
     }
-    stats = inputs.stats
-    if stats is not None and stats.ok:
-        fields["queueDepth"] = sum(available for available, _ in stats.queues.values())
-        fields["activeJobs"] = sum(active for _, active in stats.queues.values())
-        fields["queues"] = top_queues(stats.queues)
-        conds.append(
-            condition(
-                "QueueStatsAvailable", True, "Polled", "queue counts read from the server", generation=gen
-            )
-        )
-    else:
-        # A key the server refuses is no outage: say so, so nobody chases the network.
-        if stats is None:
-            reason, msg = "NotPolledYet", "waiting for the first poll"
-        else:
-            reason = "APIKeyRejected" if stats.reason == "Unauthorized" else "ServerUnreachable"
-            msg = f"cannot read queue counts: {stats.error}"
-        if "queue-stats polling" in inputs.left_alone:
-            reason = "NameConflict"
-            msg = f"Service {inputs.server_name} or its API key is not this cluster's"
-        conds.append(condition("QueueStatsAvailable", False, reason, msg, generation=gen))
-        fields.update(kept_fields(inputs.previous, ("queueDepth", "activeJobs", "queues")))
     if inputs.last_scale:
         fields["lastScaleTime"] = inputs.last_scale
     conds.extend(inputs.extra_conditions)
