@@ -16,7 +16,13 @@ from ojsctrl.api.durations import duration_seconds
 from ojsctrl.builders import cluster as cluster_builders
 from ojsctrl.builders.common import config_hash, selector_string
 from ojsctrl.controllers import metrics
-from ojsctrl.controllers.children import ChildCaches, Problem, autoscaler_holds, invalid_child_message
+from ojsctrl.controllers.children import (
+    ChildCaches,
+    Problem,
+    autoscaler_holds,
+    invalid_child_message,
+    is_controlled_by,
+)
 from ojsctrl.controllers.cluster_status import (
     ClusterStatusInputs,
     cluster_autoscaling_condition,
@@ -47,7 +53,7 @@ from ojsctrl.controllers.storage import (
 )
 from ojsctrl.ojs.autoscale import History, server_desired
 from ojsctrl.ojs.client import DEFAULT_CLUSTER_DOMAIN, DEFAULT_URL_TEMPLATE, url_for
-from ojsctrl.runtime.apply import controller_ref, owner_reference
+from ojsctrl.runtime.apply import owner_reference
 from ojsctrl.runtime.client import (
     CONFIGMAPS,
     CRDS,
@@ -218,9 +224,10 @@ class ClusterSync(OwnerSync):
         self.server = cluster_builders.server_name(cluster)
         self.api_key_secret = cluster_builders.api_key_secret_name(cluster)
         self.redis = cluster_builders.redis_name(cluster)
-        # Children whose name a foreign object holds (children.taken): nothing that depends on one is
-        # applied, mounted, referenced or polled while the conflict lasts (SPEC §9.12).
-        self.left_alone: list[str] = []  # what this reconcile left as it is because of a name conflict
+        # Children whose name a foreign object holds (self.children.taken): nothing that depends on one is
+        # applied, mounted, referenced or polled while the conflict lasts (SPEC §9.12); left_alone says
+        # what this reconcile left as it is because of them.
+        self.left_alone: list[str] = []
         self.degraded: list[Problem] = []  # not as declared, still serving
         self.claim: JSON | None = None  # the live Redis claim, for the status message
         self.redis_dep: JSON | None = None  # the embedded Redis Deployment, when there is one
@@ -231,8 +238,7 @@ class ClusterSync(OwnerSync):
         name = body["metadata"]["name"]
         meta = self.reconciler.secrets.meta(self.ns, name)
         if meta is not None:
-            ref = controller_ref(meta)
-            if ref is None or ref.get("uid") != self.uid:
+            if not is_controlled_by(meta, self.uid):
                 self.children.conflicts.append(
                     f"Secret {self.ns}/{name} exists and is not owned by this resource"
                 )
@@ -410,7 +416,7 @@ class ClusterSync(OwnerSync):
             live = self.adopt(PVCS, live)
             if live is None:
                 return None
-        ours = live is not None and (controller_ref(live) or {}).get("uid") == self.uid
+        ours = is_controlled_by(live, self.uid)
         if live is not None and ours:
             problem = claim_change_problem(live, pvc)
             if problem is not None:
