@@ -111,7 +111,7 @@ class WorkerReconciler(OwnerReconciler):
         )
         self.options = options
         self.ojs = ojs
-        self.clusters = clusters
+        self.cluster_reconciler = clusters
         # Quiet calls go out from a small pool of their own: a drain never waits on them (SPEC §9.4).
         self.quiet = quiet if quiet is not None else QuietSender(quiet_client())
         informers = manager.informers
@@ -148,9 +148,9 @@ class WorkerReconciler(OwnerReconciler):
         controller = self.controller
         controller.watch_primary(self.workers)
         self.watch_children("OJSWorker")
-        controller.watch_mapped(self.clusters.clusters, self._workers_of_cluster)
+        controller.watch_mapped(self.cluster_reconciler.clusters, self._workers_of_cluster)
         controller.watch_mapped(self.all_hpas, _workers_of_hpa)
-        controller.watch_mapped(self.clusters.secret_meta, self._workers_for_secret)
+        controller.watch_mapped(self.cluster_reconciler.secret_meta, self._workers_for_secret)
         self.poller.subscribe(self._stats_changed)
         self.manager.add_controller(controller)
         self.manager.add_runnable(
@@ -165,7 +165,7 @@ class WorkerReconciler(OwnerReconciler):
     def _workers_for_secret(self, secret: JSON) -> Iterable[Request]:
         # The cluster's API key Secret feeds OJS_AUTH_TOKEN and the workers' template hash.
         out: list[Request] = []
-        for cluster in self.clusters.clusters_for_secret(secret):
+        for cluster in self.cluster_reconciler.clusters_for_secret(secret):
             out.extend(
                 Request.for_object(w)
                 for w in self.workers.store.by_index(CLUSTER_INDEX, f"{cluster.namespace}/{cluster.name}")
@@ -185,7 +185,9 @@ class WorkerReconciler(OwnerReconciler):
         obj, generation = live
         ref = (obj.get("spec") or {}).get("clusterRef")
         cluster_obj = (
-            self.clusters.clusters.store.get_by_name(req.namespace, ref) if isinstance(ref, str) else None
+            self.cluster_reconciler.clusters.store.get_by_name(req.namespace, ref)
+            if isinstance(ref, str)
+            else None
         )
         result = validate_worker(obj, cluster_exists=cluster_obj is not None)
         if result.errors:
@@ -268,7 +270,7 @@ class WorkerSync(OwnerSync):
         cluster_uid = self.cluster_obj["metadata"].get("uid")
         cluster_name = self.cluster_obj["metadata"]["name"]
         found = []
-        clusters = self.reconciler.clusters
+        clusters = self.reconciler.cluster_reconciler
         service = cluster_builders.server_name(self.cluster)
         used = [("Service", service, clusters.caches.any_object(SERVICES, self.ns, service))]
         if cluster_builders.generates_api_key(self.cluster):
@@ -395,7 +397,7 @@ class WorkerSync(OwnerSync):
         ref = cluster_builders.api_key_ref(self.cluster)
         if ref is None:
             return None
-        value = self.reconciler.clusters.secrets.value(self.ns, ref.name, ref.key)
+        value = self.reconciler.cluster_reconciler.secrets.value(self.ns, ref.name, ref.key)
         return value.decode(errors="replace") if value else None
 
     def hand_over_replicas(self, dep: JSON | None, autoscale: bool, held_by_autoscaler: bool) -> JSON | None:
