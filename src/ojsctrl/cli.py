@@ -393,8 +393,8 @@ def run(
 
 
 def _setup_operator(manager: Manager, args: argparse.Namespace) -> None:
-    """Register the operator's controllers, the queue-stats poller and the event recorder."""
-    from ojsctrl.controllers.setup import setup_operator
+    """Register the operator's controllers and webhooks (assembled in ``ojsctrl.app``)."""
+    from ojsctrl.app import setup_operator
 
     setup_operator(manager, args)
 

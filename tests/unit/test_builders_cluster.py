@@ -1073,3 +1073,23 @@ def test_the_secrets_index_covers_every_referenced_secret(cluster: OJSCluster) -
     indexed = set(referenced_secrets(cluster.to_dict()))
     for ref in b.referenced_secret_keys(cluster):
         assert f"{NS}/{ref.name}" in indexed, ref
+
+
+def test_the_secrets_index_of_an_unparsable_cluster_holds_its_generated_names() -> None:
+    from ojsctrl.controllers.cluster import referenced_secrets
+
+    obj = {"metadata": {"namespace": NS, "name": "broken"}, "spec": {"backend": {"type": 7}}}
+    assert set(referenced_secrets(obj)) == {f"{NS}/broken-api-key", f"{NS}/broken-redis"}
+
+
+def test_the_secrets_index_has_the_users_secrets() -> None:
+    from ojsctrl.controllers.cluster import referenced_secrets
+
+    cluster = make_cluster(
+        {
+            "backend": {"type": "redis", "urlSecretRef": {"name": "redis-url", "key": "url"}},
+            "auth": {"apiKeySecretRef": {"name": "my-key", "key": "k"}},
+        }
+    )
+    indexed = set(referenced_secrets(cluster.to_dict()))
+    assert {f"{NS}/redis-url", f"{NS}/my-key"} <= indexed

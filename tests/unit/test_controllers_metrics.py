@@ -65,3 +65,19 @@ def test_no_created_series_and_process_metrics_present() -> None:
     assert "process_resident_memory_bytes" in text
     assert "python_info" in text
     assert 'ojs_autoscaler_scale_total{direction="up",kind="OJSWorker",name="w",namespace="ns-d"}' in text
+
+
+def test_forgetting_one_object_keeps_the_others_series() -> None:
+    metrics.publish_queues("ns-e", "gone", _queues("q", 2))
+    metrics.publish_queues("ns-e", "kept", _queues("q", 2))
+    metrics.WORKER_DESIRED.labels("ns-e", "gone").set(2)
+    metrics.WORKER_DESIRED.labels("ns-e", "kept").set(4)
+    metrics.scaled("ns-e", "OJSCluster", "kept", "up")
+    metrics.forget_cluster("ns-e", "gone")
+    metrics.forget_worker("ns-e", "gone")
+    assert _series("ojs_cluster_queue_depth", namespace="ns-e", cluster="gone") == []
+    assert len(_series("ojs_cluster_queue_depth", namespace="ns-e", cluster="kept")) == 2
+    assert _series("ojs_worker_desired_replicas", namespace="ns-e", worker="gone") == []
+    assert len(_series("ojs_worker_desired_replicas", namespace="ns-e", worker="kept")) == 1
+    scales = [s for s in _series("ojs_autoscaler_scale_total", namespace="ns-e") if s["name"] == "kept"]
+    assert len(scales) == 1

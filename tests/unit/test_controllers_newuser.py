@@ -428,7 +428,7 @@ def test_status_transitions_are_logged_once_each() -> None:
 
 
 def test_restored_edit_is_a_write_of_an_unchanged_body() -> None:
-    from ojsctrl.controllers.cluster import restored_edit
+    from ojsctrl.controllers.children import restored_edit
     from ojsctrl.controllers.common import HASH_ANNOTATION
 
     def obj(digest: str | None) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def dep(
         (dep(ready=0, available="False"), "Pending"),
         (dep(replicas=4, ready=2, updated=2, total=2), "Scaling"),  # scaling up
         (dep(replicas=1, ready=2, updated=2, total=2), "Scaling"),  # scaling down
-        (dep(progressing="False", reason="ProgressDeadlineExceeded"), "Degraded"),
+        (dep(available="False", progressing="False", reason="ProgressDeadlineExceeded"), "Degraded"),
         (dep(replicas=0, ready=0, updated=0, total=0, available="True"), "Running"),
         (dep(updated=1, ready=2, total=3, replicas=2), "Pending"),  # rollout in progress
     ],
@@ -341,3 +341,279 @@ def test_owned_replica_counts_come_from_the_deployment_the_owner_controls() -> N
     fresh = dep("u1")
     del fresh["status"]
     assert owned_replica_counts(fresh, "u1") == {"replicas": 0, "readyReplicas": 0}
+
+
+# --------------------------------------------------------------------------- whole statuses, as tables
+from dataclasses import replace  # noqa: E402
+
+from ojsctrl.controllers.cluster_status import (  # noqa: E402
+    ClusterStatusInputs,
+    cluster_autoscaling_condition,
+    cluster_status,
+)
+from ojsctrl.controllers.common import condition  # noqa: E402
+from ojsctrl.controllers.stats import PollResult  # noqa: E402
+from ojsctrl.controllers.worker_status import WorkerStatusInputs, worker_status  # noqa: E402
+
+MANAGED = condition("ReplicasManaged", True, "Managed", "ojsctrl sets the replicas", generation=3)
+
+
+def _conds(result: Any) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in result.conditions}
+
+
+WORKER = WorkerStatusInputs(
+    cluster_name="jobs",
+    generation=3,
+    previous={},
+    deployment=dep(),
+    deployment_name="w-worker",
+    selector="app=w",
+    autoscaling_enabled=False,
+    metric="queueDepth",
+    cpu_utilization=None,
+    spec_replicas=2,
+    spec_sets_replicas=True,
+    replicas_managed=MANAGED,
+)
+SCALING = condition("Autoscaling", True, "QueueDepth", "3 jobs", generation=3)
+
+
+@pytest.mark.parametrize(
+    ("changes", "phase", "ready", "autoscaling_reason", "fields"),
+    [
+        ({}, "Running", "True", "Disabled", {"desiredReplicas": 2, "replicas": 2, "readyReplicas": 2}),
+        ({"deployment": None}, "Pending", "False", "Disabled", {"replicas": 0}),
+        # A replica change written by this reconcile, not yet observed: the serving workers are Scaling.
+        (
+            {"deployment": dep(replicas=4, observed=0, gen=2), "scaled": True},
+            "Scaling",
+            "True",
+            "Disabled",
+            {},
+        ),
+        ({"draining": True}, "Draining", "True", "Disabled", {}),
+        ({"conflicts": ("HPA w-worker is not ours",)}, "Degraded", "False", "Disabled", {}),
+        (
+            {"problems": (("InvalidSpec", "refused"),), "conflicts": ("x",)},
+            "Error",
+            "False",
+            "Disabled",
+            {},
+        ),
+        ({"autoscaling_enabled": True}, "Running", "True", "WaitingForStats", {}),
+        (
+            {"autoscaling_enabled": True, "metric": "cpu", "cpu_utilization": 70},
+            "Running",
+            "True",
+            "HorizontalPodAutoscaler",
+            {},
+        ),
+        (
+            {"autoscaling_enabled": True, "scaling": SCALING, "desired": 5, "queue_load": (30, 2)},
+            "Running",
+            "True",
+            "QueueDepth",
+            {"desiredReplicas": 5, "queueDepth": 30, "activeJobs": 2},
+        ),
+        # No poll this time: the last counts and decision stay as they were.
+        (
+            {
+                "autoscaling_enabled": True,
+                "previous": {"desiredReplicas": 4, "queueDepth": 9, "activeJobs": 1},
+            },
+            "Running",
+            "True",
+            "WaitingForStats",
+            {"desiredReplicas": 4, "queueDepth": 9, "activeJobs": 1},
+        ),
+        (
+            {"last_scale": "2026-01-01T00:00:00Z"},
+            "Running",
+            "True",
+            "Disabled",
+            {"lastScaleTime": "2026-01-01T00:00:00Z"},
+        ),
+    ],
+)
+def test_worker_status_table(
+    changes: dict[str, Any], phase: str, ready: str, autoscaling_reason: str, fields: dict[str, Any]
+) -> None:
+    result = worker_status(replace(WORKER, **changes))
+    conds = _conds(result)
+    assert result.phase == phase
+    assert conds["Ready"]["status"] == ready
+    assert conds["Autoscaling"]["reason"] == autoscaling_reason
+    assert conds["ClusterFound"]["message"] == "OJSCluster jobs"
+    assert conds["ReplicasManaged"] == MANAGED
+    assert result.fields["selector"] == "app=w"
+    for key, value in fields.items():
+        assert result.fields[key] == value, key
+
+
+def test_worker_status_says_spec_replicas_is_ignored_while_autoscaling() -> None:
+    result = worker_status(replace(WORKER, autoscaling_enabled=True, scaling=SCALING, spec_replicas=7))
+    assert "spec.replicas 7 is ignored" in _conds(result)["Autoscaling"]["message"]
+    quiet = worker_status(
+        replace(WORKER, autoscaling_enabled=True, scaling=SCALING, spec_sets_replicas=False)
+    )
+    assert "ignored" not in _conds(quiet)["Autoscaling"]["message"]
+
+
+def test_worker_status_shows_workers_matched_only_when_given() -> None:
+    matched = condition("WorkersMatched", True, "WorkersMatched", "2 of 2", generation=3)
+    assert "WorkersMatched" not in _conds(worker_status(WORKER))
+    assert _conds(worker_status(replace(WORKER, matching=matched)))["WorkersMatched"] == matched
+
+
+CLUSTER = ClusterStatusInputs(
+    name="jobs",
+    generation=3,
+    previous={},
+    server_deployment=dep(),
+    server_name="jobs-server",
+    embedded_redis=False,
+    redis_deployment=None,
+    redis_name="jobs-redis",
+    claim=None,
+    backend_ok=True,
+    autoscaling=cluster_autoscaling_condition(
+        enabled=False,
+        replicas=None,
+        effective_replicas=2,
+        target_queue_depth=100,
+        min_replicas=1,
+        max_replicas=3,
+        generation=3,
+    ),
+    replicas_managed=MANAGED,
+    selector="app=s",
+    endpoint="http://jobs-server.ns.svc.cluster.local:8080",
+    image="img:1",
+    stats=None,
+    last_scale=None,
+)
+POLLED = PollResult(at=0.0, queues={"a": (5, 1), "b": (2, 0)})
+FAILED = PollResult(at=0.0, error="connection refused", reason="Timeout")
+REFUSED = PollResult(at=0.0, error="401", reason="Unauthorized")
+
+
+@pytest.mark.parametrize(
+    ("changes", "phase", "ready_reason", "backend", "stats_reason"),
+    [
+        ({}, "Running", "Running", "True", "NotPolledYet"),
+        ({"stats": POLLED}, "Running", "Running", "True", "Polled"),
+        ({"stats": FAILED}, "Running", "Running", "True", "ServerUnreachable"),
+        ({"stats": REFUSED}, "Running", "Running", "True", "APIKeyRejected"),
+        (
+            {
+                "stats": FAILED,
+                "conflicts": ("Service jobs-server is not ours",),
+                "left_alone": ("queue-stats polling",),
+            },
+            "Degraded",
+            "NameConflict",
+            "True",
+            "NameConflict",
+        ),
+        ({"server_deployment": None}, "Pending", "Pending", "True", "NotPolledYet"),
+        # The embedded Redis not up yet holds the cluster at Pending and says why.
+        (
+            {"embedded_redis": True, "redis_deployment": dep(ready=0, available="False")},
+            "Pending",
+            "Pending",
+            "False",
+            "NotPolledYet",
+        ),
+        ({"embedded_redis": True, "redis_deployment": dep()}, "Running", "Running", "True", "NotPolledYet"),
+        (
+            {
+                "embedded_redis": True,
+                "redis_deployment": dep(
+                    available="False", progressing="False", reason="ProgressDeadlineExceeded"
+                ),
+            },
+            "Degraded",
+            "Degraded",
+            "False",
+            "NotPolledYet",
+        ),
+        (
+            {"conflicts": ("Service jobs-server is not ours",)},
+            "Degraded",
+            "NameConflict",
+            "True",
+            "NotPolledYet",
+        ),
+        (
+            {"degraded": (("StorageChangeRefused", "no shrink"),)},
+            "Degraded",
+            "StorageChangeRefused",
+            "True",
+            "NotPolledYet",
+        ),
+        (
+            {"problems": (("SecretNotFound", "Secret s key k not found"),), "backend_ok": False},
+            "Error",
+            "SecretNotFound",
+            "False",
+            "NotPolledYet",
+        ),
+    ],
+)
+def test_cluster_status_table(
+    changes: dict[str, Any], phase: str, ready_reason: str, backend: str, stats_reason: str
+) -> None:
+    result = cluster_status(replace(CLUSTER, **changes))
+    conds = _conds(result)
+    assert result.phase == phase
+    assert conds["Ready"]["reason"] == ready_reason
+    assert conds["BackendReady"]["status"] == backend
+    assert conds["QueueStatsAvailable"]["reason"] == stats_reason
+    assert result.conditions[-1] == MANAGED
+    assert result.fields["endpoint"] == CLUSTER.endpoint and result.fields["image"] == "img:1"
+
+
+def test_cluster_status_fields_from_a_poll_and_kept_without_one() -> None:
+    polled = cluster_status(replace(CLUSTER, stats=POLLED, last_scale="2026-01-01T00:00:00Z"))
+    assert polled.fields["queueDepth"] == 7 and polled.fields["activeJobs"] == 1
+    assert [q["name"] for q in polled.fields["queues"]] == ["a", "b"]
+    assert polled.fields["lastScaleTime"] == "2026-01-01T00:00:00Z"
+    previous = {"queueDepth": 7, "activeJobs": 1, "queues": polled.fields["queues"], "phase": "Running"}
+    failed = cluster_status(replace(CLUSTER, stats=FAILED, previous=previous))
+    assert failed.fields["queueDepth"] == 7 and failed.fields["queues"] == polled.fields["queues"]
+    assert "lastScaleTime" not in failed.fields
+
+
+def test_cluster_status_keeps_the_extra_conditions_in_order() -> None:
+    monitoring = condition("MonitoringReady", True, "NotRequested", generation=3)
+    result = cluster_status(replace(CLUSTER, extra_conditions=(monitoring,)))
+    assert [c["type"] for c in result.conditions][-2:] == ["MonitoringReady", "ReplicasManaged"]
+
+
+def test_cluster_autoscaling_condition_says_spec_replicas_is_ignored() -> None:
+    on = cluster_autoscaling_condition(
+        enabled=True,
+        replicas=4,
+        effective_replicas=4,
+        target_queue_depth=100,
+        min_replicas=1,
+        max_replicas=3,
+        generation=3,
+    )
+    assert on["reason"] == "QueueDepth" and "spec.replicas 4 is ignored" in on["message"]
+    assert "1-3 servers" in on["message"]
+
+
+def test_a_failed_redis_rollout_degrades_even_while_an_old_pod_serves() -> None:
+    failing = dep(progressing="False", reason="ProgressDeadlineExceeded")  # still Available
+    result = cluster_status(replace(CLUSTER, embedded_redis=True, redis_deployment=failing))
+    assert result.phase == "Degraded"
+    assert _conds(result)["BackendReady"]["status"] == "True"
+
+
+def test_an_unbound_claim_is_named_while_redis_waits() -> None:
+    claim = {"metadata": {"name": "jobs-redis"}, "status": {"phase": "Pending"}}
+    waiting = replace(CLUSTER, embedded_redis=True, redis_deployment=None, claim=claim)
+    message = _conds(cluster_status(waiting))["BackendReady"]["message"]
+    assert message.startswith("embedded Redis Deployment jobs-redis not available yet (0 of 1 ready)")

@@ -177,3 +177,27 @@ def test_generator_cli(capsys: pytest.CaptureFixture[str]) -> None:
     doc = yaml.safe_load(capsys.readouterr().out)
     assert doc["webhooks"][1]["clientConfig"]["service"]["namespace"] == "ops"
     assert doc["webhooks"][1]["failurePolicy"] == "Ignore"
+
+
+def test_the_app_registers_controllers_and_webhooks_side_by_side(tmp_path: Path) -> None:
+    from ojsctrl.app import setup_operator
+
+    manager = _manager()
+    args = parse(
+        "--enable-webhooks", "--webhook-cert-dir", str(tmp_path), "--webhook-service-namespace", "ops"
+    )
+    setup_operator(manager, args)
+    names = [r.name for r in manager.runnables]
+    assert {"ojs-stats-poller", "event-sender", "webhook-server", "webhook-certificates"} <= set(names)
+    # The controllers come first, the webhooks after them (the webhooks share the clusters informer).
+    assert names.index("event-sender") < names.index("webhook-server")
+    assert "webhook" in manager.readyz.checks
+
+
+def test_controllers_alone_register_no_webhook(tmp_path: Path) -> None:
+    from ojsctrl.controllers.setup import setup_controllers
+
+    manager = _manager()
+    setup_controllers(manager, parse("--enable-webhooks", "--webhook-cert-dir", str(tmp_path)))
+    assert not any(r.name.startswith("webhook") for r in manager.runnables)
+    assert "webhook" not in manager.readyz.checks

@@ -75,29 +75,57 @@ DEFAULT_REDIS_RESOURCES: dict[str, Any] = {
 # --- names --------------------------------------------------------------------------------------------------
 
 
+SERVER_SUFFIX = "-server"
+CONFIG_SUFFIX = "-config"
+API_KEY_SUFFIX = "-api-key"
+REDIS_SUFFIX = "-redis"
+DASHBOARD_SUFFIX = "-dashboard"
+
+
+def server_name_of(cluster_name: str) -> str:
+    """Name of a cluster's server Deployment, Service, PodDisruptionBudget and ServiceMonitor, from the
+    cluster's name (for callers that hold no parsed cluster: indexes, early status writes)."""
+    return cluster_name + SERVER_SUFFIX
+
+
+def cluster_of_server_name(name: str) -> str | None:
+    """The cluster a server Deployment name belongs to, or None when it is not one."""
+    return name[: -len(SERVER_SUFFIX)] if name.endswith(SERVER_SUFFIX) else None
+
+
+def api_key_secret_name_of(cluster_name: str) -> str:
+    """Name of a cluster's generated API key Secret, from the cluster's name."""
+    return cluster_name + API_KEY_SUFFIX
+
+
+def redis_name_of(cluster_name: str) -> str:
+    """Name of a cluster's embedded Redis objects, from the cluster's name."""
+    return cluster_name + REDIS_SUFFIX
+
+
 def server_name(cluster: OJSCluster) -> str:
     """Name of the server Deployment, Service, PodDisruptionBudget and ServiceMonitor."""
-    return f"{name_of(cluster)}-server"
+    return server_name_of(name_of(cluster))
 
 
 def config_map_name(cluster: OJSCluster) -> str:
     """Name of the server ConfigMap."""
-    return f"{name_of(cluster)}-config"
+    return name_of(cluster) + CONFIG_SUFFIX
 
 
 def api_key_secret_name(cluster: OJSCluster) -> str:
     """Name of the generated API key Secret."""
-    return f"{name_of(cluster)}-api-key"
+    return api_key_secret_name_of(name_of(cluster))
 
 
 def redis_name(cluster: OJSCluster) -> str:
     """Name of the embedded Redis Deployment, Service, Secret and PersistentVolumeClaim."""
-    return f"{name_of(cluster)}-redis"
+    return redis_name_of(name_of(cluster))
 
 
 def dashboard_name(cluster: OJSCluster) -> str:
     """Name of the Grafana dashboard ConfigMap."""
-    return f"{name_of(cluster)}-dashboard"
+    return name_of(cluster) + DASHBOARD_SUFFIX
 
 
 def endpoint(cluster: OJSCluster, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) -> str:

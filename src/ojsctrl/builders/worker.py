@@ -43,9 +43,22 @@ SDK_GRACE_SECONDS = 25
 MAX_HPA_WINDOW_SECONDS = 3600
 
 
+WORKER_SUFFIX = "-worker"
+
+
+def deployment_name_of(worker_name: str) -> str:
+    """Name of a worker's Deployment and HPA from the worker's name (for callers without a parsed worker)."""
+    return worker_name + WORKER_SUFFIX
+
+
+def worker_of_deployment_name(name: str) -> str | None:
+    """The worker a Deployment name belongs to, or None when it is not a worker Deployment's name."""
+    return name[: -len(WORKER_SUFFIX)] if name.endswith(WORKER_SUFFIX) else None
+
+
 def worker_deployment_name(worker: OJSWorker) -> str:
     """Name of the worker Deployment and HPA: ``<worker>-worker``, never the bare worker name."""
-    return f"{name_of(worker)}-worker"
+    return deployment_name_of(name_of(worker))
 
 
 def worker_selector(worker: OJSWorker) -> dict[str, str]:

@@ -4,7 +4,6 @@ embedded Redis, disruption budget, monitoring objects, server autoscaling and st
 from __future__ import annotations
 
 import secrets as pysecrets
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,42 +12,37 @@ from typing import Any
 import structlog
 
 from ojsctrl.api import OJSCluster, validate_cluster
-from ojsctrl.api.common import API_VERSION
 from ojsctrl.api.durations import duration_seconds
-from ojsctrl.builders import cluster as b
+from ojsctrl.builders import cluster as cluster_builders
 from ojsctrl.builders.common import config_hash, selector_string
 from ojsctrl.controllers import metrics
+from ojsctrl.controllers.children import (
+    ChildCaches,
+    Problem,
+    autoscaler_holds,
+    invalid_child_message,
+    is_controlled_by,
+)
 from ojsctrl.controllers.cluster_status import (
-    deployment_state,
-    highest,
-    owned_replica_counts,
-    rollout_settled,
-    workload_conditions,
-    workload_phase,
+    ClusterStatusInputs,
+    cluster_autoscaling_condition,
+    cluster_status,
 )
 from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
-    AUTOSCALER_MANAGER,
     FIELD_MANAGER,
-    HASH_ANNOTATION,
     MANAGED_SELECTOR,
     OJSCLUSTERS,
     SERVICEMONITOR_CRD,
     SERVICEMONITORS,
-    STATUS_COALESCE,
     UNMANAGED_SELECTOR,
-    ConflictEvents,
-    ForeignWriters,
-    StatusWriter,
-    cached_child,
     condition,
-    foreign_replica_manager,
     get_condition,
-    hpa_targeting,
     now_rfc3339,
 )
+from ojsctrl.controllers.owner import OwnerReconciler, OwnerSync, owner_of_hpa
 from ojsctrl.controllers.secrets import SecretReader
-from ojsctrl.controllers.stats import StatsPoller, top_queues
+from ojsctrl.controllers.stats import PollResult, StatsPoller, top_queues
 from ojsctrl.controllers.storage import (
     adopt_patch,
     adoption_problem,
@@ -56,11 +50,10 @@ from ojsctrl.controllers.storage import (
     grow_refused_message,
     is_released,
     release_patch,
-    unbound_claim_message,
 )
 from ojsctrl.ojs.autoscale import History, server_desired
 from ojsctrl.ojs.client import DEFAULT_CLUSTER_DOMAIN, DEFAULT_URL_TEMPLATE, url_for
-from ojsctrl.runtime.apply import Applier, controller_ref, owner_reference
+from ojsctrl.runtime.apply import owner_reference
 from ojsctrl.runtime.client import (
     CONFIGMAPS,
     CRDS,
@@ -77,9 +70,8 @@ from ojsctrl.runtime.client import (
     NotFoundError,
     Resource,
 )
-from ojsctrl.runtime.controller import Controller, Request, Result
+from ojsctrl.runtime.controller import Request, Result
 from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
-from ojsctrl.runtime.informer import Informer
 from ojsctrl.runtime.manager import Manager
 
 log = structlog.get_logger("ojsctrl.cluster")
@@ -90,42 +82,24 @@ STATS_INTERVAL = 30.0
 
 
 def referenced_secrets(obj: JSON) -> Iterable[str]:
-    """Index function: `namespace/name` of every Secret an OJSCluster's spec references."""
+    """Index function: ``namespace/name`` of every Secret an OJSCluster's servers read (the builders' own
+    list, so a rotation of any of them enqueues the cluster) and of the Secrets it generates (API key,
+    embedded Redis password: their deletion or a foreign one in their place matters too).
+
+    An object that does not parse (the reconciler reports it as InvalidSpec) indexes its generated names.
+    """
     meta = obj.get("metadata") or {}
     ns, name = meta.get("namespace"), meta.get("name")
-    spec = obj.get("spec") or {}
-    out = set()
-    if not isinstance(spec, dict):
+    if not isinstance(name, str):
         return ()
-    backend = spec.get("backend") if isinstance(spec.get("backend"), dict) else {}
-    store = backend.get("stateStore") if isinstance(backend, dict) else None
-    for holder in (backend, store):
-        ref = holder.get("urlSecretRef") if isinstance(holder, dict) else None
-        if isinstance(ref, dict) and isinstance(ref.get("name"), str):
-            out.add(f"{ns}/{ref['name']}")
-    auth = spec.get("auth") if isinstance(spec.get("auth"), dict) else {}
-    ref = auth.get("apiKeySecretRef") if isinstance(auth, dict) else None
-    if isinstance(ref, dict) and isinstance(ref.get("name"), str):
-        out.add(f"{ns}/{ref['name']}")
-    out.add(f"{ns}/{name}-api-key")
-    out.add(f"{ns}/{name}-redis")
-    return tuple(out)
-
-
-def restored_edit(written: bool, before: JSON | None, after: JSON | None) -> bool:
-    """Whether an apply undid someone's edit: it wrote although the body (its hash) had not changed."""
-    if not written or before is None or after is None:
-        return False
-    old = ((before.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
-    new = ((after.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
-    return old is not None and old == new
-
-
-def invalid_child_message(resource: Resource, name: str, error: InvalidError) -> str:
-    """Why the API server refused a child, naming its fields (for a condition message)."""
-    fields = ", ".join(str(c.get("field")) for c in error.causes if c.get("field"))
-    text = f"{resource.kind} {name} was refused by the API server ({fields or error.reason}): {error.message}"
-    return text[:1000]
+    names = {cluster_builders.api_key_secret_name_of(name), cluster_builders.redis_name_of(name)}
+    try:
+        cluster = OJSCluster.from_dict(obj)
+    except ValueError:  # pydantic's ValidationError is one
+        cluster = None
+    if cluster is not None:
+        names.update(ref.name for ref in cluster_builders.referenced_secret_keys(cluster))
+    return tuple(f"{ns}/{secret}" for secret in sorted(names))
 
 
 @dataclass
@@ -141,68 +115,64 @@ class ClusterOptions:
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
-class ClusterReconciler:
-    """Reconciles OJSClusters. Construct, then `setup(manager)`."""
+class ClusterReconciler(OwnerReconciler):
+    """Reconciles OJSClusters. Construct, then `setup()`."""
 
     def __init__(
         self, manager: Manager, options: ClusterOptions, poller: StatsPoller, recorder: EventRecorder
     ) -> None:
-        self.manager = manager
-        self.client = manager.client
-        self.options = options
-        self.poller = poller
-        self.recorder = recorder
-        self.applier = Applier(self.client, FIELD_MANAGER, HASH_ANNOTATION)
-        self.status_writer = StatusWriter(
-            self.client, OJSCLUSTERS, recorder, keep=("lastScaleTime", "selector")
+        super().__init__(
+            manager,
+            poller,
+            recorder,
+            name="ojscluster",
+            max_concurrent_reconciles=options.max_concurrent_reconciles,
         )
-        self.conflict_events = ConflictEvents(recorder)
-        f = manager.informers
-        self.clusters = f.informer(OJSCLUSTERS)
+        self.options = options
+        informers = manager.informers
+        self.clusters = informers.informer(OJSCLUSTERS)
         self.clusters.add_indexers({SECRET_REF_INDEX: referenced_secrets})
-        self.children: dict[Resource, Informer] = {
-            r: f.informer(r, label_selector=MANAGED_SELECTOR)
-            for r in (DEPLOYMENTS, SERVICES, CONFIGMAPS, PDBS, PVCS)
-        }
-        self.others: dict[Resource, Informer] = {
-            r: f.informer(r, label_selector=UNMANAGED_SELECTOR, metadata_only=True)
-            for r in (DEPLOYMENTS, SERVICES, CONFIGMAPS)  # made for every cluster; PDBs and PVCs: GET
-        }
-        self.secret_meta = f.informer(SECRETS, metadata_only=True)
+        self.secret_meta = informers.informer(SECRETS, metadata_only=True)
         self.secrets = SecretReader(self.client, self.secret_meta)
-        self.crds = f.informer(CRDS, metadata_only=True)
+        self.caches = ChildCaches(
+            managed={
+                kind: informers.informer(kind, label_selector=MANAGED_SELECTOR)
+                for kind in (DEPLOYMENTS, SERVICES, CONFIGMAPS, PDBS, PVCS)
+            },
+            unmanaged={
+                kind: informers.informer(kind, label_selector=UNMANAGED_SELECTOR, metadata_only=True)
+                for kind in (DEPLOYMENTS, SERVICES, CONFIGMAPS)  # made for every cluster; PDBs and PVCs: GET
+            },
+            # Metadata is all it takes to check a Secret's ownership.
+            metadata={SECRETS: self.secret_meta},
+        )
+        self.crds = informers.informer(CRDS, metadata_only=True)
         # Every HPA: one aimed at a server Deployment by hand is a foreign writer of its replicas.
-        self.all_hpas = f.informer(HPAS)
-        self.foreign_writers = ForeignWriters(recorder)
-        self._history: dict[str, Any] = {}
-        self._last_scale: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self.controller = Controller(
-            "ojscluster", self.reconcile, max_concurrent_reconciles=options.max_concurrent_reconciles
+        self.all_hpas = informers.informer(HPAS)
+        self.status = self.status_for(
+            OJSCLUSTERS, cluster_builders.server_name_of, publish_phase=metrics.cluster_phase
         )
 
     # ------------------------------------------------------------------ wiring
     def setup(self) -> None:
-        c = self.controller
-        c.watch_primary(self.clusters)
-        for res, inf in self.children.items():
-            c.watch_owned(
-                inf,
-                API_VERSION,
-                "OJSCluster",
-                status_delay=STATUS_COALESCE,
-                settled=rollout_settled if res == DEPLOYMENTS else None,
-            )
-        c.watch_mapped(self.secret_meta, self._clusters_for_secret)
-        c.watch_mapped(self.crds, self._clusters_for_crd)
-        c.watch_mapped(self.all_hpas, _clusters_of_hpa)
-        self.manager.add_controller(c)
+        """Watch clusters, their children, referenced Secrets, the ServiceMonitor CRD and HPAs, and the
+        clusters' polled stats (a change re-enqueues the cluster); register the controller."""
+        self.poller.subscribe(self.enqueue_key)
+        controller = self.controller
+        controller.watch_primary(self.clusters)
+        self.watch_children("OJSCluster")
+        controller.watch_mapped(self.secret_meta, self.clusters_for_secret)
+        controller.watch_mapped(self.crds, self._clusters_for_crd)
+        controller.watch_mapped(self.all_hpas, _clusters_of_hpa)
+        self.manager.add_controller(controller)
 
     def enqueue_key(self, key: str) -> None:
+        """Reconcile the cluster ``namespace/name`` (its polled stats changed)."""
         ns, _, name = key.partition("/")
         self.controller.queue.add(Request(ns, name))
 
-    def _clusters_for_secret(self, secret: JSON) -> Iterable[Request]:
+    def clusters_for_secret(self, secret: JSON) -> Iterable[Request]:
+        """The clusters whose spec references a Secret (or would generate it)."""
         meta = secret.get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         return [Request.for_object(o) for o in self.clusters.store.by_index(SECRET_REF_INDEX, key)]
@@ -217,163 +187,78 @@ class ClusterReconciler:
         ]
 
     def servicemonitor_served(self) -> bool:
+        """Whether the ServiceMonitor CRD is installed (and not being deleted)."""
         crd = self.crds.store.get(SERVICEMONITOR_CRD)
         return crd is not None and not (crd.get("metadata") or {}).get("deletionTimestamp")
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, req: Request) -> Result | None:
-        obj = self.clusters.store.get_by_name(req.namespace, req.name)
-        if obj is None:
-            self.poller.unregister(str(req))
-            with self._lock:
-                self._history.pop(str(req), None)
-                self._last_scale.pop(str(req), None)
-            metrics.forget_cluster(req.namespace, req.name)
-            self.conflict_events.forget(req.namespace, req.name)
-            self.status_writer.forget(str(req))
-            self.foreign_writers.forget(str(req))
+        """Bring one cluster's children and status in line with its spec."""
+        live = self.live(self.clusters, req)
+        if live is None:
             return None
-        if (obj.get("metadata") or {}).get("deletionTimestamp"):
-            return None
-        generation = int(obj["metadata"].get("generation") or 0)
+        obj, generation = live
         result = validate_cluster(obj)
         if result.errors:
-            msg = "; ".join(f"{e.path}: {e.message}" for e in result.errors)[:2000]
-            self._write_status(
-                obj,
-                "Error",
-                [
-                    condition("Ready", False, "InvalidSpec", msg, generation=generation),
-                ],
-                extra={},
-            )
+            self.status.invalid_spec(obj, result, generation)
             return None
         cluster = OJSCluster.from_dict(obj)
-        return _Run(self, obj, cluster, generation).run()
+        return ClusterSync(self, obj, cluster, generation).run()
 
-    def _write_status(self, obj: JSON, phase: str, conds: list[JSON], extra: JSON) -> float | None:
-        if "replicas" not in extra:
-            # An early stop (InvalidSpec) leaves the server Deployment running: show its pods.
-            meta = obj["metadata"]
-            dep = self.children[DEPLOYMENTS].store.get_by_name(meta["namespace"], f"{meta['name']}-server")
-            extra = {**owned_replica_counts(dep, str(meta.get("uid") or "")), **extra}
-        metrics.cluster_phase(obj["metadata"]["namespace"], obj["metadata"]["name"], phase)
-        return self.status_writer.write(obj, phase, conds, extra)
+    def forget(self, req: Request) -> None:
+        """A deleted cluster: stop polling it and drop everything kept about it, its metrics included."""
+        self.poller.unregister(str(req))
+        super().forget(req)
+        metrics.forget_cluster(req.namespace, req.name)
 
 
-class _Run:
-    """One reconcile of one cluster (keeps the per-call state out of the reconciler)."""
+class ClusterSync(OwnerSync):
+    """One reconcile of one cluster: the steps that only a cluster has (credentials, embedded Redis,
+    monitoring, server autoscaling and status); child ownership goes through :class:`Children`."""
 
-    def __init__(self, r: ClusterReconciler, obj: JSON, cluster: OJSCluster, generation: int) -> None:
-        self.r = r
-        self.obj = obj
+    def __init__(
+        self, reconciler: ClusterReconciler, obj: JSON, cluster: OJSCluster, generation: int
+    ) -> None:
+        super().__init__(reconciler, obj, generation, "cluster")
+        self.reconciler = reconciler
         self.cluster = cluster
         self.spec = cluster.spec
-        self.generation = generation
-        self.ns: str = obj["metadata"]["namespace"]
-        self.name: str = obj["metadata"]["name"]
-        self.uid: str = obj["metadata"]["uid"]
-        self.key = f"{self.ns}/{self.name}"
-        self.conflicts: list[str] = []
-        # (kind, name) of children whose name a foreign object holds: nothing that depends on one is
-        # applied, mounted, referenced or polled while the conflict lasts (SPEC §9.12).
-        self.foreign: set[tuple[str, str]] = set()
-        self.held: list[str] = []  # what this reconcile left alone because of them
-        self.problems: list[tuple[str, str]] = []  # (reason, message) for Error
-        self.degraded: list[tuple[str, str]] = []  # (reason, message): not as declared, still serving
+        self.server = cluster_builders.server_name(cluster)
+        self.api_key_secret = cluster_builders.api_key_secret_name(cluster)
+        self.redis = cluster_builders.redis_name(cluster)
+        # Children whose name a foreign object holds (self.children.taken): nothing that depends on one is
+        # applied, mounted, referenced or polled while the conflict lasts (SPEC §9.12); left_alone says
+        # what this reconcile left as it is because of them.
+        self.left_alone: list[str] = []
+        self.degraded: list[Problem] = []  # not as declared, still serving
         self.claim: JSON | None = None  # the live Redis claim, for the status message
-        self.replica_writer: str | None = (
-            None  # who else writes the server Deployment's replicas (we then yield)
-        )
+        self.redis_dep: JSON | None = None  # the embedded Redis Deployment, when there is one
         self.conditions: list[JSON] = []
-        self.requeue: float | None = None
-
-    # ------------------------------------------------------------------ helpers
-    def cached(self, resource: Resource, name: str) -> JSON | None:
-        inf = self.r.children.get(resource)
-        return inf.store.get_by_name(self.ns, name) if inf else None
-
-    def ensure(self, resource: Resource, body: JSON | None, live: JSON | None = None) -> JSON | None:
-        if body is None:
-            return None
-        name = body["metadata"]["name"]
-        live = live or cached_child(self.r.children, self.r.others, resource, self.ns, name)
-        try:
-            out = self.r.applier.ensure(
-                resource,
-                body,
-                self.uid,
-                live,
-                in_cache=resource in self.r.children and resource in self.r.others,
-            )
-        except InvalidError as e:
-            # The API server refuses the child this spec makes (a value neither CEL nor the Python rules
-            # catch). Retrying cannot help until the spec changes, which enqueues the cluster again.
-            self.problems.append(("InvalidSpec", invalid_child_message(resource, name, e)))
-            return None
-        if out.conflict:
-            self.conflicts.append(out.conflict)
-            self.foreign.add((resource.kind, name))
-            return None
-        if restored_edit(out.written, live, out.obj):
-            log.info("restored a hand edit", cluster=self.key, kind=resource.kind, name=name)
-        return out.obj
-
-    def ours(self, resource: Resource, name: str) -> JSON | None:
-        """The cached child if this cluster controls it (the managed-by label alone proves nothing)."""
-        live = self.cached(resource, name)
-        ref = controller_ref(live) if live is not None else None
-        return live if ref is not None and ref.get("uid") == self.uid else None
-
-    def blocked_by(self, *children: tuple[str, str]) -> bool:
-        """Does one of these children have a foreign object in its place?"""
-        return any(c in self.foreign for c in children)
-
-    def remove(self, resource: Resource, name: str) -> None:
-        """Delete a child that is no longer wanted, only if this cluster controls it."""
-        inf = self.r.children.get(resource)
-        if resource == SECRETS:
-            inf = self.r.secret_meta  # metadata is all it takes to check ownership
-        live = inf.store.get_by_name(self.ns, name) if inf else None
-        if live is None and inf is None:
-            try:
-                live = self.r.client.get(resource, name, self.ns)
-            except (NotFoundError, ApiError):
-                live = None
-        if live is None:
-            return
-        ref = controller_ref(live)
-        if ref is None or ref.get("uid") != self.uid:
-            return
-        try:
-            self.r.client.delete(resource, name, self.ns, uid=live["metadata"]["uid"])
-        except NotFoundError:
-            pass
-        except ApiError as e:
-            if e.status != 409:
-                raise
 
     def create_once(self, body: JSON) -> JSON | None:
         """Create a generated Secret once; never rewrite it (its value is the user's credential now)."""
         name = body["metadata"]["name"]
-        meta = self.r.secrets.meta(self.ns, name)
+        meta = self.reconciler.secrets.meta(self.ns, name)
         if meta is not None:
-            ref = controller_ref(meta)
-            if ref is None or ref.get("uid") != self.uid:
-                self.conflicts.append(f"Secret {self.ns}/{name} exists and is not owned by this resource")
-                self.foreign.add(("Secret", name))
+            if not is_controlled_by(meta, self.uid):
+                self.children.conflicts.append(
+                    f"Secret {self.ns}/{name} exists and is not owned by this resource"
+                )
+                self.children.taken.add(("Secret", name))
             return None
         try:
-            created = self.r.client.create(SECRETS, body, self.ns, field_manager=FIELD_MANAGER)
+            created = self.reconciler.client.create(SECRETS, body, self.ns, field_manager=FIELD_MANAGER)
         except AlreadyExistsError:
             return None
-        self.r.secrets.remember(created)
+        self.reconciler.secrets.remember(created)
         return created
 
     # ------------------------------------------------------------------ steps
     def run(self) -> Result | None:
+        """Run the steps in order: credentials, backend Secrets, embedded Redis, config, server Deployment and
+        Service, disruption budget, monitoring, polling, autoscaling, status."""
         spec = self.spec
-        image = spec.effective_image(self.r.options.server_image)
+        image = spec.effective_image(self.reconciler.options.server_image)
 
         # Credentials first: the Deployment's config hash covers their values.
         # Only inputs the pod template does not already show: a spec change rolls the pods by changing
@@ -387,58 +272,65 @@ class _Run:
         else:
             self.release_redis()
 
-        self.ensure(CONFIGMAPS, b.server_config_map(self.cluster))
-        server_inputs = [("Secret", f"{self.name}-api-key"), ("ConfigMap", f"{self.name}-config")]
+        self.children.ensure(CONFIGMAPS, cluster_builders.server_config_map(self.cluster))
+        server_inputs = [
+            ("Secret", self.api_key_secret),
+            ("ConfigMap", cluster_builders.config_map_name(self.cluster)),
+        ]
         if spec.embedded_redis():
-            server_inputs += [("Secret", f"{self.name}-redis"), ("Service", f"{self.name}-redis")]
-        if self.blocked_by(*server_inputs):
+            server_inputs += [("Secret", self.redis), ("Service", self.redis)]
+        if self.children.blocked_by(*server_inputs):
             # A foreign Secret, ConfigMap or Service would feed the servers: the Deployment running now
             # stays as it is (nothing is deleted), and no new spec that references it is applied.
-            dep = self.ours(DEPLOYMENTS, f"{self.name}-server")
-            self.held.append(f"Deployment {self.ns}/{self.name}-server")
+            dep = self.children.ours(DEPLOYMENTS, self.server)
+            self.left_alone.append(f"Deployment {self.ns}/{self.server}")
         else:
             digest = config_hash(*hash_parts, salt=self.uid)
             replicas = self.server_replicas()
-            live = self.cached(DEPLOYMENTS, f"{self.name}-server")
-            if live is not None:
-                self.replica_writer = self.foreign_writer(live, replicas)
-                if self.replica_writer is not None and replicas is not None:
-                    # Yield: send back what the foreign writer set, so nothing changes the pod count.
-                    replicas = int((live.get("spec") or {}).get("replicas") or 0)
-            dep = self.ensure(
+            self.replica_writer, replicas = self.children.replicas_to_send(
+                self.reconciler.all_hpas,
+                self.children.cached(DEPLOYMENTS, self.server),
+                self.server,
+                replicas,
+            )
+            dep = self.children.ensure(
                 DEPLOYMENTS,
-                b.server_deployment(self.cluster, image=image, config_hash=digest, replicas=replicas),
+                cluster_builders.server_deployment(
+                    self.cluster, image=image, config_hash=digest, replicas=replicas
+                ),
             )
             if self.replica_writer is not None:
                 pass  # no hand-over while another writer holds the replicas
             elif spec.auto_scaling.enabled:
-                dep = self.release_or_keep_autoscaler(dep, True) or dep
+                dep = self.hand_over_replicas(dep, True) or dep
             else:
-                self.release_or_keep_autoscaler(dep, False)
-        self.ensure(SERVICES, b.server_service(self.cluster))
+                self.hand_over_replicas(dep, False)
+        self.children.ensure(SERVICES, cluster_builders.server_service(self.cluster))
 
-        pdb = b.pod_disruption_budget(self.cluster)
+        pdb = cluster_builders.pod_disruption_budget(self.cluster)
         if pdb is None:
-            self.remove(PDBS, f"{self.name}-server")
+            self.children.remove(PDBS, self.server)
         else:
-            self.ensure(PDBS, pdb)
+            self.children.ensure(PDBS, pdb)
         self.ensure_monitoring()
 
         stats = self.poll(api_key)
         scaled_at = self.autoscale(dep, stats)
         self.status(dep, stats, scaled_at, backend_url_ok, image)
-        return Result(requeue_after=self.requeue) if self.requeue else None
+        return self.result()
 
     def ensure_api_key(self, hash_parts: list[Any]) -> str | None:
+        """The API key the servers want (None when auth is off or the key is missing or not ours), created
+        once when generated; its value goes into the config hash."""
         auth = self.spec.auth
         if auth.disabled:
             hash_parts.append("auth-disabled")
             return None
         if auth.api_key_secret_ref is not None:
             ref = auth.api_key_secret_ref
-            value = self.r.secrets.value(self.ns, ref.name, ref.key)
+            value = self.reconciler.secrets.value(self.ns, ref.name, ref.key)
             if value is None:
-                self.problems.append(
+                self.children.problems.append(
                     (
                         "SecretNotFound",
                         f"spec.auth.apiKeySecretRef: Secret {ref.name} key {ref.key} not found in {self.ns}",
@@ -446,15 +338,17 @@ class _Run:
                 )
             hash_parts.append(value or b"")
             return value.decode(errors="replace") if value else None
-        name = f"{self.name}-api-key"
-        self.create_once(b.api_key_secret(self.cluster, pysecrets.token_urlsafe(32)))
-        if self.blocked_by(("Secret", name)):
+        name = self.api_key_secret
+        self.create_once(cluster_builders.api_key_secret(self.cluster, pysecrets.token_urlsafe(32)))
+        if self.children.blocked_by(("Secret", name)):
             return None  # someone else's Secret: its value is neither used nor sent anywhere
-        value = self.r.secrets.value(self.ns, name, API_KEY_KEY)
+        value = self.reconciler.secrets.value(self.ns, name, API_KEY_KEY)
         hash_parts.append(value or b"")
         return value.decode(errors="replace") if value else None
 
     def check_backend_secret(self, hash_parts: list[Any]) -> bool:
+        """Whether the backend's (and the state store's) URL Secrets exist; their values go into the config
+        hash."""
         backend = self.spec.backend
         refs = [("spec.backend.urlSecretRef", backend.url_secret_ref)]
         if backend.state_store is not None:
@@ -464,48 +358,54 @@ class _Run:
         for field, ref in refs:
             if ref is None:
                 continue
-            value = self.r.secrets.value(self.ns, ref.name, ref.key)
+            value = self.reconciler.secrets.value(self.ns, ref.name, ref.key)
             hash_parts.append(value or b"")
             if value is None:
-                self.problems.append(
+                self.children.problems.append(
                     ("SecretNotFound", f"{field}: Secret {ref.name} key {ref.key} not found in {self.ns}")
                 )
                 ok = False
         return ok
 
     def ensure_redis(self, hash_parts: list[Any]) -> None:
-        name = f"{self.name}-redis"
-        secret_meta = self.r.secrets.meta(self.ns, name)
+        """The embedded Redis: its password Secret (adopted back when released), claim, Deployment and
+        Service, held while a name it needs is taken."""
+        name = self.redis
+        secret_meta = self.reconciler.secrets.meta(self.ns, name)
         if is_released(secret_meta) and secret_meta is not None:
             # The password of a kept claim's data: adopted back, never replaced.
             adopted = self.adopt(SECRETS, secret_meta)
             if adopted is not None:
-                self.r.secrets.remember(adopted)
+                self.reconciler.secrets.remember(adopted)
         else:
             self.create_once(
-                b.redis_secret(self.cluster, pysecrets.token_urlsafe(24), self.r.options.cluster_domain)
+                cluster_builders.redis_secret(
+                    self.cluster, pysecrets.token_urlsafe(24), self.reconciler.options.cluster_domain
+                )
             )
-        foreign_secret = self.blocked_by(("Secret", name))
-        data = {} if foreign_secret else (self.r.secrets.data(self.ns, name) or {})
+        foreign_secret = self.children.blocked_by(("Secret", name))
+        data = {} if foreign_secret else (self.reconciler.secrets.data(self.ns, name) or {})
         hash_parts.append(data.get("password", b""))
         hash_parts.append(data.get("url", b""))
         redis_hash = config_hash(data.get("password", b""), salt=self.uid)
-        pvc = b.redis_pvc(self.cluster)
-        live_pvc = self.cached(PVCS, name)
+        pvc = cluster_builders.redis_pvc(self.cluster)
+        live_pvc = self.children.cached(PVCS, name)
         if pvc is None:
             self.release(PVCS, live_pvc, "spec.backend.redis.storage was removed")
         else:
             self.claim = self.ensure_claim(pvc, live_pvc)
-        claim_refused = pvc is not None and self.claim is None and bool(self.conflicts)
-        if claim_refused or self.blocked_by(("Secret", name), ("PersistentVolumeClaim", name)):
+        claim_refused = pvc is not None and self.claim is None and bool(self.children.conflicts)
+        if claim_refused or self.children.blocked_by(("Secret", name), ("PersistentVolumeClaim", name)):
             # Someone else's password or volume is never handed to a Redis the tenant's spec shapes, and
             # a released claim that no longer fits is not mounted (SPEC §9.12).
-            self.redis_dep = self.ours(DEPLOYMENTS, name)
-            self.held.append(f"Deployment {self.ns}/{name}")
+            self.redis_dep = self.children.ours(DEPLOYMENTS, name)
+            self.left_alone.append(f"Deployment {self.ns}/{name}")
         else:
-            body = b.redis_deployment(self.cluster, config_hash=redis_hash)
-            self.redis_dep = self.ensure(DEPLOYMENTS, body, self.adopt_cached(DEPLOYMENTS, name))
-        self.ensure(SERVICES, b.redis_service(self.cluster), self.adopt_cached(SERVICES, name))
+            body = cluster_builders.redis_deployment(self.cluster, config_hash=redis_hash)
+            self.redis_dep = self.children.ensure(DEPLOYMENTS, body, self.adopt_cached(DEPLOYMENTS, name))
+        self.children.ensure(
+            SERVICES, cluster_builders.redis_service(self.cluster), self.adopt_cached(SERVICES, name)
+        )
 
     def ensure_claim(self, pvc: JSON, live: JSON | None) -> JSON | None:
         """Apply the Redis claim: adopt a released one that fits; report a class change or a shrink (which
@@ -513,42 +413,44 @@ class _Run:
         if live is not None and is_released(live):
             problem = adoption_problem(live, pvc)
             if problem is not None:
-                self.conflicts.append(problem)
+                self.children.conflicts.append(problem)
                 return None
             live = self.adopt(PVCS, live)
             if live is None:
                 return None
-        ours = live is not None and (controller_ref(live) or {}).get("uid") == self.uid
+        ours = is_controlled_by(live, self.uid)
         if live is not None and ours:
             problem = claim_change_problem(live, pvc)
             if problem is not None:
                 self.degraded.append(("StorageChangeRefused", problem))
                 return live
         try:
-            out = self.r.applier.ensure(PVCS, pvc, self.uid, live, in_cache=False)
+            out = self.reconciler.applier.ensure(PVCS, pvc, self.uid, live, in_cache=False)
         except ApiError as e:
             if live is not None and ours and (isinstance(e, InvalidError) or e.status == 403):
                 self.degraded.append(("StorageChangeRefused", grow_refused_message(live, pvc, e.message)))
                 return live
             if isinstance(e, InvalidError):
-                self.problems.append(("InvalidSpec", invalid_child_message(PVCS, pvc["metadata"]["name"], e)))
+                self.children.problems.append(
+                    ("InvalidSpec", invalid_child_message(PVCS, pvc["metadata"]["name"], e))
+                )
                 return None
             raise
         if out.conflict:
-            self.conflicts.append(out.conflict)
+            self.children.conflicts.append(out.conflict)
             return None
         return out.obj
 
     def adopt_cached(self, resource: Resource, name: str) -> JSON | None:
         """A released child from the cache, adopted back (None when there is none to adopt)."""
-        live = self.cached(resource, name)
+        live = self.children.cached(resource, name)
         return self.adopt(resource, live) if live is not None and is_released(live) else None
 
     def adopt(self, resource: Resource, live: JSON) -> JSON | None:
         """Make a released object this cluster's child again; None when it changed meanwhile (retried)."""
         name = live["metadata"]["name"]
         try:
-            out: JSON = self.r.client.patch(
+            out: JSON = self.reconciler.client.patch(
                 resource,
                 name,
                 adopt_patch(live, owner_reference(self.obj)),
@@ -559,10 +461,10 @@ class _Run:
             if not isinstance(e, NotFoundError) and e.status != 409:
                 # Say so and go on (RBAC without patch, say): the rest of the cluster still converges.
                 self.degraded.append(("ReleaseFailed", f"cannot adopt {resource.kind} {name}: {e.reason}"))
-            self.requeue = min(self.requeue or 1.0, 1.0)
+            self.children.requeue_within(1.0)
             return None
         log.info("adopted a released object", cluster=self.key, kind=resource.kind, name=name)
-        self.r.recorder.event(
+        self.reconciler.recorder.event(
             self.obj, NORMAL, "Adopted", f"{resource.kind} {name} kept from before is used again"
         )
         return out
@@ -577,18 +479,18 @@ class _Run:
             return
         name = live["metadata"]["name"]
         try:
-            self.r.client.patch(resource, name, patch, self.ns, field_manager=FIELD_MANAGER)
+            self.reconciler.client.patch(resource, name, patch, self.ns, field_manager=FIELD_MANAGER)
         except ApiError as e:
             if not isinstance(e, NotFoundError) and e.status != 409:
                 # Never fall back to deleting: keep the owner reference, say so, and let the rest converge.
                 self.degraded.append(("ReleaseFailed", f"cannot release {resource.kind} {name}: {e.reason}"))
-            self.requeue = min(self.requeue or 1.0, 1.0)
+            self.children.requeue_within(1.0)
             return
         kind = resource.kind
         log.warning(
             "released a child instead of deleting it", cluster=self.key, kind=kind, name=name, why=reason
         )
-        self.r.recorder.event(
+        self.reconciler.recorder.event(
             self.obj,
             WARNING,
             "Released",
@@ -600,67 +502,57 @@ class _Run:
         """The embedded Redis is no longer wanted. The claim and the password Secret are released (the
         data, and what reads it). The Deployment and Service go when a claim held the data; without one
         the data lives only in the running pod, so they are released too."""
-        name = f"{self.name}-redis"
+        name = self.redis
         reason = "the embedded Redis was turned off (spec.backend)"
-        dep = self.cached(DEPLOYMENTS, name)
+        dep = self.children.cached(DEPLOYMENTS, name)
         volumes = ((((dep or {}).get("spec") or {}).get("template") or {}).get("spec") or {}).get("volumes")
         on_claim = any("persistentVolumeClaim" in v for v in volumes or () if isinstance(v, dict))
         if dep is not None and not on_claim:
             self.release(DEPLOYMENTS, dep, reason + "; its data lives only in the running pod")
-            self.release(SERVICES, self.cached(SERVICES, name), reason)
+            self.release(SERVICES, self.children.cached(SERVICES, name), reason)
         else:
-            self.remove(DEPLOYMENTS, name)
-            self.remove(SERVICES, name)
-        self.release(PVCS, self.cached(PVCS, name), reason)
-        self.release(SECRETS, self.r.secret_meta.store.get_by_name(self.ns, name), reason)
+            self.children.remove(DEPLOYMENTS, name)
+            self.children.remove(SERVICES, name)
+        self.release(PVCS, self.children.cached(PVCS, name), reason)
+        self.release(SECRETS, self.reconciler.secrets.meta(self.ns, name), reason)
 
     def server_replicas(self) -> int | None:
         """The replicas ojsctrl sends: the spec's when autoscaling is off; with autoscaling on,
         none once the autoscaler's field manager holds the field (SPEC §8.3 hand-over)."""
         if not self.spec.auto_scaling.enabled:
             return self.spec.effective_replicas()
-        live = self.cached(DEPLOYMENTS, f"{self.name}-server")
+        live = self.children.cached(DEPLOYMENTS, self.server)
         if live is None:
             # First creation: start inside the bounds; the autoscaler takes the field right after.
-            a = self.spec.auto_scaling
-            return max(a.min_replicas, min(a.max_replicas, self.spec.effective_replicas()))
+            autoscaling = self.spec.auto_scaling
+            return max(
+                autoscaling.min_replicas, min(autoscaling.max_replicas, self.spec.effective_replicas())
+            )
         annotations = (live.get("metadata") or {}).get("annotations") or {}
         if annotations.get(AUTOSCALER_ANNOTATION) == "true":
             return None
         return int((live.get("spec") or {}).get("replicas") or 1)
 
-    def release_or_keep_autoscaler(self, dep: JSON | None, enabled: bool) -> JSON | None:
-        """Hand spec.replicas between the two field managers without it ever being dropped."""
-        if dep is None:
-            return None
-        annotations = (dep.get("metadata") or {}).get("annotations") or {}
-        holds = annotations.get(AUTOSCALER_ANNOTATION) == "true"
-        body: JSON = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": dep["metadata"]["name"], "namespace": self.ns},
-        }
-        if enabled and not holds:
-            a = self.spec.auto_scaling
-            live = int((dep.get("spec") or {}).get("replicas") or 1)
-            body["metadata"]["annotations"] = {AUTOSCALER_ANNOTATION: "true"}
-            body["spec"] = {"replicas": max(a.min_replicas, min(a.max_replicas, live))}
-            out: JSON = self.r.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True)
-            # Now ojsctrl may stop sending replicas; the next reconcile does.
-            self.requeue = 0.5
-            return out
-        if not enabled and holds:
-            # ojsctrl has just sent replicas again (it co-owns the field), so releasing is safe.
-            return dict(self.r.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True))
-        return None
+    def hand_over_replicas(self, dep: JSON | None, autoscale: bool) -> JSON | None:
+        """Hand the server replicas to the autoscaler's field manager, or back (SPEC §8.3)."""
+        bounds = self.spec.auto_scaling
+        return self.children.hand_over_replicas(
+            dep,
+            autoscale=autoscale,
+            held_by_autoscaler=autoscaler_holds(dep),
+            start=lambda live: max(bounds.min_replicas, min(bounds.max_replicas, live)),
+            unset=1,
+        )
 
     def ensure_monitoring(self) -> None:
+        """The ServiceMonitor (when asked for and its CRD is served) and the dashboard ConfigMap, with the
+        MonitoringReady condition."""
         mon = self.spec.monitoring
         want_sm = mon.enabled and mon.service_monitor
         # The ServiceMonitor hands the API key Secret to Prometheus and points it at the server Service.
-        sm_blocked = self.blocked_by(("Secret", f"{self.name}-api-key"), ("Service", f"{self.name}-server"))
+        sm_blocked = self.children.blocked_by(("Secret", self.api_key_secret), ("Service", self.server))
         if want_sm and sm_blocked:
-            self.held.append(f"ServiceMonitor {self.ns}/{self.name}-server")
+            self.left_alone.append(f"ServiceMonitor {self.ns}/{self.server}")
             self.conditions.append(
                 condition(
                     "MonitoringReady",
@@ -671,8 +563,8 @@ class _Run:
                 )
             )
         elif want_sm:
-            if self.r.servicemonitor_served():
-                self.ensure(SERVICEMONITORS, b.service_monitor(self.cluster))
+            if self.reconciler.servicemonitor_served():
+                self.children.ensure(SERVICEMONITORS, cluster_builders.service_monitor(self.cluster))
                 self.conditions.append(
                     condition(
                         "MonitoringReady",
@@ -697,8 +589,12 @@ class _Run:
             # Only a cluster whose status says it had one may still have a ServiceMonitor; this spares
             # a GET on every reconcile of every other cluster (ServiceMonitors are not cached).
             had = get_condition((self.obj.get("status") or {}).get("conditions"), "MonitoringReady")
-            if self.r.servicemonitor_served() and had and had.get("reason") == "ServiceMonitorApplied":
-                self.remove(SERVICEMONITORS, f"{self.name}-server")
+            if (
+                self.reconciler.servicemonitor_served()
+                and had
+                and had.get("reason") == "ServiceMonitorApplied"
+            ):
+                self.children.remove(SERVICEMONITORS, self.server)
             self.conditions.append(
                 condition(
                     "MonitoringReady",
@@ -708,71 +604,67 @@ class _Run:
                     generation=self.generation,
                 )
             )
-        dash = b.dashboard_config_map(self.cluster)
+        dash = cluster_builders.dashboard_config_map(self.cluster)
         if dash is None:
-            self.remove(CONFIGMAPS, f"{self.name}-dashboard")
+            self.children.remove(CONFIGMAPS, cluster_builders.dashboard_name(self.cluster))
         else:
-            self.ensure(CONFIGMAPS, dash)
+            self.children.ensure(CONFIGMAPS, dash)
 
     def poll(self, api_key: str | None) -> Any:
-        if self.blocked_by(("Service", f"{self.name}-server"), ("Secret", f"{self.name}-api-key")):
+        """Register the cluster with the stats poller and return its last result; nothing is polled while the
+        server Service or API key is not this cluster's."""
+        if self.children.blocked_by(("Service", self.server), ("Secret", self.api_key_secret)):
             # Someone else's Service (an ExternalName one too) is never dialled, and no key is sent to it.
-            self.r.poller.unregister(self.key)  # for the workers too: they see the same conflict
-            self.held.append("queue-stats polling")
+            self.reconciler.poller.unregister(self.key)  # for the workers too: they see the same conflict
+            self.left_alone.append("queue-stats polling")
             return None
         url = url_for(
-            self.r.options.url_template, self.name, self.ns, cluster_domain=self.r.options.cluster_domain
+            self.reconciler.options.url_template,
+            self.name,
+            self.ns,
+            cluster_domain=self.reconciler.options.cluster_domain,
         )
-        self.r.poller.register(self.key, url, api_key, self.r.options.stats_interval, requester="cluster")
-        return self.r.poller.result(self.key)
+        self.reconciler.poller.register(
+            self.key, url, api_key, self.reconciler.options.stats_interval, requester="cluster"
+        )
+        return self.reconciler.poller.result(self.key)
 
     def autoscale(self, dep: JSON | None, stats: Any) -> str | None:
-        a = self.spec.auto_scaling
-        if not a.enabled or dep is None:
+        """Apply the queue-depth decision to the server replicas when the autoscaler holds them; returns the
+        time of a scale written now."""
+        autoscaling = self.spec.auto_scaling
+        if not autoscaling.enabled or dep is None:
             return None
-        annotations = (dep.get("metadata") or {}).get("annotations") or {}
-        if annotations.get(AUTOSCALER_ANNOTATION) != "true":
+        if not autoscaler_holds(dep):
             return None
         current = int((dep.get("spec") or {}).get("replicas") or 1)
         ok = stats is not None and stats.ok
         depth = sum(av for av, _ in stats.queues.values()) if ok else 0
-        with self.r._lock:
-            history = self.r._history.get(self.key)
+        history = self.reconciler.memory.history(self.key)
         decision = server_desired(
             depth,
             current,
-            min_replicas=a.min_replicas,
-            max_replicas=a.max_replicas,
-            target_queue_depth=a.target_queue_depth,
-            scale_up_cooldown=duration_seconds(a.scale_up_cooldown),
-            scale_down_cooldown=duration_seconds(a.scale_down_cooldown),
+            min_replicas=autoscaling.min_replicas,
+            max_replicas=autoscaling.max_replicas,
+            target_queue_depth=autoscaling.target_queue_depth,
+            scale_up_cooldown=duration_seconds(autoscaling.scale_up_cooldown),
+            scale_down_cooldown=duration_seconds(autoscaling.scale_down_cooldown),
             history=history or History(),
             now=time.time(),
             # A failed poll, seen now or missed between reconciles, is a hold sample (SPEC §9.5).
             stats_available=ok,
             failed_polls=stats.failures if stats is not None else None,
         )
-        with self.r._lock:
-            self.r._history[self.key] = decision.history
-        self.requeue = self.r.options.stats_interval
+        self.reconciler.memory.set_history(self.key, decision.history)
+        self.children.requeue = self.reconciler.options.stats_interval
         if not ok:
             return None  # hold the last decision while stats are unavailable
         if decision.desired == current:
             return None
-        self.replica_writer = self.replica_writer or self.replica_manager()
+        self.replica_writer = self.replica_writer or self.children.replica_manager(self.server)
         if self.replica_writer is not None:
             return None  # hold: ReplicasManaged says who writes them
-        body = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {
-                "name": dep["metadata"]["name"],
-                "namespace": self.ns,
-                "annotations": {AUTOSCALER_ANNOTATION: "true"},
-            },
-            "spec": {"replicas": decision.desired},
-        }
-        self.r.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True)
+        self.children.apply_scale(dep["metadata"]["name"], decision.desired)
         metrics.scaled(self.ns, "OJSCluster", self.name, decision.direction)
         log.info(
             "scaled",
@@ -781,7 +673,7 @@ class _Run:
             replicas_to=decision.desired,
             why=decision.message,
         )
-        self.r.recorder.event(
+        self.reconciler.recorder.event(
             self.obj,
             NORMAL,
             "Scaled",
@@ -789,190 +681,64 @@ class _Run:
         )
         return now_rfc3339()
 
-    def foreign_writer(self, live: JSON, wanted: int | None) -> str | None:
-        """Who else writes the server Deployment's spec.replicas: an HPA aimed at it, or (when the live
-        count differs from ours) another field manager that set it lately."""
-        hpa = hpa_targeting(self.r.all_hpas, self.ns, f"{self.name}-server", self.uid)
-        if hpa is not None:
-            return hpa
-        have = (live.get("spec") or {}).get("replicas")
-        if wanted is None or have is None or int(have) == wanted:
-            return None
-        return self.replica_manager()
-
-    def replica_manager(self) -> str | None:
-        """The field manager other than ojsctrl's that wrote spec.replicas lately (a GET: the caches hold
-        no managedFields), or None."""
-        try:
-            full = self.r.client.get(DEPLOYMENTS, f"{self.name}-server", self.ns)
-        except ApiError:
-            return None
-        manager = foreign_replica_manager(full, time.time())
-        return f"field manager {manager}" if manager else None
-
     # ------------------------------------------------------------------ status
-    def autoscaling_condition(self) -> JSON:
-        """Who decides the server replicas (SPEC §8.3, as for workers): spec.replicas (so the scale
-        subresource) when autoscaling is off; the queue depth when it is on, and then a spec.replicas
-        change (`kubectl scale ojs`) is ignored and the condition says so."""
-        a = self.spec.auto_scaling
-        if not a.enabled:
-            return condition(
-                "Autoscaling",
-                False,
-                "Disabled",
-                f"replicas come from spec.replicas ({self.spec.effective_replicas()})",
-                generation=self.generation,
-            )
-        msg = (
-            f"server replicas follow the total queue depth ({a.target_queue_depth} jobs per server, "
-            f"{a.min_replicas}-{a.max_replicas} servers)"
-        )
-        if self.spec.replicas is not None:
-            msg += (
-                f"; spec.replicas {self.spec.replicas} is ignored while autoscaling is enabled: it was only "
-                "the initial value"
-            )
-        return condition("Autoscaling", True, "QueueDepth", msg, generation=self.generation)
-
     def status(
-        self, dep: JSON | None, stats: Any, scaled_at: str | None, backend_ok: bool, image: str
+        self, dep: JSON | None, stats: PollResult | None, scaled_at: str | None, backend_ok: bool, image: str
     ) -> None:
-        gen = self.generation
-        state = deployment_state(dep)
-        phase = workload_phase(state, (self.obj.get("status") or {}).get("phase"))
-        backend_ready = backend_ok
-        backend_msg = "backend configured"
-        waiting: list[str] = []
-        if self.spec.embedded_redis():
-            rstate = deployment_state(getattr(self, "redis_dep", None))
-            backend_ready = backend_ready and rstate.available
-            backend_msg = (
-                "embedded Redis available"
-                if rstate.available
-                else f"embedded Redis Deployment {self.name}-redis not available yet "
-                f"({rstate.ready} of 1 ready)"
-            )
-            unbound = unbound_claim_message(self.claim)
-            if unbound is not None and not rstate.available:
-                backend_msg += f": {unbound}"
-            if rstate.failed:
-                phase = highest(phase, "Degraded")
-            elif not rstate.available:
-                phase = highest(phase, "Pending")
-                waiting.append(backend_msg)
-        if self.conflicts or self.degraded:
-            phase = highest(phase, "Degraded")
-        if self.problems:
-            phase = highest(phase, "Error")
-        conflicts = list(self.conflicts)
-        if self.held:
-            conflicts.append("left as they are while the name is taken: " + ", ".join(self.held))
-
-        conds = workload_conditions(
-            phase,
-            state,
-            what="server",
-            problems=self.problems,
-            conflicts=conflicts,
-            generation=gen,
-            deployment=f"{self.name}-server",
-            waiting=waiting,
-            degraded=self.degraded,
-        )
-        conds += [
-            condition(
-                "BackendReady",
-                backend_ready,
-                "BackendReady" if backend_ready else "BackendNotReady",
-                backend_msg if backend_ok else "; ".join(m for _, m in self.problems),
-                generation=gen,
-            ),
-        ]
-        conds.append(self.autoscaling_condition())
-        extra: JSON = {
-            "replicas": state.replicas,
-            "readyReplicas": state.ready,
-            "selector": selector_string(b.server_selector(self.cluster)),
-            "endpoint": b.endpoint(self.cluster, self.r.options.cluster_domain),
-            "image": image,
-        }
+        """Publish the queue metrics and write the status :func:`cluster_status` derives."""
         if stats is not None and stats.ok:
-            queues = top_queues(stats.queues)
-            extra["queueDepth"] = sum(av for av, _ in stats.queues.values())
-            extra["activeJobs"] = sum(act for _, act in stats.queues.values())
-            extra["queues"] = queues
-            metrics.publish_queues(self.ns, self.name, queues)
-            conds.append(
-                condition(
-                    "QueueStatsAvailable", True, "Polled", "queue counts read from the server", generation=gen
-                )
-            )
-        else:
-            # A key the server refuses is no outage: say so, so nobody chases the network.
-            reason = (
-                "NotPolledYet"
-                if stats is None
-                else "APIKeyRejected"
-                if stats.reason == "Unauthorized"
-                else "ServerUnreachable"
-            )
-            msg = (
-                "waiting for the first poll" if stats is None else f"cannot read queue counts: {stats.error}"
-            )
-            if "queue-stats polling" in self.held:
-                reason, msg = (
-                    "NameConflict",
-                    f"Service {self.name}-server or its API key is not this cluster's",
-                )
-            if stats is not None:
-                metrics.STATS_ERRORS.labels(self.ns, self.name).inc()
-            conds.append(condition("QueueStatsAvailable", False, reason, msg, generation=gen))
-            old = self.obj.get("status") or {}
-            for k in ("queueDepth", "activeJobs", "queues"):
-                if k in old:
-                    extra[k] = old[k]
-        with self.r._lock:
-            if scaled_at:
-                self.r._last_scale[self.key] = scaled_at
-            last = self.r._last_scale.get(self.key)
-        if last:
-            extra["lastScaleTime"] = last
-        conds.extend(self.conditions)
-        conds.append(
-            self.r.foreign_writers.condition(
-                self.obj,
-                self.replica_writer,
-                deployment=f"{self.name}-server",
-                instead=(
-                    f"Scale the OJSCluster instead (spec.replicas, or spec.autoScaling; "
-                    f"kubectl edit ojs {self.name})"
+            metrics.publish_queues(self.ns, self.name, top_queues(stats.queues))
+        elif stats is not None:
+            metrics.STATS_ERRORS.labels(self.ns, self.name).inc()
+        bounds = self.spec.auto_scaling
+        replicas_managed = self.reconciler.foreign_writers.condition(
+            self.obj,
+            self.replica_writer,
+            deployment=self.server,
+            instead=(
+                "Scale the OJSCluster instead (spec.replicas, or spec.autoScaling; "
+                f"kubectl edit ojs {self.name})"
+            ),
+            generation=self.generation,
+        )
+        result = cluster_status(
+            ClusterStatusInputs(
+                name=self.name,
+                generation=self.generation,
+                previous=self.obj.get("status") or {},
+                server_deployment=dep,
+                server_name=self.server,
+                embedded_redis=self.spec.embedded_redis(),
+                redis_deployment=self.redis_dep,
+                redis_name=self.redis,
+                claim=self.claim,
+                backend_ok=backend_ok,
+                autoscaling=cluster_autoscaling_condition(
+                    enabled=bounds.enabled,
+                    replicas=self.spec.replicas,
+                    effective_replicas=self.spec.effective_replicas(),
+                    target_queue_depth=bounds.target_queue_depth,
+                    min_replicas=bounds.min_replicas,
+                    max_replicas=bounds.max_replicas,
+                    generation=self.generation,
                 ),
-                generation=gen,
+                replicas_managed=replicas_managed,
+                selector=selector_string(cluster_builders.server_selector(self.cluster)),
+                endpoint=cluster_builders.endpoint(self.cluster, self.reconciler.options.cluster_domain),
+                image=image,
+                stats=stats,
+                last_scale=self.reconciler.memory.note_scale(self.key, scaled_at),
+                problems=tuple(self.children.problems),
+                conflicts=tuple(self.children.conflicts),
+                left_alone=tuple(self.left_alone),
+                degraded=tuple(self.degraded),
+                extra_conditions=tuple(self.conditions),
             )
         )
         # A name conflict's Warning event comes from ConflictEvents (naming the objects), once per conflict.
-        held = self.r._write_status(self.obj, phase, conds, extra)
-        if held is not None:
-            self.requeue = min(self.requeue or held, held)
-        self.r.conflict_events.report(self.obj, self.conflicts)
+        self.reconciler.status.finish(self.obj, result, self.children)
 
 
 def _clusters_of_hpa(hpa: JSON) -> Iterable[Request]:
-    """The cluster whose server Deployment an HPA targets (its name is <cluster>-server)."""
-    target = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
-    name = target.get("name")
-    ns = (hpa.get("metadata") or {}).get("namespace")
-    if target.get("kind") != "Deployment" or not isinstance(name, str) or not name.endswith("-server"):
-        return ()
-    return (Request(str(ns), name[: -len("-server")]),)
-
-
-def build(
-    manager: Manager, options: ClusterOptions, poller: StatsPoller, recorder: EventRecorder
-) -> ClusterReconciler:
-    """Create the reconciler; a change in a cluster's polled stats re-enqueues it."""
-    r = ClusterReconciler(manager, options, poller, recorder)
-    poller.subscribe(r.enqueue_key)
-    r.setup()
-    return r
+    """The cluster whose server Deployment an HPA targets."""
+    return owner_of_hpa(hpa, cluster_builders.cluster_of_server_name)

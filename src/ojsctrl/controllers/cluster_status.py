@@ -6,10 +6,13 @@ Deployments, the spec and ownership only. Queue stats and monitoring are conditi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from ojsctrl.controllers.common import condition
+from ojsctrl.controllers.stats import PollResult, top_queues
+from ojsctrl.controllers.storage import unbound_claim_message
 from ojsctrl.runtime.apply import controller_ref
 from ojsctrl.runtime.client import JSON
 
@@ -31,6 +34,7 @@ class DeploymentState:
 
     @property
     def rolled_out(self) -> bool:
+        """Every desired replica is updated and ready, and the controller has seen the latest spec."""
         return (
             self.observed
             and self.updated == self.desired
@@ -225,3 +229,193 @@ def workload_conditions(
             generation=generation,
         ),
     ]
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    """What a reconcile writes: the phase, the conditions in order, and the other status fields."""
+
+    phase: str
+    conditions: list[JSON]
+    fields: JSON
+
+
+def kept_fields(previous: Mapping[str, Any], keys: Sequence[str]) -> JSON:
+    """The fields of a failed or missing poll: the last known counts stay as they were."""
+    return {k: previous[k] for k in keys if k in previous}
+
+
+@dataclass(frozen=True)
+class ClusterStatusInputs:
+    """Everything one reconcile of an OJSCluster observed and decided, for :func:`cluster_status`.
+
+    ``left_alone`` names what a name conflict made the reconcile leave as it is ("queue-stats polling"
+    among them when the server was not polled); ``extra_conditions`` (monitoring) and
+    ``replicas_managed`` come from the reconciler's other steps, in that order after the rest.
+    """
+
+    name: str
+    generation: int
+    previous: Mapping[str, Any]  # the status before this reconcile
+    server_deployment: JSON | None
+    server_name: str
+    embedded_redis: bool
+    redis_deployment: JSON | None
+    redis_name: str
+    claim: JSON | None
+    backend_ok: bool
+    autoscaling: JSON
+    replicas_managed: JSON
+    selector: str
+    endpoint: str
+    image: str
+    stats: PollResult | None
+    last_scale: str | None
+    problems: Sequence[tuple[str, str]] = ()
+    conflicts: Sequence[str] = ()
+    left_alone: Sequence[str] = ()
+    degraded: Sequence[tuple[str, str]] = ()
+    extra_conditions: Sequence[JSON] = field(default_factory=tuple)
+
+
+def cluster_autoscaling_condition(
+    *,
+    enabled: bool,
+    replicas: int | None,
+    effective_replicas: int,
+    target_queue_depth: int,
+    min_replicas: int,
+    max_replicas: int,
+    generation: int,
+) -> JSON:
+    """Who decides the server replicas (SPEC §8.3, as for workers): spec.replicas (so the scale
+    subresource) when autoscaling is off; the queue depth when it is on, and then a spec.replicas
+    change (`kubectl scale ojs`) is ignored and the condition says so."""
+    if not enabled:
+        return condition(
+            "Autoscaling",
+            False,
+            "Disabled",
+            f"replicas come from spec.replicas ({effective_replicas})",
+            generation=generation,
+        )
+    msg = (
+        f"server replicas follow the total queue depth ({target_queue_depth} jobs per server, "
+        f"{min_replicas}-{max_replicas} servers)"
+    )
+    if replicas is not None:
+        msg += (
+            f"; spec.replicas {replicas} is ignored while autoscaling is enabled: it was only "
+            "the initial value"
+        )
+    return condition("Autoscaling", True, "QueueDepth", msg, generation=generation)
+
+
+@dataclass(frozen=True)
+class BackendState:
+    """What the backend adds to a cluster's status: BackendReady, the phase it asks for at least, and what
+    the cluster still waits for."""
+
+    ready: bool
+    message: str
+    phase: str | None = None
+    waiting: tuple[str, ...] = ()
+
+
+def backend_state(inputs: ClusterStatusInputs) -> BackendState:
+    """The backend's readiness: configured (its Secrets exist), and for an embedded Redis, available (an
+    unbound claim says why not); a failed Redis rollout degrades the cluster, one not up yet holds it
+    Pending."""
+    if not inputs.embedded_redis:
+        return BackendState(inputs.backend_ok, "backend configured")
+    redis = deployment_state(inputs.redis_deployment)
+    if redis.available:
+        message = "embedded Redis available"
+    else:
+        message = (
+            f"embedded Redis Deployment {inputs.redis_name} not available yet ({redis.ready} of 1 ready)"
+        )
+        unbound = unbound_claim_message(inputs.claim)
+        if unbound is not None:
+            message += f": {unbound}"
+    if redis.failed:
+        return BackendState(inputs.backend_ok and redis.available, message, "Degraded")
+    if not redis.available:
+        return BackendState(False, message, "Pending", (message,))
+    return BackendState(inputs.backend_ok, message)
+
+
+def queue_stats_status(inputs: ClusterStatusInputs) -> tuple[JSON, JSON]:
+    """QueueStatsAvailable and the queue fields: counted from a successful poll, else kept as they were
+    (a key the server refuses is no outage: the reason says so, so nobody chases the network)."""
+    gen, stats = inputs.generation, inputs.stats
+    if stats is not None and stats.ok:
+        fields: JSON = {
+            "queueDepth": sum(available for available, _ in stats.queues.values()),
+            "activeJobs": sum(active for _, active in stats.queues.values()),
+            "queues": top_queues(stats.queues),
+        }
+        polled = "queue counts read from the server"
+        return condition("QueueStatsAvailable", True, "Polled", polled, generation=gen), fields
+    if "queue-stats polling" in inputs.left_alone:
+        reason, msg = "NameConflict", f"Service {inputs.server_name} or its API key is not this cluster's"
+    elif stats is None:
+        reason, msg = "NotPolledYet", "waiting for the first poll"
+    else:
+        reason = "APIKeyRejected" if stats.reason == "Unauthorized" else "ServerUnreachable"
+        msg = f"cannot read queue counts: {stats.error}"
+    kept = kept_fields(inputs.previous, ("queueDepth", "activeJobs", "queues"))
+    return condition("QueueStatsAvailable", False, reason, msg, generation=gen), kept
+
+
+def cluster_status(inputs: ClusterStatusInputs) -> StatusResult:
+    """An OJSCluster's phase, conditions and status fields from what one reconcile observed."""
+    gen = inputs.generation
+    state = deployment_state(inputs.server_deployment)
+    backend = backend_state(inputs)
+    phase = workload_phase(state, inputs.previous.get("phase"))
+    if backend.phase is not None:
+        phase = highest(phase, backend.phase)
+    if inputs.conflicts or inputs.degraded:
+        phase = highest(phase, "Degraded")
+    if inputs.problems:
+        phase = highest(phase, "Error")
+    conflicts = list(inputs.conflicts)
+    if inputs.left_alone:
+        conflicts.append("left as they are while the name is taken: " + ", ".join(inputs.left_alone))
+    conds = workload_conditions(
+        phase,
+        state,
+        what="server",
+        problems=inputs.problems,
+        conflicts=conflicts,
+        generation=gen,
+        deployment=inputs.server_name,
+        waiting=backend.waiting,
+        degraded=inputs.degraded,
+    )
+    conds.append(
+        condition(
+            "BackendReady",
+            backend.ready,
+            "BackendReady" if backend.ready else "BackendNotReady",
+            backend.message if inputs.backend_ok else "; ".join(m for _, m in inputs.problems),
+            generation=gen,
+        )
+    )
+    conds.append(inputs.autoscaling)
+    stats_condition, stats_fields = queue_stats_status(inputs)
+    conds.append(stats_condition)
+    fields: JSON = {
+        "replicas": state.replicas,
+        "readyReplicas": state.ready,
+        "selector": inputs.selector,
+        "endpoint": inputs.endpoint,
+        "image": inputs.image,
+        **stats_fields,
+    }
+    if inputs.last_scale:
+        fields["lastScaleTime"] = inputs.last_scale
+    conds.extend(inputs.extra_conditions)
+    conds.append(inputs.replicas_managed)
+    return StatusResult(phase, conds, fields)

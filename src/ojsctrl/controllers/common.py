@@ -50,6 +50,7 @@ FIRST_STATUS_GRACE = 10.0
 
 
 def now_rfc3339() -> str:
+    """The current time as RFC 3339 in UTC, seconds precision (the API's time format)."""
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -203,6 +204,7 @@ class ForeignWriters:
 
 
 def get_condition(conditions: Iterable[Any] | None, type_: str) -> JSON | None:
+    """The condition of that type from a list, or None."""
     for c in conditions or ():
         if isinstance(c, dict) and c.get("type") == type_:
             return c
@@ -232,7 +234,7 @@ class StatusWriter:
         self.keep = keep
         self.grace = grace
         # object uid -> monotonic time of the first held write; entries of objects deleted meanwhile expire.
-        self._held: TTLCache[str, float] = TTLCache(maxsize=200_000, ttl=max(60.0, 4 * grace))
+        self._first_held_at: TTLCache[str, float] = TTLCache(maxsize=200_000, ttl=max(60.0, 4 * grace))
         # "namespace/name" -> (phase, Ready reason) last reported in the log: a line per transition, not
         # per reconcile. Cleared by forget() when the object is deleted.
         self._reported: dict[str, tuple[str, str]] = {}
@@ -287,12 +289,12 @@ class StatusWriter:
         if not old and phase == "Pending" and event is None and self.grace > 0 and uid:
             now = time.monotonic()
             with self._lock:
-                first = self._held.setdefault(uid, now)
+                first = self._first_held_at.setdefault(uid, now)
             left = self.grace - (now - first)
             if left > 0:
                 return left
         with self._lock:
-            self._held.pop(uid, None)
+            self._first_held_at.pop(uid, None)
         generation = int(obj["metadata"].get("generation") or 0)
         status: JSON = {
             **extra,
@@ -332,6 +334,7 @@ class ConflictEvents:
         self._lock = threading.Lock()
 
     def report(self, obj: JSON, conflicts: Iterable[str]) -> None:
+        """One Warning event naming the conflicts not reported before; remember the current set."""
         meta = obj.get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         now = frozenset(conflicts)

@@ -89,6 +89,7 @@ class _QueueSeries:
             self._published[key] = frozenset(values)
 
     def forget(self, namespace: str, cluster: str) -> None:
+        """Remove every queue series of a deleted cluster."""
         with self._lock:
             for label in self._published.pop((namespace, cluster), frozenset()):
                 _remove_queue(namespace, cluster, label)

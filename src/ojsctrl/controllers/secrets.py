@@ -33,6 +33,7 @@ class SecretReader:
         self.forget(meta.get("namespace", ""), meta.get("name", ""))
 
     def meta(self, namespace: str, name: str) -> JSON | None:
+        """A Secret's metadata from the informer (None when it does not exist)."""
         return self.informer.store.get_by_name(namespace, name)
 
     def data(self, namespace: str, name: str) -> dict[str, bytes] | None:

@@ -13,8 +13,9 @@ from ojsctrl.runtime.events import EventRecorder
 from ojsctrl.runtime.manager import Manager, Runnable
 
 
-def setup_operator(manager: Manager, args: argparse.Namespace) -> None:
-    """Register everything the operator runs. Raises ValueError on a bad flag value."""
+def setup_controllers(manager: Manager, args: argparse.Namespace) -> None:
+    """Register the reconcilers, the queue-stats poller, the OJS client and the event recorder (the
+    webhooks are wired next to them by ``ojsctrl.app``). Raises ValueError on a bad flag value."""
     validate_url_template(args.ojs_url_template)
     ojs = OJSClient(user_agent=f"ojsctrl/{__version__}")
 
@@ -25,7 +26,7 @@ def setup_operator(manager: Manager, args: argparse.Namespace) -> None:
     recorder = EventRecorder(manager.client, "ojsctrl", host=socket.gethostname())
     # One poll per cluster and interval, shared by the cluster reconciler and all of its workers.
     poller = StatsPoller(fetch)
-    clusters = cluster.build(
+    clusters = cluster.ClusterReconciler(
         manager,
         cluster.ClusterOptions(
             server_image=args.server_image,
@@ -36,7 +37,8 @@ def setup_operator(manager: Manager, args: argparse.Namespace) -> None:
         poller,
         recorder,
     )
-    worker.build(
+    clusters.setup()
+    worker.WorkerReconciler(
         manager,
         worker.WorkerOptions(
             url_template=args.ojs_url_template,
@@ -47,11 +49,7 @@ def setup_operator(manager: Manager, args: argparse.Namespace) -> None:
         recorder,
         ojs,
         clusters,
-    )
+    ).setup()
     manager.add_runnable(Runnable("ojs-stats-poller", poller.start, poller.stop, needs_leader=True))
     manager.add_runnable(Runnable("ojs-client", lambda: None, ojs.close, needs_leader=False))
     manager.add_runnable(Runnable("event-sender", recorder.start, recorder.stop, needs_leader=True))
-
-    from ojsctrl.webhooks.setup import setup_webhooks
-
-    setup_webhooks(manager, args)

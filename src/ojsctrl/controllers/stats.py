@@ -31,6 +31,7 @@ class Target:
 
     @property
     def interval(self) -> float:
+        """The shortest interval any requester wants (30 s when none is left)."""
         return min(self.wants.values()) if self.wants else 30.0
 
 
@@ -49,6 +50,7 @@ class PollResult:
 
     @property
     def ok(self) -> bool:
+        """Whether the poll succeeded."""
         return self.error is None
 
 
@@ -82,9 +84,11 @@ class StatsPoller:
         self._thread = threading.Thread(target=self._loop, name="ojs-stats-scheduler", daemon=True)
 
     def start(self) -> None:
+        """Start the scheduler thread."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop scheduling and drop polls not started yet."""
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
@@ -118,6 +122,7 @@ class StatsPoller:
                 target.wants.pop(requester, None)
 
     def unregister(self, key: str) -> None:
+        """Stop polling a cluster and drop its results (it was deleted, or its Service is not its own)."""
         with self._lock:
             self._targets.pop(key, None)
             self._results.pop(key, None)
@@ -130,10 +135,12 @@ class StatsPoller:
         heapq.heappush(self._heap, (at, key))
 
     def result(self, key: str) -> PollResult | None:
+        """The last poll result of a cluster, or None before the first."""
         with self._lock:
             return self._results.get(key)
 
     def registered(self, key: str) -> bool:
+        """Whether a cluster is polled."""
         with self._lock:
             return key in self._targets
 

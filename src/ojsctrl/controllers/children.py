@@ -1,0 +1,266 @@
+"""Child ownership shared by both reconcilers: apply a child, delete one no longer wanted, hand a
+Deployment's replicas to the autoscaler's field manager and back, write a scale, and find another writer
+of the replicas.
+
+One :class:`ChildCaches` per reconciler holds the informers; one :class:`Children` per reconcile holds
+what that reconcile found (name conflicts, problems) next to the owner it acts for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+
+from ojsctrl.controllers.common import (
+    AUTOSCALER_ANNOTATION,
+    AUTOSCALER_MANAGER,
+    HASH_ANNOTATION,
+    cached_child,
+    foreign_replica_manager,
+    hpa_targeting,
+)
+from ojsctrl.runtime.apply import Applier, controller_ref
+from ojsctrl.runtime.client import DEPLOYMENTS, JSON, ApiError, Client, InvalidError, NotFoundError, Resource
+from ojsctrl.runtime.informer import Informer
+
+log = structlog.get_logger("ojsctrl.children")
+
+# (reason, message) of something that makes the owner an Error (or, for `degraded`, leaves it serving).
+Problem = tuple[str, str]
+
+
+def restored_edit(written: bool, before: JSON | None, after: JSON | None) -> bool:
+    """Whether an apply undid someone's edit: it wrote although the body (its hash) had not changed."""
+    if not written or before is None or after is None:
+        return False
+    old = ((before.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+    new = ((after.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+    return old is not None and old == new
+
+
+def invalid_child_message(resource: Resource, name: str, error: InvalidError) -> str:
+    """Why the API server refused a child, naming its fields (for a condition message)."""
+    fields = ", ".join(str(c.get("field")) for c in error.causes if c.get("field"))
+    text = f"{resource.kind} {name} was refused by the API server ({fields or error.reason}): {error.message}"
+    return text[:1000]
+
+
+def autoscaler_holds(dep: JSON | None) -> bool:
+    """Whether the autoscaler's field manager holds a Deployment's replicas (its annotation says so)."""
+    annotations = ((dep or {}).get("metadata") or {}).get("annotations") or {}
+    return annotations.get(AUTOSCALER_ANNOTATION) == "true"
+
+
+def is_controlled_by(obj: JSON | None, owner_uid: str) -> bool:
+    """Whether ``obj`` exists and its controller reference is the owner's (the managed-by label alone
+    proves nothing)."""
+    ref = controller_ref(obj) if obj is not None else None
+    return ref is not None and ref.get("uid") == owner_uid
+
+
+@dataclass
+class ChildCaches:
+    """A reconciler's informers of children: ``managed`` holds full objects carrying our managed-by label,
+    ``unmanaged`` the metadata of every other object of some of those kinds (so a name someone else took
+    is seen without a GET), ``metadata`` kinds only ever read as metadata (Secrets)."""
+
+    managed: Mapping[Resource, Informer]
+    unmanaged: Mapping[Resource, Informer] = field(default_factory=dict)
+    metadata: Mapping[Resource, Informer] = field(default_factory=dict)
+
+    def managed_child(self, resource: Resource, namespace: str, name: str) -> JSON | None:
+        """A child from the managed cache (None for a kind that is not cached there)."""
+        informer = self.managed.get(resource)
+        return informer.store.get_by_name(namespace, name) if informer else None
+
+    def any_object(self, resource: Resource, namespace: str, name: str) -> JSON | None:
+        """The object of that name, ours or not, from the caches (None when neither holds it)."""
+        return cached_child(self.managed, self.unmanaged, resource, namespace, name)
+
+    def covers(self, resource: Resource) -> bool:
+        """Whether the caches see every object of the kind, so a name missing from them is free."""
+        return resource in self.managed and resource in self.unmanaged
+
+    def for_removal(self, resource: Resource) -> Informer | None:
+        """The cache that shows whether an object of this kind is ours (metadata suffices), if any."""
+        return self.metadata.get(resource) or self.managed.get(resource)
+
+
+class Children:
+    """One owner's children during one reconcile, with what the reconcile found about them.
+
+    ``conflicts`` are children whose names foreign objects hold (``taken`` keeps their (kind, name)), and
+    ``problems`` are children the API server refused; the status reports both.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        applier: Applier,
+        caches: ChildCaches,
+        owner: JSON,
+        log_key: str,
+    ) -> None:
+        self.client = client
+        self.applier = applier
+        self.caches = caches
+        self.namespace: str = owner["metadata"]["namespace"]
+        self.owner_uid: str = owner["metadata"]["uid"]
+        self.owner_key = f"{self.namespace}/{owner['metadata']['name']}"
+        self.log_key = log_key  # the log field naming the owner ("cluster", "worker")
+        self.conflicts: list[str] = []
+        self.taken: set[tuple[str, str]] = set()
+        self.problems: list[Problem] = []
+        self.requeue: float | None = None
+
+    def requeue_within(self, seconds: float) -> None:
+        """Come back after at most ``seconds``."""
+        self.requeue = min(self.requeue or seconds, seconds)
+
+    def cached(self, resource: Resource, name: str) -> JSON | None:
+        """A child from the managed cache."""
+        return self.caches.managed_child(resource, self.namespace, name)
+
+    def ours(self, resource: Resource, name: str) -> JSON | None:
+        """The cached child if this owner controls it."""
+        live = self.cached(resource, name)
+        return live if is_controlled_by(live, self.owner_uid) else None
+
+    def blocked_by(self, *children: tuple[str, str]) -> bool:
+        """Does one of these (kind, name) children have a foreign object in its place?"""
+        return any(c in self.taken for c in children)
+
+    def ensure(self, resource: Resource, body: JSON | None, live: JSON | None = None) -> JSON | None:
+        """Server-side apply a child with our field manager (nothing when the live one already matches).
+
+        A foreign object holding the name is left alone and recorded as a conflict; a child the API
+        server refuses is recorded as an InvalidSpec problem (retrying cannot help until the spec changes,
+        which enqueues the owner again). Returns the live child, or None in both cases."""
+        if body is None:
+            return None
+        name = body["metadata"]["name"]
+        live = live or self.caches.any_object(resource, self.namespace, name)
+        try:
+            out = self.applier.ensure(
+                resource, body, self.owner_uid, live, in_cache=self.caches.covers(resource)
+            )
+        except InvalidError as e:
+            self.problems.append(("InvalidSpec", invalid_child_message(resource, name, e)))
+            return None
+        if out.conflict:
+            self.conflicts.append(out.conflict)
+            self.taken.add((resource.kind, name))
+            return None
+        if restored_edit(out.written, live, out.obj):
+            log.info("restored a hand edit", **{self.log_key: self.owner_key}, kind=resource.kind, name=name)
+        return out.obj
+
+    def remove(self, resource: Resource, name: str) -> None:
+        """Delete a child that is no longer wanted, only if this owner controls it.
+
+        The caches answer whether it exists and is ours; a kind no cache holds (ServiceMonitors) is read
+        with a GET, since nothing else can tell. A cached kind missing from its synced cache is gone, so
+        it costs no GET. The delete carries the child's uid: a conflict (409) means another object took
+        the name meanwhile, which is not ours to delete, and the next reconcile sees it.
+        """
+        cache = self.caches.for_removal(resource)
+        live = cache.store.get_by_name(self.namespace, name) if cache else None
+        if live is None and cache is None:
+            try:
+                live = self.client.get(resource, name, self.namespace)
+            except ApiError:
+                live = None
+        if live is None or not is_controlled_by(live, self.owner_uid):
+            return
+        try:
+            self.client.delete(resource, name, self.namespace, uid=live["metadata"]["uid"])
+        except NotFoundError:
+            pass
+        except ApiError as e:
+            if e.status != 409:
+                raise
+
+    def hand_over_replicas(
+        self,
+        dep: JSON | None,
+        *,
+        autoscale: bool,
+        held_by_autoscaler: bool,
+        start: Callable[[int], int],
+        unset: int,
+    ) -> JSON | None:
+        """Pass a Deployment's spec.replicas between ojsctrl's and the autoscaler's field managers without
+        the field ever being dropped (SPEC §8.3).
+
+        Taking over, the autoscaler writes ``start(live replicas)`` (``unset`` when the field is missing)
+        and the reconcile comes back shortly, when ojsctrl stops sending replicas. Giving back is safe once
+        ojsctrl sends them again (it co-owns the field): the autoscaler's apply then drops its claim.
+        Returns the Deployment as written, or None when nothing changed."""
+        if dep is None:
+            return None
+        body: JSON = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": dep["metadata"]["name"], "namespace": self.namespace},
+        }
+        if autoscale and not held_by_autoscaler:
+            live = (dep.get("spec") or {}).get("replicas")
+            body["metadata"]["annotations"] = {AUTOSCALER_ANNOTATION: "true"}
+            body["spec"] = {"replicas": start(int(live) if live else unset)}
+            out = dict(self.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True))
+            self.requeue = 0.5
+            return out
+        if not autoscale and held_by_autoscaler:
+            return dict(self.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True))
+        return None
+
+    def apply_scale(self, deployment: str, replicas: int) -> JSON:
+        """Write an autoscaling decision: the Deployment's replicas, as the autoscaler's field manager."""
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": deployment,
+                "namespace": self.namespace,
+                "annotations": {AUTOSCALER_ANNOTATION: "true"},
+            },
+            "spec": {"replicas": replicas},
+        }
+        return dict(self.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True))
+
+    def replica_writer(self, hpas: Informer, live: JSON, deployment: str, wanted: int | None) -> str | None:
+        """Who else writes the Deployment's spec.replicas, if anyone: an HPA aimed at it that is not the
+        owner's own, or (when the live count differs from ours) a field manager other than ojsctrl's that
+        set it lately."""
+        hpa = hpa_targeting(hpas, self.namespace, deployment, self.owner_uid)
+        if hpa is not None:
+            return hpa
+        have = (live.get("spec") or {}).get("replicas")
+        if wanted is None or have is None or int(have) == wanted:
+            return None
+        return self.replica_manager(deployment)
+
+    def replicas_to_send(
+        self, hpas: Informer, live: JSON | None, deployment: str, wanted: int | None
+    ) -> tuple[str | None, int | None]:
+        """Who else writes the Deployment's replicas (None: nobody), and the replicas to apply: ours, or
+        while another writer holds them, what it set, so that nothing changes the pod count (we yield)."""
+        if live is None:
+            return None, wanted
+        writer = self.replica_writer(hpas, live, deployment, wanted)
+        if writer is not None and wanted is not None:
+            wanted = int((live.get("spec") or {}).get("replicas") or 0)
+        return writer, wanted
+
+    def replica_manager(self, deployment: str) -> str | None:
+        """The field manager other than ojsctrl's that wrote spec.replicas lately (a GET: the caches hold
+        no managedFields), or None."""
+        try:
+            full = self.client.get(DEPLOYMENTS, deployment, self.namespace)
+        except ApiError:
+            return None
+        manager = foreign_replica_manager(full, time.time())
+        return f"field manager {manager}" if manager else None

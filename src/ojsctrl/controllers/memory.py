@@ -1,0 +1,92 @@
+"""What a reconciler remembers about each object between reconciles, dropped in one call when the object
+is deleted."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from ojsctrl.runtime.client import JSON
+
+
+@dataclass
+class Remembered:
+    """What a reconciler keeps about one object between reconciles."""
+
+    history: Any = None  # the autoscaler's recent samples and decisions
+    last_scale: str | None = None  # RFC 3339 time of the last scale ojsctrl wrote
+    matching: JSON | None = None  # a worker's last WorkersMatched condition
+    polled_cluster: str | None = None  # the cluster key a worker asked the poller for
+
+
+class ObjectMemory:
+    """Per-object memory of a reconciler, keyed by ``namespace/name``; ``forget`` drops all of it when
+    the object is deleted (together with its poller registration and metrics)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Remembered] = {}
+        self._lock = threading.Lock()
+
+    def _entry(self, key: str) -> Remembered:
+        return self._entries.setdefault(key, Remembered())
+
+    def history(self, key: str) -> Any:
+        """The autoscaler history, or None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry.history if entry else None
+
+    def set_history(self, key: str, history: Any) -> None:
+        """Keep the autoscaler history (None drops it)."""
+        with self._lock:
+            self._entry(key).history = history
+
+    def note_scale(self, key: str, scaled_at: str | None) -> str | None:
+        """Remember a scale just written (if any); return the last one known.
+
+        Kept in memory because the cached object may not show our last status write yet, and a status
+        apply without the field would remove it."""
+        with self._lock:
+            entry = self._entry(key)
+            if scaled_at:
+                entry.last_scale = scaled_at
+            return entry.last_scale
+
+    def matching(self, key: str, now: JSON | None) -> JSON | None:
+        """Remember this reconcile's WorkersMatched condition (if any); return the last one known."""
+        with self._lock:
+            entry = self._entry(key)
+            if now is not None:
+                entry.matching = now
+            return entry.matching
+
+    def drop_matching(self, key: str) -> None:
+        """Forget the WorkersMatched condition (drain is off)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.matching = None
+
+    def set_polled(self, key: str, cluster_key: str) -> None:
+        """Remember which cluster's stats the object asked the poller for."""
+        with self._lock:
+            self._entry(key).polled_cluster = cluster_key
+
+    def take_polled(self, key: str) -> str | None:
+        """The cluster key the object asked the poller for, forgotten as it is returned."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            polled, entry.polled_cluster = entry.polled_cluster, None
+            return polled
+
+    def forget(self, key: str) -> Remembered | None:
+        """Drop everything about a deleted object; returns what was kept."""
+        with self._lock:
+            return self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)

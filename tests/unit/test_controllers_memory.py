@@ -1,0 +1,59 @@
+"""Per-object memory of the reconcilers: kept between reconciles, dropped in one call on deletion."""
+
+from __future__ import annotations
+
+from ojsctrl.controllers.children import autoscaler_holds, is_controlled_by
+from ojsctrl.controllers.common import condition
+from ojsctrl.controllers.memory import ObjectMemory
+
+
+def test_memory_keeps_each_objects_entries_apart_and_forget_drops_all_of_one() -> None:
+    memory = ObjectMemory()
+    matched = condition("WorkersMatched", True, "WorkersMatched", "2 of 2")
+    memory.set_history("ns/a", ["sample"])
+    assert memory.note_scale("ns/a", "2026-01-01T00:00:00Z") == "2026-01-01T00:00:00Z"
+    assert memory.note_scale("ns/a", None) == "2026-01-01T00:00:00Z"  # no new scale: the last one stays
+    assert memory.matching("ns/a", matched) == matched
+    memory.set_polled("ns/a", "ns/cluster")
+    memory.set_history("ns/b", ["other"])
+
+    kept = memory.forget("ns/a")
+    assert kept is not None
+    assert (kept.history, kept.last_scale, kept.matching, kept.polled_cluster) == (
+        ["sample"],
+        "2026-01-01T00:00:00Z",
+        matched,
+        "ns/cluster",
+    )
+    assert memory.history("ns/a") is None and memory.matching("ns/a", None) is None
+    assert memory.history("ns/b") == ["other"]
+    assert memory.forget("ns/gone") is None
+
+
+def test_polled_cluster_is_taken_once() -> None:
+    memory = ObjectMemory()
+    memory.set_polled("ns/w", "ns/c")
+    assert memory.take_polled("ns/w") == "ns/c"
+    assert memory.take_polled("ns/w") is None
+    assert memory.take_polled("ns/never") is None
+
+
+def test_dropping_matching_keeps_the_rest() -> None:
+    memory = ObjectMemory()
+    memory.note_scale("ns/w", "t1")
+    memory.matching("ns/w", condition("WorkersMatched", False, "WorkerIdsUnmatched"))
+    memory.drop_matching("ns/w")
+    assert memory.matching("ns/w", None) is None
+    assert memory.note_scale("ns/w", None) == "t1"
+
+
+def test_ownership_and_autoscaler_helpers() -> None:
+    owned = {"metadata": {"ownerReferences": [{"uid": "u1", "controller": True}]}}
+    foreign = {"metadata": {"ownerReferences": [{"uid": "u2", "controller": True}]}}
+    plain = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "ojsctrl"}}}
+    assert is_controlled_by(owned, "u1")
+    assert not is_controlled_by(foreign, "u1")
+    assert not is_controlled_by(plain, "u1")  # the managed-by label alone proves nothing
+    assert not is_controlled_by(None, "u1")
+    held = {"metadata": {"annotations": {"ojs.openjobspec.dev/autoscaler": "true"}}}
+    assert autoscaler_holds(held) and not autoscaler_holds(plain) and not autoscaler_holds(None)
