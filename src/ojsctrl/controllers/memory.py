@@ -18,6 +18,9 @@ class Remembered:
     last_scale: str | None = None  # RFC 3339 time of the last scale ojsctrl wrote
     matching: JSON | None = None  # a worker's last WorkersMatched condition
     polled_cluster: str | None = None  # the cluster key a worker asked the poller for
+    estimator: Any = None  # a worker's wait-time Estimator (ojs/waittime.py)
+    startup: Any = None  # a worker's StartupTracker (ojs/waittime.py)
+    autoscaling_reason: str | None = None  # the reason of the last autoscaling decision, for its event
 
 
 class ObjectMemory:
@@ -41,6 +44,26 @@ class ObjectMemory:
         """Keep the autoscaler history (None drops it)."""
         with self._lock:
             self._entry(key).history = history
+
+    def wait_state(self, key: str) -> tuple[Any, Any]:
+        """A worker's (estimator, start-up tracker), each None when none is kept."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return (entry.estimator, entry.startup) if entry else (None, None)
+
+    def set_wait_state(self, key: str, estimator: Any, startup: Any) -> None:
+        """Keep a worker's estimator and start-up tracker (None, None drops them)."""
+        with self._lock:
+            entry = self._entry(key)
+            entry.estimator, entry.startup = estimator, startup
+
+    def note_reason(self, key: str, reason: str | None) -> str | None:
+        """Remember the reason of this autoscaling decision; return the one remembered before (None when
+        none was: then the status tells what the last one was)."""
+        with self._lock:
+            entry = self._entry(key)
+            before, entry.autoscaling_reason = entry.autoscaling_reason, reason
+            return before
 
     def note_scale(self, key: str, scaled_at: str | None) -> str | None:
         """Remember a scale just written (if any); return the last one known.

@@ -133,6 +133,7 @@ def forget_worker(namespace: str, worker: str) -> None:
     """Drop every series of a deleted OJSWorker."""
     with contextlib.suppress(KeyError):
         WORKER_DESIRED.remove(namespace, worker)
+    forget_worker_autoscaling_inputs(namespace, worker)
     _forget_scales(namespace, "OJSWorker", worker)
     _forget_alert_series("OJSWorker", namespace, worker)
 
@@ -238,3 +239,43 @@ def _forget_alert_series(kind: str, namespace: str, name: str) -> None:
     for gauge in (WORKER_MAX, WORKER_BACKLOG):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, name)
+
+
+# --- the autoscaler's inputs (status.autoscaling.inputs as series) ----------------------------------------
+
+AUTOSCALING_INPUTS: Final = (
+    "depth",
+    "active",
+    "arrival_rate",
+    "throughput",
+    "service_time",
+    "estimated_wait",
+    "startup_latency",
+)
+"""The ``input`` label's values: a fixed set, so each worker has at most this many series."""
+
+WORKER_AUTOSCALING_INPUT = Gauge(
+    "ojs_worker_autoscaling_input",
+    "What the worker autoscaler's last decision was computed from: depth and active in jobs, arrival_rate "
+    "and throughput in jobs per second, service_time, estimated_wait and startup_latency in seconds. An "
+    "input the decision did not use or could not measure has no series.",
+    ["namespace", "worker", "input"],
+    registry=REGISTRY,
+)
+
+
+def worker_autoscaling_inputs(namespace: str, worker: str, inputs: Mapping[str, float | None]) -> None:
+    """Publish the inputs of a worker's last autoscaling decision; an input that is None (or not named)
+    loses its series, so a stale estimate never lingers next to a fresh one."""
+    for name in AUTOSCALING_INPUTS:
+        value = inputs.get(name)
+        if value is None:
+            with contextlib.suppress(KeyError):
+                WORKER_AUTOSCALING_INPUT.remove(namespace, worker, name)
+        else:
+            WORKER_AUTOSCALING_INPUT.labels(namespace, worker, name).set(value)
+
+
+def forget_worker_autoscaling_inputs(namespace: str, worker: str) -> None:
+    """Drop a worker's input series (deleted, or its autoscaling turned off)."""
+    worker_autoscaling_inputs(namespace, worker, {})

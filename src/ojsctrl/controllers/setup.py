@@ -19,9 +19,9 @@ def setup_controllers(manager: Manager, args: argparse.Namespace) -> None:
     validate_url_template(args.ojs_url_template)
     ojs = OJSClient(user_agent=f"ojsctrl/{__version__}")
 
-    def fetch(url: str, api_key: str | None) -> dict[str, tuple[int, int]]:
+    def fetch(url: str, api_key: str | None) -> dict[str, tuple[int, int, int]]:
         stats = ojs.queue_stats(url, api_key)
-        return {q.name: (q.available, q.active) for q in stats.queues}
+        return {q.name: (q.available, q.active, q.completed) for q in stats.queues}
 
     recorder = EventRecorder(manager.client, "ojsctrl", host=socket.gethostname())
     # One poll per cluster and interval, shared by the cluster reconciler and all of its workers.

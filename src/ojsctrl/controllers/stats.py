@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,12 +41,16 @@ class PollResult:
 
     at: float
     queues: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (available, active)
+    completed: dict[str, int] = field(default_factory=dict)
+    """name -> the server's completed-jobs counter (absent for queues whose server does not count them)."""
     error: str | None = None
     reason: str | None = None
     """The failure's kind as the OJS client names it (``Unauthorized``, ``Timeout``, ...), when known."""
     failures: int = 0
     """Failed polls of this cluster so far (this one included): a reconcile that finds it grown since it
     last looked knows an outage happened even when the poll it reads succeeded (SPEC §9.5)."""
+    consecutive_failures: int = 0
+    """Failed polls in a row up to this one (0 after a successful poll): what a fallback counts."""
 
     @property
     def ok(self) -> bool:
@@ -54,7 +58,22 @@ class PollResult:
         return self.error is None
 
 
-Fetch = Callable[[str, str | None], dict[str, tuple[int, int]]]
+Fetch = Callable[[str, str | None], Mapping[str, tuple[int, int] | tuple[int, int, int]]]
+"""Reads one server's counts: queue name -> (available, active) or (available, active, completed)."""
+
+
+def split_counts(
+    counts: Mapping[str, tuple[int, int] | tuple[int, int, int]],
+) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+    """(available, active) per queue, and the completed counters of the queues that report one."""
+    queues: dict[str, tuple[int, int]] = {}
+    completed: dict[str, int] = {}
+    for name, c in counts.items():
+        available, active, *rest = c
+        queues[name] = (available, active)
+        if rest:
+            completed[name] = rest[0]
+    return queues, completed
 
 
 class StatsPoller:
@@ -78,6 +97,7 @@ class StatsPoller:
         self._due: dict[str, float] = {}
         self._inflight: set[str] = set()
         self._failures: dict[str, int] = {}
+        self._streaks: dict[str, int] = {}
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ojs-poll")
@@ -128,6 +148,7 @@ class StatsPoller:
             self._results.pop(key, None)
             self._due.pop(key, None)
             self._failures.pop(key, None)
+            self._streaks.pop(key, None)
 
     def _schedule(self, key: str, at: float) -> None:
         """(Re)schedule the next poll of `key` (caller holds the lock); earlier entries become stale."""
@@ -174,8 +195,8 @@ class StatsPoller:
                 return
             url, api_key = target.url, target.api_key
         try:
-            queues = self._fetch(url, api_key)
-            result = PollResult(self._clock(), queues)
+            queues, completed = split_counts(self._fetch(url, api_key))
+            result = PollResult(self._clock(), queues, completed)
         except Exception as e:
             result = PollResult(
                 self._clock(), error=str(e)[:300] or type(e).__name__, reason=getattr(e, "reason", None)
@@ -194,10 +215,19 @@ class StatsPoller:
             failures = self._failures.get(key, 0) + (0 if result.ok else 1)
             self._failures[key] = failures
             result.failures = failures
+            streak = 0 if result.ok else self._streaks.get(key, 0) + 1
+            self._streaks[key] = streak
+            result.consecutive_failures = streak
             prev = self._results.get(key)
             self._results[key] = result
             self._schedule(key, self._clock() + current.interval)
-        changed = prev is None or prev.error != result.error or prev.queues != result.queues
+        # A changed completed counter is news too: wait-time estimation needs it even when the depths hold.
+        changed = (
+            prev is None
+            or prev.error != result.error
+            or prev.queues != result.queues
+            or prev.completed != result.completed
+        )
         if changed:
             if not result.ok:
                 log.info("queue stats unavailable", cluster=key, error=result.error)

@@ -6,12 +6,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
 from ojsctrl.api import OJSCluster, OJSWorker, validate_worker
 from ojsctrl.api.durations import duration_seconds
+from ojsctrl.api.worker import (
+    AUTOSCALING_PAUSED_ANNOTATION,
+    OPERATOR_METRICS,
+    PAUSED_REPLICAS_ANNOTATION,
+    parse_pause_annotations,
+)
 from ojsctrl.builders import cluster as cluster_builders
 from ojsctrl.builders import worker as worker_builders
 from ojsctrl.builders.common import config_hash
@@ -30,10 +36,21 @@ from ojsctrl.controllers.common import (
 from ojsctrl.controllers.owner import OwnerReconciler, OwnerSync, owner_of_hpa
 from ojsctrl.controllers.stats import PollResult, StatsPoller
 from ojsctrl.controllers.worker_status import WorkerStatusInputs, worker_status
-from ojsctrl.ojs.autoscale import History, WorkerScaling, initial_replicas, worker_desired
+from ojsctrl.ojs.autoscale import Decision, History, WorkerScaling, initial_replicas, worker_desired
 from ojsctrl.ojs.client import DEFAULT_CLUSTER_DOMAIN, OJSClient, url_for
 from ojsctrl.ojs.drain import DELETION_COST_ANNOTATION, DrainPlan, mark_silent, plan_drain
 from ojsctrl.ojs.quiet import QuietSender, quiet_client
+from ojsctrl.ojs.waittime import (
+    Estimator,
+    PauseOutcome,
+    Sample,
+    StartupTracker,
+    WaitTimeScaling,
+    autoscaling_status,
+    fallback_decision,
+    pause_decision,
+    wait_time_desired,
+)
 from ojsctrl.runtime.client import (
     DEPLOYMENTS,
     HPAS,
@@ -265,6 +282,7 @@ class WorkerSync(OwnerSync):
         self.desired: int | None = None
         self.scaled_at: str | None = None
         self.matching: JSON | None = None  # the WorkersMatched condition when this reconcile read workers
+        self.autoscaling: JSON | None = None  # status.autoscaling when the autoscaler decided
 
     # ------------------------------------------------------------------ steps
     def foreign_cluster_children(self) -> list[str]:
@@ -350,11 +368,13 @@ class WorkerSync(OwnerSync):
             self.children.ensure(HPAS, hpa)
 
         stats = None
-        if autoscaling.enabled and autoscaling.metric == "queueDepth":
+        if autoscaling.enabled and autoscaling.metric in OPERATOR_METRICS:
             stats = self.poll(api_key)
             dep = self.autoscale(dep, stats, api_key) or dep
         else:
             self.reconciler.memory.set_history(self.key, None)
+            self.reconciler.memory.set_wait_state(self.key, None, None)
+            metrics.forget_worker_autoscaling_inputs(self.ns, self.name)
             self.reconciler.poller.release(self.cluster_key, f"worker:{self.key}")
             stats = self.reconciler.poller.result(self.cluster_key)
         self.status(dep, stats)
@@ -446,52 +466,93 @@ class WorkerSync(OwnerSync):
         return available, active
 
     def autoscale(self, dep: JSON | None, stats: PollResult | None, api_key: str | None) -> JSON | None:
-        """Decide the replicas from the queue load (draining idle pods first when asked) and write them when
-        the autoscaler holds them; returns the Deployment as written."""
+        """Decide the replicas (pause first, then the fallback after failed polls, then the metric:
+        queueDepth or waitTime), draining idle pods first when asked, and write them when the autoscaler
+        holds them; returns the Deployment as written."""
         autoscaling = self.spec.auto_scaling
         if dep is None:
             return None
         if not autoscaler_holds(dep):
             return None
         current = int((dep.get("spec") or {}).get("replicas") or 0)
+        ready = int((dep.get("status") or {}).get("readyReplicas") or 0)
         ok = stats is not None and stats.ok
         available, active = self.load(stats) if stats is not None and stats.ok else (0, 0)
-        history = self.reconciler.memory.history(self.key) or History()
-        decision = worker_desired(
-            available + active,
-            current,
-            WorkerScaling(
-                autoscaling.min_replicas,
-                autoscaling.max_replicas,
-                self.target(),
-                int(autoscaling.scale_up_threshold),
-                duration_seconds(autoscaling.scale_down_delay),
-            ),
-            history,
-            time.time(),
-            stats_available=ok,
-            failed_polls=stats.failures if stats is not None else None,
+        now = time.time()
+        memory = self.reconciler.memory
+        history = memory.history(self.key) or History()
+        scaling = WorkerScaling(
+            autoscaling.min_replicas,
+            autoscaling.max_replicas,
+            self.target(),
+            int(autoscaling.scale_up_threshold),
+            duration_seconds(autoscaling.scale_down_delay),
         )
-        self.reconciler.memory.set_history(self.key, decision.history)
+        wait_time = autoscaling.metric == "waitTime"
+        estimator, tracker = self.wait_state(stats, available, active, now, ready, current)
+        pause = self.pause(current, history, now)
+        fallback = None if pause.paused else self.fallback(stats, current, scaling, history, now)
+        decision: Decision
+        if pause.outcome.decision is not None:
+            decision = pause.outcome.decision
+        elif fallback is not None:
+            decision = fallback
+        elif wait_time:
+            assert autoscaling.target_wait_time is not None  # the API requires it with waitTime
+            decision = wait_time_desired(
+                available,
+                active,
+                current,
+                scaling,
+                WaitTimeScaling(duration_seconds(autoscaling.target_wait_time), self.slots_per_pod()),
+                estimator.estimate(),
+                history,
+                now,
+                ready=ready,
+                startup_latency=tracker.value(),
+                stats_available=ok,
+                failed_polls=stats.failures if stats is not None else None,
+            )
+        else:
+            decision = worker_desired(
+                available + active,
+                current,
+                scaling,
+                history,
+                now,
+                stats_available=ok,
+                failed_polls=stats.failures if stats is not None else None,
+            )
+        memory.set_history(self.key, decision.history)
         self.desired = decision.desired
         metrics.WORKER_DESIRED.labels(self.ns, self.name).set(decision.desired)
         metrics.worker_scaling(self.ns, self.name, available, autoscaling.max_replicas)
         reason, message = decision.reason, decision.message
-        if decision.waits_on_time:
-            # Same counts, different answer later: re-evaluate on the polling interval meanwhile.
+        if pause.error:
+            message = f"{message}; {pause.error}"
+        if pause.outcome.expired:
+            reason, message = "PauseExpired", f"{message} ({pause.outcome.message})"
+        self.explain(decision, reason, message, ok, estimator, tracker, available, active)
+        if decision.waits_on_time or wait_time:
+            # Same counts, different answer later: re-evaluate on the polling interval meanwhile. The
+            # wait-time estimate also needs every poll, changed counts or not (rates fall when nothing
+            # changes).
             interval = duration_seconds(autoscaling.polling_interval)
             self.children.requeue = min(self.children.requeue or interval, interval)
+        if pause.outcome.resume_at is not None:
+            # A timed pause ends by itself: come back then, whatever else happens.
+            self.children.requeue_within(max(0.5, pause.outcome.resume_at - now))
         target = decision.desired
-        if target < current and self.spec.graceful_shutdown.drain_before_shutdown and ok:
+        if target < current and self.spec.graceful_shutdown.drain_before_shutdown and ok and not pause.paused:
             target, reason, message = self.drain(current, target, api_key, reason, message)
+        if pause.paused or fallback is not None or ok:
+            cond_reason, cond_message = reason, message
+        else:
+            cond_reason = "StatsUnavailable"
+            cond_message = f"holding {current} replicas: {(stats.error if stats else 'no poll yet') or ''}"
+        status_ok = ok and not pause.paused and fallback is None
         self.scaling_cond = condition(
-            "Autoscaling",
-            ok,
-            reason if ok else "StatsUnavailable",
-            message
-            if ok
-            else f"holding {current} replicas: {(stats.error if stats else 'no poll yet') or ''}",
-            generation=self.generation,
+            "Autoscaling", status_ok, cond_reason, cond_message, generation=self.generation
         )
         if target == current:
             return None
@@ -507,6 +568,8 @@ class WorkerSync(OwnerSync):
             )
             return None
         out = self.children.apply_scale(self.dep_name, target)
+        if target > current and wait_time:
+            memory.set_wait_state(self.key, estimator, tracker.scaled_up(now, target))
         direction = "up" if target > current else "down"
         metrics.scaled(self.ns, "OJSWorker", self.name, direction)
         self.scaled_at = now_rfc3339()
@@ -517,6 +580,116 @@ class WorkerSync(OwnerSync):
             "scaled", worker=self.key, replicas_from=current, replicas_to=target, reason=reason, why=message
         )
         return out
+
+    def slots_per_pod(self) -> int:
+        """Jobs one pod runs at once, for waitTime: spec.concurrency, else targetJobsPerWorker (the SDKs'
+        defaults differ, so the jobs-per-pod the depth mode assumes stands in)."""
+        return self.spec.concurrency or self.target()
+
+    def wait_state(
+        self, stats: PollResult | None, available: int, active: int, now: float, ready: int, current: int
+    ) -> tuple[Estimator, StartupTracker]:
+        """The worker's wait-time estimator after this poll and its start-up tracker after this look at
+        the Ready pods, kept in memory (dropped with the worker, or when it stops using waitTime)."""
+        memory = self.reconciler.memory
+        if self.spec.auto_scaling.metric != "waitTime":
+            memory.set_wait_state(self.key, None, None)
+            return Estimator(), StartupTracker()
+        kept_estimator, kept_tracker = memory.wait_state(self.key)
+        estimator = kept_estimator if isinstance(kept_estimator, Estimator) else Estimator()
+        tracker = kept_tracker if isinstance(kept_tracker, StartupTracker) else StartupTracker()
+        if stats is not None and stats.ok:
+            completed = sum(stats.completed.get(q, 0) for q in self.spec.queues)
+            # The poll's own time (the poller's clock): a poll read twice is one sample, not two.
+            estimator = estimator.observe(Sample(stats.at, available, active, completed))
+        tracker = tracker.observe(now, ready, current)
+        memory.set_wait_state(self.key, estimator, tracker)
+        return estimator, tracker
+
+    def pause(self, current: int, history: History, now: float) -> _Pause:
+        """The pause annotations now. An unreadable one is reported and left out: autoscaling goes on
+        unless a readable one pauses it."""
+        annotations = dict((self.obj.get("metadata") or {}).get("annotations") or {})
+        parsed = parse_pause_annotations(annotations)
+        error = parsed.error
+        if error:
+            for name in (AUTOSCALING_PAUSED_ANNOTATION, PAUSED_REPLICAS_ANNOTATION):
+                if f"annotation {name}:" in error:
+                    annotations.pop(name, None)
+            parsed = parse_pause_annotations(annotations)
+        outcome = pause_decision(
+            current,
+            history,
+            now,
+            paused=parsed.paused,
+            until=parsed.until.timestamp() if parsed.until else None,
+            replicas=parsed.replicas,
+        )
+        return _Pause(outcome, error)
+
+    def fallback(
+        self, stats: PollResult | None, current: int, scaling: WorkerScaling, history: History, now: float
+    ) -> Decision | None:
+        """The fallback decision when the stats have failed more than failureThreshold polls in a row and
+        a fallback is set; None otherwise (missing data then holds the replicas)."""
+        fb = self.spec.auto_scaling.fallback
+        if fb is None or stats is None or stats.ok:
+            return None
+        return fallback_decision(
+            current,
+            scaling,
+            history,
+            now,
+            consecutive_failures=stats.consecutive_failures,
+            failure_threshold=fb.failure_threshold,
+            replicas=fb.replicas,
+            behavior=fb.behavior,
+        )
+
+    def explain(
+        self,
+        decision: Decision,
+        reason: str,
+        message: str,
+        ok: bool,
+        estimator: Estimator,
+        tracker: StartupTracker,
+        available: int,
+        active: int,
+    ) -> None:
+        """status.autoscaling and the input gauges from this decision; an event when the reason changed
+        since the last decision (not on every poll)."""
+        wait_time = self.spec.auto_scaling.metric == "waitTime"
+        estimate = estimator.estimate() if wait_time and ok else None
+        latency = tracker.latency if wait_time else None
+        block = autoscaling_status(
+            self.spec.auto_scaling.metric,
+            replace(decision, reason=reason, message=message),
+            available=available if ok else None,
+            active=active if ok else None,
+            estimate=estimate,
+            startup_latency=latency,
+        )
+        self.autoscaling = block
+        metrics.worker_autoscaling_inputs(
+            self.ns,
+            self.name,
+            {
+                "depth": available if ok else None,
+                "active": active if ok else None,
+                "arrival_rate": estimate.arrival_rate if estimate else None,
+                "throughput": estimate.throughput if estimate else None,
+                "service_time": estimate.service_time if estimate else None,
+                "estimated_wait": estimate.estimated_wait if estimate else None,
+                "startup_latency": latency,
+            },
+        )
+        before = self.reconciler.memory.note_reason(self.key, reason)
+        if before is None:
+            before = ((self.obj.get("status") or {}).get("autoscaling") or {}).get("reason")
+        if before != reason:
+            kind = WARNING if reason in ("Fallback", "StatsUnavailable") else NORMAL
+            self.reconciler.recorder.event(self.obj, kind, f"Autoscaling{reason}", message[:1000])
 
     def drain(
         self, current: int, desired: int, api_key: str | None, reason: str, message: str
@@ -612,7 +785,7 @@ class WorkerSync(OwnerSync):
         if not (
             self.spec.graceful_shutdown.drain_before_shutdown
             and autoscaling.enabled
-            and autoscaling.metric == "queueDepth"
+            and autoscaling.metric in OPERATOR_METRICS
         ):
             self.reconciler.memory.drop_matching(self.key)
             return None
@@ -677,12 +850,26 @@ class WorkerSync(OwnerSync):
                 # Remembered in memory too: the cached object may not show our last status write yet,
                 # and an apply without the field would remove it.
                 last_scale=self.reconciler.memory.note_scale(self.key, self.scaled_at),
+                autoscaling=self.autoscaling,
                 problems=tuple(self.children.problems),
                 conflicts=tuple(self.children.conflicts),
             )
         )
         # A name conflict's Warning event comes from ConflictEvents (naming the objects), once per conflict.
         self.reconciler.status.finish(self.obj, result, self.children)
+
+
+@dataclass(frozen=True)
+class _Pause:
+    """The pause annotations' meaning now, with the error of an unreadable one."""
+
+    outcome: PauseOutcome
+    error: str | None
+
+    @property
+    def paused(self) -> bool:
+        """Whether the pause holds the replicas now."""
+        return self.outcome.paused
 
 
 def _workers_of_hpa(hpa: JSON) -> Iterable[Request]:

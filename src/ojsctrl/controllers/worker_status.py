@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ojsctrl.api.worker import OPERATOR_METRICS
 from ojsctrl.controllers.cluster_status import (
     StatusResult,
     deployment_state,
@@ -29,7 +30,9 @@ class WorkerStatusInputs:
 
     ``scaling`` is the Autoscaling condition the queue-depth autoscaler decided this reconcile (None when it
     did not run); ``matching`` the WorkersMatched condition to show (None when drain is off);
-    ``queue_load`` the (available, active) jobs of the worker's queues from a successful poll.
+    ``queue_load`` the (available, active) jobs of the worker's queues from a successful poll;
+    ``autoscaling`` the ``status.autoscaling`` block of the decision the operator's autoscaler made this
+    reconcile (None when it did not decide: the last one is kept while it still autoscales).
     """
 
     cluster_name: str
@@ -51,6 +54,7 @@ class WorkerStatusInputs:
     desired: int | None = None
     queue_load: tuple[int, int] | None = None
     last_scale: str | None = None
+    autoscaling: JSON | None = None
     problems: Sequence[tuple[str, str]] = ()
     conflicts: Sequence[str] = ()
 
@@ -125,4 +129,10 @@ def worker_status(inputs: WorkerStatusInputs) -> StatusResult:
         fields.update(kept_fields(inputs.previous, ("queueDepth", "activeJobs")))
     if inputs.last_scale:
         fields["lastScaleTime"] = inputs.last_scale
+    if inputs.autoscaling is not None:
+        fields["autoscaling"] = dict(inputs.autoscaling)
+    elif inputs.autoscaling_enabled and inputs.metric in OPERATOR_METRICS:
+        # Not decided this reconcile (no poll yet, replicas held by another writer): the last decision
+        # still explains the replicas. With cpu or autoscaling off it no longer does, and goes.
+        fields.update(kept_fields(inputs.previous, ("autoscaling",)))
     return StatusResult(phase, conds, fields)

@@ -21,11 +21,13 @@ QUIET_STATES = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class QueueCounts:
-    """Job counts of one OJS queue: ``available`` (waiting to be fetched) and ``active`` (being processed)."""
+    """Job counts of one OJS queue: ``available`` (waiting to be fetched), ``active`` (being processed) and
+    ``completed`` (a counter of finished jobs; 0 when the server does not report it)."""
 
     name: str
     available: int = 0
     active: int = 0
+    completed: int = 0
 
     @property
     def load(self) -> int:

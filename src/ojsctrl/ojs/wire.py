@@ -126,6 +126,7 @@ def parse_admin_queue(item: Any, url: str) -> QueueCounts:
         name=name,
         available=as_count(counts.get("available"), f"counts.available of queue {name!r}", url),
         active=as_count(counts.get("active"), f"counts.active of queue {name!r}", url),
+        completed=_optional_count(counts.get("completed"), f"counts.completed of queue {name!r}", url),
     )
 
 
@@ -144,7 +145,14 @@ def parse_queue_stats(name: str, body: dict[str, Any], url: str) -> QueueCounts:
         name=name,
         available=as_count(counts.get("available"), f"available of queue {name!r}", url),
         active=as_count(counts.get("active"), f"active of queue {name!r}", url),
+        completed=_optional_count(counts.get("completed"), f"completed of queue {name!r}", url),
     )
+
+
+def _optional_count(value: Any, what: str, url: str) -> int:
+    """A count servers may leave out (``completed`` is not in every backend's answer): absent or null is 0,
+    anything else must be a count."""
+    return 0 if value is None else as_count(value, what, url)
 
 
 def parse_queue_name(item: Any, url: str) -> str:
