@@ -533,10 +533,11 @@ class WorkerSync(OwnerSync):
         if pause.outcome.expired:
             reason, message = "PauseExpired", f"{message} ({pause.outcome.message})"
         self.explain(decision, reason, message, ok, estimator, tracker, available, active)
-        if decision.waits_on_time or wait_time:
+        failing_towards_fallback = not ok and autoscaling.fallback is not None
+        if decision.waits_on_time or wait_time or failing_towards_fallback:
             # Same counts, different answer later: re-evaluate on the polling interval meanwhile. The
             # wait-time estimate also needs every poll, changed counts or not (rates fall when nothing
-            # changes).
+            # changes), and the fallback counts failed polls, which look alike and wake no one.
             interval = duration_seconds(autoscaling.polling_interval)
             self.children.requeue = min(self.children.requeue or interval, interval)
         if pause.outcome.resume_at is not None:

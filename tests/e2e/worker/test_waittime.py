@@ -1,0 +1,253 @@
+"""Wait-time autoscaling, pause annotations and the fallback after failed polls, through the real control
+plane and the OJS test double (SPEC §9.5, §9.6; issue 13)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from ojsctrl.api.worker import AUTOSCALING_PAUSED_ANNOTATION, PAUSED_REPLICAS_ANNOTATION
+from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
+from ojsctrl.runtime.client import DEPLOYMENTS, Client
+from tests.harness.controlplane import ControlPlane
+from tests.harness.kube import (
+    driver,
+    events_of,
+    get,
+    namespace,
+    ojs_cluster,
+    ojs_worker,
+    replicas,
+    wait_until,
+    wcond,
+    wstatus,
+)
+from tests.harness.ojs import ClusterKeys
+from tests.harness.operator import OperatorProcess, start_ojsctrl
+from tests.ojsserver.server import OJSTestServer
+
+OJS_URL = "/{namespace}/{name}"
+
+
+@pytest.fixture(scope="module")
+def ojs_server(crds: ControlPlane) -> Iterator[OJSTestServer]:
+    server = OJSTestServer(api_key=secrets.token_urlsafe(24))
+    server.key_resolver = ClusterKeys(driver(crds))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(crds: ControlPlane, ojs_server: OJSTestServer) -> Iterator[OperatorProcess]:
+    op = start_ojsctrl(crds, ojs_server.base_url + OJS_URL, "--sync-period", "10h", name="ojsctrl-waittime")
+    yield op
+    op.stop()
+
+
+def under_autoscaler(client: Client, ns: str, dep: str) -> bool:
+    annotations = (get(client, DEPLOYMENTS, ns, dep) or {}).get("metadata", {}).get("annotations", {})
+    return annotations.get("ojs.openjobspec.dev/autoscaler") == "true"
+
+
+def make_worker(
+    client: Client, ns: str, name: str, queue: str, autoscaling: dict[str, Any], **spec: Any
+) -> None:
+    client.create(OJSCLUSTERS, ojs_cluster(ns, "jobs", {"backend": {"type": "lite"}}), ns)
+    body = {
+        "clusterRef": "jobs",
+        "jobTypes": ["t.run"],
+        "queues": [queue],
+        "image": "example.invalid/w:1",
+        "replicas": 1,
+        "autoScaling": {"enabled": True, "pollingInterval": "1s", **autoscaling},
+        **spec,
+    }
+    client.create(OJSWORKERS, ojs_worker(ns, name, body), ns)
+    wait_until("autoscaler holds replicas", lambda: under_autoscaler(client, ns, f"{name}-worker"), 60)
+
+
+def annotate(client: Client, ns: str, name: str, annotations: dict[str, str | None]) -> None:
+    client.patch(OJSWORKERS, name, {"metadata": {"annotations": annotations}}, ns)
+
+
+def autoscaling_reason(client: Client, ns: str, name: str) -> str | None:
+    return wcond(client, ns, name, "Autoscaling").get("reason")
+
+
+def test_wait_time_scales_up_on_a_backlog_and_explains_itself(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "waittime")
+    q = f"wt-{ns}"
+    # A steady flow: 10 jobs running, 10 completing a second (service time 1s), nothing waiting.
+    ojs_server.set_queue(q, available=0, active=10, completed=0)
+    stop = threading.Event()
+
+    def complete() -> None:
+        done = 0
+        while not stop.wait(0.2):
+            done += 2
+            ojs_server.set_queue(q, completed=done)
+
+    flow = threading.Thread(target=complete, daemon=True)
+    flow.start()
+    try:
+        make_worker(
+            client,
+            ns,
+            "wt",
+            q,
+            {"metric": "waitTime", "targetWaitTime": "20s", "minReplicas": 1, "maxReplicas": 12},
+            concurrency=5,
+        )
+
+        def measured() -> bool:
+            inputs = (wstatus(client, ns, "wt").get("autoscaling") or {}).get("inputs") or {}
+            return "serviceTime" in inputs and "throughput" in inputs
+
+        wait_until("service time measured", measured, 60)
+        # 10 busy slots at 5 per pod: 2 pods keep up.
+        wait_until("2 pods for the steady flow", lambda: replicas(client, ns, "wt-worker") == 2, 30)
+
+        # A backlog of 100 jobs must drain within the target: more pods, at once.
+        ojs_server.set_queue(q, available=100)
+        wait_until("scaled up for the backlog", lambda: (replicas(client, ns, "wt-worker") or 0) >= 4, 30)
+
+        def explained() -> bool:
+            block = wstatus(client, ns, "wt").get("autoscaling") or {}
+            return (block.get("inputs") or {}).get("depth") == 100
+
+        wait_until("status.autoscaling shows the backlog", explained, 30)
+        block = wstatus(client, ns, "wt")["autoscaling"]
+        assert block["metric"] == "waitTime"
+        assert block["desiredReplicas"] >= 4 and block["recommendation"] >= 4
+        assert block["inputs"]["active"] == 10
+        assert block["inputs"]["serviceTime"].endswith("s")
+        for key in ("arrivalRate", "throughput", "estimatedWait", "startupLatency"):
+            assert key in block["inputs"], key
+        assert block["reason"] and block["message"]
+        # One event per change of reason, not one per poll.
+        reasons = [
+            e for e in events_of(client, ns, "OJSWorker", "wt") if e["reason"].startswith("Autoscaling")
+        ]
+        assert reasons
+        assert all(int(e.get("count") or 1) <= 3 for e in reasons), reasons
+    finally:
+        stop.set()
+        flow.join(2)
+
+
+def test_pause_annotations_hold_set_and_release_the_replicas(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "pause")
+    q = f"pause-{ns}"
+    ojs_server.set_queue(q, available=0, active=0)
+    make_worker(
+        client,
+        ns,
+        "pz",
+        q,
+        {"minReplicas": 1, "maxReplicas": 20, "targetJobsPerWorker": 10, "scaleDownDelay": "30s"},
+    )
+    wait_until("1 replica", lambda: replicas(client, ns, "pz-worker") == 1, 30)
+
+    annotate(client, ns, "pz", {AUTOSCALING_PAUSED_ANNOTATION: "true"})
+    wait_until("Paused", lambda: autoscaling_reason(client, ns, "pz") == "Paused", 30)
+    assert wcond(client, ns, "pz", "Autoscaling")["status"] == "False"
+    ojs_server.set_queue(q, available=50)
+    time.sleep(3)
+    assert replicas(client, ns, "pz-worker") == 1, "scaled while paused"
+    assert (wstatus(client, ns, "pz").get("autoscaling") or {}).get("reason") == "Paused"
+
+    annotate(client, ns, "pz", {PAUSED_REPLICAS_ANNOTATION: "3"})
+    wait_until("paused-replicas sets 3", lambda: replicas(client, ns, "pz-worker") == 3, 30)
+
+    annotate(client, ns, "pz", {AUTOSCALING_PAUSED_ANNOTATION: None, PAUSED_REPLICAS_ANNOTATION: None})
+    wait_until("resumed: 5 for 50 jobs", lambda: replicas(client, ns, "pz-worker") == 5, 30)
+    assert wcond(client, ns, "pz", "Autoscaling")["status"] == "True"
+
+    # An unreadable value is named in the condition; autoscaling goes on.
+    annotate(client, ns, "pz", {AUTOSCALING_PAUSED_ANNOTATION: "soon"})
+    ojs_server.set_queue(q, available=70)
+    wait_until("not paused by a bad value", lambda: replicas(client, ns, "pz-worker") == 7, 30)
+    wait_until(
+        "the condition names the annotation",
+        lambda: AUTOSCALING_PAUSED_ANNOTATION in str(wcond(client, ns, "pz", "Autoscaling").get("message")),
+        30,
+    )
+
+    # A pause until a time a few seconds ahead holds, then ends by itself (no other change wakes it).
+    until = datetime.now(UTC) + timedelta(seconds=8)
+    annotate(client, ns, "pz", {AUTOSCALING_PAUSED_ANNOTATION: until.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    wait_until("PausedUntil", lambda: autoscaling_reason(client, ns, "pz") == "PausedUntil", 30)
+    ojs_server.set_queue(q, available=90)
+    time.sleep(2)
+    if datetime.now(UTC) < until - timedelta(seconds=1):
+        assert replicas(client, ns, "pz-worker") == 7, "scaled during a timed pause"
+    wait_until("resumed after the pause: 9", lambda: replicas(client, ns, "pz-worker") == 9, 30)
+    assert datetime.now(UTC) >= until - timedelta(seconds=1)
+    wait_until("PauseExpired", lambda: autoscaling_reason(client, ns, "pz") == "PauseExpired", 30)
+
+    # A time already past pauses nothing.
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    annotate(client, ns, "pz", {AUTOSCALING_PAUSED_ANNOTATION: past.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    ojs_server.set_queue(q, available=120)
+    wait_until("scaled with a past pause time", lambda: replicas(client, ns, "pz-worker") == 12, 30)
+
+
+def test_fallback_replicas_after_failed_polls(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "fallback")
+    q = f"fb-{ns}"
+    ojs_server.set_queue(q, available=10, active=0)
+    make_worker(
+        client,
+        ns,
+        "fb",
+        q,
+        {
+            "minReplicas": 1,
+            "maxReplicas": 10,
+            "targetJobsPerWorker": 10,
+            "fallback": {"failureThreshold": 3, "replicas": 4, "behavior": "static"},
+        },
+    )
+    wait_until("1 replica", lambda: replicas(client, ns, "fb-worker") == 1, 30)
+    # Only this namespace's cluster fails: the path prefix names it.
+    ojs_server.fail.paths = (f"/{ns}/",)
+    ojs_server.fail.status_500 = True
+    try:
+        started = time.monotonic()
+        wait_until("fallback to 4", lambda: replicas(client, ns, "fb-worker") == 4, 30)
+        # KEDA counts as the CRD says: the fallback starts with the failure after failureThreshold.
+        assert time.monotonic() - started >= 3.0, "fell back before failureThreshold polls failed"
+        cond = wcond(client, ns, "fb", "Autoscaling")
+        assert cond["reason"] == "Fallback" and cond["status"] == "False"
+        assert (wstatus(client, ns, "fb").get("autoscaling") or {}).get("reason") == "Fallback"
+        wait_until(
+            "a Warning event for the fallback",
+            lambda: any(
+                e["reason"] == "AutoscalingFallback" and e["type"] == "Warning"
+                for e in events_of(client, ns, "OJSWorker", "fb")
+            ),
+            30,
+        )
+    finally:
+        ojs_server.fail.status_500 = False
+        ojs_server.fail.paths = ()
+    # Stats back: the queue's 10 jobs want 1 pod, after the scale-down delay of good data.
+    wait_until(
+        "Autoscaling True again", lambda: wcond(client, ns, "fb", "Autoscaling").get("status") == "True", 30
+    )
