@@ -233,8 +233,8 @@ def test_fallback_replicas_after_failed_polls(
         wait_until("fallback to 4", lambda: replicas(client, ns, "fb-worker") == 4, 30)
         # KEDA counts as the CRD says: the fallback starts with the failure after failureThreshold.
         assert time.monotonic() - started >= 3.0, "fell back before failureThreshold polls failed"
-        cond = wcond(client, ns, "fb", "Autoscaling")
-        assert cond["reason"] == "Fallback" and cond["status"] == "False"
+        wait_until("the Fallback reason", lambda: autoscaling_reason(client, ns, "fb") == "Fallback", 30)
+        assert wcond(client, ns, "fb", "Autoscaling")["status"] == "False"
         assert (wstatus(client, ns, "fb").get("autoscaling") or {}).get("reason") == "Fallback"
         wait_until(
             "a Warning event for the fallback",
