@@ -47,7 +47,7 @@ def test_admin_queue_carries_completed_and_a_missing_one_is_zero() -> None:
 
 
 def test_a_bad_completed_count_names_the_field() -> None:
-    with pytest.raises(OJSError, match="counts.completed of queue 'q'"):
+    with pytest.raises(OJSError, match=r"counts\.completed of queue 'q'"):
         parse_admin_queue({"name": "q", "counts": {"available": 2, "active": 0, "completed": -1}}, "u")
     with pytest.raises(OJSError, match="completed of queue 'q'"):
         parse_queue_stats("q", {"queue": {"available": 1, "active": 0, "completed": "x"}}, "u")
