@@ -9,8 +9,7 @@ queue. Policies:
 - ``keda-<target>``: the KEDA baseline (:mod:`bench.keda_baseline`): a ScaledObject's formula with the
   HPA's default behaviour, acting on the Deployment's replicas through the API server.
 - ``queueDepth-<target>``, ``waitTime-<duration>``: an OJSWorker with that autoscaling spec, scaled by the
-  operator (``python -m ojsctrl`` pointed at the double). ``queueDepth`` runs today; ``waitTime`` lanes run
-  but stay unscaled, marked pending, until the reconciler evaluates metric waitTime (issue #13's wiring).
+  operator (``python -m ojsctrl`` pointed at the double).
 
 Sweeping the depth target of ``keda`` and ``queueDepth`` traces their cost/wait frontier.
 
@@ -19,8 +18,7 @@ included), scale events (changes of the Deployment's replicas), interrupted jobs
 time from zero. Results: ``bench/results/autoscale.{json,md,png}``.
 
 Environment: ``OJSCTRL_BENCH_TRACES`` (default all four: step-burst, diurnal, spike-then-idle, long-jobs),
-``OJSCTRL_BENCH_POLICIES`` (default ``keda-{5,10,20}`` and ``queueDepth-{5,10,20}``; add ``waitTime-30s``
-once the reconciler evaluates it),
+``OJSCTRL_BENCH_POLICIES`` (default ``keda-{5,10,20}``, ``queueDepth-{5,10,20}`` and ``waitTime-30s``),
 ``OJSCTRL_BENCH_JOBS_PER_POD`` (4), ``OJSCTRL_BENCH_STARTUP`` (10 s), ``OJSCTRL_BENCH_GRACE`` (30 s),
 ``OJSCTRL_BENCH_SMOKE=1`` (one two-minute step-burst: checks the machinery, not a result).
 """
@@ -57,7 +55,7 @@ RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = os.environ.get("OJSCTRL_BENCH_SMOKE") == "1"
 TRACE_NAMES = [t for t in os.environ.get("OJSCTRL_BENCH_TRACES", ",".join(TRACES)).split(",") if t]
-DEFAULT_POLICIES = "keda-5,keda-10,keda-20,queueDepth-5,queueDepth-10,queueDepth-20"
+DEFAULT_POLICIES = "keda-5,keda-10,keda-20,queueDepth-5,queueDepth-10,queueDepth-20,waitTime-30s"
 POLICIES = [p for p in os.environ.get("OJSCTRL_BENCH_POLICIES", DEFAULT_POLICIES).split(",") if p]
 JOBS_PER_POD = int(os.environ.get("OJSCTRL_BENCH_JOBS_PER_POD", "4"))
 STARTUP = float(os.environ.get("OJSCTRL_BENCH_STARTUP", "10"))
@@ -242,8 +240,6 @@ def create_ojsctrl_policy(api: Any, ns: str, queue: str, policy: Policy) -> str 
             custom.create_namespaced_custom_object("ojs.openjobspec.dev", "v1alpha1", ns, plural, doc)
         except ApiException as exc:
             return f"not created: {exc.status} {str(exc.body)[:300]}"
-    if policy.kind == "waitTime":
-        return "the worker reconciler does not evaluate metric waitTime yet (issue #13 wiring)"
     return None
 
 

@@ -544,7 +544,8 @@ class WorkerSync(OwnerSync):
             # A timed pause ends by itself: come back then, whatever else happens.
             self.children.requeue_within(max(0.5, pause.outcome.resume_at - now))
         target = decision.desired
-        if target < current and self.spec.graceful_shutdown.drain_before_shutdown and ok and not pause.paused:
+        # A paused-replicas below the current count drains too: the pause fixes the count, not the way.
+        if target < current and self.spec.graceful_shutdown.drain_before_shutdown and ok:
             target, reason, message = self.drain(current, target, api_key, reason, message)
         if pause.paused or fallback is not None or ok:
             cond_reason, cond_message = reason, message
