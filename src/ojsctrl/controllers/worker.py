@@ -531,7 +531,8 @@ class WorkerSync(OwnerSync):
         if pause.error:
             message = f"{message}; {pause.error}"
         if pause.outcome.expired:
-            reason, message = "PauseExpired", f"{message} ({pause.outcome.message})"
+            # While the ended pause's annotation stays, say so; the metric's own reason stays in the message.
+            reason, message = "PauseExpired", f"{pause.outcome.message}; {decision.reason}: {message}"
         self.explain(decision, reason, message, ok, estimator, tracker, available, active)
         failing_towards_fallback = not ok and autoscaling.fallback is not None
         if decision.waits_on_time or wait_time or failing_towards_fallback:
