@@ -174,7 +174,10 @@ def test_pause_annotations_hold_set_and_release_the_replicas(
 
     annotate(client, ns, "pz", {AUTOSCALING_PAUSED_ANNOTATION: None, PAUSED_REPLICAS_ANNOTATION: None})
     wait_until("resumed: 5 for 50 jobs", lambda: replicas(client, ns, "pz-worker") == 5, 30)
-    assert wcond(client, ns, "pz", "Autoscaling")["status"] == "True"
+    # The status follows the replicas' write.
+    wait_until(
+        "Autoscaling True again", lambda: wcond(client, ns, "pz", "Autoscaling").get("status") == "True", 30
+    )
 
     # An unreadable value is named in the condition; autoscaling goes on.
     annotate(client, ns, "pz", {AUTOSCALING_PAUSED_ANNOTATION: "soon"})
