@@ -30,7 +30,9 @@ from tests.harness.kube import (
 )
 from tests.harness.ojs import ClusterKeys
 from tests.harness.operator import OperatorProcess, start_ojsctrl
+from tests.ojsserver.kubeworld import PodWatcher, WorldDriver, api_client, kwok_annotations
 from tests.ojsserver.server import OJSTestServer
+from tests.ojsserver.world import Trace, World, fixed
 
 OJS_URL = "/{namespace}/{name}"
 
@@ -254,3 +256,59 @@ def test_fallback_replicas_after_failed_polls(
     wait_until(
         "Autoscaling True again", lambda: wcond(client, ns, "fb", "Autoscaling").get("status") == "True", 30
     )
+
+
+def test_wait_time_in_the_simulated_world_bounds_waits_and_scales_to_zero_and_back(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    """The closed loop at a reduced size: jobs arrive by a trace, Ready kwok pods of the worker's own
+    Deployment process them, the operator sizes the pool on wait time. Behaviour only, never timings: waits
+    stay bounded, no job is interrupted (grace above the job length), the pool goes to zero when idle and
+    comes back for the next burst."""
+    client = driver(crds)
+    ns = namespace(crds, "wtworld")
+    q = f"world-{ns}"
+    startup = 3.0
+    # Two bursts of 1 s jobs at 2/s, 40 s of quiet between them.
+    trace = Trace("bursts", 70.0, lambda t: 2.0 if t < 15 or 55 <= t < 65 else 0.0, 2.0, fixed(1.0), seed=7)
+    api = api_client(crds.kubeconfig)
+    selector = (
+        "app.kubernetes.io/component=worker,app.kubernetes.io/instance=sim,app.kubernetes.io/name=ojs-worker"
+    )
+    watcher = PodWatcher(api, ns, selector).start()
+    world = World(trace, jobs_per_pod=2, start=time.time(), server=ojs_server, queue=q)
+    world_driver = WorldDriver(world, watcher, tick=0.25).start()
+    try:
+        make_worker(
+            client,
+            ns,
+            "sim",
+            q,
+            {
+                "metric": "waitTime",
+                "targetWaitTime": "10s",
+                "minReplicas": 0,
+                "maxReplicas": 6,
+                "scaleDownDelay": "5s",
+            },
+            concurrency=2,
+            replicas=0,
+            podAnnotations=kwok_annotations(startup),
+            gracefulShutdown={"timeoutSeconds": 5, "drainBeforeShutdown": True},
+        )
+        wait_until("the trace played out", lambda: world.clock - world.start >= trace.duration, 120)
+        wait_until("every job done", lambda: world.summary()["completed"] == len(world.jobs), 60)
+    finally:
+        world_driver.stop()
+        watcher.stop()
+        api.close()
+    summary = world.summary()
+    assert summary["jobs"] == len(world.jobs) > 0
+    assert summary["interrupted"] == 0
+    # Bounded: the target plus start-up from zero and the polling, with room for a busy machine.
+    assert summary["wait_p95"] < 40.0, summary
+    pods = [(p.t - world.start, p.pods) for p in world.history]
+    assert any(n > 0 for t, n in pods if t < 20), "never scaled up for the first burst"
+    assert any(n == 0 for t, n in pods if 20 < t < 55), "did not scale to zero while idle"
+    assert any(n > 0 for t, n in pods if t >= 55), "did not come back for the second burst"
+    assert len(summary["first_ready_from_zero"]) >= 2, summary["first_ready_from_zero"]
