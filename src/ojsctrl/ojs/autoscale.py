@@ -22,7 +22,7 @@ Rules shared by both autoscalers:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Final, Literal
 
@@ -217,25 +217,24 @@ def server_desired(
     _check_non_negative(total_depth=total_depth, current=current)
     if scale_up_cooldown < 0 or scale_down_cooldown < 0:
         raise ValueError("cooldowns must be >= 0")
-    history = history.normalized(now)
     window = scale_down_cooldown
-    history = _note_failures(
-        history, failed_polls, stats_available, _clamp(current, min_replicas, max_replicas), now, window
+    step = start_evaluation(
+        current,
+        min_replicas,
+        max_replicas,
+        history,
+        now,
+        window,
+        recommend=lambda: (
+            _ceil_div(total_depth, target_queue_depth),
+            lambda rec: f"queue depth {total_depth}, target {target_queue_depth} per server: recommend {rec}",
+        ),
+        stats_available=stats_available,
+        failed_polls=failed_polls,
     )
-    if not stats_available:
-        return _hold(current, min_replicas, max_replicas, history=history, now=now, window=window)
-
-    rec = _clamp(_ceil_div(total_depth, target_queue_depth), min_replicas, max_replicas)
-    step = _Step(
-        current=current,
-        rec=rec,
-        lo=min_replicas,
-        hi=max_replicas,
-        history=history.record(now, rec, window),
-        now=now,
-        window=window,
-        basis=f"queue depth {total_depth}, target {target_queue_depth} per server: recommend {rec}",
-    )
+    if isinstance(step, Decision):
+        return step
+    rec = step.rec
     if rec <= current:
         return step.scale_down_or_hold()
     last_up = step.history.last_scale_up
@@ -270,16 +269,52 @@ def worker_desired(
     it grew since the history last looked, a failure happened unseen and counts as a hold sample now.
     """
     _check_non_negative(load=load, current=current)
-    lo, hi = spec.min_replicas, spec.max_replicas
+    target = spec.target_jobs_per_worker
+    step = start_evaluation(
+        current,
+        spec.min_replicas,
+        spec.max_replicas,
+        history,
+        now,
+        spec.scale_down_delay,
+        recommend=lambda: (
+            _ceil_div(load, target),
+            lambda rec: f"load {load}, target {target} per worker: recommend {rec}",
+        ),
+        stats_available=stats_available,
+        failed_polls=failed_polls,
+    )
+    if isinstance(step, Decision):
+        return step
+    return step.worker_scale_up(load, spec.scale_up_threshold, activate=load > 0)
+
+
+def start_evaluation(
+    current: int,
+    lo: int,
+    hi: int,
+    history: History,
+    now: float,
+    window: float,
+    *,
+    recommend: Callable[[], tuple[int, Callable[[int], str]]],
+    stats_available: bool,
+    failed_polls: int | None,
+) -> Step | Decision:
+    """The first rules every metric shares: note failed polls the history has not seen, hold the current
+    replicas without stats, else record the clamped recommendation in the history.
+
+    ``recommend`` returns the raw replica count and a function that words the basis for the clamped count;
+    it is called only when stats are available. The result is a :class:`Step` to finish with the metric's
+    own scale-up rules, or the hold :class:`Decision`.
+    """
     history = history.normalized(now)
-    window = spec.scale_down_delay
     history = _note_failures(history, failed_polls, stats_available, _clamp(current, lo, hi), now, window)
     if not stats_available:
         return _hold(current, lo, hi, history=history, now=now, window=window)
-
-    target = spec.target_jobs_per_worker
-    rec = _clamp(_ceil_div(load, target), lo, hi)
-    step = _Step(
+    raw, basis = recommend()
+    rec = _clamp(raw, lo, hi)
+    return Step(
         current=current,
         rec=rec,
         lo=lo,
@@ -287,26 +322,13 @@ def worker_desired(
         history=history.record(now, rec, window),
         now=now,
         window=window,
-        basis=f"load {load}, target {target} per worker: recommend {rec}",
+        basis=basis(rec),
     )
-    if rec <= current:
-        return step.scale_down_or_hold()
-    above_threshold = load > spec.scale_up_threshold
-    if current == 0 and load > 0:
-        desired = rec if above_threshold else _clamp(1, lo, hi)
-        return step.decide(desired, "Activated", f"activating {current} -> {desired}")
-    if not above_threshold:
-        if current < lo:
-            return step.decide(lo, "BelowMinReplicas", "raising to minReplicas")
-        return step.decide(
-            current, "BelowScaleUpThreshold", f"load is not above scaleUpThreshold {spec.scale_up_threshold}"
-        )
-    return step.decide(rec, "ScaledUp", f"scaling {current} -> {rec}")
 
 
 @dataclass(frozen=True, slots=True)
-class _Step:
-    """The inputs of one evaluation, so the branches above read as rules."""
+class Step:
+    """The inputs of one evaluation, so the rules of each metric read as rules."""
 
     current: int
     rec: int
@@ -318,6 +340,7 @@ class _Step:
     basis: str
 
     def decide(self, desired: int, reason: str, detail: str) -> Decision:
+        """The decision for ``desired``, its message the basis and ``detail``."""
         return _decide(
             self.current,
             desired,
@@ -328,7 +351,25 @@ class _Step:
             now=self.now,
         )
 
+    def worker_scale_up(self, load: int, threshold: int, *, activate: bool) -> Decision:
+        """A worker pool's rules: at or below the recommendation scale down or hold; from zero, activate
+        when ``activate``; above zero, scale up only while ``load`` is above ``threshold``."""
+        current, rec, lo, hi = self.current, self.rec, self.lo, self.hi
+        if rec <= current:
+            return self.scale_down_or_hold()
+        above_threshold = load > threshold
+        if current == 0 and activate:
+            desired = rec if above_threshold else _clamp(1, lo, hi)
+            return self.decide(desired, "Activated", f"activating {current} -> {desired}")
+        if not above_threshold:
+            if current < lo:
+                return self.decide(lo, "BelowMinReplicas", "raising to minReplicas")
+            detail = f"load is not above scaleUpThreshold {threshold}"
+            return self.decide(current, "BelowScaleUpThreshold", detail)
+        return self.decide(rec, "ScaledUp", f"scaling {current} -> {rec}")
+
     def scale_down_or_hold(self) -> Decision:
+        """At or below the current count: hold, or scale down once the recommendation held for the window."""
         current, rec = self.current, self.rec
         if rec == current:
             return self.decide(current, "Stable", "at target")

@@ -30,6 +30,7 @@ scale-down stabilisation window, missing data holding), through the building blo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
@@ -39,9 +40,7 @@ from ojsctrl.ojs.autoscale import (
     WorkerScaling,
     _clamp,
     _decide,
-    _hold,
-    _note_failures,
-    _Step,
+    start_evaluation,
 )
 
 __all__ = [
@@ -303,41 +302,31 @@ def wait_time_desired(
     """
     if min(available, active, current, ready) < 0:
         raise ValueError("counts must be >= 0")
-    lo, hi = spec.min_replicas, spec.max_replicas
-    history = history.normalized(now)
-    window = spec.scale_down_delay
-    history = _note_failures(history, failed_polls, stats_available, _clamp(current, lo, hi), now, window)
-    if not stats_available:
-        return _hold(current, lo, hi, history=history, now=now, window=window)
+    step = start_evaluation(
+        current,
+        spec.min_replicas,
+        spec.max_replicas,
+        history,
+        now,
+        spec.scale_down_delay,
+        recommend=lambda: _recommend(available, active, estimate, ready, startup_latency, wait),
+        stats_available=stats_available,
+        failed_polls=failed_polls,
+    )
+    if isinstance(step, Decision):
+        return step
+    # From zero, recent completions count as activity too: a queue drained between polls still has work.
+    activate = available + active > 0 or estimate.recent_completions
+    return step.worker_scale_up(available + active, spec.scale_up_threshold, activate=activate)
 
+
+def _recommend(
+    available: int, active: int, estimate: Estimate, ready: int, startup_latency: float, wait: WaitTimeScaling
+) -> tuple[int, Callable[[int], str]]:
     raw, why = wait_time_recommendation(
         available, active, estimate, ready=ready, startup_latency=startup_latency, spec=wait
     )
-    rec = _clamp(raw, lo, hi)
-    step = _Step(
-        current=current,
-        rec=rec,
-        lo=lo,
-        hi=hi,
-        history=history.record(now, rec, window),
-        now=now,
-        window=window,
-        basis=f"{why}; recommend {rec}",
-    )
-    if rec <= current:
-        return step.scale_down_or_hold()
-    load = available + active
-    above_threshold = load > spec.scale_up_threshold
-    if current == 0 and (load > 0 or estimate.recent_completions):
-        desired = rec if above_threshold else _clamp(1, lo, hi)
-        return step.decide(desired, "Activated", f"activating {current} -> {desired}")
-    if not above_threshold:
-        if current < lo:
-            return step.decide(lo, "BelowMinReplicas", "raising to minReplicas")
-        return step.decide(
-            current, "BelowScaleUpThreshold", f"load is not above scaleUpThreshold {spec.scale_up_threshold}"
-        )
-    return step.decide(rec, "ScaledUp", f"scaling {current} -> {rec}")
+    return raw, lambda rec: f"{why}; recommend {rec}"
 
 
 def _ceil(a: int, b: int) -> int:
