@@ -299,15 +299,21 @@ def test_pause_annotations_and_decision() -> None:
         ({AUTOSCALING_PAUSED_ANNOTATION: "false"}, False, None, None),
         ({PAUSED_REPLICAS_ANNOTATION: "0"}, True, 0, None),
         ({AUTOSCALING_PAUSED_ANNOTATION: "false", PAUSED_REPLICAS_ANNOTATION: "2"}, False, 2, None),
-        ({AUTOSCALING_PAUSED_ANNOTATION: "tomorrow"}, True, None, AUTOSCALING_PAUSED_ANNOTATION),
-        ({AUTOSCALING_PAUSED_ANNOTATION: "2026-12-05"}, True, None, AUTOSCALING_PAUSED_ANNOTATION),
+        ({AUTOSCALING_PAUSED_ANNOTATION: "tomorrow"}, False, None, AUTOSCALING_PAUSED_ANNOTATION),
+        ({AUTOSCALING_PAUSED_ANNOTATION: "2026-12-05"}, False, None, AUTOSCALING_PAUSED_ANNOTATION),
         (
             {AUTOSCALING_PAUSED_ANNOTATION: "true", PAUSED_REPLICAS_ANNOTATION: "-1"},
             True,
             None,
             PAUSED_REPLICAS_ANNOTATION,
         ),
-        ({PAUSED_REPLICAS_ANNOTATION: "many"}, True, None, PAUSED_REPLICAS_ANNOTATION),
+        ({PAUSED_REPLICAS_ANNOTATION: "many"}, False, None, PAUSED_REPLICAS_ANNOTATION),
+        (
+            {AUTOSCALING_PAUSED_ANNOTATION: "soon", PAUSED_REPLICAS_ANNOTATION: "2"},
+            True,
+            2,
+            AUTOSCALING_PAUSED_ANNOTATION,
+        ),
     ],
 )
 def test_parse_pause_annotations(
@@ -319,6 +325,7 @@ def test_parse_pause_annotations(
         assert p.error is None
     else:
         assert p.error is not None and error in p.error
+        assert all(repr(v) in p.error for k, v in annotations.items() if k in p.error)
 
 
 def test_pause_without_replicas_holds_current() -> None:

@@ -428,9 +428,8 @@ def parse_pause_annotations(annotations: Mapping[str, str] | None) -> PauseAnnot
 
     ``autoscaling-paused`` is ``true`` (until removed), ``false``, or an RFC 3339 time the pause lasts until.
     ``paused-replicas`` is a non-negative integer; as with KEDA's ``paused-replicas`` it pauses on its own
-    too. An unreadable ``autoscaling-paused`` still pauses (the user asked for a pause; guessing otherwise
-    could scale against their wish) and reports the error; an unreadable ``paused-replicas`` is ignored
-    (pause at the current count) and reported.
+    too. An unreadable value of either is left out, as if the annotation were absent, and reported in
+    ``error`` naming the annotation (the operator shows it in the Autoscaling condition until it is fixed).
     """
     if not annotations:
         return PauseAnnotations()
@@ -449,11 +448,11 @@ def parse_pause_annotations(annotations: Mapping[str, str] | None) -> PauseAnnot
                 until = _parse_rfc3339(value)
                 paused = True
             except ValueError:
-                paused = True
                 errors.append(
                     f"annotation {AUTOSCALING_PAUSED_ANNOTATION}: {raw!r} is neither true, false nor an "
-                    "RFC 3339 time such as 2026-12-31T18:00:00Z; pausing until it is fixed"
+                    "RFC 3339 time such as 2026-12-31T18:00:00Z; ignored until it is fixed"
                 )
+                raw = None  # left out, as if absent
     replicas: int | None = None
     raw_replicas = annotations.get(PAUSED_REPLICAS_ANNOTATION)
     if raw_replicas is not None:
@@ -465,10 +464,8 @@ def parse_pause_annotations(annotations: Mapping[str, str] | None) -> PauseAnnot
         else:
             errors.append(
                 f"annotation {PAUSED_REPLICAS_ANNOTATION}: {raw_replicas!r} is not a non-negative integer; "
-                "ignored"
+                "ignored until it is fixed"
             )
-            if raw is None:
-                paused = True
     return PauseAnnotations(paused, until, replicas, "; ".join(errors) or None)
 
 

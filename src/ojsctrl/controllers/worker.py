@@ -13,9 +13,7 @@ import structlog
 from ojsctrl.api import OJSCluster, OJSWorker, validate_worker
 from ojsctrl.api.durations import duration_seconds
 from ojsctrl.api.worker import (
-    AUTOSCALING_PAUSED_ANNOTATION,
     OPERATOR_METRICS,
-    PAUSED_REPLICAS_ANNOTATION,
     parse_pause_annotations,
 )
 from ojsctrl.builders import cluster as cluster_builders
@@ -612,14 +610,7 @@ class WorkerSync(OwnerSync):
     def pause(self, current: int, history: History, now: float) -> _Pause:
         """The pause annotations now. An unreadable one is reported and left out: autoscaling goes on
         unless a readable one pauses it."""
-        annotations = dict((self.obj.get("metadata") or {}).get("annotations") or {})
-        parsed = parse_pause_annotations(annotations)
-        error = parsed.error
-        if error:
-            for name in (AUTOSCALING_PAUSED_ANNOTATION, PAUSED_REPLICAS_ANNOTATION):
-                if f"annotation {name}:" in error:
-                    annotations.pop(name, None)
-            parsed = parse_pause_annotations(annotations)
+        parsed = parse_pause_annotations((self.obj.get("metadata") or {}).get("annotations"))
         outcome = pause_decision(
             current,
             history,
@@ -628,7 +619,7 @@ class WorkerSync(OwnerSync):
             until=parsed.until.timestamp() if parsed.until else None,
             replicas=parsed.replicas,
         )
-        return _Pause(outcome, error)
+        return _Pause(outcome, parsed.error)
 
     def fallback(
         self, stats: PollResult | None, current: int, scaling: WorkerScaling, history: History, now: float
