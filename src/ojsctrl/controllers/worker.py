@@ -486,7 +486,6 @@ class WorkerSync(OwnerSync):
             int(autoscaling.scale_up_threshold),
             duration_seconds(autoscaling.scale_down_delay),
         )
-        wait_time = autoscaling.metric == "waitTime"
         estimator, tracker = self.wait_state(stats, available, active, now, ready, current)
         pause = self.pause(current, history, now)
         fallback = None if pause.paused else self.fallback(stats, current, scaling, history, now)
@@ -495,31 +494,9 @@ class WorkerSync(OwnerSync):
             decision = pause.outcome.decision
         elif fallback is not None:
             decision = fallback
-        elif wait_time:
-            assert autoscaling.target_wait_time is not None  # the API requires it with waitTime
-            decision = wait_time_desired(
-                available,
-                active,
-                current,
-                scaling,
-                WaitTimeScaling(duration_seconds(autoscaling.target_wait_time), self.slots_per_pod()),
-                estimator.estimate(),
-                history,
-                now,
-                ready=ready,
-                startup_latency=tracker.value(),
-                stats_available=ok,
-                failed_polls=stats.failures if stats is not None else None,
-            )
         else:
-            decision = worker_desired(
-                available + active,
-                current,
-                scaling,
-                history,
-                now,
-                stats_available=ok,
-                failed_polls=stats.failures if stats is not None else None,
+            decision = self.metric_decision(
+                stats, available, active, current, ready, scaling, history, now, estimator, tracker
             )
         memory.set_history(self.key, decision.history)
         self.desired = decision.desired
@@ -532,16 +509,7 @@ class WorkerSync(OwnerSync):
             # While the ended pause's annotation stays, say so; the metric's own reason stays in the message.
             reason, message = "PauseExpired", f"{pause.outcome.message}; {decision.reason}: {message}"
         self.explain(decision, reason, message, ok, estimator, tracker, available, active)
-        failing_towards_fallback = not ok and autoscaling.fallback is not None
-        if decision.waits_on_time or wait_time or failing_towards_fallback:
-            # Same counts, different answer later: re-evaluate on the polling interval meanwhile. The
-            # wait-time estimate also needs every poll, changed counts or not (rates fall when nothing
-            # changes), and the fallback counts failed polls, which look alike and wake no one.
-            interval = duration_seconds(autoscaling.polling_interval)
-            self.children.requeue = min(self.children.requeue or interval, interval)
-        if pause.outcome.resume_at is not None:
-            # A timed pause ends by itself: come back then, whatever else happens.
-            self.children.requeue_within(max(0.5, pause.outcome.resume_at - now))
+        self.schedule_next(decision, ok, pause.outcome.resume_at, now)
         target = decision.desired
         # A paused-replicas below the current count drains too: the pause fixes the count, not the way.
         if target < current and self.spec.graceful_shutdown.drain_before_shutdown and ok:
@@ -557,6 +525,76 @@ class WorkerSync(OwnerSync):
         )
         if target == current:
             return None
+        return self.write_scale(current, target, reason, message, now, estimator, tracker)
+
+    def metric_decision(
+        self,
+        stats: PollResult | None,
+        available: int,
+        active: int,
+        current: int,
+        ready: int,
+        scaling: WorkerScaling,
+        history: History,
+        now: float,
+        estimator: Estimator,
+        tracker: StartupTracker,
+    ) -> Decision:
+        """The metric's own decision: queueDepth on the load, or waitTime on the estimated wait."""
+        autoscaling = self.spec.auto_scaling
+        ok = stats is not None and stats.ok
+        failed_polls = stats.failures if stats is not None else None
+        if autoscaling.metric != "waitTime":
+            return worker_desired(
+                available + active,
+                current,
+                scaling,
+                history,
+                now,
+                stats_available=ok,
+                failed_polls=failed_polls,
+            )
+        assert autoscaling.target_wait_time is not None  # the API requires it with waitTime
+        return wait_time_desired(
+            available,
+            active,
+            current,
+            scaling,
+            WaitTimeScaling(duration_seconds(autoscaling.target_wait_time), self.slots_per_pod()),
+            estimator.estimate(),
+            history,
+            now,
+            ready=ready,
+            startup_latency=tracker.value(),
+            stats_available=ok,
+            failed_polls=failed_polls,
+        )
+
+    def schedule_next(self, decision: Decision, ok: bool, resume_at: float | None, now: float) -> None:
+        """Come back on the polling interval when the same counts may answer otherwise later (a
+        stabilising scale-down, a cooldown), for every poll of a waitTime estimate (rates fall when
+        nothing changes), and while polls fail towards a fallback (failed polls look alike and wake no
+        one); and at the end of a timed pause, whatever else happens."""
+        autoscaling = self.spec.auto_scaling
+        failing_towards_fallback = not ok and autoscaling.fallback is not None
+        if decision.waits_on_time or autoscaling.metric == "waitTime" or failing_towards_fallback:
+            interval = duration_seconds(autoscaling.polling_interval)
+            self.children.requeue = min(self.children.requeue or interval, interval)
+        if resume_at is not None:
+            self.children.requeue_within(max(0.5, resume_at - now))
+
+    def write_scale(
+        self,
+        current: int,
+        target: int,
+        reason: str,
+        message: str,
+        now: float,
+        estimator: Estimator,
+        tracker: StartupTracker,
+    ) -> JSON | None:
+        """Write ``target`` replicas unless another writer holds them (then say so in the condition);
+        record the scale (metrics, event, log, the start-up tracker of a scale-up)."""
         foreign = self.replica_writer or self.children.replica_manager(self.dep_name)
         if foreign is not None:
             self.replica_writer = foreign
@@ -569,8 +607,8 @@ class WorkerSync(OwnerSync):
             )
             return None
         out = self.children.apply_scale(self.dep_name, target)
-        if target > current and wait_time:
-            memory.set_wait_state(self.key, estimator, tracker.scaled_up(now, target))
+        if target > current and self.spec.auto_scaling.metric == "waitTime":
+            self.reconciler.memory.set_wait_state(self.key, estimator, tracker.scaled_up(now, target))
         direction = "up" if target > current else "down"
         metrics.scaled(self.ns, "OJSWorker", self.name, direction)
         self.scaled_at = now_rfc3339()
