@@ -130,7 +130,7 @@ class ClusterReconciler(OwnerReconciler):
         )
         self.options = options
         informers = manager.informers
-        self.clusters = informers.informer(OJSCLUSTERS)
+        self.clusters = informers.informer(OJSCLUSTERS, resync=True)
         self.clusters.add_indexers({SECRET_REF_INDEX: referenced_secrets})
         self.secret_meta = informers.informer(SECRETS, metadata_only=True)
         self.secrets = SecretReader(self.client, self.secret_meta)

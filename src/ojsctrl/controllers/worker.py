@@ -115,7 +115,7 @@ class WorkerReconciler(OwnerReconciler):
         # Quiet calls go out from a small pool of their own: a drain never waits on them (SPEC §9.4).
         self.quiet = quiet if quiet is not None else QuietSender(quiet_client())
         informers = manager.informers
-        self.workers = informers.informer(OJSWORKERS)
+        self.workers = informers.informer(OJSWORKERS, resync=True)
         self.workers.add_indexers({CLUSTER_INDEX: worker_cluster})
         self.caches = ChildCaches(
             managed={
