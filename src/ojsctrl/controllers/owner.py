@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 
 from ojsctrl.api.common import API_VERSION
 from ojsctrl.api.validation import ValidationResult
-from ojsctrl.controllers.children import ChildCaches, Children
+from ojsctrl.controllers.children import ChildCaches, Children, child_update_matters
 from ojsctrl.controllers.cluster_status import StatusResult, owned_replica_counts, rollout_settled
 from ojsctrl.controllers.common import (
     FIELD_MANAGER,
@@ -160,13 +160,15 @@ class OwnerReconciler:
         self.status.forget(req.namespace, req.name)
 
     def watch_children(self, kind: str) -> None:
-        """Reconcile the owner when one of its children changes: status-only changes coalesced, and a
-        Deployment's rollout reported once it settles."""
+        """Reconcile the owner when one of its children changes something it reads (no wake-up for a
+        status step it ignores or a write that moved only resourceVersion/managedFields): status-only
+        changes coalesced, and a Deployment's rollout reported once it settles."""
         for resource, informer in self.caches.managed.items():
             self.controller.watch_owned(
                 informer,
                 API_VERSION,
                 kind,
+                child_update_matters(resource),
                 status_delay=STATUS_COALESCE,
                 settled=rollout_settled if resource == DEPLOYMENTS else None,
             )

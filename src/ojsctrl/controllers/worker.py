@@ -16,7 +16,13 @@ from ojsctrl.builders import cluster as cluster_builders
 from ojsctrl.builders import worker as worker_builders
 from ojsctrl.builders.common import config_hash
 from ojsctrl.controllers import metrics
-from ojsctrl.controllers.children import ChildCaches, autoscaler_holds, is_controlled_by
+from ojsctrl.controllers.children import (
+    ChildCaches,
+    autoscaler_holds,
+    child_update_matters,
+    cluster_update_matters_to_workers,
+    is_controlled_by,
+)
 from ojsctrl.controllers.cluster import ClusterReconciler
 from ojsctrl.controllers.common import (
     FOREIGN_REASON,
@@ -151,8 +157,11 @@ class WorkerReconciler(OwnerReconciler):
         controller = self.controller
         controller.watch_primary(self.workers)
         self.watch_children("OJSWorker")
-        controller.watch_mapped(self.cluster_reconciler.clusters, self._workers_of_cluster)
-        controller.watch_mapped(self.all_hpas, _workers_of_hpa)
+        # A worker reads its cluster's spec, identity and Ready condition, not the cluster's polled numbers.
+        controller.watch_mapped(
+            self.cluster_reconciler.clusters, self._workers_of_cluster, cluster_update_matters_to_workers
+        )
+        controller.watch_mapped(self.all_hpas, _workers_of_hpa, child_update_matters(HPAS))
         controller.watch_mapped(self.cluster_reconciler.secret_meta, self._workers_for_secret)
         self.poller.subscribe(self._stats_changed)
         self.manager.add_controller(controller)
