@@ -268,7 +268,14 @@ def build_parser() -> _Parser:
         "--sync-period",
         default=10 * 3600.0,
         type=parse_duration,
-        help="how often every cached object is reconciled again",
+        help="how often every OJSCluster and OJSWorker is reconciled again (their children: on change)",
+    )
+    p.add_flag(
+        "--status-min-interval",
+        default=30.0,
+        type=parse_duration,
+        help="least time between two status writes of one object that change only polled queue counts "
+        "(phase, conditions and replicas are written at once); 0 = every change",
     )
     p.add_flag("--kube-api-qps", default=50.0, type=_positive_float, help="client-side API request rate")
     p.add_flag("--kube-api-burst", default=100, type=_positive_int, help="client-side API burst")
@@ -353,6 +360,7 @@ def build_manager(args: argparse.Namespace) -> Manager:
         retry_period=args.retry_period,
         namespaces=list(args.watch_namespace),
         sync_period=args.sync_period,
+        status_min_interval=args.status_min_interval,
         watch_inactivity_timeout=args.watch_inactivity_timeout,
         graceful_shutdown_timeout=args.graceful_shutdown_timeout,
         informer_stall_timeout=getattr(args, "informer_stall_timeout", 300.0),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import random
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -20,6 +21,7 @@ from ojsctrl.runtime.informer import (
     DeletedFinalStateUnknown,
     FuncHandler,
     Informer,
+    InformerFactory,
     Store,
     index_by_controller_uid,
     index_by_namespace,
@@ -538,3 +540,64 @@ class TestInformerEvents:
         assert not inf.has_synced()
         assert inf.name == "pods"
         assert informer(label_selector="app=x").name == "pods[app=x]"
+
+
+class TestResyncOnlyWhenAsked:
+    """The factory resyncs only the informers asked to (a controller's primary kind); caches of
+    children deliver changes by watch alone."""
+
+    def test_factory_resyncs_only_informers_asked_to(self) -> None:
+        factory = InformerFactory(cast(Client, None), resync_period=0.2)
+        child = factory.informer(PODS, label_selector="managed")
+        primary = factory.informer(NODES, resync=True)
+        assert child.resync_period == 0
+        assert primary.resync_period == 0.2
+        # The same cache asked again without resync keeps resyncing.
+        assert factory.informer(NODES) is primary
+        assert primary.resync_period == 0.2
+
+    def test_only_the_primary_delivers_resyncs(self) -> None:
+        factory = InformerFactory(cast(Client, None), resync_period=0.1)
+        child = factory.informer(PODS, label_selector="managed")
+        primary = factory.informer(NODES, resync=True)
+        recorders = {}
+        for inf in (child, primary):
+            inf._replace(None, [obj("a", "n1") if inf is child else obj("a", None)])
+            recorders[inf.name] = rec = Recorder()
+            inf.add_event_handler(rec)
+            rec.clear()
+            # Started without reflector threads (there is no server here): only the resync loop runs.
+            inf._started = True
+            inf._synced[None] = True
+            if inf.resync_period > 0:
+                inf._start_resync()
+        try:
+            deadline = time.monotonic() + 5
+            while not recorders[primary.name].events and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.3)  # three more periods: the child still hears nothing
+            assert recorders[primary.name].kinds()[0] == ("update", "/a")
+            assert recorders[child.name].events == []
+        finally:
+            child.stop()
+            primary.stop()
+
+    def test_a_started_shared_informer_asked_to_resync_starts_resyncing(self) -> None:
+        factory = InformerFactory(cast(Client, None), resync_period=0.1)
+        inf = factory.informer(PODS)
+        inf._replace(None, [obj("a", "n1")])
+        rec = Recorder()
+        inf.add_event_handler(rec)
+        rec.clear()
+        inf._started = True  # as if started and synced, without reflector threads
+        inf._synced[None] = True
+        try:
+            time.sleep(0.3)
+            assert rec.events == []
+            assert factory.informer(PODS, resync=True) is inf
+            deadline = time.monotonic() + 5
+            while not rec.events and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert rec.kinds()[0] == ("update", "n1/a")
+        finally:
+            inf.stop()

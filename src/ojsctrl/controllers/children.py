@@ -11,9 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
+from ojsctrl.controllers.cluster_status import deployment_state
 from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
     AUTOSCALER_MANAGER,
@@ -23,7 +25,17 @@ from ojsctrl.controllers.common import (
     hpa_targeting,
 )
 from ojsctrl.runtime.apply import Applier, controller_ref
-from ojsctrl.runtime.client import DEPLOYMENTS, JSON, ApiError, Client, InvalidError, NotFoundError, Resource
+from ojsctrl.runtime.client import (
+    DEPLOYMENTS,
+    JSON,
+    PVCS,
+    ApiError,
+    Client,
+    InvalidError,
+    NotFoundError,
+    Resource,
+)
+from ojsctrl.runtime.controller import Predicate
 from ojsctrl.runtime.informer import Informer
 
 log = structlog.get_logger("ojsctrl.children")
@@ -59,6 +71,84 @@ def is_controlled_by(obj: JSON | None, owner_uid: str) -> bool:
     proves nothing)."""
     ref = controller_ref(obj) if obj is not None else None
     return ref is not None and ref.get("uid") == owner_uid
+
+
+# ---------------------------------------------------------------------------------------------- event filters
+# Cheap predicates on the event handlers (controller-runtime's predicates are the model): an update wakes a
+# reconciler only when it changed something that reconciler reads. Adds and deletes always pass.
+
+# Metadata every write moves without saying anything the reconcilers read.
+_NOISE_METADATA = frozenset({"resourceVersion", "managedFields"})
+
+
+def _status_view(resource: Resource, obj: JSON) -> Any:
+    """The part of a child's status the reconcilers read: a Deployment's rollout state (replica counts,
+    observed generation, Available/Progressing/ReplicaFailure), a PVC's phase; nothing of the others'
+    (a Service's, a PDB's, an HPA's status is never read)."""
+    if resource == DEPLOYMENTS:
+        return deployment_state(obj)
+    if resource == PVCS:
+        return (obj.get("status") or {}).get("phase")
+    return None
+
+
+def _without_noise(obj: JSON) -> tuple[JSON, JSON]:
+    """(metadata without resourceVersion/managedFields, everything else but metadata and status)."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _NOISE_METADATA}
+    rest = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+    return meta, rest
+
+
+def child_update_matters(resource: Resource) -> Predicate:
+    """Predicate for a cache of full child objects: an update passes only when it changed the child's
+    spec, labels, annotations, owners or other data, or the part of its status the reconcilers read
+    (:func:`_status_view`). A status step nobody reads (a Deployment condition's lastUpdateTime, an HPA's
+    current metrics every 15 s) or a write that moved only resourceVersion/managedFields wakes no owner.
+    Not for metadata-only caches: there a changed resourceVersion is the only sign that data changed."""
+
+    def matters(event: str, old: JSON | None, new: JSON | None) -> bool:
+        if event != "update" or old is None or new is None:
+            return True
+        if old is new:
+            return True  # a resync (children do not resync; kept for any cache that does)
+        if _without_noise(old) != _without_noise(new):
+            return True
+        return bool(_status_view(resource, old) != _status_view(resource, new))
+
+    return matters
+
+
+def _ready_condition(obj: JSON) -> tuple[Any, Any, Any] | None:
+    for c in (obj.get("status") or {}).get("conditions") or ():
+        if isinstance(c, dict) and c.get("type") == "Ready":
+            return c.get("status"), c.get("reason"), c.get("message")
+    return None
+
+
+def cluster_view_for_workers(cluster: JSON) -> tuple[Any, ...]:
+    """What a worker reconcile reads of its cluster: its identity, labels and annotations, its spec (the
+    server Service name, the API key Secret name and key, the URL) and its Ready condition (a worker
+    waiting for the API key says why the cluster is not ready). Nothing else of the cluster's status:
+    the queue counts reach the workers from the poller, not from status writes."""
+    meta = cluster.get("metadata") or {}
+    return (
+        meta.get("uid"),
+        meta.get("generation"),
+        meta.get("deletionTimestamp"),
+        meta.get("labels"),
+        meta.get("annotations"),
+        cluster.get("spec"),
+        _ready_condition(cluster),
+    )
+
+
+def cluster_update_matters_to_workers(event: str, old: JSON | None, new: JSON | None) -> bool:
+    """Predicate on the workers' watch of clusters: an update wakes the cluster's workers only when
+    :func:`cluster_view_for_workers` changed. A resync of the cluster (the same object twice) does not
+    pass: every worker resyncs on its own."""
+    if event != "update" or old is None or new is None:
+        return True
+    return cluster_view_for_workers(old) != cluster_view_for_workers(new)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from ojsctrl.controllers.children import (
     ChildCaches,
     Problem,
     autoscaler_holds,
+    child_update_matters,
     invalid_child_message,
     is_controlled_by,
 )
@@ -130,7 +131,7 @@ class ClusterReconciler(OwnerReconciler):
         )
         self.options = options
         informers = manager.informers
-        self.clusters = informers.informer(OJSCLUSTERS)
+        self.clusters = informers.informer(OJSCLUSTERS, resync=True)
         self.clusters.add_indexers({SECRET_REF_INDEX: referenced_secrets})
         self.secret_meta = informers.informer(SECRETS, metadata_only=True)
         self.secrets = SecretReader(self.client, self.secret_meta)
@@ -163,7 +164,7 @@ class ClusterReconciler(OwnerReconciler):
         self.watch_children("OJSCluster")
         controller.watch_mapped(self.secret_meta, self.clusters_for_secret)
         controller.watch_mapped(self.crds, self._clusters_for_crd)
-        controller.watch_mapped(self.all_hpas, _clusters_of_hpa)
+        controller.watch_mapped(self.all_hpas, _clusters_of_hpa, child_update_matters(HPAS))
         self.manager.add_controller(controller)
 
     def enqueue_key(self, key: str) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 
 from ojsctrl.api.common import API_VERSION
 from ojsctrl.api.validation import ValidationResult
-from ojsctrl.controllers.children import ChildCaches, Children
+from ojsctrl.controllers.children import ChildCaches, Children, child_update_matters
 from ojsctrl.controllers.cluster_status import StatusResult, owned_replica_counts, rollout_settled
 from ojsctrl.controllers.common import (
     FIELD_MANAGER,
@@ -46,9 +46,12 @@ class OwnerStatus:
         deployment_of: Callable[[str], str],
         phase_map: Mapping[str, str] | None = None,
         publish_phase: Callable[[str, str, str], None] | None = None,
+        min_interval: float = 0.0,
     ) -> None:
         # lastScaleTime and selector stay when a write leaves them out (an early stop knows neither).
-        self.writer = StatusWriter(client, resource, recorder, keep=("lastScaleTime", "selector"))
+        self.writer = StatusWriter(
+            client, resource, recorder, keep=("lastScaleTime", "selector"), min_interval=min_interval
+        )
         self.conflict_events = ConflictEvents(recorder)
         self.deployments = deployments
         self.deployment_of = deployment_of
@@ -58,7 +61,8 @@ class OwnerStatus:
     def write(
         self, obj: JSON, phase: str, conds: list[JSON], extra: JSON, event: tuple[str, str, str] | None = None
     ) -> float | None:
-        """Write the status; None, or the seconds to wait while a first Pending status is held back."""
+        """Write the status; None, or the seconds to wait while a write is held back (a first Pending
+        status, or polled numbers within the minimum interval)."""
         phase = self.phase_map.get(phase, phase)
         if "replicas" not in extra:
             meta = obj["metadata"]
@@ -146,6 +150,7 @@ class OwnerReconciler:
             deployment_of,
             phase_map,
             publish_phase,
+            min_interval=self.manager.options.status_min_interval,
         )
 
     def reconcile(self, req: Request) -> Result | None:
@@ -160,13 +165,15 @@ class OwnerReconciler:
         self.status.forget(req.namespace, req.name)
 
     def watch_children(self, kind: str) -> None:
-        """Reconcile the owner when one of its children changes: status-only changes coalesced, and a
-        Deployment's rollout reported once it settles."""
+        """Reconcile the owner when one of its children changes something it reads (no wake-up for a
+        status step it ignores or a write that moved only resourceVersion/managedFields): status-only
+        changes coalesced, and a Deployment's rollout reported once it settles."""
         for resource, informer in self.caches.managed.items():
             self.controller.watch_owned(
                 informer,
                 API_VERSION,
                 kind,
+                child_update_matters(resource),
                 status_delay=STATUS_COALESCE,
                 settled=rollout_settled if resource == DEPLOYMENTS else None,
             )

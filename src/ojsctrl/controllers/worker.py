@@ -20,7 +20,13 @@ from ojsctrl.builders import cluster as cluster_builders
 from ojsctrl.builders import worker as worker_builders
 from ojsctrl.builders.common import config_hash
 from ojsctrl.controllers import metrics
-from ojsctrl.controllers.children import ChildCaches, autoscaler_holds, is_controlled_by
+from ojsctrl.controllers.children import (
+    ChildCaches,
+    autoscaler_holds,
+    child_update_matters,
+    cluster_update_matters_to_workers,
+    is_controlled_by,
+)
 from ojsctrl.controllers.cluster import ClusterReconciler
 from ojsctrl.controllers.common import (
     FOREIGN_REASON,
@@ -65,6 +71,11 @@ from ojsctrl.runtime.manager import Manager, Runnable
 log = structlog.get_logger("ojsctrl.worker")
 
 CLUSTER_INDEX = "cluster-ref"
+# A worker waiting for its cluster's generated API key is woken by the Secret's creation (the clusters'
+# Secret index names generated keys) and by a change of the cluster's Ready condition; this re-check is
+# only a safety net. At 5 s, 1,000 waiting workers cost 200 reconciles/s that starved the cluster
+# reconciles creating those very keys.
+API_KEY_RECHECK = 30.0
 DELETION_COST = DELETION_COST_ANNOTATION
 DEFAULT_TARGET_JOBS = 10
 WORKERS_MATCHED = "WorkersMatched"
@@ -130,7 +141,7 @@ class WorkerReconciler(OwnerReconciler):
         # Quiet calls go out from a small pool of their own: a drain never waits on them (SPEC §9.4).
         self.quiet = quiet if quiet is not None else QuietSender(quiet_client())
         informers = manager.informers
-        self.workers = informers.informer(OJSWORKERS)
+        self.workers = informers.informer(OJSWORKERS, resync=True)
         self.workers.add_indexers({CLUSTER_INDEX: worker_cluster})
         self.caches = ChildCaches(
             managed={
@@ -166,8 +177,11 @@ class WorkerReconciler(OwnerReconciler):
         controller = self.controller
         controller.watch_primary(self.workers)
         self.watch_children("OJSWorker")
-        controller.watch_mapped(self.cluster_reconciler.clusters, self._workers_of_cluster)
-        controller.watch_mapped(self.all_hpas, _workers_of_hpa)
+        # A worker reads its cluster's spec, identity and Ready condition, not the cluster's polled numbers.
+        controller.watch_mapped(
+            self.cluster_reconciler.clusters, self._workers_of_cluster, cluster_update_matters_to_workers
+        )
+        controller.watch_mapped(self.all_hpas, _workers_of_hpa, child_update_matters(HPAS))
         controller.watch_mapped(self.cluster_reconciler.secret_meta, self._workers_for_secret)
         self.poller.subscribe(self._stats_changed)
         self.manager.add_controller(controller)
@@ -390,7 +404,7 @@ class WorkerSync(OwnerSync):
             # Usually a matter of milliseconds (the cluster was created alongside): no status write
             # for that; the Secret's creation brings the worker back. A cluster that reports a problem
             # (say InvalidSpec) may never make the key: then the worker says so.
-            return Result(requeue_after=5.0)
+            return Result(requeue_after=API_KEY_RECHECK)
         cluster = self.cluster_obj["metadata"]["name"]
         secret = cluster_builders.api_key_secret_name(self.cluster)
         msg = f"waiting for OJSCluster {cluster} to create its API key Secret {secret}"
@@ -411,7 +425,7 @@ class WorkerSync(OwnerSync):
             ],
             {},
         )
-        return Result(requeue_after=5.0)
+        return Result(requeue_after=API_KEY_RECHECK)
 
     def api_key(self) -> str | None:
         """The cluster's API key as the workers get it, or None (auth off, or the Secret not there yet)."""

@@ -14,7 +14,9 @@ Semantics follow client-go's reflector and shared index informer:
   etcd restore) relists with a consistent read;
 - a stream silent for the inactivity timeout is reopened at once: on servers without bookmarks a
   quiet resource does that every timeout, which is normal operation;
-- a periodic, jittered resync re-delivers every cached object as an update.
+- a periodic, jittered resync re-delivers every cached object as an update; the factory turns it on
+  only for the informers asked to resync (the primary kinds): a child's drift arrives as a watch
+  event, and a lost watch relists, so resyncing caches of children only wakes owners for nothing.
 
 Handlers run on the informer's own thread, in event order, after the cache is updated; they must
 be cheap (the controllers' handlers only enqueue keys).
@@ -424,11 +426,25 @@ class Informer:
             t.start()
             self._threads.append(t)
         if self.resync_period > 0:
-            t = threading.Thread(
-                target=self._resync_loop, daemon=True, name=f"informer-resync-{self.resource.plural}"
-            )
-            t.start()
-            self._threads.append(t)
+            self._start_resync()
+
+    def enable_resync(self, period: float) -> None:
+        """Resync every ``period`` seconds from now on (a shared informer created without resync that a
+        later caller asks to resync); a shorter period already set is kept."""
+        if period <= 0:
+            return
+        with self._dispatch_lock:
+            had = self.resync_period > 0
+            self.resync_period = min(self.resync_period, period) if had else period
+            if self._started and not had and not self._stop.is_set():
+                self._start_resync()
+
+    def _start_resync(self) -> None:
+        t = threading.Thread(
+            target=self._resync_loop, daemon=True, name=f"informer-resync-{self.resource.plural}"
+        )
+        t.start()
+        self._threads.append(t)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every thread: open watches are closed under their blocking read."""
@@ -740,11 +756,16 @@ class InformerFactory:
         label_selector: str | None = None,
         metadata_only: bool = False,
         transform: Transform | None = None,
+        resync: bool = False,
     ) -> Informer:
         """The shared informer for this resource and scope (created on first use).
 
         The transform is part of the key: callers asking for different transforms get different
         informers, since one cache cannot hold objects shaped two ways.
+
+        Only informers asked with ``resync=True`` (a controller's primary kind) resync at the factory's
+        period; the others deliver changes by watch alone. Resync is not part of the key: one cache
+        asked both ways resyncs.
         """
         key = (resource, label_selector, metadata_only, transform)
         with self._lock:
@@ -756,13 +777,15 @@ class InformerFactory:
                     namespaces=self.namespaces or None,
                     label_selector=label_selector,
                     metadata_only=metadata_only,
-                    resync_period=self.resync_period,
+                    resync_period=self.resync_period if resync else 0.0,
                     inactivity_timeout=self.inactivity_timeout,
                     transform=transform,
                 )
                 self._informers[key] = inf
                 if self._started:
                     inf.start()
+            elif resync:
+                inf.enable_resync(self.resync_period)
             return inf
 
     def all(self) -> list[Informer]:

@@ -65,6 +65,9 @@ class ManagerOptions:
     graceful_shutdown_timeout: float = 30.0
     watch_inactivity_timeout: float = 70.0
     informer_stall_timeout: float = 300.0
+    # The least time between two status writes of one object that change only polled numbers (queue
+    # counts); a change of phase, conditions or replicas is written at once. 0 writes every change.
+    status_min_interval: float = 30.0
     identity: str = ""
     # HTTPS + TokenReview/SubjectAccessReview on /metrics; certificate from metrics_cert_dir or self-signed.
     metrics_secure: bool = False

@@ -1,0 +1,101 @@
+"""Which status writes wait for --status-min-interval: only those that change polled numbers alone."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+
+from ojsctrl.cli import build_parser
+from ojsctrl.controllers.common import only_polled_numbers_changed
+
+JSON = dict[str, Any]
+
+
+def live() -> JSON:
+    return {
+        "phase": "Running",
+        "observedGeneration": 3,
+        "replicas": 2,
+        "readyReplicas": 2,
+        "desiredReplicas": 2,
+        "queueDepth": 15,
+        "activeJobs": 4,
+        "queues": [{"name": "q", "available": 15, "active": 4}],
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Running",
+                "message": "2/2",
+                "observedGeneration": 3,
+            },
+            {
+                "type": "Autoscaling",
+                "status": "True",
+                "reason": "QueueDepth",
+                "message": "15 jobs waiting",
+                "observedGeneration": 3,
+            },
+        ],
+    }
+
+
+def with_(**changes: Any) -> JSON:
+    out = live()
+    out.update(changes)
+    return out
+
+
+def with_condition(index: int, **changes: Any) -> JSON:
+    out = live()
+    out["conditions"] = [dict(c) for c in out["conditions"]]
+    out["conditions"][index].update(changes)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("what", "desired", "held"),
+    [
+        ("nothing changed", live(), False),
+        ("queueDepth", with_(queueDepth=16), True),
+        (
+            "activeJobs and queues",
+            with_(activeJobs=5, queues=[{"name": "q", "available": 15, "active": 5}]),
+            True,
+        ),
+        ("a condition's message", with_condition(1, message="16 jobs waiting"), True),
+        ("numbers and a message", {**with_condition(1, message="30 waiting"), "queueDepth": 30}, True),
+        ("phase", with_(phase="Scaling"), False),
+        ("replicas", with_(replicas=3, queueDepth=40), False),
+        ("desiredReplicas", with_(desiredReplicas=4, queueDepth=40), False),
+        ("readyReplicas", with_(readyReplicas=1), False),
+        ("observedGeneration", with_(observedGeneration=4), False),
+        ("a condition's status", with_condition(0, status="False"), False),
+        ("a condition's reason", with_condition(1, reason="Paused"), False),
+        ("a condition's generation", with_condition(1, observedGeneration=4), False),
+        (
+            "a new condition",
+            {**live(), "conditions": [*live()["conditions"], {"type": "X", "status": "True"}]},
+            False,
+        ),
+        ("another field", with_(endpoint="http://x:8080"), False),
+    ],
+)
+def test_only_polled_numbers_are_held(what: str, desired: JSON, held: bool) -> None:
+    assert only_polled_numbers_changed(desired, live()) is held, what
+
+
+def test_a_first_status_is_never_held() -> None:
+    assert only_polled_numbers_changed({"queueDepth": 1}, None) is True  # but the writer has no last write
+    assert only_polled_numbers_changed({"phase": "Pending", "queueDepth": 1}, None) is False
+
+
+def test_status_min_interval_flag() -> None:
+    assert build_parser().parse_args([]).status_min_interval == 30.0
+    assert build_parser().parse_args(["--status-min-interval", "1m"]).status_min_interval == 60.0
+    assert build_parser().parse_args(["--status-min-interval", "0"]).status_min_interval == 0.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--status-min-interval", "-1s"])
+    assert isinstance(build_parser().parse_args([]), argparse.Namespace)
