@@ -23,6 +23,14 @@ def live() -> JSON:
         "queueDepth": 15,
         "activeJobs": 4,
         "queues": [{"name": "q", "available": 15, "active": 4}],
+        "autoscaling": {
+            "metric": "waitTime",
+            "recommendation": 2,
+            "desiredReplicas": 2,
+            "reason": "Stable",
+            "message": "wait 3.1s within 30s",
+            "inputs": {"depth": 15, "active": 4, "arrivalRate": "1.20"},
+        },
         "conditions": [
             {
                 "type": "Ready",
@@ -81,6 +89,25 @@ def with_condition(index: int, **changes: Any) -> JSON:
             False,
         ),
         ("another field", with_(endpoint="http://x:8080"), False),
+        (
+            "autoscaling inputs, recommendation and message",
+            with_(
+                autoscaling={
+                    **live()["autoscaling"],
+                    "recommendation": 3,
+                    "message": "wait 4.0s within 30s",
+                    "inputs": {"depth": 20, "active": 4, "arrivalRate": "1.40"},
+                }
+            ),
+            True,
+        ),
+        ("autoscaling reason", with_(autoscaling={**live()["autoscaling"], "reason": "ScaledUp"}), False),
+        (
+            "autoscaling desiredReplicas",
+            with_(autoscaling={**live()["autoscaling"], "desiredReplicas": 3}),
+            False,
+        ),
+        ("autoscaling removed", {k: v for k, v in live().items() if k != "autoscaling"}, False),
     ],
 )
 def test_only_polled_numbers_are_held(what: str, desired: JSON, held: bool) -> None:

@@ -100,8 +100,9 @@ def _condition_states(conditions: Any) -> dict[Any, tuple[Any, Any, Any]]:
 
 def only_polled_numbers_changed(desired: JSON, live_status: JSON | None) -> bool:
     """Whether a status write would change only polled numbers: the queue counts
-    (:data:`POLLED_STATUS_FIELDS`) and conditions' messages, with every condition's status, reason and
-    observedGeneration as they are live. False when nothing changes at all, and for any other field
+    (:data:`POLLED_STATUS_FIELDS`), conditions' messages with every condition's status, reason and
+    observedGeneration as they are live, and ``autoscaling``'s inputs, recommendation and message with its
+    metric, reason and desiredReplicas as they are live. False when nothing changes at all, and for any other field
     (phase, replicas, desiredReplicas, endpoint...), which is written at once."""
     live = live_status or {}
     changed = [k for k in desired if desired[k] != live.get(k)]
@@ -112,8 +113,20 @@ def only_polled_numbers_changed(desired: JSON, live_status: JSON | None) -> bool
             continue
         if k == "conditions" and _condition_states(desired[k]) == _condition_states(live.get(k)):
             continue
+        if k == "autoscaling" and _autoscaling_decision(desired[k]) == _autoscaling_decision(live.get(k)):
+            continue
         return False
     return True
+
+
+# The decision in status.autoscaling; its inputs, recommendation and message follow the polled numbers.
+_AUTOSCALING_DECISION_FIELDS = ("metric", "reason", "desiredReplicas")
+
+
+def _autoscaling_decision(block: Any) -> tuple[Any, ...] | None:
+    if not isinstance(block, dict):
+        return None
+    return tuple(block.get(k) for k in _AUTOSCALING_DECISION_FIELDS)
 
 
 def apply_status(client: Client, resource: Resource, obj: JSON, status: JSON) -> bool:
