@@ -102,8 +102,8 @@ def only_polled_numbers_changed(desired: JSON, live_status: JSON | None) -> bool
     """Whether a status write would change only polled numbers: the queue counts
     (:data:`POLLED_STATUS_FIELDS`), conditions' messages with every condition's status, reason and
     observedGeneration as they are live, and ``autoscaling``'s inputs, recommendation and message with its
-    metric, reason and desiredReplicas as they are live. False when nothing changes at all, and for any other field
-    (phase, replicas, desiredReplicas, endpoint...), which is written at once."""
+    metric, reason and desiredReplicas as they are live. False when nothing changes at all, and for any
+    other field (phase, replicas, desiredReplicas, endpoint...), which is written at once."""
     live = live_status or {}
     changed = [k for k in desired if desired[k] != live.get(k)]
     if not changed:
