@@ -321,8 +321,8 @@ def build_parser() -> _Parser:
             "<service>.<namespace>.svc.<domain> (status.endpoint, workers' OJS_URL, the default URL template)"
         ),
     )
-    # Hidden, for tests: how long an informer may make no progress before /healthz fails (SPEC §8.13: 5m),
-    # and a suffix that tells several operator processes apart in the API server's audit log.
+    # Hidden, for tests: how long an informer may make no progress before /healthz fails (design.md §health:
+    # 5m), and a suffix that tells several operator processes apart in the API server's audit log.
     p.add_argument(
         "--informer-stall-timeout",
         default=_hidden_env("--informer-stall-timeout", parse_duration, 300.0),

@@ -10,8 +10,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 DESIGN = ROOT / "docs" / "design.md"
 # Spelled in two parts so that this file does not match itself.
@@ -80,10 +78,6 @@ def test_every_design_reference_resolves() -> None:
     assert cited > 30  # the references exist (the test would pass vacuously otherwise)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="src/ still cites the old specification; its comments move to design.md when src is rewritten",
-)
 def test_no_reference_to_the_old_specification_remains() -> None:
     left = [
         f"{path.relative_to(ROOT)}:{n}"

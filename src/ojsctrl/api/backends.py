@@ -1,4 +1,5 @@
-"""What each OJS backend server reads and serves: the one place these facts live (SPEC §9.1-9.3).
+"""What each OJS backend server reads and serves: the one place these facts live (design.md §backends,
+§images, §exposure).
 
 Every row cites the files of the backend's repository (github.com/openjobspec/ojs-backend-<type>, at the
 pinned release tag) it was read from. The builders take env names, images, ports and public paths from here;

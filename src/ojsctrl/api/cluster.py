@@ -1,4 +1,4 @@
-"""OJSCluster: an OJS job server deployment and its backend (SPEC §1.1)."""
+"""OJSCluster: an OJS job server deployment and its backend (design.md §api-cluster)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ DEFAULT_SERVER_RESOURCES: dict[str, Any] = {
 }
 DEFAULT_CLUSTER_REPLICAS = 2
 DEFAULT_MAX_UNAVAILABLE = 1
-# At most this many queues appear in status and as metric label values (SPEC §8.7).
+# At most this many queues appear in status and as metric label values (design.md §depth-and-load).
 MAX_STATUS_QUEUES = 20
 
 # backend.sqs (ojs-backend-sqs internal/server/config.go): the server's own defaults.

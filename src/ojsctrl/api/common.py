@@ -22,8 +22,8 @@ DEFAULT_REDIS_IMAGE = "redis:7-alpine"
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"
-# Selector labels (SPEC §8.2): a user's podLabels must not change them, or the Deployment would stop selecting
-# its own pods.
+# Selector labels (design.md §labels): a user's podLabels must not change them, or the Deployment would stop
+# selecting its own pods.
 SELECTOR_LABELS = (LABEL_NAME, LABEL_INSTANCE, LABEL_COMPONENT)
 
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

@@ -2,7 +2,8 @@
 
 Both entry points take the raw object as the API server would hand it over (a JSON-like dict, defaults
 possibly not yet applied) and never raise, whatever the input: wrong types become ``FieldError``s. Errors name
-the field (``spec.backend.url``) and the rule; warnings are plain strings (admission warnings, SPEC §5).
+the field (``spec.backend.url``) and the rule; warnings are plain strings (admission warnings, design.md
+§admission).
 
 Field types and bounds are checked by validating ``spec`` against the pydantic models in strict mode (so the
 CRD schema and Python agree by construction); the cross-field rules below mirror the CEL rules the models
@@ -957,8 +958,8 @@ def _redis_storage(spec: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
 
 
 def cluster_update_warnings(new: object, old: object) -> list[str]:
-    """Admission warnings for an OJSCluster update that gives up the embedded Redis or its storage (SPEC
-    §9.7): what is kept, what goes, and how to delete what is kept."""
+    """Admission warnings for an OJSCluster update that gives up the embedded Redis or its storage
+    (design.md §storage): what is kept, what goes, and how to delete what is kept."""
     if not isinstance(new, Mapping) or not isinstance(old, Mapping):
         return []
     new_spec, old_spec = _mapping(new, "spec"), _mapping(old, "spec")

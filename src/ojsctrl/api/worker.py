@@ -1,4 +1,4 @@
-"""OJSWorker: a Deployment of workers that process jobs from an OJSCluster (SPEC §1.2)."""
+"""OJSWorker: a Deployment of workers that process jobs from an OJSCluster (design.md §api-worker)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ FallbackBehavior = Literal["static", "currentReplicas", "currentReplicasIfHigher
 # The metrics the operator itself evaluates (the others hand the scaling to an HPA).
 OPERATOR_METRICS: frozenset[str] = frozenset({"queueDepth", "waitTime"})
 
-# Pause annotations (SPEC §9.6), after KEDA's autoscaling.keda.sh/paused and paused-replicas.
+# Pause annotations (design.md §autoscaling-annotations), after KEDA's autoscaling.keda.sh/paused and
+# paused-replicas.
 AUTOSCALING_PAUSED_ANNOTATION = "ojs.openjobspec.dev/autoscaling-paused"
 PAUSED_REPLICAS_ANNOTATION = "ojs.openjobspec.dev/paused-replicas"
 
@@ -39,7 +40,7 @@ FALLBACK_REFUSED = "fallback applies only to metrics queueDepth and waitTime (wi
 
 # Used when neither the worker nor its cluster sets targetJobsPerWorker.
 DEFAULT_TARGET_JOBS_PER_WORKER = 10
-# An HPA's stabilisation window cannot exceed one hour (SPEC §8.8).
+# An HPA's stabilisation window cannot exceed one hour (design.md §durations).
 MAX_HPA_WINDOW = "1h"
 MAX_LIST_ITEMS = 100
 MAX_ITEM_LENGTH = 253
@@ -47,7 +48,7 @@ MAX_ITEM_LENGTH = 253
 _CEL_DURATION = DURATION_PATTERN.replace("\\", "\\\\")
 
 # A reference such as `ojs-system/ojs-production` can never resolve (the worker reads the cluster from its own
-# namespace) and clusterRef is immutable, so it is refused rather than warned about (SPEC §9.9).
+# namespace) and clusterRef is immutable, so it is refused rather than warned about (design.md §cluster-ref).
 CLUSTER_REF_MESSAGE = (
     "clusterRef must be the name of an OJSCluster (a DNS-1123 subdomain: lowercase letters, digits, '-' and "
     "'.'), not namespace/name: workers and clusters share a namespace, so the OJSCluster must be in the "
@@ -67,7 +68,8 @@ ListItem = Annotated[
 
 
 class WorkerFallback(OJSModel):
-    """Replicas to use while the queue stats cannot be read, with KEDA's fields and behaviours (SPEC §9.6)."""
+    """Replicas to use while the queue stats cannot be read, with KEDA's fields and behaviours (design.md
+    §autoscaling-annotations)."""
 
     failure_threshold: Annotated[
         Int32,

@@ -1,4 +1,5 @@
-"""Desired children of an OJSCluster (SPEC §2, §8.3, §8.5, §8.10, §8.11).
+"""Desired children of an OJSCluster (design.md §cluster-children, §field-managers, §secrets, §disruption,
+§phases).
 
 Each function returns a server-side apply body holding exactly the fields the operator owns, or None when the
 child is not wanted (the reconciler then deletes an owned one). Secret values enter only ``api_key_secret``
@@ -58,10 +59,11 @@ REDIS_CONTAINER = "redis"
 API_KEY_SECRET_KEY = "api-key"  # noqa: S105 - the name of a Secret key, not a secret
 REDIS_PASSWORD_KEY = "password"  # noqa: S105 - the name of a Secret key, not a secret
 REDIS_URL_KEY = "url"
-# The server's own shutdown drain defaults to 30 s; preStop (5 s) + 30 s fits inside 40 s (SPEC §2).
+# The server's own shutdown drain defaults to 30 s; preStop (5 s) + 30 s fits inside 40 s (design.md
+# §cluster-children).
 SERVER_TERMINATION_GRACE_SECONDS = 40
 PRESTOP_SLEEP_SECONDS = 5
-# The uid/gid of the redis user in the official images (SPEC §8.10).
+# The uid/gid of the redis user in the official images (design.md §disruption).
 REDIS_UID = 999
 REDIS_DATA_PATH = "/data"
 DASHBOARD_LABEL = "grafana_dashboard"
@@ -134,7 +136,7 @@ def endpoint(cluster: OJSCluster, cluster_domain: str = DEFAULT_CLUSTER_DOMAIN) 
     The full cluster-domain name, never ``<svc>.<ns>.svc``: with the pods' ``ndots:5`` a short name goes
     through the DNS search path first, and ``<svc>.<ns>.svc.svc.cluster.local`` is a name a tenant owning a
     namespace called ``svc`` can answer (a headless Service's endpoint hostname). The search candidates of
-    the full name have too many labels to be any Service's record (SPEC §9.11).
+    the full name have too many labels to be any Service's record (design.md §cluster-domain).
     """
     return f"http://{server_name(cluster)}.{namespace_of(cluster)}.svc.{cluster_domain}:{HTTP_PORT}"
 
@@ -260,7 +262,7 @@ def redis_secret(cluster: OJSCluster, password: str, cluster_domain: str = DEFAU
 
     The password is percent-encoded in the URL so that any generated alphabet yields a valid URL.
     """
-    host = f"{redis_name(cluster)}.{namespace_of(cluster)}.svc.{cluster_domain}"  # SPEC §9.11
+    host = f"{redis_name(cluster)}.{namespace_of(cluster)}.svc.{cluster_domain}"  # design.md §cluster-domain
     url = f"redis://:{quote(password, safe='')}@{host}:{REDIS_PORT}/0"
     return {
         "apiVersion": "v1",
@@ -320,7 +322,7 @@ def operator_server_env(cluster: OJSCluster) -> list[JSON]:
 
 def server_env(cluster: OJSCluster) -> list[JSON]:
     """The server container's env: the operator's, then the user's ``spec.env`` (an entry of the same name
-    replaces the operator's, SPEC §8.6)."""
+    replaces the operator's, design.md §env-merge)."""
     return merge_env(operator_server_env(cluster), cluster.spec.env)
 
 
@@ -456,7 +458,7 @@ def server_deployment(cluster: OJSCluster, *, image: str, config_hash: str, repl
 
 def server_service(cluster: OJSCluster) -> JSON:
     """Service ``<name>-server``: port http 8080, and grpc 9090 only when ``spec.grpc.enabled`` (OJS gRPC
-    has no authentication, SPEC §9.3).
+    has no authentication, design.md §exposure).
 
     Only owned fields: clusterIP, ipFamilies and the like are assigned by the API server and must survive.
     """
@@ -476,7 +478,7 @@ def server_service(cluster: OJSCluster) -> JSON:
 
 
 def pod_disruption_budget(cluster: OJSCluster) -> JSON | None:
-    """PodDisruptionBudget ``<name>-server``, or None when not wanted (SPEC §1.1, §8.10).
+    """PodDisruptionBudget ``<name>-server``, or None when not wanted (design.md §api-cluster, §disruption).
 
     ``unhealthyPodEvictionPolicy: AlwaysAllow`` lets a drain evict pods that are not ready anyway, so a
     broken rollout can never block node maintenance.
@@ -715,7 +717,7 @@ def redis_deployment(cluster: OJSCluster, *, config_hash: str) -> JSON:
         "metadata": pod_template_metadata(None, labels, {CONFIG_HASH_ANNOTATION: config_hash}),
         "spec": dict(sorted(pod_spec.items())),
     }
-    # A ReadWriteOnce volume cannot be mounted by the old and the new pod at once (SPEC §8.10).
+    # A ReadWriteOnce volume cannot be mounted by the old and the new pod at once (design.md §disruption).
     strategy = _strategy(pvc is not None)
     return _deployment(
         cluster,

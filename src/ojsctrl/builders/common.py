@@ -37,7 +37,7 @@ MANAGED_BY = "ojsctrl"
 # The DNS domain of the cluster (the operator's --cluster-domain): names it builds end in .svc.<domain>.
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 
-# app.kubernetes.io/name and component values (SPEC §8.2).
+# app.kubernetes.io/name and component values (design.md §labels).
 APP_SERVER = "ojs-server"
 APP_REDIS = "redis"
 APP_WORKER = "ojs-worker"
@@ -48,7 +48,7 @@ COMPONENT_WORKER = "worker"
 # Pod-template annotation whose change rolls the pods when any config input (Secret values included) changes.
 CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
 
-# "nobody": an unprivileged uid/gid that exists in practically every base image (SPEC §2).
+# "nobody": an unprivileged uid/gid that exists in practically every base image (design.md §cluster-children).
 DEFAULT_UID = 65534
 DEFAULT_GID = 65534
 
@@ -64,7 +64,7 @@ TMP_VOLUME = "tmp"
 
 
 def selector_labels(app: str, instance: str, component: str) -> dict[str, str]:
-    """The selector labels {name, instance, component} (SPEC §8.2): never anything mutable."""
+    """The selector labels {name, instance, component} (design.md §labels): never anything mutable."""
     return {LABEL_NAME: app, LABEL_INSTANCE: instance, LABEL_COMPONENT: component}
 
 

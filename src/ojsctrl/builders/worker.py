@@ -1,4 +1,4 @@
-"""Desired children of an OJSWorker (SPEC §3, §8.2, §8.3, §8.6)."""
+"""Desired children of an OJSWorker (design.md §worker-children, §labels, §field-managers, §env-merge)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ GRACE_MARGIN_SECONDS = 10
 # the Python (worker.py), JS (worker.ts), Rust, Java and Ruby SDKs and the Go SDK's default
 # (options.go gracePeriod); reference/ojs-ecosystem.md. The pod's grace period stays above it.
 SDK_GRACE_SECONDS = 25
-# autoscaling/v2 rejects a stabilisation window above one hour (SPEC §8.8).
+# autoscaling/v2 rejects a stabilisation window above one hour (design.md §durations).
 MAX_HPA_WINDOW_SECONDS = 3600
 
 
@@ -62,7 +62,8 @@ def worker_deployment_name(worker: OJSWorker) -> str:
 
 
 def worker_selector(worker: OJSWorker) -> dict[str, str]:
-    """Selector of the worker pods: exactly {name, instance, component}, nothing mutable (SPEC §8.2)."""
+    """Selector of the worker pods: exactly {name, instance, component}, nothing mutable (design.md
+    §labels)."""
     return selector_labels(APP_WORKER, name_of(worker), COMPONENT_WORKER)
 
 
@@ -81,7 +82,8 @@ def worker_env(
 ) -> list[JSON]:
     """The worker container's env: the operator's variables, then the user's, user entries winning by name.
 
-    OJS_URL is always the cluster's in-cluster endpoint, never the operator's --ojs-url-template (SPEC §8.6).
+    OJS_URL is always the cluster's in-cluster endpoint, never the operator's --ojs-url-template (design.md
+    §env-merge).
     """
     spec = worker.spec
     url = endpoint(cluster, cluster_domain)
@@ -99,8 +101,8 @@ def worker_env(
     key_ref = api_key_ref(cluster)
     if key_ref is not None:
         env.append(env_secret("OJS_AUTH_TOKEN", key_ref.name, key_ref.key))
-    # No OJS_WORKER_ID: no SDK reads it (SPEC §9.4). The drain matches workers to pods by the hostname in
-    # their ids or the server's report; POD_NAME is there for applications that report it themselves.
+    # No OJS_WORKER_ID: no SDK reads it (design.md §drain). The drain matches workers to pods by the hostname
+    # in their ids or the server's report; POD_NAME is there for applications that report it themselves.
     env.append(env_field("POD_NAME", "metadata.name"))
     env.append(env_field("POD_NAMESPACE", "metadata.namespace"))
     return merge_env(env, spec.env)
@@ -108,7 +110,7 @@ def worker_env(
 
 def termination_grace_seconds(worker: OJSWorker) -> int:
     """The pod's grace period: ``gracefulShutdown.timeoutSeconds`` + 10 s, and never less than the SDKs'
-    own 25 s grace + 10 s, so the kubelet's SIGKILL never cuts a worker's drain short (SPEC §9.4)."""
+    own 25 s grace + 10 s, so the kubelet's SIGKILL never cuts a worker's drain short (design.md §drain)."""
     timeout = worker.spec.graceful_shutdown.timeout_seconds
     return max(timeout, SDK_GRACE_SECONDS) + GRACE_MARGIN_SECONDS
 

@@ -283,7 +283,7 @@ class Children:
         unset: int,
     ) -> JSON | None:
         """Pass a Deployment's spec.replicas between ojsctrl's and the autoscaler's field managers without
-        the field ever being dropped (SPEC §8.3).
+        the field ever being dropped (design.md §field-managers).
 
         Taking over, the autoscaler writes ``start(live replicas)`` (``unset`` when the field is missing)
         and the reconcile comes back shortly, when ojsctrl stops sending replicas. Giving back is safe once

@@ -112,7 +112,7 @@ class ClusterOptions:
     url_template: str = DEFAULT_URL_TEMPLATE
     max_concurrent_reconciles: int = 4
     stats_interval: float = STATS_INTERVAL
-    # --cluster-domain: the names the operator builds end in .svc.<domain> (SPEC §9.11).
+    # --cluster-domain: the names the operator builds end in .svc.<domain> (design.md §cluster-domain).
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
@@ -228,8 +228,8 @@ class ClusterSync(OwnerSync):
         self.api_key_secret = cluster_builders.api_key_secret_name(cluster)
         self.redis = cluster_builders.redis_name(cluster)
         # Children whose name a foreign object holds (self.children.taken): nothing that depends on one is
-        # applied, mounted, referenced or polled while the conflict lasts (SPEC §9.12); left_alone says
-        # what this reconcile left as it is because of them.
+        # applied, mounted, referenced or polled while the conflict lasts (design.md §name-conflict);
+        # left_alone says what this reconcile left as it is because of them.
         self.left_alone: list[str] = []
         self.degraded: list[Problem] = []  # not as declared, still serving
         self.claim: JSON | None = None  # the live Redis claim, for the status message
@@ -398,7 +398,7 @@ class ClusterSync(OwnerSync):
         claim_refused = pvc is not None and self.claim is None and bool(self.children.conflicts)
         if claim_refused or self.children.blocked_by(("Secret", name), ("PersistentVolumeClaim", name)):
             # Someone else's password or volume is never handed to a Redis the tenant's spec shapes, and
-            # a released claim that no longer fits is not mounted (SPEC §9.12).
+            # a released claim that no longer fits is not mounted (design.md §name-conflict).
             self.redis_dep = self.children.ours(DEPLOYMENTS, name)
             self.left_alone.append(f"Deployment {self.ns}/{name}")
         else:
@@ -519,7 +519,7 @@ class ClusterSync(OwnerSync):
 
     def server_replicas(self) -> int | None:
         """The replicas ojsctrl sends: the spec's when autoscaling is off; with autoscaling on,
-        none once the autoscaler's field manager holds the field (SPEC §8.3 hand-over)."""
+        none once the autoscaler's field manager holds the field (design.md §field-managers hand-over)."""
         if not self.spec.auto_scaling.enabled:
             return self.spec.effective_replicas()
         live = self.children.cached(DEPLOYMENTS, self.server)
@@ -535,7 +535,7 @@ class ClusterSync(OwnerSync):
         return int((live.get("spec") or {}).get("replicas") or 1)
 
     def hand_over_replicas(self, dep: JSON | None, autoscale: bool) -> JSON | None:
-        """Hand the server replicas to the autoscaler's field manager, or back (SPEC §8.3)."""
+        """Hand the server replicas to the autoscaler's field manager, or back (design.md §field-managers)."""
         bounds = self.spec.auto_scaling
         return self.children.hand_over_replicas(
             dep,
@@ -652,7 +652,8 @@ class ClusterSync(OwnerSync):
             scale_down_cooldown=duration_seconds(autoscaling.scale_down_cooldown),
             history=history or History(),
             now=time.time(),
-            # A failed poll, seen now or missed between reconciles, is a hold sample (SPEC §9.5).
+            # A failed poll, seen now or missed between reconciles, is a hold sample (design.md
+            # §stabilisation).
             stats_available=ok,
             failed_polls=stats.failures if stats is not None else None,
         )

@@ -1,6 +1,6 @@
 """Pure status logic of an OJSCluster: a phase and conditions from the observed children.
 
-Phase precedence (SPEC §8.11): Error > Degraded > Scaling > Pending > Running, decided by the
+Phase precedence (design.md §phases): Error > Degraded > Scaling > Pending > Running, decided by the
 Deployments, the spec and ownership only. Queue stats and monitoring are conditions, never phases.
 """
 
@@ -100,9 +100,9 @@ def workload_phase(state: DeploymentState, previous: str | None = None) -> str:
 
     ``previous`` is the owner's phase before this reconcile. A replica change of an object that was
     healthy (Running, Scaling, Draining) is Scaling while every pod that exists runs the current template
-    (SPEC §9.10): ``kubectl scale`` and autoscaler decisions then keep Ready True. A new object, or one whose
-    template is rolling out, stays Pending until its replicas are ready; a scale that never completes ends as
-    Degraded when the Deployment's progress deadline passes.
+    (design.md §phases): ``kubectl scale`` and autoscaler decisions then keep Ready True. A new object, or one
+    whose template is rolling out, stays Pending until its replicas are ready; a scale that never completes
+    ends as Degraded when the Deployment's progress deadline passes.
     """
     if not state.exists:
         return "Pending"
@@ -179,7 +179,8 @@ def workload_conditions(
     ``conflicts`` are children that exist without our ownership; ``what`` names the replicas ("server") and
     ``deployment`` the Deployment; ``waiting`` says what else is missing (an embedded Redis, an unbound
     claim); ``degraded`` are (reason, message) pairs of other problems that leave the workload running.
-    Ready is True while Running, Scaling or Draining (SPEC §9.10); its message says what is missing otherwise.
+    Ready is True while Running, Scaling or Draining (design.md §phases); its message says what is missing
+    otherwise.
     """
     ready = phase in HEALTHY
     if phase == "Running":
@@ -288,8 +289,8 @@ def cluster_autoscaling_condition(
     max_replicas: int,
     generation: int,
 ) -> JSON:
-    """Who decides the server replicas (SPEC §8.3, as for workers): spec.replicas (so the scale
-    subresource) when autoscaling is off; the queue depth when it is on, and then a spec.replicas
+    """Who decides the server replicas (design.md §field-managers, as for workers): spec.replicas (so the
+    scale subresource) when autoscaling is off; the queue depth when it is on, and then a spec.replicas
     change (`kubectl scale ojs`) is ignored and the condition says so."""
     if not enabled:
         return condition(

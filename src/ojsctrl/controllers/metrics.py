@@ -1,8 +1,8 @@
 """The operator's OJS metrics (next to the controller-runtime ones in the same registry).
 
-Label values that come from outside are bounded (SPEC §9.13): queue names are chosen by whoever enqueues
-jobs on a tenant's OJS server, so at most :data:`MAX_QUEUE_SERIES` queues per cluster become series, each
-name at most :data:`MAX_LABEL_LENGTH` characters, and a queue that left the busiest set loses its series
+Label values that come from outside are bounded (design.md §bounded-labels): queue names are chosen by whoever
+enqueues jobs on a tenant's OJS server, so at most :data:`MAX_QUEUE_SERIES` queues per cluster become series,
+each name at most :data:`MAX_LABEL_LENGTH` characters, and a queue that left the busiest set loses its series
 on the next poll. Every series of a cluster or worker goes when the object is deleted.
 """
 

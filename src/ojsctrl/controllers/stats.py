@@ -48,7 +48,7 @@ class PollResult:
     """The failure's kind as the OJS client names it (``Unauthorized``, ``Timeout``, ...), when known."""
     failures: int = 0
     """Failed polls of this cluster so far (this one included): a reconcile that finds it grown since it
-    last looked knows an outage happened even when the poll it reads succeeded (SPEC §9.5)."""
+    last looked knows an outage happened even when the poll it reads succeeded (design.md §stabilisation)."""
     consecutive_failures: int = 0
     """Failed polls in a row up to this one (0 after a successful poll): what a fallback counts."""
 

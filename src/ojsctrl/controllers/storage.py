@@ -1,4 +1,4 @@
-"""Keeping the embedded Redis's data through spec changes (SPEC §9.7).
+"""Keeping the embedded Redis's data through spec changes (design.md §storage).
 
 A spec change never deletes what holds data: the claim ``<name>-redis`` and the password Secret
 ``<name>-redis`` (without it a kept claim's data cannot be read) are *released* instead: the cluster's owner

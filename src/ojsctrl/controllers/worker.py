@@ -84,7 +84,7 @@ UNMATCHED_REASON = "WorkerIdsUnmatched"
 
 def unmatched_message(grace_seconds: int, live_workers: int | None = None) -> str:
     """What a user with unmatched workers needs to know: how pods are matched, which SDKs match, and what
-    keeps a scale-down safe without matching (SPEC §9.4; facts in reference/ojs-ecosystem.md)."""
+    keeps a scale-down safe without matching (design.md §drain; facts in reference/ojs-ecosystem.md)."""
     seen = "" if live_workers is None else f" ({live_workers} live workers reported by the server)"
     return (
         f"no pod matches a live OJS worker{seen}, so pods cannot be ranked by busyness: "
@@ -111,7 +111,7 @@ class WorkerOptions:
 
     url_template: str
     max_concurrent_reconciles: int = 4
-    # --cluster-domain: the workers' OJS_URL ends in .svc.<domain> (SPEC §9.11).
+    # --cluster-domain: the workers' OJS_URL ends in .svc.<domain> (design.md §cluster-domain).
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN
 
 
@@ -138,7 +138,7 @@ class WorkerReconciler(OwnerReconciler):
         self.options = options
         self.ojs = ojs
         self.cluster_reconciler = clusters
-        # Quiet calls go out from a small pool of their own: a drain never waits on them (SPEC §9.4).
+        # Quiet calls go out from a small pool of their own: a drain never waits on them (design.md §drain).
         self.quiet = quiet if quiet is not None else QuietSender(quiet_client())
         informers = manager.informers
         self.workers = informers.informer(OJSWORKERS, resync=True)
@@ -161,8 +161,8 @@ class WorkerReconciler(OwnerReconciler):
         # Worker pods are read only to drain: their informer starts with the first drain, so an
         # operator without drainBeforeShutdown workers never watches pods at all.
         self._pods: Informer | None = None
-        # OJSWorker has no Degraded phase (SPEC §1.2; the CRD's enum refuses it): a name conflict or a
-        # failed rollout is an Error, and the Degraded condition says which.
+        # OJSWorker has no Degraded phase (design.md §api-worker; the CRD's enum refuses it): a name conflict
+        # or a failed rollout is an Error, and the Degraded condition says which.
         self.status = self.status_for(
             OJSWORKERS,
             worker_builders.deployment_name_of,
@@ -299,7 +299,7 @@ class WorkerSync(OwnerSync):
     # ------------------------------------------------------------------ steps
     def foreign_cluster_children(self) -> list[str]:
         """The cluster's children the workers would use (its server Service as their endpoint, its generated
-        API key Secret) whose names a foreign object holds (SPEC §9.12)."""
+        API key Secret) whose names a foreign object holds (design.md §name-conflict)."""
         cluster_uid = self.cluster_obj["metadata"].get("uid")
         cluster_name = self.cluster_obj["metadata"]["name"]
         found = []
@@ -436,8 +436,8 @@ class WorkerSync(OwnerSync):
         return value.decode(errors="replace") if value else None
 
     def hand_over_replicas(self, dep: JSON | None, autoscale: bool, held_by_autoscaler: bool) -> JSON | None:
-        """Hand the worker replicas to the autoscaler's field manager, or back (SPEC §8.3); a CPU-mode
-        HPA never starts from zero."""
+        """Hand the worker replicas to the autoscaler's field manager, or back (design.md §field-managers); a
+        CPU-mode HPA never starts from zero."""
         bounds = self.spec.auto_scaling
         low = max(1, bounds.min_replicas) if bounds.metric == "cpu" else bounds.min_replicas
         return self.children.hand_over_replicas(
@@ -740,8 +740,8 @@ class WorkerSync(OwnerSync):
     def drain(
         self, current: int, desired: int, api_key: str | None, reason: str, message: str
     ) -> tuple[int, str, str]:
-        """Remove idle pods first (SPEC §9.4): rank the pods by the live OJS workers matched to them, set
-        deletion costs, quiet the idle victims in the background, shrink by the pods that may go."""
+        """Remove idle pods first (design.md §drain): rank the pods by the live OJS workers matched to them,
+        set deletion costs, quiet the idle victims in the background, shrink by the pods that may go."""
         cache = self.reconciler.pod_cache()
         if cache is None:
             self.children.requeue_within(1.0)

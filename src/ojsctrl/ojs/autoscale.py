@@ -1,5 +1,6 @@
-"""Autoscaling decisions for OJS servers and workers (SPEC §2, §3, §8.7, §8.8, §9.5); drain planning is
-re-exported from :mod:`ojsctrl.ojs.drain` (§9.4).
+"""Autoscaling decisions for OJS servers and workers (design.md §cluster-children, §worker-children,
+§depth-and-load, §durations, §stabilisation); drain planning is re-exported from :mod:`ojsctrl.ojs.drain`
+(design.md §drain).
 
 Pure functions: no I/O, no clock, no client. Time comes in as ``now`` (seconds on any clock, the same one
 for every call that shares a :class:`History`), and state between calls lives in the immutable
@@ -13,11 +14,11 @@ Rules shared by both autoscalers:
   ``window`` seconds, so a lower recommendation takes effect only after it has held for the whole window.
   Until a history covers a full window (a fresh operator, a newly enabled autoscaler) the current replica
   count counts as a recommendation, so a restart never causes an early scale-down.
-* Missing data never scales down (SPEC §9.5). A failed poll records a hold sample (the current replicas,
-  only clamped to the bounds) in the window and restarts the good-data clock: after an outage, however
-  long, a scale-down waits for a whole window of good data, exactly as after a restart. A failed poll the
-  caller only learns about afterwards (the poller recovered before the reconcile ran) counts the same:
-  pass the poller's running count of failed polls as ``failed_polls``.
+* Missing data never scales down (design.md §stabilisation). A failed poll records a hold sample (the
+  current replicas, only clamped to the bounds) in the window and restarts the good-data clock: after an
+  outage, however long, a scale-down waits for a whole window of good data, exactly as after a restart. A
+  failed poll the caller only learns about afterwards (the poller recovered before the reconcile ran) counts
+  the same: pass the poller's running count of failed polls as ``failed_polls``.
 """
 
 from __future__ import annotations
@@ -187,7 +188,8 @@ class WorkerScaling:
 
 
 def initial_replicas(spec_replicas: int, min_replicas: int, max_replicas: int) -> int:
-    """Replicas before the first successful poll: the resource's replicas, clamped (SPEC §8.7)."""
+    """Replicas before the first successful poll: the resource's replicas, clamped (design.md
+    §depth-and-load)."""
     return _clamp(spec_replicas, min_replicas, max_replicas)
 
 
@@ -205,7 +207,8 @@ def server_desired(
     stats_available: bool = True,
     failed_polls: int | None = None,
 ) -> Decision:
-    """Desired OJS server replicas: ``clamp(ceil(total_depth / targetQueueDepth), min, max)`` (SPEC §2).
+    """Desired OJS server replicas: ``clamp(ceil(total_depth / targetQueueDepth), min, max)`` (design.md
+    §cluster-children).
 
     A scale-up waits until ``scale_up_cooldown`` seconds have passed since the previous scale-up; a
     scale-down follows the highest recommendation of the last ``scale_down_cooldown`` seconds. Without
@@ -258,7 +261,8 @@ def worker_desired(
     stats_available: bool = True,
     failed_polls: int | None = None,
 ) -> Decision:
-    """Desired worker replicas: ``clamp(ceil(load / targetJobsPerWorker), min, max)`` (SPEC §3, §8.7).
+    """Desired worker replicas: ``clamp(ceil(load / targetJobsPerWorker), min, max)`` (design.md
+    §worker-children, §depth-and-load).
 
     ``load`` is available + active over the worker's queues. No scale-up while ``load <=
     scaleUpThreshold``, except the activation 0 -> 1 as soon as ``load > 0`` (straight to the

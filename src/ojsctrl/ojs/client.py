@@ -1,4 +1,5 @@
-"""The OJS server API the operator reads (SPEC §4): queue counts, workers, quiet; with pagination.
+"""The OJS server API the operator reads (design.md §ojs-servers): queue counts, workers, quiet; with
+pagination.
 
 Everything here is bounded: the transport (:mod:`ojsctrl.ojs.transport`) gives connect and read timeouts, a
 few retries (GET only) and a response size cap; this module adds an overall deadline per call and a page
@@ -41,7 +42,7 @@ __all__ = [
     "validate_url_template",
 ]
 
-# Servers without the admin extension answer these for /ojs/v1/admin/* (SPEC §4 names 404).
+# Servers without the admin extension answer these for /ojs/v1/admin/* (design.md §ojs-servers names 404).
 _ADMIN_ABSENT_STATUSES: Final = frozenset({404, 405, 501})
 # Admin lists take per_page up to 100; a larger value makes the reference servers fall back to their
 # default of 50 (ojs-backend-redis internal/api/handler_admin.go), so never ask for more.

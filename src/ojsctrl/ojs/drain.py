@@ -1,4 +1,5 @@
-"""Drain-before-shutdown planning: which OJS workers run in which pod, and which pods go first (SPEC §9.4).
+"""Drain-before-shutdown planning: which OJS workers run in which pod, and which pods go first (design.md
+§drain).
 
 Pure functions, no I/O. ``ojsctrl.ojs.autoscale`` re-exports the public names, so the import contract that
 keeps the autoscaling decisions free of the HTTP client and of Kubernetes machinery covers this module too.

@@ -31,7 +31,7 @@ class QueueCounts:
 
     @property
     def load(self) -> int:
-        """Jobs that need a worker: waiting plus in progress (SPEC §8.7)."""
+        """Jobs that need a worker: waiting plus in progress (design.md §depth-and-load)."""
         return self.available + self.active
 
 
@@ -76,11 +76,13 @@ class QueueStats:
         return sum(q.active for q in self._select(queues))
 
     def load(self, queues: Iterable[str] | None = None) -> int:
-        """Sum of ``available + active`` over ``queues``: the worker autoscaler's load (SPEC §8.7)."""
+        """Sum of ``available + active`` over ``queues``: the worker autoscaler's load (design.md
+        §depth-and-load)."""
         return sum(q.load for q in self._select(queues))
 
     def busiest(self, limit: int = 20) -> tuple[QueueCounts, ...]:
-        """At most ``limit`` queues, busiest (highest load) first, ties by name (SPEC §8.7: 20 in status)."""
+        """At most ``limit`` queues, busiest (highest load) first, ties by name (design.md §depth-and-load: 20
+        in status)."""
         return tuple(sorted(self.queues, key=lambda q: (-q.load, q.name))[: max(limit, 0)])
 
 

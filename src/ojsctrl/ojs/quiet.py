@@ -1,4 +1,4 @@
-"""Quiet calls sent in the background, never awaited (SPEC §9.4).
+"""Quiet calls sent in the background, never awaited (design.md §drain).
 
 A drain asks the server to quiet the workers of the idle pods it removes
 (``POST /ojs/v1/admin/workers/{id}/quiet``). Nothing depends on the answer: servers only store the

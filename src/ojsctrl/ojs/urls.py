@@ -1,4 +1,5 @@
-"""Where the operator reaches an OJS server: the ``--ojs-url-template`` flag, checked and rendered (SPEC §4).
+"""Where the operator reaches an OJS server: the ``--ojs-url-template`` flag, checked and rendered (design.md
+§ojs-servers).
 
 Pure: the flag parser calls :func:`validate_url_template`, the reconcilers :func:`url_for`.
 """
@@ -17,8 +18,8 @@ __all__ = [
     "validate_url_template",
 ]
 
-# The full cluster-domain name (SPEC §9.11): a `.svc`-only name goes through the DNS search path, where a
-# namespace called `svc` can answer it.
+# The full cluster-domain name (design.md §cluster-domain): a `.svc`-only name goes through the DNS search
+# path, where a namespace called `svc` can answer it.
 DEFAULT_URL_TEMPLATE: Final = "http://{service}.{namespace}.svc.{cluster_domain}:{port}"
 DEFAULT_CLUSTER_DOMAIN: Final = "cluster.local"
 DEFAULT_PORT: Final = 8080
@@ -26,7 +27,8 @@ _TEMPLATE_FIELDS: Final = frozenset({"name", "namespace", "service", "port", "cl
 
 
 def validate_url_template(template: str) -> None:
-    """Raise ``ValueError`` unless ``template`` uses only SPEC §4's placeholders and renders an http(s) URL.
+    """Raise ``ValueError`` unless ``template`` uses only design.md §ojs-servers's placeholders and renders an
+    http(s) URL.
 
     Placeholders: ``{name}`` (the cluster), ``{namespace}``, ``{service}`` (``<name>-server``), ``{port}`` and
     ``{cluster_domain}`` (the operator's ``--cluster-domain``).

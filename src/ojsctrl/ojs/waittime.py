@@ -1,4 +1,5 @@
-"""Wait-time autoscaling, fallback and pause decisions for OJS workers (issue #13, SPEC §9.5, §9.6).
+"""Wait-time autoscaling, fallback and pause decisions for OJS workers (issue #13, design.md §stabilisation,
+§autoscaling-annotations).
 
 Pure functions and immutable state, as in :mod:`ojsctrl.ojs.autoscale`: no I/O, no clock, no client. Time
 comes in as ``now`` (seconds on one clock shared by every call that shares state), state between calls lives
@@ -368,7 +369,7 @@ def fallback_decision(
     behavior: FallbackBehavior,
 ) -> Decision | None:
     """The fallback decision after failed polls, or None while it does not apply (then the current
-    replicas are held: missing data never scales down, SPEC §9.5).
+    replicas are held: missing data never scales down, design.md §stabilisation).
 
     The fallback count is clamped to min/max (as the HPA does with KEDA's) and applies at once, up or down:
     only a configured fallback may change replicas without data. It is recorded as a hold sample, so after

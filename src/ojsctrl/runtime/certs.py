@@ -7,11 +7,11 @@ The Secret (type kubernetes.io/tls) holds:
 - `tls-next.crt` / `tls-next.key` and the annotation `<prefix>/rotation-started-at`: during a rotation, the
   next certificate, signed by a new CA, not yet served.
 
-A rotation (SPEC §8.14) never fails a request: a new CA and certificate are made and the new CA is added to
-the bundle; the bundle (old and new CA) is published; only after this replica has seen the new CA in every
-webhook configuration for `promote_delay` (so API servers had time to pick it up) does the new certificate
-become the served one. The old CA stays in the bundle until it expires, so a replica still serving the old
-certificate for a poll interval keeps working.
+A rotation (design.md §webhook-tls) never fails a request: a new CA and certificate are made and the new CA is
+added to the bundle; the bundle (old and new CA) is published; only after this replica has seen the new CA in
+every webhook configuration for `promote_delay` (so API servers had time to pick it up) does the new
+certificate become the served one. The old CA stays in the bundle until it expires, so a replica still serving
+the old certificate for a poll interval keeps working.
 
 Replicas agree by optimistic concurrency: each one reads the Secret, decides with the pure `plan` function,
 and writes with the resourceVersion it read (create for the first one); losers get a conflict, read again, and

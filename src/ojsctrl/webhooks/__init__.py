@@ -1,4 +1,4 @@
-"""Admission webhooks for OJSCluster and OJSWorker (SPEC §5).
+"""Admission webhooks for OJSCluster and OJSWorker (design.md §admission).
 
 - ``handlers``: the validating handlers (the rules themselves live once, in ``ojsctrl.api.validation``);
 - ``flags``: the ``--webhook-*`` flags; ``setup``: wires the server and the certificates into a Manager;

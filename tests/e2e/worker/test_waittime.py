@@ -1,5 +1,5 @@
 """Wait-time autoscaling, pause annotations and the fallback after failed polls, through the real control
-plane and the OJS test double (SPEC §9.5, §9.6; issue 13)."""
+plane and the OJS test double (design.md §stabilisation, §autoscaling-annotations; issue 13)."""
 
 from __future__ import annotations
 
