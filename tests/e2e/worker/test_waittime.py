@@ -124,10 +124,12 @@ def test_wait_time_scales_up_on_a_backlog_and_explains_itself(
         wait_until("scaled up for the backlog", lambda: (replicas(client, ns, "wt-worker") or 0) >= 4, 30)
 
         def explained() -> bool:
-            block = wstatus(client, ns, "wt").get("autoscaling") or {}
-            return (block.get("inputs") or {}).get("depth") == 100
+            # The start-up latency is measured once a scale-up's pods are Ready, and polled inputs reach
+            # status at most every --status-min-interval: wait for both rather than read a first write.
+            inputs = (wstatus(client, ns, "wt").get("autoscaling") or {}).get("inputs") or {}
+            return inputs.get("depth") == 100 and "startupLatency" in inputs
 
-        wait_until("status.autoscaling shows the backlog", explained, 30)
+        wait_until("status.autoscaling shows the backlog and the start-up latency", explained, 60)
         block = wstatus(client, ns, "wt")["autoscaling"]
         assert block["metric"] == "waitTime"
         assert block["desiredReplicas"] >= 4 and block["recommendation"] >= 4
