@@ -61,12 +61,21 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean {text!r} (use true or false)")
 
 
-def _bind_address(text: str) -> str:
-    try:
-        parse_bind_address(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
+def _checked_by(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse type that keeps the text once ``check`` accepts it; its ValueError is the usage error."""
+
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+
+    return parse
+
+
+# A bind address: host:port, :port or 0 (off).
+_bind_address = _checked_by(parse_bind_address)
 
 
 def _positive_int(text: str) -> int:
@@ -93,13 +102,8 @@ def _server_image(text: str) -> str | None:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _url_template(text: str) -> str:
-    """An --ojs-url-template: only the known placeholders, rendering an http(s) URL."""
-    try:
-        validate_url_template(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
+# An --ojs-url-template: only the known placeholders, rendering an http(s) URL.
+_url_template = _checked_by(validate_url_template)
 
 
 def _cluster_domain(text: str) -> str:

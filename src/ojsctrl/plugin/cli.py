@@ -55,6 +55,15 @@ def _output(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _worker_command(sub: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A command about one OJSWorker: the shared flags, the worker's name and ``-o``."""
+    p: argparse.ArgumentParser = sub.add_parser(name, **kwargs)
+    _common(p, suppress=True)
+    p.add_argument("worker", help="OJSWorker name.")
+    _output(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(
@@ -70,19 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-A", "--all-namespaces", action="store_true", help="Every namespace.")
     _output(p)
 
-    p = sub.add_parser("explain-scaling", help="The autoscaler's inputs and decision for a worker, in words.")
-    _common(p, suppress=True)
-    p.add_argument("worker", help="OJSWorker name.")
-    _output(p)
-
-    p = sub.add_parser(
+    _worker_command(
+        sub, "explain-scaling", help="The autoscaler's inputs and decision for a worker, in words."
+    )
+    p = _worker_command(
+        sub,
         "pause",
         help="Pause a worker's autoscaling (writes annotations).",
         description=PAUSE_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(p, suppress=True)
-    p.add_argument("worker", help="OJSWorker name.")
     until = p.add_mutually_exclusive_group()
     until.add_argument(
         "--until", metavar="TIME", help="Pause until this RFC 3339 time (2026-12-05T18:00:00Z)."
@@ -91,16 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--for", dest="duration", metavar="DURATION", help="Pause for this long (Go duration: 30m, 2h)."
     )
     p.add_argument("--replicas", type=int, metavar="N", help="Hold this many replicas while paused.")
-    _output(p)
-
-    p = sub.add_parser(
+    _worker_command(
+        sub,
         "resume",
         help="Resume a worker's autoscaling (removes the pause annotations).",
         description="Remove both pause annotations with a merge patch; the operator autoscales again.",
     )
-    _common(p, suppress=True)
-    p.add_argument("worker", help="OJSWorker name.")
-    _output(p)
 
     p = sub.add_parser(
         "report",
