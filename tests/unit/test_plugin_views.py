@@ -408,3 +408,19 @@ def test_operator_view_and_webhook_ca_validity() -> None:
     assert "cannot be listed" in text.render_status(
         views.status_view([], [], [], {}, NOW, unreadable), text.Painter(False)
     )
+
+
+def test_explain_queue_depth_with_its_status_block_keeps_the_arithmetic() -> None:
+    w = worker(autoScaling={"enabled": True, "minReplicas": 1, "maxReplicas": 10})
+    w["status"]["autoscaling"] = {
+        "metric": "queueDepth",
+        "recommendation": 9,
+        "desiredReplicas": 9,
+        "reason": "Stable",
+        "message": "load 43, target 5 per worker: recommend 9; at target",
+        "inputs": {"depth": 40, "active": 3},
+    }
+    joined = " ".join(views.explain_scaling(w, None, None, NOW)["explanation"])
+    assert "hold 40 waiting + 3 active = 43 jobs" in joined
+    assert "Reason Stable: load 43, target 5 per worker" in joined
+    assert "Metric queueDepth" not in joined

@@ -386,7 +386,8 @@ def _explain_words(v: JSON, a: Mapping[str, Any], target_from: str) -> list[str]
             words.append("Its HPA was not found.")
     auto = v.get("autoscaling")
     queues = ", ".join(v["queues"])
-    if auto:
+    # queueDepth is explained by its arithmetic (clearer than the inputs), with the decision's reason.
+    if auto and auto.get("metric", mode) != "queueDepth":
         words.append(
             f"Metric {auto.get('metric', mode)}: the autoscaler recommends "
             f"{auto.get('recommendation', '?')} and decided {auto.get('desiredReplicas', '?')} replicas "
@@ -417,6 +418,8 @@ def _explain_words(v: JSON, a: Mapping[str, Any], target_from: str) -> list[str]
             )
             if v["scaleUpThreshold"]:
                 words.append(f"No scale-up while the depth is at or below {v['scaleUpThreshold']}.")
+        if auto and (auto.get("reason") or auto.get("message")):
+            words.append(f"Reason {auto.get('reason', '?')}: {auto.get('message', '')}".rstrip(": "))
     if mode != "cpu":
         words.append(
             f"Scale-down waits until the lower recommendation has held for {v['scaleDownDelay']}; "
