@@ -213,7 +213,10 @@ def test_explain_scaling(crds: ControlPlane, samples: str) -> None:
         3,
         9,
     )
-    assert view["targetJobsPerWorker"] == 5 and view["autoscaling"] is None
+    assert view["targetJobsPerWorker"] == 5
+    # The operator explains its decision in status.autoscaling; queueDepth's inputs are the counts.
+    assert view["autoscaling"]["metric"] == "queueDepth" and view["autoscaling"]["desiredReplicas"] == 9
+    assert view["autoscaling"]["inputs"] == {"depth": 40, "active": 3}
     manual = plugin(crds, "explain-scaling", "data-processor", "-n", ns).stdout
     assert "Autoscaling is off: the workers run spec.replicas (3)" in manual
 
