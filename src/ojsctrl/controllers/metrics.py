@@ -21,35 +21,42 @@ from ojsctrl.runtime.metrics import REGISTRY
 MAX_QUEUE_SERIES: Final = 20
 MAX_LABEL_LENGTH: Final = 64
 
-QUEUE_DEPTH = Gauge(
+# Label sets shared by several series.
+BY_QUEUE: Final = ("namespace", "cluster", "queue")
+BY_CLUSTER: Final = ("namespace", "cluster")
+BY_WORKER: Final = ("namespace", "worker")
+
+
+def _gauge(name: str, documentation: str, labels: tuple[str, ...]) -> Gauge:
+    """A gauge of the operator's registry."""
+    return Gauge(name, documentation, labels, registry=REGISTRY)
+
+
+def _counter(name: str, documentation: str, labels: tuple[str, ...]) -> Counter:
+    """A counter of the operator's registry."""
+    return Counter(name, documentation, labels, registry=REGISTRY)
+
+
+QUEUE_DEPTH = _gauge(
     "ojs_cluster_queue_depth",
     "Jobs waiting (available) per cluster and queue (the 20 busiest queues of each cluster).",
-    ["namespace", "cluster", "queue"],
-    registry=REGISTRY,
+    BY_QUEUE,
 )
-ACTIVE_JOBS = Gauge(
+ACTIVE_JOBS = _gauge(
     "ojs_cluster_active_jobs",
     "Jobs being processed per cluster and queue (the 20 busiest queues of each cluster).",
-    ["namespace", "cluster", "queue"],
-    registry=REGISTRY,
+    BY_QUEUE,
 )
-WORKER_DESIRED = Gauge(
-    "ojs_worker_desired_replicas",
-    "Replicas the autoscaler wants for a worker.",
-    ["namespace", "worker"],
-    registry=REGISTRY,
+WORKER_DESIRED = _gauge(
+    "ojs_worker_desired_replicas", "Replicas the autoscaler wants for a worker.", BY_WORKER
 )
-SCALE_TOTAL = Counter(
+SCALE_TOTAL = _counter(
     "ojs_autoscaler_scale_total",
     "Scaling decisions carried out, by object (kind OJSCluster or OJSWorker) and direction.",
-    ["namespace", "kind", "name", "direction"],
-    registry=REGISTRY,
+    ("namespace", "kind", "name", "direction"),
 )
-STATS_ERRORS = Counter(
-    "ojs_queue_stats_errors_total",
-    "Failed polls of an OJS server's queue counts.",
-    ["namespace", "cluster"],
-    registry=REGISTRY,
+STATS_ERRORS = _counter(
+    "ojs_queue_stats_errors_total", "Failed polls of an OJS server's queue counts.", BY_CLUSTER
 )
 
 _DIRECTIONS: Final = ("up", "down")
@@ -146,35 +153,34 @@ def _forget_scales(namespace: str, kind: str, name: str) -> None:
 
 # --- series the shipped alerts read (deploy/prometheus; docs/runbooks) -------------------------------------
 
-CLUSTER_PHASE = Gauge(
+CLUSTER_PHASE = _gauge(
     "ojs_cluster_phase",
     "1 for the phase an OJSCluster's status shows now (one series per cluster).",
-    ["namespace", "cluster", "phase"],
-    registry=REGISTRY,
+    (
+        "namespace",
+        "cluster",
+        "phase",
+    ),
 )
-WORKER_PHASE = Gauge(
+WORKER_PHASE = _gauge(
     "ojs_worker_phase",
     "1 for the phase an OJSWorker's status shows now (one series per worker).",
-    ["namespace", "worker", "phase"],
-    registry=REGISTRY,
+    (
+        "namespace",
+        "worker",
+        "phase",
+    ),
 )
-WORKER_MAX = Gauge(
-    "ojs_worker_max_replicas",
-    "The autoscaler's maxReplicas for a worker.",
-    ["namespace", "worker"],
-    registry=REGISTRY,
-)
-WORKER_BACKLOG = Gauge(
+WORKER_MAX = _gauge("ojs_worker_max_replicas", "The autoscaler's maxReplicas for a worker.", BY_WORKER)
+WORKER_BACKLOG = _gauge(
     "ojs_worker_queue_backlog",
     "Jobs waiting (available) on the queues a worker consumes, as its autoscaler last read them.",
-    ["namespace", "worker"],
-    registry=REGISTRY,
+    BY_WORKER,
 )
-STATS_LAST_SUCCESS = Gauge(
+STATS_LAST_SUCCESS = _gauge(
     "ojs_queue_stats_last_success_timestamp_seconds",
     "When (Unix time) the operator last read an OJS server's queue counts.",
-    ["namespace", "cluster"],
-    registry=REGISTRY,
+    BY_CLUSTER,
 )
 
 
@@ -254,13 +260,16 @@ AUTOSCALING_INPUTS: Final = (
 )
 """The ``input`` label's values: a fixed set, so each worker has at most this many series."""
 
-WORKER_AUTOSCALING_INPUT = Gauge(
+WORKER_AUTOSCALING_INPUT = _gauge(
     "ojs_worker_autoscaling_input",
     "What the worker autoscaler's last decision was computed from: depth and active in jobs, arrival_rate "
     "and throughput in jobs per second, service_time, estimated_wait and startup_latency in seconds. An "
     "input the decision did not use or could not measure has no series.",
-    ["namespace", "worker", "input"],
-    registry=REGISTRY,
+    (
+        "namespace",
+        "worker",
+        "input",
+    ),
 )
 
 

@@ -228,10 +228,7 @@ def server_desired(
         history,
         now,
         window,
-        recommend=lambda: (
-            _ceil_div(total_depth, target_queue_depth),
-            lambda rec: f"queue depth {total_depth}, target {target_queue_depth} per server: recommend {rec}",
-        ),
+        recommend=_per_target("queue depth", total_depth, target_queue_depth, "server"),
         stats_available=stats_available,
         failed_polls=failed_polls,
     )
@@ -281,16 +278,23 @@ def worker_desired(
         history,
         now,
         spec.scale_down_delay,
-        recommend=lambda: (
-            _ceil_div(load, target),
-            lambda rec: f"load {load}, target {target} per worker: recommend {rec}",
-        ),
+        recommend=_per_target("load", load, target, "worker"),
         stats_available=stats_available,
         failed_polls=failed_polls,
     )
     if isinstance(step, Decision):
         return step
     return step.worker_scale_up(load, spec.scale_up_threshold, activate=load > 0)
+
+
+def _per_target(
+    what: str, amount: int, target: int, per: str
+) -> Callable[[], tuple[int, Callable[[int], str]]]:
+    """The recommendation ``ceil(amount / target)``, worded ``<what> <amount>, target <target> per <per>``."""
+    return lambda: (
+        _ceil_div(amount, target),
+        lambda rec: f"{what} {amount}, target {target} per {per}: recommend {rec}",
+    )
 
 
 def start_evaluation(
