@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
 from tests.e2e.helpers import (
-    ClusterKeys,
     OperatorProcess,
     driver,
     missing_tool,
@@ -40,6 +38,7 @@ from tests.e2e.helpers import (
 )
 from tests.harness import binaries
 from tests.harness.controlplane import ControlPlane
+from tests.harness.ojs import keyed_ojs_server
 from tests.ojsserver.server import OJSTestServer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -72,8 +71,7 @@ def metrics_read_by_dashboards() -> set[str]:
 
 @pytest.fixture(scope="module")
 def ojs_server(crds: ControlPlane) -> Iterator[OJSTestServer]:
-    server = OJSTestServer(api_key=secrets.token_urlsafe(24))
-    server.key_resolver = ClusterKeys(driver(crds))
+    server = keyed_ojs_server(driver(crds))
     server.start()
     yield server
     server.stop()

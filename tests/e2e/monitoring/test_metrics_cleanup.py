@@ -3,7 +3,6 @@ replicas gauge and the scale counters do not outlive the objects they describe."
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +11,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
 from ojsctrl.runtime.client import DEPLOYMENTS, Client
 from tests.e2e.helpers import (
-    ClusterKeys,
     OperatorProcess,
     driver,
     get,
@@ -24,6 +22,7 @@ from tests.e2e.helpers import (
     wait_until,
 )
 from tests.harness.controlplane import ControlPlane
+from tests.harness.ojs import keyed_ojs_server
 from tests.ojsserver.server import OJSTestServer
 
 OJS_URL = "/{namespace}/{name}"
@@ -31,8 +30,7 @@ OJS_URL = "/{namespace}/{name}"
 
 @pytest.fixture(scope="module")
 def ojs_server(crds: ControlPlane) -> Iterator[OJSTestServer]:
-    server = OJSTestServer(api_key=secrets.token_urlsafe(24))
-    server.key_resolver = ClusterKeys(driver(crds))
+    server = keyed_ojs_server(driver(crds))
     server.start()
     yield server
     server.stop()

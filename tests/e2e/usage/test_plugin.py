@@ -27,7 +27,6 @@ import yaml
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
 from ojsctrl.runtime.client import DEPLOYMENTS, PODS, SECRETS
 from tests.e2e.helpers import (
-    ClusterKeys,
     OperatorProcess,
     cluster_api_key,
     create,
@@ -45,6 +44,7 @@ from tests.e2e.helpers import (
     wstatus,
 )
 from tests.harness.controlplane import ControlPlane
+from tests.harness.ojs import keyed_ojs_server
 from tests.ojsserver.server import OJSTestServer
 
 PAUSED = "ojs.openjobspec.dev/autoscaling-paused"
@@ -54,8 +54,7 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def ojs_server(crds: ControlPlane) -> Iterator[OJSTestServer]:
-    server = OJSTestServer(api_key=secrets.token_urlsafe(24))
-    server.key_resolver = ClusterKeys(driver(crds))
+    server = keyed_ojs_server(driver(crds))
     server.set_queue("emails", available=40, active=3)
     server.set_queue("data-processing", available=7, active=1)
     server.start()

@@ -3,7 +3,6 @@ plane and the OJS test double (design.md §stabilisation, §autoscaling-annotati
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from tests.harness.kube import (
     wcond,
     wstatus,
 )
-from tests.harness.ojs import ClusterKeys
+from tests.harness.ojs import keyed_ojs_server
 from tests.harness.operator import OperatorProcess, start_ojsctrl
 from tests.ojsserver.kubeworld import PodWatcher, WorldDriver, api_client, kwok_annotations
 from tests.ojsserver.server import OJSTestServer
@@ -39,8 +38,7 @@ OJS_URL = "/{namespace}/{name}"
 
 @pytest.fixture(scope="module")
 def ojs_server(crds: ControlPlane) -> Iterator[OJSTestServer]:
-    server = OJSTestServer(api_key=secrets.token_urlsafe(24))
-    server.key_resolver = ClusterKeys(driver(crds))
+    server = keyed_ojs_server(driver(crds))
     server.start()
     yield server
     server.stop()

@@ -31,7 +31,7 @@ from tests.harness.kube import (
     wcond,
     wstatus,
 )
-from tests.harness.ojs import ClusterKeys, cluster_api_key
+from tests.harness.ojs import cluster_api_key, keyed_ojs_server
 from tests.harness.operator import OperatorProcess, start_ojsctrl
 from tests.harness.sdkpods import PodWorkers
 from tests.ojsserver.server import OJSTestServer
@@ -44,8 +44,7 @@ def ojs_server(crds: ControlPlane) -> Iterator[OJSTestServer]:
     # The double wants a key as every real server does: under /<namespace>/<cluster> the one that
     # cluster's Secret holds (generated or spec.auth.apiKeySecretRef), elsewhere a key nobody has. Every
     # call the operator makes here thus proves it sends the cluster's key as a bearer token.
-    server = OJSTestServer(api_key=secrets.token_urlsafe(24))
-    server.key_resolver = ClusterKeys(driver(crds))
+    server = keyed_ojs_server(driver(crds))
     server.start()
     yield server
     server.stop()
