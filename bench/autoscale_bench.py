@@ -29,6 +29,7 @@ import datetime as dt
 import itertools
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -55,8 +56,11 @@ RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = os.environ.get("OJSCTRL_BENCH_SMOKE") == "1"
 TRACE_NAMES = [t for t in os.environ.get("OJSCTRL_BENCH_TRACES", ",".join(TRACES)).split(",") if t]
-DEFAULT_POLICIES = "keda-5,keda-10,keda-20,queueDepth-5,queueDepth-10,queueDepth-20,waitTime-30s"
+DEFAULT_POLICIES = "keda-5,keda-10,keda-20,queueDepth-5,queueDepth-10,queueDepth-20,waitTime-30s,waitTime-60s"
 POLICIES = [p for p in os.environ.get("OJSCTRL_BENCH_POLICIES", DEFAULT_POLICIES).split(",") if p]
+# The long-jobs trace also runs the operator's policies with drain off, to count what drain saves.
+EXTRA_POLICIES = {"long-jobs": ["queueDepth-5+nodrain", "waitTime-30s+nodrain"]}
+PARALLEL = max(1, int(os.environ.get("OJSCTRL_BENCH_PARALLEL", "2")))
 JOBS_PER_POD = int(os.environ.get("OJSCTRL_BENCH_JOBS_PER_POD", "4"))
 STARTUP = float(os.environ.get("OJSCTRL_BENCH_STARTUP", "10"))
 GRACE = int(os.environ.get("OJSCTRL_BENCH_GRACE", "30"))
@@ -73,32 +77,42 @@ def trace_by_name(name: str) -> Trace:
     """The named trace (a short step burst in smoke mode)."""
     if SMOKE:
         return step_burst(base=0.5, factor=10, duration=120, at=30, length=30, job=2.0)
+    if name == "diurnal":
+        # Two 10-minute days rather than two 20-minute ones: the same shape in half the wall time.
+        return TRACES[name](period=600.0, duration=1200.0)
+    if name == "long-jobs":
+        return TRACES[name](duration=1200.0)
     return TRACES[name]()
 
 
 @dataclass
 class Policy:
-    """One policy: its kind (keda, queueDepth, waitTime) and parameter (a depth target or a duration)."""
+    """One policy: its kind (keda, queueDepth, waitTime), parameter (a depth target or a duration) and,
+    for the operator's policies, whether drain before shutdown is on (a ``+nodrain`` suffix turns it off)."""
 
     kind: str
     param: str
+    drain: bool = True
 
     @classmethod
     def parse(cls, text: str) -> Policy:
-        kind, _, param = text.partition("-")
+        body, plus, modifier = text.partition("+")
+        kind, _, param = body.partition("-")
         if kind not in ("keda", "queueDepth", "waitTime") or not param:
             raise ValueError(
                 f"policy {text!r}: expected keda-<target>, queueDepth-<target> or waitTime-<dur>"
             )
-        return cls(kind, param)
+        if plus and (modifier != "nodrain" or kind == "keda"):
+            raise ValueError(f"policy {text!r}: the only modifier is +nodrain, for queueDepth and waitTime")
+        return cls(kind, param, drain=not plus)
 
     @property
     def name(self) -> str:
-        return f"{self.kind}-{self.param}"
+        return f"{self.kind}-{self.param}" + ("" if self.drain else "+nodrain")
 
     @property
     def slug(self) -> str:
-        return self.name.lower().replace(".", "-")
+        return self.name.lower().replace(".", "-").replace("+", "-")
 
 
 class ReplicaRecorder:
@@ -225,7 +239,10 @@ def create_ojsctrl_policy(api: Any, ns: str, queue: str, policy: Policy) -> str 
                 "replicas": 0,
                 "podAnnotations": kwok_annotations(STARTUP),
                 "autoScaling": auto,
-                "gracefulShutdown": {"timeoutSeconds": max(0, GRACE - 10), "drainBeforeShutdown": True},
+                "gracefulShutdown": {
+                    "timeoutSeconds": max(0, GRACE - 10),
+                    "drainBeforeShutdown": policy.drain,
+                },
             },
         },
     ]
@@ -330,7 +347,74 @@ def markdown(data: dict[str, Any]) -> str:
                 f"{r['wait_p99']:.1f} | {r['pod_seconds']:.0f} | {r['scale_events']} | {r['interrupted']} | "
                 f"{fz} | {r['pending'] or ''} |"
             )
+    lines += ["", "## waitTime against the depth policies' cost/wait frontier", ""]
+    for trace, runs in data["traces"].items():
+        for policy, r in runs.items():
+            if policy.startswith("waitTime-") and "+nodrain" not in policy:
+                target = duration_s(policy.split("-", 1)[1])
+                within = "within" if r["wait_p95"] <= target else "over"
+                lines.append(
+                    f"- {trace}, {policy}: p95 {r['wait_p95']:.1f} s, {within} its target; "
+                    f"{frontier_verdict(runs, policy)}"
+                )
     return "\n".join(lines) + "\n"
+
+
+def duration_s(text: str) -> float:
+    """A Go duration of the bench's policies (``30s``, ``2m``, ``1m30s``) in seconds."""
+    total, number = 0.0, ""
+    for ch in text:
+        if ch.isdigit() or ch == ".":
+            number += ch
+        else:
+            total += float(number) * {"s": 1, "m": 60, "h": 3600}[ch]
+            number = ""
+    return total
+
+
+def depth_frontier(runs: dict[str, Any]) -> list[tuple[float, float]]:
+    """The depth policies' (keda, queueDepth with drain) cost/wait frontier: their (replica-s, p95) points
+    that no other depth point beats on both, by cost."""
+    points = sorted(
+        (r["pod_seconds"], r["wait_p95"])
+        for name, r in runs.items()
+        if name.split("-")[0] in ("keda", "queueDepth") and "+nodrain" not in name
+    )
+    frontier: list[tuple[float, float]] = []
+    for cost, p95 in points:
+        if not frontier or p95 < frontier[-1][1]:
+            frontier.append((cost, p95))
+    return frontier
+
+
+def frontier_verdict(runs: dict[str, Any], policy: str) -> str:
+    """Where a policy's point lies against the depth frontier: below it (cheaper at the same p95, or a
+    lower p95 at the same cost, by linear interpolation between frontier points), on or above it."""
+    frontier = depth_frontier(runs)
+    if not frontier:
+        return "no depth policy to compare"
+    cost, p95 = runs[policy]["pod_seconds"], runs[policy]["wait_p95"]
+    dominated = [f"{c:.0f}/{w:.1f}" for c, w in frontier if c <= cost and w <= p95]
+    if dominated:
+        return f"above: a depth policy has fewer replica-s and a lower p95 ({', '.join(dominated)})"
+    if cost < frontier[0][0]:
+        c0, w0 = frontier[0]
+        if p95 <= w0:
+            return f"below: cheaper than every depth policy ({cost:.0f} < {c0:.0f} replica-s) at a p95 as low"
+        return (
+            f"beyond the cheap end: fewer replica-s than every depth policy ({cost:.0f} < {c0:.0f}) "
+            f"but a longer p95 than the cheapest ({p95:.1f} > {w0:.1f} s); not comparable"
+        )
+    for (c0, w0), (c1, w1) in itertools.pairwise(frontier):
+        if c0 <= cost <= c1:
+            at = w0 + (w1 - w0) * (cost - c0) / (c1 - c0) if c1 > c0 else min(w0, w1)
+            side = "below" if p95 < at else "above"
+            return f"{side}: p95 {p95:.1f} s against {at:.1f} s on the frontier at {cost:.0f} replica-s"
+    # Dearer than every depth policy (and not dominated): its p95 is lower than all of theirs.
+    return (
+        f"beyond the dear end: more replica-s than every depth policy but a lower p95 "
+        f"({p95:.1f} < {frontier[-1][1]:.1f} s); not comparable"
+    )
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
@@ -380,10 +464,19 @@ def plot(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def run_one(name: str, policies: list[Policy], out: Path) -> None:
+    """Run one trace and write its results to ``out`` (a part merged by :func:`main`)."""
+    extra = [Policy.parse(p) for p in EXTRA_POLICIES.get(name, []) if not SMOKE]
+    out.write_text(json.dumps(run_trace(name, policies + extra), indent=1) + "\n")
+
+
 def main() -> None:
     binaries.ensure_built()
     RESULTS.mkdir(exist_ok=True)
     policies = [Policy.parse(p) for p in POLICIES]
+    for extra in EXTRA_POLICIES.values():
+        for p in extra:
+            Policy.parse(p)
     names = ["step-burst"] if SMOKE else TRACE_NAMES
     data: dict[str, Any] = {
         "measured_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -393,15 +486,59 @@ def main() -> None:
             "startup_s": STARTUP,
             "grace_s": GRACE,
             "smoke": SMOKE,
+            "parallel": PARALLEL,
             "policies": [p.name for p in policies],
+            "extra_policies": {} if SMOKE else EXTRA_POLICIES,
+            "traces": {n: {"duration_s": trace_by_name(n).duration} for n in names},
         },
         "traces": {},
     }
     stem = "autoscale-smoke" if SMOKE else "autoscale"
-    for name in names:
-        log(f"trace {name}")
-        data["traces"][name] = run_trace(name, policies)
-        (RESULTS / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n")
-        (RESULTS / f"{stem}.md").write_text(markdown(data))
-        plot(data, RESULTS / f"{stem}.png")
+    # Each trace runs in its own process with its own plane and operator, PARALLEL at a time, longest first.
+    pending = sorted(names, key=lambda n: -trace_by_name(n).duration)
+    running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+    failed: list[str] = []
+    while pending or running:
+        while pending and len(running) < PARALLEL:
+            name = pending.pop(0)
+            part = RESULTS / f".{stem}-{name}.json"
+            part.unlink(missing_ok=True)
+            log(f"trace {name}: started")
+            cmd = [sys.executable, "-m", "bench.autoscale_bench", name, str(part)]
+            running[name] = (subprocess.Popen(cmd, cwd=ROOT), part)
+        time.sleep(2)
+        for name, (proc, part) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode != 0 or not part.exists():
+                failed.append(name)
+                log(f"trace {name}: failed (exit {proc.returncode})")
+                continue
+            data["traces"][name] = json.loads(part.read_text())
+            part.unlink()
+            log(f"trace {name}: done")
+            ordered = {n: data["traces"][n] for n in names if n in data["traces"]}
+            data["traces"] = ordered
+            (RESULTS / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n")
+            (RESULTS / f"{stem}.md").write_text(markdown(data))
+            plot(data, RESULTS / f"{stem}.png")
     print(markdown(data))
+    if failed:
+        raise SystemExit(f"traces failed: {', '.join(failed)}")
+
+
+def render(path: Path) -> None:
+    """Write the markdown and the plot again from a results JSON."""
+    data = json.loads(path.read_text())
+    path.with_suffix(".md").write_text(markdown(data))
+    plot(data, path.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--render":
+        # python -m bench.autoscale_bench --render bench/results/autoscale.json
+        render(Path(sys.argv[2]))
+    else:
+        # python -m bench.autoscale_bench <trace> <out.json>: one trace, as run by main().
+        run_one(sys.argv[1], [Policy.parse(p) for p in POLICIES], Path(sys.argv[2]))
