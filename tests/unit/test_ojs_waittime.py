@@ -15,6 +15,7 @@ from ojsctrl.api.worker import (
 )
 from ojsctrl.ojs.autoscale import History, WorkerScaling
 from ojsctrl.ojs.waittime import (
+    MIN_COMPLETIONS,
     Estimate,
     Estimator,
     Sample,
@@ -24,6 +25,7 @@ from ojsctrl.ojs.waittime import (
     fallback_decision,
     fallback_replicas,
     pause_decision,
+    settle_provisional,
     wait_time_desired,
     wait_time_recommendation,
 )
@@ -136,8 +138,9 @@ def test_negative_counts_are_refused() -> None:
         ("backlog, pods ready", 120, 20, Estimate(2.0, 2.0, 10.0, 60.0, True), 20, 20.0, 15),
         # New pods come after 20 s of start-up: drain in 10 s -> 20 + 120 = 140 slots = 35 pods.
         ("backlog, start-up counts", 120, 20, Estimate(2.0, 2.0, 10.0, 60.0, True), 5, 20.0, 35),
-        # Start-up longer than the target: a quarter of the target is left, 7.5 s -> 20 + 160 = 45 pods.
-        ("start-up beyond target", 120, 20, Estimate(2.0, 2.0, 10.0, 60.0, True), 5, 60.0, 45),
+        # Start-up longer than the target: a quarter of the target is left, 7.5 s, shorter than a job, so
+        # one slot per waiting job (the fluid term would ask 160): 20 + 120 = 140 slots = 35 pods.
+        ("start-up beyond target", 120, 20, Estimate(2.0, 2.0, 10.0, 60.0, True), 5, 60.0, 35),
         ("idle", 0, 0, Estimate(0.0, 0.0, 10.0, 0.0, False), 3, 0.0, 0),
         # Jobs complete between polls (nothing left waiting or active): keep one pod.
         ("recent completions", 0, 0, Estimate(0.1, 0.1, 1.0, 0.0, True), 1, 0.0, 1),
@@ -359,6 +362,56 @@ def test_status_block_validates_against_the_api_model() -> None:
     assert model.inputs is not None and model.inputs.service_time == "10s"
     assert model.inputs.startup_latency == "12.3s" and model.inputs.arrival_rate == "2"
     assert model.model_dump(by_alias=True, exclude_none=True) == block
+
+
+def test_service_time_is_used_after_enough_completions() -> None:
+    # 2 jobs/s of 10 s: the first completions come 10 s in, the tenth soon after.
+    est = Estimator()
+    at = 0.0
+    seen_none_with_completions = False
+    while est.estimate().service_time is None:
+        at += 1.0
+        done = max(0, round(2 * (at - 10)))
+        est = est.observe(Sample(at, 0, min(20, round(2 * at)), done))
+        seen_none_with_completions |= 0 < est.completions < MIN_COMPLETIONS
+        assert at < 60
+    assert seen_none_with_completions
+    assert est.completions >= MIN_COMPLETIONS and est.estimate().measured_at == est.measured_at == at
+
+
+def test_provisional_scale_up_settles_once_measured() -> None:
+    spec = WorkerScaling(0, 50, 1, scale_down_delay=300)
+    wait = WaitTimeScaling(30.0, 4)
+    unmeasured = Estimate(None, None, None, None, False)
+    # 40 jobs piled up while the first pods started: one slot per job, 10 pods.
+    d = wait_time_desired(
+        40, 0, 2, spec, wait, unmeasured, History(since=0.0), 20.0, ready=0, startup_latency=15.0
+    )
+    assert (d.direction, d.desired) == ("up", 10)
+    # Measured at 25 s: 2/s x 2 s = 4 busy slots, one pod; down at once, not after 300 s.
+    measured = Estimate(2.0, 2.0, 2.0, 0.0, True, measured_at=25.0)
+    d2 = wait_time_desired(0, 4, 10, spec, wait, measured, d.history, 25.0, ready=10, startup_latency=15.0)
+    assert (d2.direction, d2.desired) == ("down", 1), d2.message
+    # From then on the window applies to measured recommendations: a dip below them holds.
+    busier = Estimate(4.0, 4.0, 2.0, 0.0, True, measured_at=25.0)
+    d3 = wait_time_desired(0, 8, 1, spec, wait, busier, d2.history, 30.0, ready=1, startup_latency=15.0)
+    assert d3.desired == 2
+    d4 = wait_time_desired(0, 4, 2, spec, wait, measured, d3.history, 35.0, ready=2, startup_latency=15.0)
+    assert (d4.desired, d4.reason) == (2, "ScaleDownStabilizing")
+
+
+def test_settle_leaves_other_histories_alone() -> None:
+    provisional = History(since=0.0, last_scale_up=10.0).record(10.0, 8, 300)
+    # Not measured yet, or measured before the last scale-up: unchanged.
+    assert settle_provisional(provisional, None, 30.0, 300) is provisional
+    assert settle_provisional(provisional, 5.0, 30.0, 300) is provisional
+    # After an operator restart (good data since 100, no scale-up since): unchanged.
+    restarted = History(since=100.0, last_scale_up=10.0).record(100.0, 8, 300)
+    assert settle_provisional(restarted, 110.0, 120.0, 300) is restarted
+    # The pool was raised on a guess in this run: the guess leaves the window, which counts as seen.
+    settled = settle_provisional(provisional, 20.0, 30.0, 300)
+    assert settled.recommendations == () and settled.covers(30.0, 300)
+    assert settle_provisional(settled, 20.0, 35.0, 300) is settled
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -14,11 +14,14 @@ processed) and ``completed`` (a counter). Between two polls:
 * both become rates over the elapsed time and are smoothed by an EWMA whose weight depends on the elapsed time
   (``alpha = 1 - exp(-dt / time_constant)``), so a missed poll simply makes one longer interval that weighs
   more, never a spike;
-* the service time follows from Little's law: smoothed ``active`` / smoothed throughput;
+* the service time follows from Little's law: smoothed ``active`` / smoothed throughput, used once
+  :data:`MIN_COMPLETIONS` jobs have completed (before that the pool is sized one slot per job, and such
+  provisional recommendations do not hold the pool up once measured ones exist: :func:`settle_provisional`);
 * the estimated wait is the time the waiting jobs need at the current throughput.
 
 Sizing (:func:`wait_time_recommendation`): the slots needed are ``arrival_rate * service_time`` (to keep up)
-plus ``available * service_time / horizon`` (to drain the backlog within the target), where the horizon is the
+plus ``available * service_time / horizon`` (to drain the backlog within the target; at most one slot per
+waiting job, which is all a job longer than the horizon can use), where the horizon is the
 target wait, less the measured start-up latency when new pods are needed, and never fewer than the jobs
 running. Replicas = slots / slots per pod, rounded up. Zero only when nothing waits, nothing runs and
 nothing completed in the last interval.
@@ -59,6 +62,7 @@ __all__ = [
     "fallback_decision",
     "fallback_replicas",
     "pause_decision",
+    "settle_provisional",
     "wait_time_desired",
     "wait_time_recommendation",
 ]
@@ -74,6 +78,11 @@ DEFAULT_STARTUP_LATENCY: Final = 15.0
 MIN_HORIZON_FRACTION: Final = 0.25
 """When start-up takes (nearly) the whole target, the backlog is sized as if this fraction of the target were
 left: the target cannot be met anyway, and a smaller horizon would ask for huge pools for a moment."""
+
+MIN_COMPLETIONS: Final = 10
+"""Completions the estimator must have counted before its service time is used. Little's law on the first
+completions after a start overstates the service time (throughput still carries the intervals before
+anything could finish): for jobs of minutes, threefold. Until then the pool is sized one slot per job."""
 
 _EPSILON: Final = 1e-9
 
@@ -101,6 +110,9 @@ class Estimate:
     service_time: float | None
     estimated_wait: float | None
     recent_completions: bool
+    measured_at: float | None = None
+    """When the service time was first usable (:data:`MIN_COMPLETIONS`); recommendations before that time
+    were provisional (:func:`settle_provisional`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +130,8 @@ class Estimator:
     active: float | None = None
     service_time: float | None = None
     last_completions: int = 0
+    completions: int = 0
+    measured_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.time_constant <= 0:
@@ -144,6 +158,10 @@ class Estimator:
         service = self.service_time
         if throughput > _EPSILON and done > 0:
             service = active / throughput
+        completions = self.completions + done
+        measured_at = self.measured_at
+        if measured_at is None and service is not None and completions >= MIN_COMPLETIONS:
+            measured_at = sample.at
         return replace(
             self,
             last=sample,
@@ -152,6 +170,8 @@ class Estimator:
             active=active,
             service_time=service,
             last_completions=done,
+            completions=completions,
+            measured_at=measured_at,
         )
 
     def estimate(self) -> Estimate:
@@ -167,9 +187,10 @@ class Estimator:
         return Estimate(
             arrival_rate=self.arrival_rate,
             throughput=self.throughput,
-            service_time=self.service_time,
+            service_time=self.service_time if self.measured_at is not None else None,
             estimated_wait=wait,
             recent_completions=self.last_completions > 0,
+            measured_at=self.measured_at,
         )
 
 
@@ -263,7 +284,9 @@ def wait_time_recommendation(
     target = spec.target_wait
 
     def replicas(horizon: float) -> int:
-        needed = steady + available * service / horizon
+        # A waiting job needs one free slot to start: jobs longer than the horizon cannot be drained "faster"
+        # by more slots than jobs (the fluid term would ask service / horizon slots for each).
+        needed = steady + min(float(available), available * service / horizon)
         # Never fewer slots than jobs running: cutting into them shortens no wait and interrupts jobs
         # (after arrivals stop, arrivals x service time falls before the long jobs are done).
         needed = max(needed, float(active))
@@ -303,6 +326,7 @@ def wait_time_desired(
     """
     if min(available, active, current, ready) < 0:
         raise ValueError("counts must be >= 0")
+    history = settle_provisional(history.normalized(now), estimate.measured_at, now, spec.scale_down_delay)
     step = start_evaluation(
         current,
         spec.min_replicas,
@@ -319,6 +343,22 @@ def wait_time_desired(
     # From zero, recent completions count as activity too: a queue drained between polls still has work.
     activate = available + active > 0 or estimate.recent_completions
     return step.worker_scale_up(available + active, spec.scale_up_threshold, activate=activate)
+
+
+def settle_provisional(history: History, measured_at: float | None, now: float, window: float) -> History:
+    """The history once the service time is measured, when the pool was last raised on a provisional
+    recommendation (one slot per job, before :data:`MIN_COMPLETIONS`) during the current run of good data:
+    the provisional recommendations leave the stabilisation window, and that window counts as seen, so the
+    pool comes down to what the measured rates ask for at once instead of holding a guess for
+    ``scaleDownDelay``. Otherwise (no provisional scale-up, an operator restart with no scale-up since, a
+    run of good data that began after the measurement) the history is returned as it is."""
+    up, since = history.last_scale_up, history.since
+    if measured_at is None or up is None or since is None or not since <= up < measured_at:
+        return history
+    if not any(r.at < measured_at for r in history.recommendations):
+        return history  # settled already
+    kept = tuple(r for r in history.recommendations if r.at >= measured_at)
+    return replace(history, recommendations=kept, since=min(since, now - window))
 
 
 def _recommend(
