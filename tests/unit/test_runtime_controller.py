@@ -16,6 +16,7 @@ from ojsctrl.runtime.controller import (
     Request,
     Result,
     generation_changed,
+    not_status_only,
     resource_version_changed,
 )
 from ojsctrl.runtime.informer import Informer
@@ -395,6 +396,67 @@ def test_generation_changed(event: str, old: JSON | None, new: JSON | None, expe
 )
 def test_resource_version_changed(event: str, old: JSON | None, new: JSON | None, expected: bool) -> None:
     assert resource_version_changed(event, old, new) is expected
+
+
+def obj(rv: str, *, status: Any = None, spec: Any = None, **meta: Any) -> JSON:
+    return {
+        "metadata": {"resourceVersion": rv, "managedFields": [rv], **meta},
+        "spec": spec,
+        "status": status,
+    }
+
+
+PRIMARY = obj("1", status={"phase": "Running"}, spec={"replicas": 1})
+
+
+@pytest.mark.parametrize(
+    ("event", "old", "new", "expected"),
+    [
+        ("add", None, PRIMARY, True),
+        ("delete", PRIMARY, None, True),
+        ("update", PRIMARY, PRIMARY, True),  # resync: the same object
+        # Our own status write: only status, resourceVersion and managedFields moved.
+        ("update", PRIMARY, obj("2", status={"phase": "Scaling"}, spec={"replicas": 1}), False),
+        ("update", PRIMARY, obj("2", status={"phase": "Running"}, spec={"replicas": 1}), False),
+        ("update", PRIMARY, obj("2", status={"phase": "Running"}, spec={"replicas": 2}), True),
+        (
+            "update",
+            PRIMARY,
+            obj("2", status={"phase": "Running"}, spec={"replicas": 1}, labels={"a": "b"}),
+            True,
+        ),
+        (
+            "update",
+            PRIMARY,
+            obj(
+                "2",
+                status={"phase": "Running"},
+                spec={"replicas": 1},
+                annotations={"ojs.openjobspec.dev/autoscaling-paused": "true"},
+            ),
+            True,
+        ),
+        (
+            "update",
+            PRIMARY,
+            obj("2", status={"phase": "Running"}, spec={"replicas": 1}, finalizers=["x"]),
+            True,
+        ),
+        (
+            "update",
+            PRIMARY,
+            obj(
+                "2",
+                status={"phase": "Running"},
+                spec={"replicas": 1},
+                deletionTimestamp="2026-12-05T00:00:00Z",
+            ),
+            True,
+        ),
+    ],
+)
+def test_not_status_only(event: str, old: JSON | None, new: JSON | None, expected: bool) -> None:
+    assert not_status_only(event, old, new) is expected
 
 
 # --------------------------------------------------------------------------- watches

@@ -157,6 +157,24 @@ def resource_version_changed(event: str, old: JSON | None, new: JSON | None) -> 
     )
 
 
+_WRITE_NOISE = frozenset({"resourceVersion", "managedFields"})
+
+
+def _beyond_status(obj: JSON) -> tuple[JSON, JSON]:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _WRITE_NOISE}
+    return meta, {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def not_status_only(event: str, old: JSON | None, new: JSON | None) -> bool:
+    """Predicate for a primary kind: drop an update that changed only status (and with it
+    resourceVersion and managedFields). The reconciler's own status writes then do not wake it again;
+    a change of spec, labels, annotations, finalizers, owners or deletionTimestamp passes, as do adds,
+    deletes and resyncs (so a status someone else altered is rewritten at the next sync period)."""
+    if event != "update" or old is None or new is None or old is new:
+        return True
+    return _beyond_status(old) != _beyond_status(new)
+
+
 _ID_PREFIX = uuid.uuid4().hex[:6] + "-"
 _ids = itertools.count(1)
 
