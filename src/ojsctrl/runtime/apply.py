@@ -10,7 +10,6 @@ controller owner reference is never written: the caller gets a conflict to repor
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import threading
 from collections.abc import Callable
@@ -173,11 +172,15 @@ class Applier:
         authoritative for this name, i.e. they hold every object of the kind, ours or not (then absent
         means absent). Otherwise a child missing from `cached` is read with a GET before it is applied.
         """
-        body = copy.deepcopy(body)
-        meta = body.setdefault("metadata", {})
-        meta.setdefault("annotations", {}).pop(self.hash_annotation, None)
+        # Copies of the top level and metadata only (the caller's body is left as it was): a deep copy of
+        # a Deployment body cost more than hashing it.
+        meta = dict(body.get("metadata") or {})
+        annotations = dict(meta.get("annotations") or {})
+        annotations.pop(self.hash_annotation, None)
+        meta["annotations"] = annotations
+        body = {**body, "metadata": meta}
         digest = canonical_hash(body)
-        meta["annotations"][self.hash_annotation] = digest
+        annotations[self.hash_annotation] = digest
         key = (resource, object_key(body))
 
         live = cached
