@@ -440,6 +440,19 @@ def counter(text: str, name: str, label: str) -> dict[str, float]:
     return out
 
 
+def wakeups_per_object(text: str, n: int) -> dict[str, dict[str, float]]:
+    """ojsctrl_reconcile_wakeups_total per controller and source, divided by the N objects of each kind."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "ojsctrl_reconcile_wakeups_total" and s.value:
+                by_source = out.setdefault(s.labels.get("controller", ""), {})
+                by_source[s.labels.get("source", "")] = round(s.value / n, 2)
+    return out
+
+
 def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
     """Prometheus' histogram_quantile: linear interpolation inside the bucket holding the rank."""
     if not buckets or buckets[-1][1] <= 0:
@@ -607,6 +620,7 @@ def run_one(who: str, n: int) -> dict[str, Any]:
                     "mean": _r(h["sum"] / h["count"] if h["count"] else None),
                 }
             out["reconcile_latency_s"] = latency
+            out["wakeups_per_object_during_convergence"] = wakeups_per_object(metrics_conv, n)
             if t_end > t_conv:
                 window = summarise(reqs, t_conv, t_end)
                 before = counter(metrics_conv, "controller_runtime_reconcile_total", "controller")

@@ -580,6 +580,29 @@ def test_watch_primary_and_mapped(controllers: Callable[..., Controller]) -> Non
     assert c.informers == [primary, other]
 
 
+def test_wakeups_counted_by_source(controllers: Callable[..., Controller]) -> None:
+    name = unique("wakeups")
+    c = controllers(name, Recording())
+
+    def wakeups(source: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "ojsctrl_reconcile_wakeups_total", {"controller": name, "source": source}
+        )
+        return value or 0.0
+
+    primary = informer()
+    c.watch_primary(primary, resource_version_changed)
+    primary._apply_event("ADDED", child("a", []))
+    primary._apply_event("MODIFIED", child("a", [], rv="1"))  # dropped by the predicate: not counted
+    primary._apply_event("MODIFIED", child("a", [], rv="2"))
+    c.enqueue(Request("team-a", "a"), "poller")
+    c.enqueue(Request("team-a", "a"), "poller")
+    assert wakeups("Deployment") == 2
+    assert wakeups("poller") == 2
+    # The queue merged the four requests for one object.
+    assert queued(c) == {Request("team-a", "a")}
+
+
 def test_watch_owned_delays_status_steps_but_not_the_settled_one(
     controllers: Callable[..., Controller],
 ) -> None:

@@ -171,7 +171,7 @@ class ClusterReconciler(OwnerReconciler):
     def enqueue_key(self, key: str) -> None:
         """Reconcile the cluster ``namespace/name`` (its polled stats changed)."""
         ns, _, name = key.partition("/")
-        self.controller.queue.add(Request(ns, name))
+        self.controller.enqueue(Request(ns, name), "poller")
 
     def clusters_for_secret(self, secret: JSON) -> Iterable[Request]:
         """The clusters whose spec references a Secret (or would generate it)."""

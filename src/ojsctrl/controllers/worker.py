@@ -208,7 +208,7 @@ class WorkerReconciler(OwnerReconciler):
 
     def _stats_changed(self, cluster_key: str) -> None:
         for w in self.workers.store.by_index(CLUSTER_INDEX, cluster_key):
-            self.controller.queue.add(Request.for_object(w))
+            self.controller.enqueue(Request.for_object(w), "poller")
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, req: Request) -> Result | None:
