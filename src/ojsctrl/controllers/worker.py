@@ -541,7 +541,10 @@ class WorkerSync(OwnerSync):
         )
         if target == current:
             return None
-        return self.write_scale(current, target, reason, message, now, estimator, tracker)
+        written = self.write_scale(current, target, reason, message, now, estimator, tracker)
+        if written is not None and ok and stats is not None and not pause.paused:
+            metrics.decision_written("OJSWorker", stats.at, time.monotonic())
+        return written
 
     def metric_decision(
         self,
