@@ -27,9 +27,20 @@ TEMPLATE_DIGEST = "ojsctrl.template-digest"
 """Key of a compact pod template (cache only; never sent to the API server)."""
 
 
+# hashlib lets go of the GIL for inputs of 2,048 bytes or more; taking it back costs a reconcile thread up
+# to a switch interval (5 ms) while other threads run. Fed in smaller pieces, a body's hash (a few µs)
+# never lets go. The digest is the same.
+_HASH_CHUNK = 2047
+
+
 def canonical_hash(body: JSON) -> str:
     """A stable hash of an apply body (key order does not matter)."""
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    data = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256()
+    view = memoryview(data)
+    for start in range(0, len(data), _HASH_CHUNK):
+        digest.update(view[start : start + _HASH_CHUNK])
+    return digest.hexdigest()[:32]
 
 
 # Merge keys of the keyed lists the operator applies (containers, env, ports, volumes, volumeMounts,
