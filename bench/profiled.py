@@ -242,12 +242,15 @@ def _thread_name() -> str | None:
 
 
 def _short_path(file: str) -> str:
-    """A source path relative to the repo (src/ included) or to site-packages / the stdlib."""
+    """A source path relative to site-packages, the repo (src/ included) or the stdlib."""
+    # site-packages first: the venv may live inside the repo.
+    if "/site-packages/" in file:
+        return file.rsplit("/site-packages/", 1)[1]
     for root in (_REPO / "src", _REPO):
         prefix = f"{root}/"
         if file.startswith(prefix):
             return file[len(prefix) :]
-    return re.sub(r"^.*/(site-packages|lib/python3\.\d+|src)/", "", file)
+    return re.sub(r"^.*/(lib/python3\.\d+|src)/", "", file)
 
 
 def _cpu_label(module: str, lineno: int, name: str, builtin: bool) -> str:
@@ -306,7 +309,7 @@ def render_cpu(
     cpu_of = {g: sum(t.cpu for t in ts) for g, ts in groups.items()}
     out = [
         "# yappi on every thread (CPU clock: each thread's own CPU time; C functions included)",
-        f"# total CPU {total:.3f} s as yappi saw it (sum over {len(threads)} threads); the OS counted "
+        f"# total CPU {total:.3f} s as yappi saw it (sum over its {len(threads)} thread(s)); the OS counted "
         f"{process_cpu:.3f} s for the process over {wall:.1f} s wall while profiling",
         "",
         "CPU seconds by thread group (sum over the group's threads):",

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-# yappi is in the `bench` extra, not in the dev lock: without it there is nothing to run.
-pytest.importorskip("yappi")
+from bench.profiled import _short_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,6 +74,8 @@ def seconds_of(rows: list[tuple[float, int, str]], func: str) -> float | None:
 
 
 def test_cpu_mode_attributes_cpu_time_not_wall_time(tmp_path: Path) -> None:
+    # yappi is in the `bench` extra, not in the dev lock: without it there is nothing to run.
+    pytest.importorskip("yappi")
     (tmp_path / "cpuburn_mod.py").write_text(MODULE)
     out = tmp_path / "results" / "profile-cpu.txt"
     env = {
@@ -119,3 +120,14 @@ def test_cpu_mode_attributes_cpu_time_not_wall_time(tmp_path: Path) -> None:
     assert sum(s for s, _, _ in worker) < 0.05, report
     nap = seconds_of(worker, "nap")
     assert nap is not None and nap < 0.05, report
+
+
+def test_report_paths_are_short() -> None:
+    # site-packages wins over the repo: the venv may sit inside the repo.
+    assert _short_path(f"{REPO}/.venv/lib/python3.11/site-packages/pydantic/main.py") == "pydantic/main.py"
+    assert _short_path(f"{REPO}/src/ojsctrl/runtime/apply.py") == "ojsctrl/runtime/apply.py"
+    assert _short_path(f"{REPO}/bench/profiled.py") == "bench/profiled.py"
+    assert _short_path("/usr/lib/python3.11/threading.py") == "threading.py"
+    # A snapshot of the sources elsewhere (PYTHONPATH=/snap/src) still shows ojsctrl/...
+    assert _short_path("/snap/src/ojsctrl/cli.py") == "ojsctrl/cli.py"
+    assert _short_path("/tmp/x/mod.py") == "/tmp/x/mod.py"
