@@ -21,7 +21,8 @@ inclusive CPU time (ttot), each with seconds, share of the total, calls and `fil
 top 25 by self CPU time within each reconcile worker group (`ojscluster-worker`, `ojsworker-worker`).
 yappi traces every call, so the profiled process runs several times slower than without it; compare
 shares between functions, not seconds with an unprofiled run. Threads still running at exit are in this
-report (yappi keeps their counts).
+report, but yappi adds a call's time when it returns: a frame still open at exit (a worker's loop, its
+`run`) shows only its finished callees, and the report says how much CPU that leaves unattributed.
 """
 
 from __future__ import annotations
@@ -311,6 +312,10 @@ def render_cpu(
         "# yappi on every thread (CPU clock: each thread's own CPU time; C functions included)",
         f"# total CPU {total:.3f} s as yappi saw it (sum over its {len(threads)} thread(s)); the OS counted "
         f"{process_cpu:.3f} s for the process over {wall:.1f} s wall while profiling",
+        # yappi adds a call's time when it returns: a frame still open at exit (the loop of a thread
+        # still running) counts for its finished callees only.
+        f"# finished calls account for {sum(f.tsub for f in funcs):.3f} s of it; the rest ran in frames "
+        "still open at exit (the loops of threads still running)",
         "",
         "CPU seconds by thread group (sum over the group's threads):",
     ]
