@@ -27,8 +27,10 @@ Environment: OJSCTRL_BENCH_SIZES (default 100,500,1000; 50 for a smoke run), OJS
 (ojsctrl,limit,kopf), OJSCTRL_BENCH_QPS / _BURST (200 / 400, as the plane's own controllers),
 OJSCTRL_BENCH_CONCURRENCY (4, ojsctrl's default --max-concurrent-reconciles), OJSCTRL_BENCH_SYNC_PERIOD
 (20 s), OJSCTRL_BENCH_TIMEOUT (convergence timeout, default 300 + 1.5 s per N), OJSCTRL_BENCH_PROFILE=1
-(ojsctrl under pyinstrument on every thread, see bench/profiled.py -> bench/results/profile-N.txt; the
-slower profiled run's figures go to scale-profile.*),
+(ojsctrl under pyinstrument on every thread, wall clock, see bench/profiled.py ->
+bench/results/profile-N.txt; the slower profiled run's figures go to scale-profile.*) or
+OJSCTRL_BENCH_PROFILE=cpu (ojsctrl under yappi on every thread, CPU seconds per function: `--clock cpu`
+of bench/profiled.py -> bench/results/profile-cpu-N.txt; figures to scale-profile-cpu.*),
 OJSCTRL_BENCH_KEEP=1 (keep the planes' folders), OJSCTRL_BENCH_FRESH=1 (drop earlier sizes
 from scale.json instead of merging), OJSCTRL_BENCH_OPERATOR_MODULE (run this module instead of ojsctrl,
 e.g. a candidate build) with OJSCTRL_BENCH_RESULTS_NAME (write <name>.{json,md,png}
@@ -98,15 +100,25 @@ QPS = float(os.environ.get("OJSCTRL_BENCH_QPS", "200"))
 BURST = int(os.environ.get("OJSCTRL_BENCH_BURST", "400"))
 CONCURRENCY = int(os.environ.get("OJSCTRL_BENCH_CONCURRENCY", "4"))
 SYNC_PERIOD = float(os.environ.get("OJSCTRL_BENCH_SYNC_PERIOD", "20"))
-# ojsctrl under bench/profiled.py: pyinstrument on every thread (wall clock, idle split out).
-PROFILE = "pyinstrument" if os.environ.get("OJSCTRL_BENCH_PROFILE") in ("1", "pyinstrument") else ""
+# ojsctrl under bench/profiled.py: "pyinstrument" on every thread (wall clock, idle split out), or
+# "cpu": yappi on every thread (CPU time per function, GIL waits not counted as work).
+_PROFILE_MODES = {"": "", "0": "", "1": "pyinstrument", "pyinstrument": "pyinstrument", "cpu": "cpu"}
+if os.environ.get("OJSCTRL_BENCH_PROFILE", "") not in _PROFILE_MODES:
+    raise SystemExit(
+        f"OJSCTRL_BENCH_PROFILE={os.environ['OJSCTRL_BENCH_PROFILE']!r}: expected 1 or pyinstrument "
+        "(wall clock), cpu (yappi, CPU clock), or empty/0 (no profiler)"
+    )
+PROFILE = _PROFILE_MODES[os.environ.get("OJSCTRL_BENCH_PROFILE", "")]
 KEEP = os.environ.get("OJSCTRL_BENCH_KEEP") == "1"
 FRESH = os.environ.get("OJSCTRL_BENCH_FRESH") == "1"
 # A candidate build of the operator to measure instead of `ojsctrl` (a module run with -m, same flags),
 # and where to write (scale.{json,md,png} by default): for before/after figures of a change.
 OPERATOR_MODULE = os.environ.get("OJSCTRL_BENCH_OPERATOR_MODULE", "ojsctrl")
 # A profiled run is slower: its figures go to scale-profile.* unless told otherwise, never into scale.*.
-RESULTS_NAME = os.environ.get("OJSCTRL_BENCH_RESULTS_NAME", "scale-profile" if PROFILE else "scale")
+RESULTS_NAME = os.environ.get(
+    "OJSCTRL_BENCH_RESULTS_NAME",
+    {"": "scale", "pyinstrument": "scale-profile", "cpu": "scale-profile-cpu"}[PROFILE],
+)
 
 
 def log(msg: str) -> None:
@@ -281,7 +293,7 @@ class Contender:
         self.health_port = free_port()
         self.log_path = plane.workdir / "logs" / f"contender-{who}.log"
         self.kopf_stats = plane.workdir / "kopf-stats.json"
-        self.profile_path = RESULTS / f"profile-{n}.txt"
+        self.profile_path = RESULTS / (f"profile-cpu-{n}.txt" if PROFILE == "cpu" else f"profile-{n}.txt")
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
 
@@ -310,9 +322,10 @@ class Contender:
                 "--log-level",
                 "info",
             ]
-            if PROFILE == "pyinstrument":
+            if PROFILE:
                 out = str(self.profile_path)
-                return [py, "-m", "bench.profiled", "--out", out, "-m", OPERATOR_MODULE, *args]
+                clock = ["--clock", "cpu"] if PROFILE == "cpu" else []
+                return [py, "-m", "bench.profiled", *clock, "--out", out, "-m", OPERATOR_MODULE, *args]
             return [py, "-m", OPERATOR_MODULE, *args]
         if self.who == "limit":
             return [
@@ -437,6 +450,19 @@ def counter(text: str, name: str, label: str) -> dict[str, float]:
             if s.name == name:
                 key = s.labels.get(label, "")
                 out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def wakeups_per_object(text: str, n: int) -> dict[str, dict[str, float]]:
+    """ojsctrl_reconcile_wakeups_total per controller and source, divided by the N objects of each kind."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, float]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "ojsctrl_reconcile_wakeups_total" and s.value:
+                by_source = out.setdefault(s.labels.get("controller", ""), {})
+                by_source[s.labels.get("source", "")] = round(s.value / n, 2)
     return out
 
 
@@ -607,6 +633,7 @@ def run_one(who: str, n: int) -> dict[str, Any]:
                     "mean": _r(h["sum"] / h["count"] if h["count"] else None),
                 }
             out["reconcile_latency_s"] = latency
+            out["wakeups_per_object_during_convergence"] = wakeups_per_object(metrics_conv, n)
             if t_end > t_conv:
                 window = summarise(reqs, t_conv, t_end)
                 before = counter(metrics_conv, "controller_runtime_reconcile_total", "controller")

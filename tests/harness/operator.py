@@ -235,6 +235,40 @@ def metric_sum(op: OperatorProcess, name: str, labels: dict[str, str] | None = N
     return total
 
 
+def histogram_buckets(
+    op: OperatorProcess, name: str, labels: dict[str, str] | None = None
+) -> list[tuple[float, float]]:
+    """(le, cumulative count) of a histogram, summed over the series whose labels include ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: dict[float, float] = {}
+    for fam in text_string_to_metric_families(op.metrics()):
+        for smp in fam.samples:
+            if smp.name == name + "_bucket" and all(
+                smp.labels.get(k) == v for k, v in (labels or {}).items()
+            ):
+                le = float(smp.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + smp.value
+    return sorted(buckets.items())
+
+
+def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
+    """Prometheus' histogram_quantile over cumulative buckets (linear inside the bucket holding the rank;
+    the highest finite bound when the rank falls in +Inf); None without observations."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            inside = count - prev_count
+            return prev_le + (le - prev_le) * ((rank - prev_count) / inside if inside else 0.0)
+        prev_le, prev_count = le, count
+    return prev_le
+
+
 def identity_of(op: OperatorProcess) -> str:
     for r in log_records(op):
         if r.get("event") == "waiting for leadership":

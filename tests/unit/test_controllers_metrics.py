@@ -81,3 +81,25 @@ def test_forgetting_one_object_keeps_the_others_series() -> None:
     assert len(_series("ojs_worker_desired_replicas", namespace="ns-e", worker="kept")) == 1
     scales = [s for s in _series("ojs_autoscaler_scale_total", namespace="ns-e") if s["name"] == "kept"]
     assert len(scales) == 1
+
+
+def test_decision_latency_is_the_time_since_the_poll() -> None:
+    def count_and_sum() -> tuple[float, float]:
+        labels = {"kind": "TestKind"}
+        count = REGISTRY.get_sample_value("ojs_autoscaler_decision_latency_seconds_count", labels) or 0.0
+        total = REGISTRY.get_sample_value("ojs_autoscaler_decision_latency_seconds_sum", labels) or 0.0
+        return count, total
+
+    before = count_and_sum()
+    metrics.decision_written("TestKind", polled_at=100.0, now=103.5)
+    metrics.decision_written("TestKind", polled_at=100.0, now=99.0)  # a clock step back counts as 0
+    after = count_and_sum()
+    assert after[0] - before[0] == 2
+    assert after[1] - before[1] == 3.5
+    le_5 = REGISTRY.get_sample_value(
+        "ojs_autoscaler_decision_latency_seconds_bucket", {"kind": "TestKind", "le": "5.0"}
+    )
+    le_2 = REGISTRY.get_sample_value(
+        "ojs_autoscaler_decision_latency_seconds_bucket", {"kind": "TestKind", "le": "2.0"}
+    )
+    assert (le_5 or 0) - (le_2 or 0) == 1

@@ -138,7 +138,7 @@ def test_previous_owner_is_requeued_when_the_owner_reference_changes() -> None:
     def owner(obj: dict[str, Any]) -> list[Request]:
         return [Request(obj["metadata"]["namespace"], r["name"]) for r in obj["metadata"]["ownerReferences"]]
 
-    handler = c._handler(owner, [])
+    handler = c._handler(owner, [], "Deployment")
     old = {"metadata": {"namespace": "ns", "name": "d", "ownerReferences": [{"name": "a"}]}}
     new = {"metadata": {"namespace": "ns", "name": "d", "ownerReferences": [{"name": "b"}]}}
     handler.update(old, new)

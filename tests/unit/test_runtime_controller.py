@@ -16,6 +16,7 @@ from ojsctrl.runtime.controller import (
     Request,
     Result,
     generation_changed,
+    not_status_only,
     resource_version_changed,
 )
 from ojsctrl.runtime.informer import Informer
@@ -397,6 +398,67 @@ def test_resource_version_changed(event: str, old: JSON | None, new: JSON | None
     assert resource_version_changed(event, old, new) is expected
 
 
+def obj(rv: str, *, status: Any = None, spec: Any = None, **meta: Any) -> JSON:
+    return {
+        "metadata": {"resourceVersion": rv, "managedFields": [rv], **meta},
+        "spec": spec,
+        "status": status,
+    }
+
+
+PRIMARY = obj("1", status={"phase": "Running"}, spec={"replicas": 1})
+
+
+@pytest.mark.parametrize(
+    ("event", "old", "new", "expected"),
+    [
+        ("add", None, PRIMARY, True),
+        ("delete", PRIMARY, None, True),
+        ("update", PRIMARY, PRIMARY, True),  # resync: the same object
+        # Our own status write: only status, resourceVersion and managedFields moved.
+        ("update", PRIMARY, obj("2", status={"phase": "Scaling"}, spec={"replicas": 1}), False),
+        ("update", PRIMARY, obj("2", status={"phase": "Running"}, spec={"replicas": 1}), False),
+        ("update", PRIMARY, obj("2", status={"phase": "Running"}, spec={"replicas": 2}), True),
+        (
+            "update",
+            PRIMARY,
+            obj("2", status={"phase": "Running"}, spec={"replicas": 1}, labels={"a": "b"}),
+            True,
+        ),
+        (
+            "update",
+            PRIMARY,
+            obj(
+                "2",
+                status={"phase": "Running"},
+                spec={"replicas": 1},
+                annotations={"ojs.openjobspec.dev/autoscaling-paused": "true"},
+            ),
+            True,
+        ),
+        (
+            "update",
+            PRIMARY,
+            obj("2", status={"phase": "Running"}, spec={"replicas": 1}, finalizers=["x"]),
+            True,
+        ),
+        (
+            "update",
+            PRIMARY,
+            obj(
+                "2",
+                status={"phase": "Running"},
+                spec={"replicas": 1},
+                deletionTimestamp="2026-12-05T00:00:00Z",
+            ),
+            True,
+        ),
+    ],
+)
+def test_not_status_only(event: str, old: JSON | None, new: JSON | None, expected: bool) -> None:
+    assert not_status_only(event, old, new) is expected
+
+
 # --------------------------------------------------------------------------- watches
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 OWNER_API = "ojs.openjobspec.dev/v1alpha1"
@@ -516,6 +578,29 @@ def test_watch_primary_and_mapped(controllers: Callable[..., Controller]) -> Non
     other._apply_event("ADDED", child("anything", []))
     assert queued(c) == {Request("team-a", "x"), Request("team-b", "y")}
     assert c.informers == [primary, other]
+
+
+def test_wakeups_counted_by_source(controllers: Callable[..., Controller]) -> None:
+    name = unique("wakeups")
+    c = controllers(name, Recording())
+
+    def wakeups(source: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "ojsctrl_reconcile_wakeups_total", {"controller": name, "source": source}
+        )
+        return value or 0.0
+
+    primary = informer()
+    c.watch_primary(primary, resource_version_changed)
+    primary._apply_event("ADDED", child("a", []))
+    primary._apply_event("MODIFIED", child("a", [], rv="1"))  # dropped by the predicate: not counted
+    primary._apply_event("MODIFIED", child("a", [], rv="2"))
+    c.enqueue(Request("team-a", "a"), "poller")
+    c.enqueue(Request("team-a", "a"), "poller")
+    assert wakeups("Deployment") == 2
+    assert wakeups("poller") == 2
+    # The queue merged the four requests for one object.
+    assert queued(c) == {Request("team-a", "a")}
 
 
 def test_watch_owned_delays_status_steps_but_not_the_settled_one(

@@ -32,13 +32,13 @@ from ojsctrl.controllers.cluster_status import (
 from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
     FIELD_MANAGER,
-    MANAGED_SELECTOR,
     OJSCLUSTERS,
     SERVICEMONITOR_CRD,
     SERVICEMONITORS,
     UNMANAGED_SELECTOR,
     condition,
     get_condition,
+    managed_informer,
     now_rfc3339,
 )
 from ojsctrl.controllers.owner import OwnerReconciler, OwnerSync, owner_of_hpa
@@ -71,7 +71,7 @@ from ojsctrl.runtime.client import (
     NotFoundError,
     Resource,
 )
-from ojsctrl.runtime.controller import Request, Result
+from ojsctrl.runtime.controller import Request, Result, not_status_only
 from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
 from ojsctrl.runtime.manager import Manager
 
@@ -137,7 +137,7 @@ class ClusterReconciler(OwnerReconciler):
         self.secrets = SecretReader(self.client, self.secret_meta)
         self.caches = ChildCaches(
             managed={
-                kind: informers.informer(kind, label_selector=MANAGED_SELECTOR)
+                kind: managed_informer(informers, kind)
                 for kind in (DEPLOYMENTS, SERVICES, CONFIGMAPS, PDBS, PVCS)
             },
             unmanaged={
@@ -160,7 +160,8 @@ class ClusterReconciler(OwnerReconciler):
         clusters' polled stats (a change re-enqueues the cluster); register the controller."""
         self.poller.subscribe(self.enqueue_key)
         controller = self.controller
-        controller.watch_primary(self.clusters)
+        # Our own status writes do not wake us again (design.md §resync).
+        controller.watch_primary(self.clusters, not_status_only)
         self.watch_children("OJSCluster")
         controller.watch_mapped(self.secret_meta, self.clusters_for_secret)
         controller.watch_mapped(self.crds, self._clusters_for_crd)
@@ -170,7 +171,7 @@ class ClusterReconciler(OwnerReconciler):
     def enqueue_key(self, key: str) -> None:
         """Reconcile the cluster ``namespace/name`` (its polled stats changed)."""
         ns, _, name = key.partition("/")
-        self.controller.queue.add(Request(ns, name))
+        self.controller.enqueue(Request(ns, name), "poller")
 
     def clusters_for_secret(self, secret: JSON) -> Iterable[Request]:
         """The clusters whose spec references a Secret (or would generate it)."""

@@ -12,10 +12,10 @@ import structlog
 from cachetools import TTLCache
 
 from ojsctrl.api.common import GROUP, VERSION
-from ojsctrl.runtime.apply import is_subset
+from ojsctrl.runtime.apply import compact_template, is_subset
 from ojsctrl.runtime.client import JSON, Client, NotFoundError, Resource
 from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
-from ojsctrl.runtime.informer import Informer
+from ojsctrl.runtime.informer import Informer, InformerFactory
 
 OJSCLUSTERS = Resource(GROUP, VERSION, "ojsclusters", "OJSCluster")
 OJSWORKERS = Resource(GROUP, VERSION, "ojsworkers", "OJSWorker")
@@ -41,6 +41,15 @@ MANAGED_SELECTOR = "app.kubernetes.io/managed-by=ojsctrl"
 # (or taken by someone else) without a GET before a child's first apply.
 UNMANAGED_SELECTOR = "app.kubernetes.io/managed-by!=ojsctrl"
 SERVICEMONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+
+
+def managed_informer(informers: InformerFactory, kind: Resource) -> Informer:
+    """The shared informer of the operator's own children of a kind; Deployments are cached with a
+    compact pod template (design.md §no-op)."""
+    transform = compact_template if kind.kind == "Deployment" else None
+    return informers.informer(kind, label_selector=MANAGED_SELECTOR, transform=transform)
+
+
 # Child status updates (a rollout's steps) reach the owner this much later, coalesced into one reconcile.
 STATUS_COALESCE = 1.0
 # A new object that is simply on its way (Pending, nothing wrong) gets its first status when it is

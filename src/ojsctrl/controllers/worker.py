@@ -35,6 +35,7 @@ from ojsctrl.controllers.common import (
     UNMANAGED_SELECTOR,
     condition,
     get_condition,
+    managed_informer,
     now_rfc3339,
 )
 from ojsctrl.controllers.owner import OwnerReconciler, OwnerSync, owner_of_hpa
@@ -63,7 +64,7 @@ from ojsctrl.runtime.client import (
     SERVICES,
     ApiError,
 )
-from ojsctrl.runtime.controller import Request, Result
+from ojsctrl.runtime.controller import Request, Result, not_status_only
 from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
 from ojsctrl.runtime.informer import Informer
 from ojsctrl.runtime.manager import Manager, Runnable
@@ -145,8 +146,8 @@ class WorkerReconciler(OwnerReconciler):
         self.workers.add_indexers({CLUSTER_INDEX: worker_cluster})
         self.caches = ChildCaches(
             managed={
-                DEPLOYMENTS: informers.informer(DEPLOYMENTS, label_selector=MANAGED_SELECTOR),
-                HPAS: informers.informer(HPAS, label_selector=MANAGED_SELECTOR),
+                DEPLOYMENTS: managed_informer(informers, DEPLOYMENTS),
+                HPAS: managed_informer(informers, HPAS),
             },
             # Every worker has a Deployment; a CPU-mode HPA is rare: read with a GET before its first apply.
             unmanaged={
@@ -175,7 +176,8 @@ class WorkerReconciler(OwnerReconciler):
         """Watch workers, their children, their clusters, HPAs and the clusters' Secrets; register the
         controller with the manager."""
         controller = self.controller
-        controller.watch_primary(self.workers)
+        # Our own status writes do not wake us again (design.md §resync).
+        controller.watch_primary(self.workers, not_status_only)
         self.watch_children("OJSWorker")
         # A worker reads its cluster's spec, identity and Ready condition, not the cluster's polled numbers.
         controller.watch_mapped(
@@ -206,7 +208,7 @@ class WorkerReconciler(OwnerReconciler):
 
     def _stats_changed(self, cluster_key: str) -> None:
         for w in self.workers.store.by_index(CLUSTER_INDEX, cluster_key):
-            self.controller.queue.add(Request.for_object(w))
+            self.controller.enqueue(Request.for_object(w), "poller")
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, req: Request) -> Result | None:
@@ -539,7 +541,10 @@ class WorkerSync(OwnerSync):
         )
         if target == current:
             return None
-        return self.write_scale(current, target, reason, message, now, estimator, tracker)
+        written = self.write_scale(current, target, reason, message, now, estimator, tracker)
+        if written is not None and ok and stats is not None and not pause.paused:
+            metrics.decision_written("OJSWorker", stats.at, time.monotonic())
+        return written
 
     def metric_decision(
         self,

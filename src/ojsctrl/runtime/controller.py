@@ -33,6 +33,13 @@ RECONCILE_TOTAL = Counter(
     ["controller", "result"],
     registry=REGISTRY,
 )
+WAKEUPS = Counter(
+    "ojsctrl_reconcile_wakeups_total",
+    "Requests added to a controller's queue, by what asked (the kind whose event passed the predicates, "
+    "or poller); the queue merges requests for an object already waiting, so this exceeds reconciles",
+    ["controller", "source"],
+    registry=REGISTRY,
+)
 RECONCILE_ERRORS = Counter(
     "controller_runtime_reconcile_errors_total",
     "Total number of reconciliation errors per controller",
@@ -157,6 +164,24 @@ def resource_version_changed(event: str, old: JSON | None, new: JSON | None) -> 
     )
 
 
+_WRITE_NOISE = frozenset({"resourceVersion", "managedFields"})
+
+
+def _beyond_status(obj: JSON) -> tuple[JSON, JSON]:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _WRITE_NOISE}
+    return meta, {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def not_status_only(event: str, old: JSON | None, new: JSON | None) -> bool:
+    """Predicate for a primary kind: drop an update that changed only status (and with it
+    resourceVersion and managedFields). The reconciler's own status writes then do not wake it again;
+    a change of spec, labels, annotations, finalizers, owners or deletionTimestamp passes, as do adds,
+    deletes and resyncs (so a status someone else altered is rewritten at the next sync period)."""
+    if event != "update" or old is None or new is None or old is new:
+        return True
+    return _beyond_status(old) != _beyond_status(new)
+
+
 _ID_PREFIX = uuid.uuid4().hex[:6] + "-"
 _ids = itertools.count(1)
 
@@ -217,10 +242,12 @@ class Controller:
         self,
         mapper: Callable[[JSON], Iterable[Request]],
         predicates: Iterable[Predicate],
+        source: str,
         status_delay: float = 0.0,
         settled: Callable[[JSON], bool] | None = None,
     ) -> FuncHandler:
         preds = list(predicates)
+        wakeups = WAKEUPS.labels(self.name, source)
 
         def enqueue(event: str, old: JSON | None, new: JSON | None, obj: JSON) -> None:
             if all(p(event, old, new) for p in preds):
@@ -232,6 +259,7 @@ class Controller:
                     # An update can move an object between owners (its owner reference changed): the
                     # previous owner must hear of it too, as controller-runtime's handlers enqueue both.
                     reqs += [r for r in mapper(old) if r not in reqs]
+                wakeups.inc(len(reqs))
                 for req in reqs:
                     if delay:
                         self.queue.add_after(req, delay)
@@ -247,7 +275,9 @@ class Controller:
     def watch_primary(self, informer: Informer, *predicates: Predicate) -> None:
         """Reconcile the object itself on its events."""
         self.informers.append(informer)
-        informer.add_event_handler(self._handler(lambda o: (Request.for_object(o),), predicates))
+        informer.add_event_handler(
+            self._handler(lambda o: (Request.for_object(o),), predicates, informer.resource.kind)
+        )
 
     def watch_owned(
         self,
@@ -278,12 +308,19 @@ class Controller:
             return ()
 
         self.informers.append(informer)
-        informer.add_event_handler(self._handler(owner, predicates, status_delay, settled))
+        informer.add_event_handler(
+            self._handler(owner, predicates, informer.resource.kind, status_delay, settled)
+        )
 
     def watch_mapped(self, informer: Informer, mapper: MapFunc, *predicates: Predicate) -> None:
         """Reconcile whatever mapper(obj) names when an object of another kind changes."""
         self.informers.append(informer)
-        informer.add_event_handler(self._handler(mapper, predicates))
+        informer.add_event_handler(self._handler(mapper, predicates, informer.resource.kind))
+
+    def enqueue(self, req: Request, source: str) -> None:
+        """Add a request from outside the watches (``source`` names the asker in the wake-up count)."""
+        WAKEUPS.labels(self.name, source).inc()
+        self.queue.add(req)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:

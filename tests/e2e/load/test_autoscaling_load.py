@@ -21,7 +21,9 @@ from tests.harness.kube import FULL, cond_of, driver, ns_for, size, wait_until
 from tests.harness.ojs import keyed_ojs_server
 from tests.harness.operator import (
     OperatorProcess,
+    bucket_quantile,
     cpu_seconds,
+    histogram_buckets,
     metric,
     metric_sum,
     rss_mb,
@@ -97,6 +99,7 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         started = time.monotonic()
         # Every outcome: a worker woken by its cluster's poll ends in "success", not "requeue_after".
         reconciles_before = metric_sum(op, "controller_runtime_reconcile_total", {"controller": "ojsworker"})
+        latency_before = dict(histogram_buckets(op, "ojs_autoscaler_decision_latency_seconds"))
         cpu_before = cpu_seconds(op.proc.pid)
         step = 0
         while time.monotonic() - started < duration:
@@ -128,6 +131,14 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         scale_ups = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "up"})
         scale_downs = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "down"})
         third = max(1, len(rss) // 3)
+        # Decision latency in the window: from the poll whose counts called for a new count to its write.
+        latency = [
+            (le, count - latency_before.get(le, 0.0))
+            for le, count in histogram_buckets(op, "ojs_autoscaler_decision_latency_seconds")
+        ]
+        decision_p50 = bucket_quantile(0.5, latency)
+        decision_p99 = bucket_quantile(0.99, latency)
+        rss_first, rss_last = sum(rss[:third]) / third, sum(rss[-third:]) / third
         figure(
             "load",
             workers=n_workers,
@@ -140,6 +151,11 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
             polls_if_per_worker=round(expected * n_workers),
             rss_mb_first_last_max=(round(rss[0], 1), round(rss[-1], 1), round(max(rss), 1)),
             workqueue_depth_max_last_third=max(depth[-third:]),
+            workqueue_depth_mean_last_third=round(sum(depth[-third:]) / third, 1),
+            decisions=round(latency[-1][1]) if latency else 0,
+            decision_latency_p50_s=None if decision_p50 is None else round(decision_p50, 2),
+            decision_latency_p99_s=None if decision_p99 is None else round(decision_p99, 2),
+            rss_mb_mean_first_last_third=(round(rss_first, 1), round(rss_last, 1)),
             workqueue_depth_samples=depth,
             worker_reconciles_per_s=round(reconciles / elapsed, 1),
             operator_cpu_share=round(cpu / elapsed, 2),
@@ -153,9 +169,11 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         assert sum(per_cluster) < expected * n_workers / 5
         assert scale_ups > 0 and scale_downs > 0, "the load did not make the workers scale"
         # Bounded memory: no growth trend beyond noise once running.
-        assert sum(rss[-third:]) / third <= sum(rss[:third]) / third * 1.15 + 10, rss
+        assert rss_last <= rss_first * 1.15 + 10, rss
         # No growing queue: the depth comes back down; the last samples are not a rising backlog.
         assert min(depth[-third:]) <= n_workers * 0.1, depth
+        # Decisions do not wait behind bookkeeping: written within two polling intervals of their poll.
+        assert decision_p99 is not None and decision_p99 <= 2 * interval, latency
         assert op.proc.poll() is None and unexpected_failures(op) == []
     finally:
         srv.stop()

@@ -1,0 +1,54 @@
+"""The applier's pure parts: the body hash and the compact pod template of cached Deployments."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from ojsctrl.runtime.apply import TEMPLATE_DIGEST, canonical_hash, compact_template
+
+
+def deployment(env: int = 1, volumes: list[Any] | None = None) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "server",
+                "image": "img:1",
+                "env": [{"name": f"E{i}", "value": "x" * 50} for i in range(env)],
+            }
+        ]
+    }
+    if volumes is not None:
+        pod["volumes"] = volumes
+    return {
+        "metadata": {"name": "d", "namespace": "ns"},
+        "spec": {"replicas": 2, "template": {"metadata": {"labels": {"a": "b"}}, "spec": pod}},
+        "status": {"readyReplicas": 2},
+    }
+
+
+def test_hash_is_sha256_of_the_sorted_body_whatever_its_size() -> None:
+    for env in (1, 40, 400):  # under one piece, a few pieces, many pieces of 2,047 bytes
+        body = deployment(env)
+        plain = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        assert canonical_hash(body) == plain
+    assert canonical_hash({"b": 1, "a": 2}) == canonical_hash({"a": 2, "b": 1})
+
+
+def test_compact_template_keeps_digest_volumes_and_everything_else() -> None:
+    claim = [{"name": "data", "persistentVolumeClaim": {"claimName": "c"}}]
+    full = deployment(3, claim)
+    digest = canonical_hash(full["spec"]["template"])
+    compact = compact_template(orjson.loads(orjson.dumps(full)))
+    assert compact["spec"]["template"] == {TEMPLATE_DIGEST: digest, "spec": {"volumes": claim}}
+    assert compact["spec"]["replicas"] == 2 and compact["status"] == full["status"]
+    assert compact["metadata"] == full["metadata"]
+    # Idempotent, and a changed template changes the digest.
+    assert compact_template(compact)["spec"]["template"][TEMPLATE_DIGEST] == digest
+    edited = compact_template(deployment(4, claim))
+    assert edited["spec"]["template"][TEMPLATE_DIGEST] != digest
+    # No volumes: the digest alone; no template at all: left as it is.
+    assert compact_template(deployment(1))["spec"]["template"].keys() == {TEMPLATE_DIGEST}
+    assert compact_template({"metadata": {}, "spec": {}}) == {"metadata": {}, "spec": {}}
