@@ -58,8 +58,9 @@ SMOKE = os.environ.get("OJSCTRL_BENCH_SMOKE") == "1"
 TRACE_NAMES = [t for t in os.environ.get("OJSCTRL_BENCH_TRACES", ",".join(TRACES)).split(",") if t]
 DEFAULT_POLICIES = "keda-5,keda-10,keda-20,queueDepth-5,queueDepth-10,queueDepth-20,waitTime-30s,waitTime-60s"
 POLICIES = [p for p in os.environ.get("OJSCTRL_BENCH_POLICIES", DEFAULT_POLICIES).split(",") if p]
-# The long-jobs trace also runs the operator's policies with drain off, to count what drain saves.
-EXTRA_POLICIES = {"long-jobs": ["queueDepth-5+nodrain", "waitTime-30s+nodrain"]}
+# The long-jobs trace also runs the operator's policies with drain off (what drain saves) and a depth target
+# of 2 (jobs of minutes: the depth policies need a low target to come near a 30 s wait).
+EXTRA_POLICIES = {"long-jobs": ["keda-2", "queueDepth-2", "queueDepth-5+nodrain", "waitTime-30s+nodrain"]}
 PARALLEL = max(1, int(os.environ.get("OJSCTRL_BENCH_PARALLEL", "2")))
 JOBS_PER_POD = int(os.environ.get("OJSCTRL_BENCH_JOBS_PER_POD", "4"))
 STARTUP = float(os.environ.get("OJSCTRL_BENCH_STARTUP", "10"))
