@@ -103,6 +103,10 @@ class StatsPoller:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ojs-poll")
         self._thread = threading.Thread(target=self._loop, name="ojs-stats-scheduler", daemon=True)
 
+    def now(self) -> float:
+        """The poller's clock now (the clock of every ``PollResult.at``)."""
+        return self._clock()
+
     def start(self) -> None:
         """Start the scheduler thread."""
         self._thread.start()

@@ -46,6 +46,7 @@ from ojsctrl.ojs.client import DEFAULT_CLUSTER_DOMAIN, OJSClient, url_for
 from ojsctrl.ojs.drain import DELETION_COST_ANNOTATION, DrainPlan, mark_silent, plan_drain
 from ojsctrl.ojs.quiet import QuietSender, quiet_client
 from ojsctrl.ojs.waittime import (
+    Estimate,
     Estimator,
     PauseOutcome,
     Sample,
@@ -580,7 +581,7 @@ class WorkerSync(OwnerSync):
             current,
             scaling,
             WaitTimeScaling(duration_seconds(autoscaling.target_wait_time), self.slots_per_pod()),
-            estimator.estimate(),
+            self.on_wall_clock(estimator.estimate(), now),
             history,
             now,
             ready=ready,
@@ -588,6 +589,13 @@ class WorkerSync(OwnerSync):
             stats_available=ok,
             failed_polls=failed_polls,
         )
+
+    def on_wall_clock(self, estimate: Estimate, now: float) -> Estimate:
+        """The estimate with ``measured_at`` moved from the poller's clock (the samples' times) to the wall
+        clock of ``now`` and the history, which it is compared with."""
+        if estimate.measured_at is None:
+            return estimate
+        return replace(estimate, measured_at=now - (self.reconciler.poller.now() - estimate.measured_at))
 
     def schedule_next(self, decision: Decision, ok: bool, resume_at: float | None, now: float) -> None:
         """Come back on the polling interval when the same counts may answer otherwise later (a

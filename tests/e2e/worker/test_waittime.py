@@ -147,6 +147,55 @@ def test_wait_time_scales_up_on_a_backlog_and_explains_itself(
         flow.join(2)
 
 
+def test_a_pool_raised_before_any_completion_comes_down_once_measured(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    """Before ten jobs have completed the pool is sized one slot per job; once the service time is measured
+    the pool comes down to what it asks for at once, not after scaleDownDelay (10m here)."""
+    client = driver(crds)
+    ns = namespace(crds, "waittime-cold")
+    q = f"wc-{ns}"
+    ojs_server.set_queue(q, available=40, active=0, completed=0)
+    auto = {
+        "metric": "waitTime",
+        "targetWaitTime": "30s",
+        "minReplicas": 1,
+        "maxReplicas": 20,
+        "scaleDownDelay": "10m",
+    }
+    make_worker(client, ns, "wc", q, auto, concurrency=4)
+    wait_until("one slot per job: 40 jobs, 10 pods", lambda: replicas(client, ns, "wc-worker") == 10, 30)
+    # The backlog is taken: 4 running, 10 completing a second (service time 0.4 s, one pod keeps up).
+    ojs_server.set_queue(q, available=0, active=4)
+    stop = threading.Event()
+
+    def complete() -> None:
+        done = 0
+        while not stop.wait(0.2):
+            done += 2
+            ojs_server.set_queue(q, completed=done)
+
+    flow = threading.Thread(target=complete, daemon=True)
+    flow.start()
+    try:
+        wait_until(
+            "down from the provisional 10 long before scaleDownDelay",
+            lambda: (replicas(client, ns, "wc-worker") or 0) <= 2,
+            60,
+        )
+
+        def scaled() -> list[str]:
+            return [e["message"] for e in events_of(client, ns, "OJSWorker", "wc") if e["reason"] == "Scaled"]
+
+        # Events go out in the background: wait for the scale-down's.
+        wait_until("the scale-down event", lambda: any("from 10 to" in m for m in scaled()), 30)
+        assert any("not measured yet" in m for m in scaled()), scaled()  # up on the provisional count
+        assert any("from 10 to" in m and "service time" in m for m in scaled()), scaled()  # measured rates
+    finally:
+        stop.set()
+        flow.join(2)
+
+
 def test_pause_annotations_hold_set_and_release_the_replicas(
     crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
 ) -> None:
