@@ -419,49 +419,48 @@ def frontier_verdict(runs: dict[str, Any], policy: str) -> str:
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
+    """One row per trace: arrivals and backlog, replicas, wait by arrival time, and the trace's cost/wait
+    plane (the depth policies' frontier as a line, waitTime as stars)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     traces = list(data["traces"])
-    fig, axes = plt.subplots(len(traces) + 1, 3, figsize=(15, 3.2 * (len(traces) + 1)), squeeze=False)
+    fig, axes = plt.subplots(len(traces), 4, figsize=(20, 3.6 * len(traces)), squeeze=False)
     for row, trace in enumerate(traces):
-        ax_load, ax_pods, ax_wait = axes[row]
-        for policy, r in data["traces"][trace].items():
+        runs = data["traces"][trace]
+        ax_load, ax_pods, ax_wait, ax_front = axes[row]
+        for policy, r in runs.items():
             s = r["series"]
             ax_pods.plot(s["t"], s["pods"], label=policy)
             ax_load.plot(s["t"], s["backlog"], label=f"backlog {policy}")
             if s["wait_by_arrival"]:
                 xs, ys = zip(*s["wait_by_arrival"], strict=True)
                 ax_wait.plot(xs, ys, ".", markersize=2, label=policy)
-        first = next(iter(data["traces"][trace].values()))["series"]["arrivals_per_10s"]
+        first = next(iter(runs.values()))["series"]["arrivals_per_10s"]
         ax_load.plot([10 * k for k in range(len(first))], [a / 10 for a in first], "k-", label="arrivals/s")
-        ax_load.set_title(f"{trace}: arrivals and backlog")
+        ax_load.set_title(f"{trace}: arrivals/s and backlog")
         ax_pods.set_title(f"{trace}: replicas")
         ax_wait.set_title(f"{trace}: wait by arrival time (s)")
-        for ax in (ax_load, ax_pods, ax_wait):
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=6)
-    ax = axes[-1][0]
-    for trace in traces:
-        runs = data["traces"][trace]
-        ax.plot(
-            [r["pod_seconds"] for r in runs.values()],
-            [r["wait_p95"] for r in runs.values()],
-            "o",
-            label=trace,
-        )
+        frontier = depth_frontier(runs)
+        if frontier:
+            xs, ys = zip(*frontier, strict=True)
+            ax_front.plot(xs, ys, "k--", linewidth=0.8, label="depth frontier")
         for policy, r in runs.items():
-            ax.annotate(policy, (r["pod_seconds"], r["wait_p95"]), fontsize=6)
-    ax.set_title("cost/wait frontier")
-    ax.set_xlabel("replica-seconds")
-    ax.set_ylabel("p95 wait (s)")
-    ax.legend(fontsize=6)
-    for extra in axes[-1][1:]:
-        extra.axis("off")
+            marker = "*" if policy.startswith("waitTime") else ("s" if policy.startswith("keda") else "o")
+            ax_front.plot(r["pod_seconds"], r["wait_p95"], marker, markersize=9 if marker == "*" else 6)
+            ax_front.annotate(policy, (r["pod_seconds"], r["wait_p95"]), fontsize=6)
+        ax_front.set_yscale("symlog", linthresh=1.0)
+        ax_front.set_title(f"{trace}: cost/wait (lower left is better)")
+        ax_front.set_xlabel("replica-seconds")
+        ax_front.set_ylabel("p95 wait (s)")
+        for ax in (ax_load, ax_pods, ax_wait, ax_front):
+            ax.grid(True, alpha=0.3)
+        for ax in (ax_load, ax_pods, ax_wait):
+            ax.legend(fontsize=5)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
