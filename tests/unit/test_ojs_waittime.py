@@ -24,6 +24,7 @@ from ojsctrl.ojs.waittime import (
     autoscaling_status,
     fallback_decision,
     fallback_replicas,
+    lasting_replicas,
     pause_decision,
     settle_provisional,
     wait_time_desired,
@@ -397,6 +398,35 @@ def test_provisional_scale_up_settles_once_measured() -> None:
     d3 = wait_time_desired(0, 8, 1, spec, wait, busier, d2.history, 30.0, ready=1, startup_latency=15.0)
     assert d3.desired == 2
     d4 = wait_time_desired(0, 4, 2, spec, wait, measured, d3.history, 35.0, ready=2, startup_latency=15.0)
+    assert (d4.desired, d4.reason) == (2, "ScaleDownStabilizing")
+
+
+def test_a_step_up_in_arrivals_is_seen_within_a_few_polls_a_rare_job_is_not() -> None:
+    # 1 job/s for 10 minutes, then 10 jobs/s: three polls of 5 s later the rate reads at least 8/s.
+    samples = [(float(t), 0, 2, t) for t in range(0, 601, 5)]
+    samples += [(600.0 + t, 0, 2 + min(18, 2 * t), 600 + 10 * t) for t in range(5, 16, 5)]
+    assert feed(samples).estimate().arrival_rate == pytest.approx(10.0, rel=0.2)
+    # One job arriving in 5 s against 0.05/s: the fast window holds under 10 jobs, so it is ignored.
+    quiet = [(float(t), 0, 9, t // 20) for t in range(0, 601, 5)] + [(605.0, 0, 10, 30)]
+    assert (feed(quiet).estimate().arrival_rate or 0) < 0.1
+
+
+def test_the_window_keeps_the_lasting_part_not_the_backlog() -> None:
+    spec = WorkerScaling(0, 50, 1, scale_down_delay=300)
+    wait = WaitTimeScaling(30.0, 4)
+    steady = Estimate(2.0, 2.0, 2.0, 0.0, True, measured_at=0.0)
+    history = History(since=-1000.0)
+    # 120 waiting: drain slots 120 x 2 / 30 = 8 on top of 4 busy slots, 3 pods; keeps 1.
+    d = wait_time_desired(120, 4, 1, spec, wait, steady, history, 100.0, ready=1, startup_latency=0.0)
+    assert (d.direction, d.desired) == ("up", 3)
+    assert lasting_replicas(4, steady, wait) == 1
+    # Drained 20 s later: back to 1 pod at once, not after 300 s.
+    d2 = wait_time_desired(0, 4, 3, spec, wait, steady, d.history, 120.0, ready=3, startup_latency=0.0)
+    assert (d2.direction, d2.desired) == ("down", 1), d2.message
+    # An arrival dip still waits for the window: the lasting part was 2 pods 20 s ago.
+    busy = Estimate(4.0, 4.0, 2.0, 0.0, True, measured_at=0.0)
+    d3 = wait_time_desired(0, 8, 2, spec, wait, busy, History(since=-1000.0), 200.0, ready=2, startup_latency=0.0)
+    d4 = wait_time_desired(0, 4, 2, spec, wait, steady, d3.history, 220.0, ready=2, startup_latency=0.0)
     assert (d4.desired, d4.reason) == (2, "ScaleDownStabilizing")
 
 

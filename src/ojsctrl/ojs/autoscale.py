@@ -308,13 +308,17 @@ def start_evaluation(
     recommend: Callable[[], tuple[int, Callable[[int], str]]],
     stats_available: bool,
     failed_polls: int | None,
+    remember: Callable[[], int] | None = None,
 ) -> Step | Decision:
     """The first rules every metric shares: note failed polls the history has not seen, hold the current
     replicas without stats, else record the clamped recommendation in the history.
 
     ``recommend`` returns the raw replica count and a function that words the basis for the clamped count;
-    it is called only when stats are available. The result is a :class:`Step` to finish with the metric's
-    own scale-up rules, or the hold :class:`Decision`.
+    it is called only when stats are available. ``remember`` (default: the recommendation) is what the
+    stabilisation window keeps of this evaluation: a metric whose recommendation has a transient part (a
+    backlog to drain) keeps only the lasting part, so a drained backlog does not hold the pool up for the
+    window. The result is a :class:`Step` to finish with the metric's own scale-up rules, or the hold
+    :class:`Decision`.
     """
     history = history.normalized(now)
     history = _note_failures(history, failed_polls, stats_available, _clamp(current, lo, hi), now, window)
@@ -322,12 +326,13 @@ def start_evaluation(
         return _hold(current, lo, hi, history=history, now=now, window=window)
     raw, basis = recommend()
     rec = _clamp(raw, lo, hi)
+    kept = rec if remember is None else min(rec, _clamp(remember(), lo, hi))
     return Step(
         current=current,
         rec=rec,
         lo=lo,
         hi=hi,
-        history=history.record(now, rec, window),
+        history=history.record(now, kept, window),
         now=now,
         window=window,
         basis=basis(rec),
@@ -384,7 +389,8 @@ class Step:
         # rec < current: follow the highest recommendation of the window, and the current count too until
         # the history has seen a whole window.
         window_max = self.history.window_max(self.now, self.window)
-        stabilized = rec if window_max is None else window_max
+        # Never below the recommendation itself (the window may keep less of it: start_evaluation).
+        stabilized = rec if window_max is None else max(window_max, rec)
         if not self.history.covers(self.now, self.window):
             stabilized = max(stabilized, current)
         desired = _clamp(min(current, stabilized), self.lo, self.hi)

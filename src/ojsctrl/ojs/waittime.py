@@ -61,6 +61,7 @@ __all__ = [
     "fallback_applies",
     "fallback_decision",
     "fallback_replicas",
+    "lasting_replicas",
     "pause_decision",
     "settle_provisional",
     "wait_time_desired",
@@ -71,6 +72,13 @@ FallbackBehavior = Literal["static", "currentReplicas", "currentReplicasIfHigher
 
 DEFAULT_TIME_CONSTANT: Final = 60.0
 """Seconds of the EWMA time constant: a sample ``dt`` seconds long weighs ``1 - exp(-dt / 60)``."""
+
+FAST_TIME_CONSTANT: Final = 10.0
+"""Seconds of a second, faster EWMA of the arrival rate: the rate used is the higher of the two, so a step up
+in traffic is seen within a few polls while a fall is followed at the slower pace."""
+
+FAST_MIN_JOBS: Final = 10.0
+"""Jobs the fast window must hold (rate x its time constant) before the fast estimate is used."""
 
 DEFAULT_STARTUP_LATENCY: Final = 15.0
 """Start-up latency assumed before one has been measured, seconds."""
@@ -132,6 +140,7 @@ class Estimator:
     last_completions: int = 0
     completions: int = 0
     measured_at: float | None = None
+    arrival_fast: float | None = None
 
     def __post_init__(self) -> None:
         if self.time_constant <= 0:
@@ -152,6 +161,9 @@ class Estimator:
         arrived = max(0, sample.available + sample.active - prev.available - prev.active + done)
         alpha = 1.0 - math.exp(-dt / self.time_constant)
         arrival = _ewma(self.arrival_rate, arrived / dt, alpha)
+        fast = _ewma(
+            self.arrival_fast, arrived / dt, 1.0 - math.exp(-dt / min(FAST_TIME_CONSTANT, self.time_constant))
+        )
         throughput = _ewma(self.throughput, done / dt, alpha)
         # The interval's mean number of active jobs, for Little's law over the same interval.
         active = _ewma(self.active, (prev.active + sample.active) / 2.0, alpha)
@@ -172,6 +184,7 @@ class Estimator:
             last_completions=done,
             completions=completions,
             measured_at=measured_at,
+            arrival_fast=fast,
         )
 
     def estimate(self) -> Estimate:
@@ -184,8 +197,14 @@ class Estimator:
             wait = available / self.throughput
         else:
             wait = None  # jobs wait and none complete: unbounded, unknown
+        arrival = self.arrival_rate
+        fast = self.arrival_fast
+        # The fast estimate counts only when its window holds enough jobs to be more than noise (a rare
+        # arrival of a long job would otherwise look like a surge).
+        if arrival is not None and fast is not None and fast * FAST_TIME_CONSTANT >= FAST_MIN_JOBS:
+            arrival = max(arrival, fast)
         return Estimate(
-            arrival_rate=self.arrival_rate,
+            arrival_rate=arrival,
             throughput=self.throughput,
             service_time=self.service_time if self.measured_at is not None else None,
             estimated_wait=wait,
@@ -335,6 +354,7 @@ def wait_time_desired(
         now,
         spec.scale_down_delay,
         recommend=lambda: _recommend(available, active, estimate, ready, startup_latency, wait),
+        remember=lambda: lasting_replicas(active, estimate, wait),
         stats_available=stats_available,
         failed_polls=failed_polls,
     )
@@ -343,6 +363,19 @@ def wait_time_desired(
     # From zero, recent completions count as activity too: a queue drained between polls still has work.
     activate = available + active > 0 or estimate.recent_completions
     return step.worker_scale_up(available + active, spec.scale_up_threshold, activate=activate)
+
+
+def lasting_replicas(active: int, estimate: Estimate, spec: WaitTimeScaling) -> int:
+    """The part of the recommendation the scale-down window keeps: the pods that keep up with arrivals
+    (and the jobs running), without the slots for draining a backlog, which are gone once it is drained.
+    Before a service time is measured, the provisional count itself (one slot per job is all there is)."""
+    if estimate.service_time is None:
+        return 1 << 30  # no lasting part known: keep the recommendation as it is
+    steady = (estimate.arrival_rate or 0.0) * estimate.service_time
+    needed = max(steady, float(active))
+    if needed <= 0 and not estimate.recent_completions:
+        return 0
+    return max(1, math.ceil(needed / spec.slots_per_pod - _EPSILON))
 
 
 def settle_provisional(history: History, measured_at: float | None, now: float, window: float) -> History:
