@@ -425,7 +425,8 @@ def test_the_window_keeps_the_lasting_part_not_the_backlog() -> None:
     assert (d2.direction, d2.desired) == ("down", 1), d2.message
     # An arrival dip still waits for the window: the lasting part was 2 pods 20 s ago.
     busy = Estimate(4.0, 4.0, 2.0, 0.0, True, measured_at=0.0)
-    d3 = wait_time_desired(0, 8, 2, spec, wait, busy, History(since=-1000.0), 200.0, ready=2, startup_latency=0.0)
+    long_ago = History(since=-1000.0)
+    d3 = wait_time_desired(0, 8, 2, spec, wait, busy, long_ago, 200.0, ready=2, startup_latency=0.0)
     d4 = wait_time_desired(0, 4, 2, spec, wait, steady, d3.history, 220.0, ready=2, startup_latency=0.0)
     assert (d4.desired, d4.reason) == (2, "ScaleDownStabilizing")
 
