@@ -420,6 +420,9 @@ def test_the_window_keeps_the_lasting_part_not_the_backlog() -> None:
     d = wait_time_desired(120, 4, 1, spec, wait, steady, history, 100.0, ready=1, startup_latency=0.0)
     assert (d.direction, d.desired) == ("up", 3)
     assert lasting_replicas(4, steady, wait) == 1
+    assert (
+        lasting_replicas(4, Estimate(None, None, None, None, False), wait) is None
+    )  # provisional: kept whole
     # Drained 20 s later: back to 1 pod at once, not after 300 s.
     d2 = wait_time_desired(0, 4, 3, spec, wait, steady, d.history, 120.0, ready=3, startup_latency=0.0)
     assert (d2.direction, d2.desired) == ("down", 1), d2.message

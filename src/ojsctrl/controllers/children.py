@@ -35,7 +35,7 @@ from ojsctrl.runtime.client import (
     NotFoundError,
     Resource,
 )
-from ojsctrl.runtime.controller import Predicate
+from ojsctrl.runtime.controller import Predicate, beyond_status
 from ojsctrl.runtime.informer import Informer
 
 log = structlog.get_logger("ojsctrl.children")
@@ -77,9 +77,6 @@ def is_controlled_by(obj: JSON | None, owner_uid: str) -> bool:
 # Cheap predicates on the event handlers (controller-runtime's predicates are the model): an update wakes a
 # reconciler only when it changed something that reconciler reads. Adds and deletes always pass.
 
-# Metadata every write moves without saying anything the reconcilers read.
-_NOISE_METADATA = frozenset({"resourceVersion", "managedFields"})
-
 
 def _status_view(resource: Resource, obj: JSON) -> Any:
     """The part of a child's status the reconcilers read: a Deployment's rollout state (replica counts,
@@ -90,13 +87,6 @@ def _status_view(resource: Resource, obj: JSON) -> Any:
     if resource == PVCS:
         return (obj.get("status") or {}).get("phase")
     return None
-
-
-def _without_noise(obj: JSON) -> tuple[JSON, JSON]:
-    """(metadata without resourceVersion/managedFields, everything else but metadata and status)."""
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _NOISE_METADATA}
-    rest = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
-    return meta, rest
 
 
 def child_update_matters(resource: Resource) -> Predicate:
@@ -111,7 +101,7 @@ def child_update_matters(resource: Resource) -> Predicate:
             return True
         if old is new:
             return True  # a resync (children do not resync; kept for any cache that does)
-        if _without_noise(old) != _without_noise(new):
+        if beyond_status(old) != beyond_status(new):
             return True
         return bool(_status_view(resource, old) != _status_view(resource, new))
 

@@ -308,7 +308,7 @@ def start_evaluation(
     recommend: Callable[[], tuple[int, Callable[[int], str]]],
     stats_available: bool,
     failed_polls: int | None,
-    remember: Callable[[], int] | None = None,
+    remember: Callable[[], int | None] | None = None,
 ) -> Step | Decision:
     """The first rules every metric shares: note failed polls the history has not seen, hold the current
     replicas without stats, else record the clamped recommendation in the history.
@@ -317,8 +317,8 @@ def start_evaluation(
     it is called only when stats are available. ``remember`` (default: the recommendation) is what the
     stabilisation window keeps of this evaluation: a metric whose recommendation has a transient part (a
     backlog to drain) keeps only the lasting part, so a drained backlog does not hold the pool up for the
-    window. The result is a :class:`Step` to finish with the metric's own scale-up rules, or the hold
-    :class:`Decision`.
+    window (None: all of it). The result is a :class:`Step` to finish with the metric's own scale-up
+    rules, or the hold :class:`Decision`.
     """
     history = history.normalized(now)
     history = _note_failures(history, failed_polls, stats_available, _clamp(current, lo, hi), now, window)
@@ -326,7 +326,8 @@ def start_evaluation(
         return _hold(current, lo, hi, history=history, now=now, window=window)
     raw, basis = recommend()
     rec = _clamp(raw, lo, hi)
-    kept = rec if remember is None else min(rec, _clamp(remember(), lo, hi))
+    lasting = None if remember is None else remember()
+    kept = rec if lasting is None else min(rec, _clamp(lasting, lo, hi))
     return Step(
         current=current,
         rec=rec,

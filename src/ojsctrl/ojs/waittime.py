@@ -90,7 +90,7 @@ left: the target cannot be met anyway, and a smaller horizon would ask for huge 
 MIN_COMPLETIONS: Final = 10
 """Completions the estimator must have counted before its service time is used. Little's law on the first
 completions after a start overstates the service time (throughput still carries the intervals before
-anything could finish): for jobs of minutes, threefold. Until then the pool is sized one slot per job."""
+anything could finish). Until then the pool is sized one slot per job."""
 
 _EPSILON: Final = 1e-9
 
@@ -365,12 +365,12 @@ def wait_time_desired(
     return step.worker_scale_up(available + active, spec.scale_up_threshold, activate=activate)
 
 
-def lasting_replicas(active: int, estimate: Estimate, spec: WaitTimeScaling) -> int:
+def lasting_replicas(active: int, estimate: Estimate, spec: WaitTimeScaling) -> int | None:
     """The part of the recommendation the scale-down window keeps: the pods that keep up with arrivals
     (and the jobs running), without the slots for draining a backlog, which are gone once it is drained.
-    Before a service time is measured, the provisional count itself (one slot per job is all there is)."""
+    None before a service time is measured: the provisional count is kept as it is."""
     if estimate.service_time is None:
-        return 1 << 30  # no lasting part known: keep the recommendation as it is
+        return None
     steady = (estimate.arrival_rate or 0.0) * estimate.service_time
     needed = max(steady, float(active))
     if needed <= 0 and not estimate.recent_completions:

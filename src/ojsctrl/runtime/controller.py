@@ -167,7 +167,9 @@ def resource_version_changed(event: str, old: JSON | None, new: JSON | None) -> 
 _WRITE_NOISE = frozenset({"resourceVersion", "managedFields"})
 
 
-def _beyond_status(obj: JSON) -> tuple[JSON, JSON]:
+def beyond_status(obj: JSON) -> tuple[JSON, JSON]:
+    """(metadata without resourceVersion/managedFields, every other part but metadata and status): what an
+    update changed when it was more than a status write."""
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _WRITE_NOISE}
     return meta, {k: v for k, v in obj.items() if k not in ("metadata", "status")}
 
@@ -179,7 +181,7 @@ def not_status_only(event: str, old: JSON | None, new: JSON | None) -> bool:
     deletes and resyncs (so a status someone else altered is rewritten at the next sync period)."""
     if event != "update" or old is None or new is None or old is new:
         return True
-    return _beyond_status(old) != _beyond_status(new)
+    return beyond_status(old) != beyond_status(new)
 
 
 _ID_PREFIX = uuid.uuid4().hex[:6] + "-"

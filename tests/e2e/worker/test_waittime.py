@@ -81,6 +81,20 @@ def autoscaling_reason(client: Client, ns: str, name: str) -> str | None:
     return wcond(client, ns, name, "Autoscaling").get("reason")
 
 
+def completing(server: OJSTestServer, queue: str) -> threading.Event:
+    """Count 10 completions a second on ``queue`` until the returned event is set."""
+    stop = threading.Event()
+
+    def complete() -> None:
+        done = 0
+        while not stop.wait(0.2):
+            done += 2
+            server.set_queue(queue, completed=done)
+
+    threading.Thread(target=complete, daemon=True).start()
+    return stop
+
+
 def test_wait_time_scales_up_on_a_backlog_and_explains_itself(
     crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
 ) -> None:
@@ -89,16 +103,7 @@ def test_wait_time_scales_up_on_a_backlog_and_explains_itself(
     q = f"wt-{ns}"
     # A steady flow: 10 jobs running, 10 completing a second (service time 1s), nothing waiting.
     ojs_server.set_queue(q, available=0, active=10, completed=0)
-    stop = threading.Event()
-
-    def complete() -> None:
-        done = 0
-        while not stop.wait(0.2):
-            done += 2
-            ojs_server.set_queue(q, completed=done)
-
-    flow = threading.Thread(target=complete, daemon=True)
-    flow.start()
+    stop = completing(ojs_server, q)
     try:
         make_worker(
             client,
@@ -144,7 +149,6 @@ def test_wait_time_scales_up_on_a_backlog_and_explains_itself(
         assert all(int(e.get("count") or 1) <= 3 for e in reasons), reasons
     finally:
         stop.set()
-        flow.join(2)
 
 
 def test_a_pool_raised_before_any_completion_comes_down_once_measured(
@@ -167,16 +171,7 @@ def test_a_pool_raised_before_any_completion_comes_down_once_measured(
     wait_until("one slot per job: 40 jobs, 10 pods", lambda: replicas(client, ns, "wc-worker") == 10, 30)
     # The backlog is taken: 4 running, 10 completing a second (service time 0.4 s, one pod keeps up).
     ojs_server.set_queue(q, available=0, active=4)
-    stop = threading.Event()
-
-    def complete() -> None:
-        done = 0
-        while not stop.wait(0.2):
-            done += 2
-            ojs_server.set_queue(q, completed=done)
-
-    flow = threading.Thread(target=complete, daemon=True)
-    flow.start()
+    stop = completing(ojs_server, q)
     try:
         wait_until(
             "down from the provisional 10 long before scaleDownDelay",
@@ -193,7 +188,6 @@ def test_a_pool_raised_before_any_completion_comes_down_once_measured(
         assert any("from 10 to" in m and "service time" in m for m in scaled()), scaled()  # measured rates
     finally:
         stop.set()
-        flow.join(2)
 
 
 def test_pause_annotations_hold_set_and_release_the_replicas(
