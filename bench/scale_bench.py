@@ -11,8 +11,10 @@ as fast as it can (16 threads, no client rate limit) and polls the API server un
 
 Contenders, all given the same client QPS/burst and the same per-kind concurrency:
 
-- ojsctrl: `python -m ojsctrl` with `--sync-period` short; after convergence the bench waits through
-  two resync periods and counts the mutating requests they caused (target: zero).
+- ojsctrl: `python -m ojsctrl` with its default `--sync-period` (10 h) while converging; after
+  convergence the bench restarts it with a short sync period on the converged objects, counts what the
+  restart cost (reconciles, requests; mutating: target zero) and then waits through two resync periods,
+  counting reconciles per object per period (reconciles over resync wake-ups) and mutating requests.
 - limit: `bench/limit.py`, the requests ojsctrl must make (same apply bodies from `ojsctrl.builders`,
   field manager ojsctrl, force) plus one status apply per object once its Deployment is available,
   nothing else: the lower bound for the convergence time on this machine.
@@ -26,7 +28,8 @@ controller_runtime_reconcile_time_seconds histogram per controller; kopf: its ha
 Environment: OJSCTRL_BENCH_SIZES (default 100,500,1000; 50 for a smoke run), OJSCTRL_BENCH_CONTENDERS
 (ojsctrl,limit,kopf), OJSCTRL_BENCH_QPS / _BURST (200 / 400, as the plane's own controllers),
 OJSCTRL_BENCH_CONCURRENCY (4, ojsctrl's default --max-concurrent-reconciles), OJSCTRL_BENCH_SYNC_PERIOD
-(20 s), OJSCTRL_BENCH_TIMEOUT (convergence timeout, default 300 + 1.5 s per N), OJSCTRL_BENCH_PROFILE=1
+(20 s, the idle measurement after the restart), OJSCTRL_BENCH_CONVERGE_SYNC_PERIOD (10h, while
+converging), OJSCTRL_BENCH_TIMEOUT (convergence timeout, default 300 + 1.5 s per N), OJSCTRL_BENCH_PROFILE=1
 (ojsctrl under pyinstrument on every thread, wall clock, see bench/profiled.py ->
 bench/results/profile-N.txt; the slower profiled run's figures go to scale-profile.*) or
 OJSCTRL_BENCH_PROFILE=cpu (ojsctrl under yappi on every thread, CPU seconds per function: `--clock cpu`
@@ -100,6 +103,9 @@ QPS = float(os.environ.get("OJSCTRL_BENCH_QPS", "200"))
 BURST = int(os.environ.get("OJSCTRL_BENCH_BURST", "400"))
 CONCURRENCY = int(os.environ.get("OJSCTRL_BENCH_CONCURRENCY", "4"))
 SYNC_PERIOD = float(os.environ.get("OJSCTRL_BENCH_SYNC_PERIOD", "20"))
+# The sync period while converging: ojsctrl's default (10 h, as controller-runtime's), so the figures are
+# those of a deployment as shipped. The short SYNC_PERIOD is for the idle measurement, after a restart.
+CONVERGE_SYNC_PERIOD = os.environ.get("OJSCTRL_BENCH_CONVERGE_SYNC_PERIOD", "10h")
 # ojsctrl under bench/profiled.py: "pyinstrument" on every thread (wall clock, idle split out), or
 # "cpu": yappi on every thread (CPU time per function, GIL waits not counted as work).
 _PROFILE_MODES = {"": "", "0": "", "1": "pyinstrument", "pyinstrument": "pyinstrument", "cpu": "cpu"}
@@ -285,13 +291,24 @@ def machine_busy() -> dict[str, float]:
 class Contender:
     """One contender process (operator, limit script or kopf peer) against one plane."""
 
-    def __init__(self, who: str, plane: ControlPlane, n: int) -> None:
+    def __init__(
+        self,
+        who: str,
+        plane: ControlPlane,
+        n: int,
+        *,
+        sync_period: str = CONVERGE_SYNC_PERIOD,
+        tag: str = "",
+        profiled: bool = True,
+    ) -> None:
         self.who = who
         self.plane = plane
         self.n = n
+        self.sync_period = sync_period
+        self.profiled = profiled and bool(PROFILE)
         self.metrics_port = free_port()
         self.health_port = free_port()
-        self.log_path = plane.workdir / "logs" / f"contender-{who}.log"
+        self.log_path = plane.workdir / "logs" / f"contender-{who}{tag}.log"
         self.kopf_stats = plane.workdir / "kopf-stats.json"
         self.profile_path = RESULTS / (f"profile-cpu-{n}.txt" if PROFILE == "cpu" else f"profile-{n}.txt")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -318,11 +335,11 @@ class Contender:
                 "--max-concurrent-reconciles",
                 str(CONCURRENCY),
                 "--sync-period",
-                f"{SYNC_PERIOD}s",
+                self.sync_period,
                 "--log-level",
                 "info",
             ]
-            if PROFILE:
+            if self.profiled:
                 out = str(self.profile_path)
                 clock = ["--clock", "cpu"] if PROFILE == "cpu" else []
                 return [py, "-m", "bench.profiled", *clock, "--out", out, "-m", OPERATOR_MODULE, *args]
@@ -410,7 +427,7 @@ class Contender:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=120 if PROFILE else 40)
+                self.proc.wait(timeout=120 if self.profiled else 40)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
@@ -464,6 +481,98 @@ def wakeups_per_object(text: str, n: int) -> dict[str, dict[str, float]]:
                 by_source = out.setdefault(s.labels.get("controller", ""), {})
                 by_source[s.labels.get("source", "")] = round(s.value / n, 2)
     return out
+
+
+def wakeups_by(text: str, source: str) -> dict[str, float]:
+    """ojsctrl_reconcile_wakeups_total of one source, per controller."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "ojsctrl_reconcile_wakeups_total" and s.labels.get("source") == source:
+                ctrl = s.labels.get("controller", "")
+                out[ctrl] = out.get(ctrl, 0.0) + s.value
+    return out
+
+
+def settled_after_restart(contender: Contender, objects: int) -> bool:
+    """The restarted operator has reconciled every object once (the initial list) and its queues are empty."""
+    text = contender.metrics()
+    if not text:
+        return False
+    done = sum(counter(text, "controller_runtime_reconcile_total", "controller").values())
+    depth = sum(counter(text, "workqueue_depth", "name").values())
+    return done >= objects and depth == 0
+
+
+def idle_after_restart(plane: ControlPlane, n: int, t_conv: float) -> dict[str, Any]:
+    """Restart ojsctrl with the short sync period on the converged objects, then measure (a) what the restart
+    cost until its first pass was done and (b) two sync periods at idle. Reconciles per object per period =
+    reconciles / resync wake-ups (each resync round wakes every primary object once), so the figure does not
+    depend on how many rounds fell in the window."""
+    restart = Contender("ojsctrl", plane, n, sync_period=f"{SYNC_PERIOD}s", tag="-restart", profiled=False)
+    time.sleep(1.0)
+    t_r0 = time.time()
+    restart.start()
+    try:
+        wait_until("ojsctrl ready after the restart", restart.ready, 300)
+        stable = 0
+
+        def settled() -> bool:
+            nonlocal stable
+            stable = stable + 1 if settled_after_restart(restart, 2 * n) else 0
+            return stable >= 3
+
+        wait_until("the restart's first pass", settled, 300 + n * 0.3, interval=1.0)
+        t_r1 = time.time()
+        metrics_r1 = restart.metrics()
+        assert restart.proc is not None
+        proc = psutil.Process(restart.proc.pid)
+        cpu_r1 = sum(proc.cpu_times()[:2])
+        wait = 2 * SYNC_PERIOD * 1.1 + 5  # the informers jitter the period by up to 10 %
+        log(f"N={n} ojsctrl: restarted in {t_r1 - t_r0:.0f}s; waiting {wait:.0f}s through two resync periods")
+        time.sleep(wait)
+        t_end = time.time()
+        metrics_end = restart.metrics()
+        cpu_end = sum(proc.cpu_times()[:2])
+    finally:
+        restart.stop()
+    time.sleep(1.0)
+    reqs = audit_requests(plane, AGENTS["ojsctrl"])
+    first = summarise(reqs, t_r0, t_r1)
+    window = summarise(reqs, t_r1, t_end)
+    rec_r1 = counter(metrics_r1, "controller_runtime_reconcile_total", "controller")
+    rec_end = counter(metrics_end, "controller_runtime_reconcile_total", "controller")
+    reconciles = {k: int(rec_end.get(k, 0) - rec_r1.get(k, 0)) for k in rec_end}
+    rs_r1 = wakeups_by(metrics_r1, "resync")
+    rs_end = wakeups_by(metrics_end, "resync")
+    resyncs = {k: int(rs_end.get(k, 0) - rs_r1.get(k, 0)) for k in rs_end}
+    per_period = {k: _r(reconciles.get(k, 0) / v, 3) if v else None for k, v in resyncs.items()}
+    total_resyncs = sum(resyncs.values())
+    return {
+        "restart": {
+            "seconds_to_first_pass_done": round(t_r1 - t_r0, 1),
+            "reconciles": {k: int(v) for k, v in rec_r1.items()},
+            "requests": first["total"],
+            "mutating": first["mutating"],
+            "requests_by_kind": first["by_request"],
+        },
+        "resync": {
+            "window_seconds": round(t_end - t_r1, 1),
+            "sync_period_seconds": SYNC_PERIOD,
+            "reconciles": reconciles,
+            "resync_wakeups": resyncs,
+            "reconciles_per_object_per_period": per_period,
+            "reconciles_per_object_per_period_all": _r(sum(reconciles.values()) / total_resyncs, 3)
+            if total_resyncs
+            else None,
+            "cpu_seconds": round(cpu_end - cpu_r1, 2),
+            "requests": window["total"],
+            "mutating": window["mutating"],
+            "mutating_by_kind": {k: v for k, v in window["by_request"].items() if k.split()[0] in MUTATING},
+        },
+    }
 
 
 def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
@@ -581,17 +690,11 @@ def run_one(who: str, n: int) -> dict[str, Any]:
         machine_conv = machine_busy()
         log(f"N={n} {who}: {'converged' if ok else 'NOT converged'} in {seconds:.1f}s")
         metrics_conv = contender.metrics()
-        resync: dict[str, Any] | None = None
-        t_end = t_conv
-        if who == "ojsctrl" and ok:
-            wait = 2 * SYNC_PERIOD * 1.1 + 5  # the informers jitter the period by up to 10 %
-            log(f"N={n} {who}: waiting {wait:.0f}s through two resync periods")
-            time.sleep(wait)
-            t_end = time.time()
-            sampler.mark("after-resync")
-        metrics_end = contender.metrics()
         contender.stop()
         sampler.stop()
+        idle: dict[str, Any] | None = None
+        if who == "ojsctrl" and ok:
+            idle = idle_after_restart(plane, n, t_conv)
         time.sleep(1.0)
         reqs = audit_requests(plane, AGENTS[who])
         conv = summarise(reqs, t0, t_conv)
@@ -634,21 +737,12 @@ def run_one(who: str, n: int) -> dict[str, Any]:
                 }
             out["reconcile_latency_s"] = latency
             out["wakeups_per_object_during_convergence"] = wakeups_per_object(metrics_conv, n)
-            if t_end > t_conv:
-                window = summarise(reqs, t_conv, t_end)
-                before = counter(metrics_conv, "controller_runtime_reconcile_total", "controller")
-                after = counter(metrics_end, "controller_runtime_reconcile_total", "controller")
-                resync = {
-                    "window_seconds": round(t_end - t_conv, 1),
-                    "sync_period_seconds": SYNC_PERIOD,
-                    "reconciles": {k: int(after.get(k, 0) - before.get(k, 0)) for k in after},
-                    "requests": window["total"],
-                    "mutating": window["mutating"],
-                    "mutating_by_kind": {
-                        k: v for k, v in window["by_request"].items() if k.split()[0] in MUTATING
-                    },
-                }
-            out["resync"] = resync
+            out["reconciles_per_object_during_convergence"] = {
+                k: round(v / n, 2)
+                for k, v in counter(metrics_conv, "controller_runtime_reconcile_total", "controller").items()
+            }
+            out["resync"] = idle["resync"] if idle else None
+            out["restart"] = idle["restart"] if idle else None
         elif who == "kopf":
             try:
                 durations = json.loads(contender.kopf_stats.read_text())
@@ -723,20 +817,23 @@ def markdown(data: dict[str, Any]) -> str:
         "# Scale benchmark: N OJSClusters + N OJSWorkers",
         "",
         f"Client QPS/burst {cfg['qps']}/{cfg['burst']}, {cfg['concurrency']} workers per kind, "
-        f"sync period {cfg['sync_period_s']} s (ojsctrl), replicas 1, one fresh control plane per contender "
-        "and N. Converged = every child exists and every OJSCluster/OJSWorker has phase Running with a "
-        "current observedGeneration; time from the first create. Requests are counted in the audit log by "
-        "user agent from the first create to convergence; per object = per OJSCluster or OJSWorker. "
-        "RSS growth per object: RSS at convergence minus RSS before the first create, over 2N (it "
-        "includes the cached children and pods). CPU: the contender's process; plane CPU: etcd, "
-        "apiserver, controller manager, scheduler and kwok during convergence. The machine is shared (2 "
-        "cores; others' CPU share = what other sessions took meanwhile): read the ratios.",
+        f"sync period {cfg.get('converge_sync_period', str(cfg['sync_period_s']) + 's')} while converging "
+        f"and {cfg['sync_period_s']} s at idle after a restart (ojsctrl), replicas 1, one fresh control "
+        "plane per contender and N. Converged = every child exists and every OJSCluster/OJSWorker has "
+        "phase Running with a current observedGeneration; time from the first create. Requests are "
+        "counted in the audit log by user agent from the first create to convergence; per object = per "
+        "OJSCluster or OJSWorker. RSS growth per object: RSS at convergence minus RSS before the first "
+        "create, over 2N (it includes the cached children and pods). CPU: the contender's process; plane "
+        "CPU: etcd, apiserver, controller manager, scheduler and kwok during convergence. The machine is "
+        "shared (2 cores; others' CPU share = what other sessions took meanwhile): read the ratios.",
         "",
-        "Contenders: ojsctrl (`python -m ojsctrl`, sync period above; resync = the requests in two sync "
-        "periods after convergence); limit (`bench/limit.py`: the writes ojsctrl makes on creation, same "
-        "server-side apply bodies from ojsctrl.builders, plus one status apply per object once its "
-        "Deployment is Available; no reads, no events: the lower bound); kopf (`bench/peers/kopf_peer.py`, "
-        "kopf's defaults, the official client, same children, status when the Deployment is available).",
+        "Contenders: ojsctrl (`python -m ojsctrl`, sync periods above; restart = restarted on the "
+        "converged objects, until its first pass is done; idle = the next two sync periods, reconciles "
+        "per object per period = reconciles over resync wake-ups); limit (`bench/limit.py`: the writes "
+        "ojsctrl makes on creation, same server-side apply bodies from ojsctrl.builders, plus one status "
+        "apply per object once its Deployment is Available; no reads, no events: the lower bound); kopf "
+        "(`bench/peers/kopf_peer.py`, kopf's defaults, the official client, same children, status when "
+        "the Deployment is available).",
         "",
         "## Ratios (the headline)",
         "",
@@ -756,8 +853,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "| N | contender | converged s | requests | mutating | req/object | mutating/object | peak RSS MB "
         "| RSS growth KB/object | CPU s | plane CPU s (apiserver) | others' CPU share "
-        "| reconcile p50 / p99 s | resync: reconciles, mutating |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| reconcile p50 / p99 s | reconciles/object converging | idle: reconciles/object/period, mutating |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in sorted(runs, key=int):
         for who in ("ojsctrl", "limit", "kopf"):
@@ -767,7 +864,16 @@ def markdown(data: dict[str, Any]) -> str:
             lat = r.get("reconcile_latency_s") or {}
             lat_s = "; ".join(f"{k} {_f(v.get('p50'))} / {_f(v.get('p99'))}" for k, v in lat.items()) or "n/a"
             rs = r.get("resync")
-            rs_s = f"{sum(rs['reconciles'].values())}, {rs['mutating']}" if rs else "n/a"
+            if rs and "reconciles_per_object_per_period_all" in rs:
+                rs_s = f"{_f(rs['reconciles_per_object_per_period_all'])}, {rs['mutating']}"
+            else:  # results of the earlier bench (a window right after convergence, no restart)
+                rs_s = (
+                    f"{sum(rs['reconciles'].values())} in {rs['window_seconds']} s, {rs['mutating']}"
+                    if rs
+                    else "n/a"
+                )
+            rc = r.get("reconciles_per_object_during_convergence") or {}
+            rc_s = "; ".join(f"{k} {_f(v)}" for k, v in rc.items()) or "n/a"
             conv = f"{r['seconds']}" if r["converged"] else f"timeout {r['seconds']} ({r['running_at_end']})"
             pc = r.get("plane_cpu_seconds_during_convergence") or {}
             pc_s = f"{sum(pc.values()):.1f} ({pc.get('kube-apiserver', 0):.1f})" if pc else "n/a"
@@ -775,7 +881,7 @@ def markdown(data: dict[str, Any]) -> str:
                 f"| {n} | {who} | {conv} | {r['requests']} | {r['mutating']} | {r['requests_per_object']} | "
                 f"{r['mutating_per_object']} | {r['peak_rss_mb']} | {r['rss_growth_kb_per_object']} | "
                 f"{r['cpu_seconds_during_convergence']} | {pc_s} | {_f(r.get('others_cpu_share'))} | "
-                f"{lat_s} | {rs_s} |"
+                f"{lat_s} | {rc_s} | {rs_s} |"
             )
     lines += ["", "## Requests by verb and resource, first create to convergence", ""]
     for n in sorted(runs, key=int):
@@ -785,12 +891,30 @@ def markdown(data: dict[str, Any]) -> str:
                 continue
             kinds = ", ".join(f"{k}: {v}" for k, v in list(r["requests_by_kind"].items())[:14])
             lines.append(f"- N={n} {who}: {kinds}")
+            rst = r.get("restart")
+            if rst:
+                lines.append(
+                    f"  - restart on the converged objects, {rst['seconds_to_first_pass_done']} s to the end "
+                    f"of its first pass: {rst['requests']} requests, {rst['mutating']} mutating; reconciles "
+                    f"{rst['reconciles']}; "
+                    + ", ".join(f"{k}: {v}" for k, v in rst["requests_by_kind"].items())
+                )
             rs = r.get("resync")
             if rs:
-                lines.append(
-                    f"  - resync window {rs['window_seconds']} s: {rs['requests']} requests, "
-                    f"{rs['mutating']} mutating {rs['mutating_by_kind'] or ''}; reconciles {rs['reconciles']}"
+                extra = (
+                    f"; resync wake-ups {rs['resync_wakeups']}; per object per period "
+                    f"{rs['reconciles_per_object_per_period']}; CPU {rs['cpu_seconds']} s"
+                    if "resync_wakeups" in rs
+                    else ""
                 )
+                lines.append(
+                    f"  - idle window {rs['window_seconds']} s: {rs['requests']} requests, "
+                    f"{rs['mutating']} mutating {rs['mutating_by_kind'] or ''}; "
+                    f"reconciles {rs['reconciles']}{extra}"
+                )
+            wk = r.get("wakeups_per_object_during_convergence")
+            if wk:
+                lines.append(f"  - wake-ups per object while converging: {wk}")
     lines += [
         "",
         f"Measured with ojsctrl {data['ojsctrl_version']} (module {cfg.get('operator_module', 'ojsctrl')}); "
@@ -853,6 +977,7 @@ def main() -> None:
         "burst": BURST,
         "concurrency": CONCURRENCY,
         "sync_period_s": SYNC_PERIOD,
+        "converge_sync_period": CONVERGE_SYNC_PERIOD,
         "profile": PROFILE or None,
         "operator_module": OPERATOR_MODULE,
         "cpus": os.cpu_count(),

@@ -599,6 +599,9 @@ def test_wakeups_counted_by_source(controllers: Callable[..., Controller]) -> No
     c.enqueue(Request("team-a", "a"), "poller")
     assert wakeups("Deployment") == 2
     assert wakeups("poller") == 2
+    primary.resync()  # the cached object delivered again: a resync, not a change
+    assert wakeups("resync") == 1
+    assert wakeups("Deployment") == 2
     # The queue merged the four requests for one object.
     assert queued(c) == {Request("team-a", "a")}
 

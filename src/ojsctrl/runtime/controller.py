@@ -36,7 +36,7 @@ RECONCILE_TOTAL = Counter(
 WAKEUPS = Counter(
     "ojsctrl_reconcile_wakeups_total",
     "Requests added to a controller's queue, by what asked (the kind whose event passed the predicates, "
-    "or poller); the queue merges requests for an object already waiting, so this exceeds reconciles",
+    "resync for the periodic re-delivery, or poller); the queue merges requests for an object already waiting, so this exceeds reconciles",
     ["controller", "source"],
     registry=REGISTRY,
 )
@@ -250,6 +250,9 @@ class Controller:
     ) -> FuncHandler:
         preds = list(predicates)
         wakeups = WAKEUPS.labels(self.name, source)
+        # A resync re-delivers the cached object as an update of itself: counted apart, so the wake-ups
+        # say how many reconciles the sync period caused and how many a change did.
+        resyncs = WAKEUPS.labels(self.name, "resync")
 
         def enqueue(event: str, old: JSON | None, new: JSON | None, obj: JSON) -> None:
             if all(p(event, old, new) for p in preds):
@@ -261,7 +264,7 @@ class Controller:
                     # An update can move an object between owners (its owner reference changed): the
                     # previous owner must hear of it too, as controller-runtime's handlers enqueue both.
                     reqs += [r for r in mapper(old) if r not in reqs]
-                wakeups.inc(len(reqs))
+                (resyncs if old is not None and old is new else wakeups).inc(len(reqs))
                 for req in reqs:
                     if delay:
                         self.queue.add_after(req, delay)
