@@ -585,6 +585,28 @@ def test_cluster_status_fields_from_a_poll_and_kept_without_one() -> None:
     assert "lastScaleTime" not in failed.fields
 
 
+@pytest.mark.parametrize("stats", [POLLED, FAILED, REFUSED])
+def test_a_restart_keeps_what_the_last_poll_found_until_its_own_first_poll(stats: PollResult) -> None:
+    before = cluster_status(replace(CLUSTER, stats=stats))
+    previous = {"conditions": before.conditions, **before.fields}
+    restarted = cluster_status(replace(CLUSTER, stats=None, previous=previous))
+    assert _conds(restarted)["QueueStatsAvailable"] == _conds(before)["QueueStatsAvailable"]
+    assert restarted.fields == before.fields  # nothing to write
+    # A generation later, the finding is the same but observed at the new generation.
+    later = cluster_status(replace(CLUSTER, generation=4, stats=None, previous=previous))
+    assert _conds(later)["QueueStatsAvailable"]["observedGeneration"] == 4
+    assert _conds(later)["QueueStatsAvailable"]["reason"] == _conds(before)["QueueStatsAvailable"]["reason"]
+
+
+def test_without_any_poll_on_record_the_cluster_waits_for_the_first() -> None:
+    conflict = cluster_status(replace(CLUSTER, left_alone=("queue-stats polling",)))
+    previous = {"conditions": conflict.conditions}
+    # A conflict's finding is not a poll's: once the name is free again, the cluster waits for a poll.
+    assert _conds(cluster_status(replace(CLUSTER, previous=previous)))["QueueStatsAvailable"]["reason"] == (
+        "NotPolledYet"
+    )
+
+
 def test_cluster_status_keeps_the_extra_conditions_in_order() -> None:
     monitoring = condition("MonitoringReady", True, "NotRequested", generation=3)
     result = cluster_status(replace(CLUSTER, extra_conditions=(monitoring,)))

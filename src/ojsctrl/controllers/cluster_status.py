@@ -241,6 +241,14 @@ class StatusResult:
     fields: JSON
 
 
+def previous_condition(previous: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    """The condition of that type in a status as it was, if any."""
+    for c in previous.get("conditions") or ():
+        if isinstance(c, Mapping) and c.get("type") == type_:
+            return c
+    return None
+
+
 def kept_fields(previous: Mapping[str, Any], keys: Sequence[str]) -> JSON:
     """The fields of a failed or missing poll: the last known counts stay as they were."""
     return {k: previous[k] for k in keys if k in previous}
@@ -361,6 +369,20 @@ def queue_stats_status(inputs: ClusterStatusInputs) -> tuple[JSON, JSON]:
     if "queue-stats polling" in inputs.left_alone:
         reason, msg = "NameConflict", f"Service {inputs.server_name} or its API key is not this cluster's"
     elif stats is None:
+        # Not polled by this process yet. After a restart the last poll's finding stands until the next
+        # poll says otherwise: rewriting it as "waiting" would be a status write per cluster that tells
+        # nothing, and a flap of the condition for whoever watches it.
+        prev = previous_condition(inputs.previous, "QueueStatsAvailable")
+        if prev is not None and prev.get("reason") not in (None, "", "NameConflict"):
+            kept = kept_fields(inputs.previous, ("queueDepth", "activeJobs", "queues"))
+            was = condition(
+                "QueueStatsAvailable",
+                str(prev.get("status") or "Unknown"),
+                str(prev["reason"]),
+                str(prev.get("message") or ""),
+                generation=gen,
+            )
+            return was, kept
         reason, msg = "NotPolledYet", "waiting for the first poll"
     else:
         reason = "APIKeyRejected" if stats.reason == "Unauthorized" else "ServerUnreachable"
