@@ -13,7 +13,9 @@ from ojsctrl.api.common import API_VERSION
 from ojsctrl.controllers.children import (
     child_update_matters,
     cluster_update_matters_to_workers,
+    not_own_echo,
 )
+from ojsctrl.runtime.apply import Applier
 from ojsctrl.runtime.client import (
     CONFIGMAPS,
     DEPLOYMENTS,
@@ -118,6 +120,13 @@ DEP = deployment()
         ),
         ("spec.replicas by hand", changed(DEP, _set("spec.replicas", 5)), True),
         ("an annotation", changed(DEP, _set("metadata.annotations", {"team": "x"})), True),
+        (
+            "the Deployment controller's revision",
+            changed(
+                DEP, lambda o: o["metadata"]["annotations"].update({"deployment.kubernetes.io/revision": "1"})
+            ),
+            False,
+        ),
         ("a label", changed(DEP, _set("metadata.labels", {})), True),
         ("the owner reference", changed(DEP, _set("metadata.ownerReferences", [])), True),
         ("deletion started", changed(DEP, _set("metadata.deletionTimestamp", "t3")), True),
@@ -261,6 +270,47 @@ def test_filter_on_a_watch_keeps_noise_from_the_owner() -> None:
         ready = changed(step, _set("status.readyReplicas", 2))
         ready["metadata"]["resourceVersion"] = "13"
         inf._apply_event("MODIFIED", ready)
+        assert queued(c) == owner
+    finally:
+        c.stop(timeout=1)
+
+
+def test_the_revision_annotation_moving_on_wakes_no_one_but_another_annotation_with_it_does() -> None:
+    pred = child_update_matters(DEPLOYMENTS)
+    rev = "deployment.kubernetes.io/revision"
+    one = changed(DEP, lambda o: o["metadata"]["annotations"].update({rev: "1"}))
+    two = changed(one, lambda o: o["metadata"]["annotations"].update({rev: "2"}))
+    assert not pred("update", one, two)
+    assert pred("update", one, changed(two, lambda o: o["metadata"]["annotations"].update({"team": "x"})))
+
+
+def test_the_echo_of_our_own_apply_wakes_no_one() -> None:
+    """The watch event of the object an apply returned (same resourceVersion) is dropped; a later write by
+    anyone else, a delete and a resync pass."""
+    applier = Applier(cast(Client, None), "ojsctrl", "ojs.openjobspec.dev/applied-hash")
+    c = Controller(f"test-echo-{next(_names)}", lambda _r: None)
+    inf = Informer(cast(Client, None), DEPLOYMENTS)
+    c.watch_owned(
+        inf, API_VERSION, "OJSWorker", child_update_matters(DEPLOYMENTS), not_own_echo(applier, DEPLOYMENTS)
+    )
+    owner = {Request("ns", "w")}
+    try:
+        # What Applier.ensure records of its apply's response: the hash and the resourceVersion it produced.
+        applier._recent[(DEPLOYMENTS, "ns/w-worker")] = ("abc", 10)
+        assert applier.wrote(DEPLOYMENTS, DEP)
+        inf._apply_event("ADDED", copy.deepcopy(DEP))
+        assert queued(c) == set()  # our own create
+        edited = changed(DEP, _set("spec.replicas", 5))
+        edited["metadata"]["resourceVersion"] = "11"
+        inf._apply_event("MODIFIED", edited)
+        assert queued(c) == owner  # someone else's write
+        restored = changed(DEP, _set("metadata.resourceVersion", "12"))
+        applier._recent[(DEPLOYMENTS, "ns/w-worker")] = ("abc", 12)
+        inf._apply_event("MODIFIED", restored)
+        assert queued(c) == set()  # our restore of it
+        inf.resync()
+        assert queued(c) == owner
+        inf._apply_event("DELETED", restored)
         assert queued(c) == owner
     finally:
         c.stop(timeout=1)

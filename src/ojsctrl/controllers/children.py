@@ -89,19 +89,50 @@ def _status_view(resource: Resource, obj: JSON) -> Any:
     return None
 
 
+# Annotations the Kubernetes controllers write on our children and no reconciler reads: the Deployment
+# controller numbers each rollout right after the Deployment is created or its template changes.
+_SYSTEM_ANNOTATIONS = frozenset({"deployment.kubernetes.io/revision"})
+
+
+def _beyond_status_read(obj: JSON) -> tuple[JSON, JSON]:
+    """:func:`beyond_status` without the annotations of :data:`_SYSTEM_ANNOTATIONS`."""
+    meta, rest = beyond_status(obj)
+    annotations = meta.get("annotations")
+    if annotations and not _SYSTEM_ANNOTATIONS.isdisjoint(annotations):
+        kept = {k: v for k, v in annotations.items() if k not in _SYSTEM_ANNOTATIONS}
+        meta = {**meta, "annotations": kept}
+    return meta, rest
+
+
+def not_own_echo(applier: Applier, resource: Resource) -> Predicate:
+    """Predicate for a cache of children: drop an add or update whose object is exactly what this
+    reconciler's own apply produced (:meth:`Applier.wrote`): the reconcile that wrote it went on with the
+    apply's response, so waking its owner again would end in "nothing to do". An event that arrives
+    before the apply's response is recorded still passes (one spare reconcile, never a missed one);
+    deletes and resyncs always pass."""
+
+    def fresh(event: str, old: JSON | None, new: JSON | None) -> bool:
+        if event == "delete" or new is None or old is new:
+            return True
+        return not applier.wrote(resource, new)
+
+    return fresh
+
+
 def child_update_matters(resource: Resource) -> Predicate:
-    """Predicate for a cache of full child objects: an update passes only when it changed the child's
-    spec, labels, annotations, owners or other data, or the part of its status the reconcilers read
-    (:func:`_status_view`). A status step nobody reads (a Deployment condition's lastUpdateTime, an HPA's
-    current metrics every 15 s) or a write that moved only resourceVersion/managedFields wakes no owner.
-    Not for metadata-only caches: there a changed resourceVersion is the only sign that data changed."""
+    """Predicate for a cache of full child objects: an update passes only when it changed the child's spec,
+    labels, annotations (but the Deployment controller's revision), owners or other data, or the part of its
+    status the reconcilers read (:func:`_status_view`). A status step nobody reads (a Deployment condition's
+    lastUpdateTime, an HPA's current metrics every 15 s) or a write that moved only
+    resourceVersion/managedFields wakes no owner. Not for metadata-only caches: there a changed
+    resourceVersion is the only sign that data changed."""
 
     def matters(event: str, old: JSON | None, new: JSON | None) -> bool:
         if event != "update" or old is None or new is None:
             return True
         if old is new:
             return True  # a resync (children do not resync; kept for any cache that does)
-        if beyond_status(old) != beyond_status(new):
+        if _beyond_status_read(old) != _beyond_status_read(new):
             return True
         return bool(_status_view(resource, old) != _status_view(resource, new))
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 
 from ojsctrl.api.common import API_VERSION
 from ojsctrl.api.validation import ValidationResult
-from ojsctrl.controllers.children import ChildCaches, Children, child_update_matters
+from ojsctrl.controllers.children import ChildCaches, Children, child_update_matters, not_own_echo
 from ojsctrl.controllers.cluster_status import StatusResult, owned_replica_counts, rollout_settled
 from ojsctrl.controllers.common import (
     FIELD_MANAGER,
@@ -166,7 +166,8 @@ class OwnerReconciler:
 
     def watch_children(self, kind: str) -> None:
         """Reconcile the owner when one of its children changes something it reads (no wake-up for a
-        status step it ignores or a write that moved only resourceVersion/managedFields): status-only
+        status step it ignores, a write that moved only resourceVersion/managedFields, or the echo of its
+        own apply): status-only
         changes coalesced, and a Deployment's rollout reported once it settles."""
         for resource, informer in self.caches.managed.items():
             self.controller.watch_owned(
@@ -174,6 +175,7 @@ class OwnerReconciler:
                 API_VERSION,
                 kind,
                 child_update_matters(resource),
+                not_own_echo(self.applier, resource),
                 status_delay=STATUS_COALESCE,
                 settled=rollout_settled if resource == DEPLOYMENTS else None,
             )

@@ -276,6 +276,17 @@ class Applier:
                 self._verified[key] = (digest, template)
         return True
 
+    def wrote(self, resource: Resource, obj: JSON) -> bool:
+        """Whether ``obj`` is exactly what this applier's last apply of it produced (same
+        resourceVersion): the reconcile that applied it has already seen it, so its watch event, the
+        echo of our own write, tells that reconcile's owner nothing new."""
+        rv = _rv_int(obj)
+        if rv is None:
+            return False
+        with self._lock:
+            recent = self._recent.get((resource, object_key(obj)))
+        return recent is not None and recent[1] == rv
+
     def forget(self, resource: Resource, key: str) -> None:
         with self._lock:
             self._recent.pop((resource, key), None)

@@ -36,7 +36,8 @@ RECONCILE_TOTAL = Counter(
 WAKEUPS = Counter(
     "ojsctrl_reconcile_wakeups_total",
     "Requests added to a controller's queue, by what asked (the kind whose event passed the predicates, "
-    "resync for the periodic re-delivery, or poller); the queue merges requests for an object already waiting, so this exceeds reconciles",
+    "resync for the periodic re-delivery, or poller); the queue merges requests for an object already "
+    "waiting, so this exceeds reconciles",
     ["controller", "source"],
     registry=REGISTRY,
 )
