@@ -486,6 +486,19 @@ def wakeups_per_object(text: str, n: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def reconcile_results(text: str) -> dict[str, dict[str, int]]:
+    """controller_runtime_reconcile_total per controller and result (success, error, requeue, ...)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, int]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == "controller_runtime_reconcile_total" and s.value:
+                by = out.setdefault(s.labels.get("controller", ""), {})
+                by[s.labels.get("result", "")] = int(s.value)
+    return out
+
+
 def wakeups_by(text: str, source: str) -> dict[str, float]:
     """ojsctrl_reconcile_wakeups_total of one source, per controller."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -769,6 +782,7 @@ def run_one(who: str, n: int) -> dict[str, Any]:
                 k: round(v / n, 2)
                 for k, v in counter(metrics_conv, "controller_runtime_reconcile_total", "controller").items()
             }
+            out["reconcile_results_during_convergence"] = reconcile_results(metrics_conv)
             out["settle_seconds_after_convergence"] = settle_s
             out["resync"] = idle["resync"] if idle else None
             out["restart"] = idle["restart"] if idle else None

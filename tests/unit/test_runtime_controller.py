@@ -215,6 +215,46 @@ def test_requeue_after_reconciles_again(controllers: Callable[..., Controller]) 
     assert rec.count() == 3
 
 
+def test_a_success_drops_the_requeue_an_earlier_reconcile_asked_for(
+    controllers: Callable[..., Controller],
+) -> None:
+    """Reconciles are level-triggered: the first asks to come back in 1 s, a change wakes the object at once,
+    and that reconcile's success (nothing more to do) covers the earlier ask: no third reconcile."""
+    name = unique("supersede")
+
+    def script(_: Request, n: int) -> Result | None:
+        return Result(requeue_after=1.0) if n == 1 else None
+
+    rec = Recording(script)
+    c = controllers(name, rec)
+    c.start()
+    c.queue.add(REQ)
+    assert wait_for(lambda: rec.count() == 1)
+    assert wait_for(
+        lambda: sample("controller_runtime_reconcile_total", controller=name, result="requeue_after") == 1
+    )
+    c.queue.add(REQ)  # a change
+    assert wait_for(lambda: rec.count() == 2)
+    time.sleep(1.5)
+    assert rec.count() == 2
+
+
+def test_a_requeue_asked_during_a_reconcile_is_kept(controllers: Callable[..., Controller]) -> None:
+    """A delayed add asked while a reconcile runs (an event it may not have seen) still comes."""
+    name = unique("keep-during")
+
+    def script(_: Request, n: int) -> Result | None:
+        if n == 1:
+            c.queue.add_after(REQ, 0.3)  # as a watch handler's coalesced status step would
+        return None
+
+    rec = Recording(script)
+    c = controllers(name, rec)
+    c.start()
+    c.queue.add(REQ)
+    assert wait_for(lambda: rec.count() == 2)
+
+
 def test_stop_waits_for_in_flight_reconcile(controllers: Callable[..., Controller]) -> None:
     name = unique("drain")
     entered = threading.Event()

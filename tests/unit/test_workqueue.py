@@ -313,6 +313,41 @@ def test_add_after_earlier_time_wins(closing: Callable[[Any], Any]) -> None:
     assert q.get(timeout=0.1) == (None, False)
 
 
+def test_supersede_drops_a_delayed_add_asked_before_a_reconcile_started(
+    closing: Callable[[Any], Any],
+) -> None:
+    clock = FakeClock()
+    q: DelayingQueue[str] = closing(DelayingQueue(clock=clock, heartbeat=0.01))
+    q.add_after("old", 5)  # asked at 1000
+    q.add_after("fresh", 5)
+    clock.advance(1)
+    since = q.now()  # a reconcile of both starts at 1001 ...
+    clock.advance(1)
+    q.add_after("fresh", 30)  # ... and during it an event asks again for "fresh" (a later time: no new entry)
+    assert q.supersede("old", since)
+    assert not q.supersede("fresh", since)  # an ask during the reconcile: kept
+    assert not q.supersede("absent", since)
+    clock.advance(10)
+    assert q.get(timeout=PROMPT) == ("fresh", False)
+    assert q.get(timeout=0.1) == (None, False)  # "old" never comes
+    # Once popped, nothing is left to supersede, and a new ask is honoured.
+    assert not q.supersede("fresh", q.now())
+    q.add_after("old", 1)
+    clock.advance(2)
+    assert q.get(timeout=PROMPT) == ("old", False)
+
+
+def test_superseded_entries_keep_the_heap_bounded(closing: Callable[[Any], Any]) -> None:
+    clock = FakeClock()
+    q: DelayingQueue[int] = closing(DelayingQueue(clock=clock, heartbeat=0.01))
+    for i in range(1000):
+        q.add_after(i, 60)
+        clock.advance(0.001)
+        assert q.supersede(i, q.now())
+    assert len(q._heap) <= 16 + 2 * len(q._waiting)
+    assert q._asked == {}
+
+
 def test_add_after_nonpositive_delay_adds_now(closing: Callable[[Any], Any]) -> None:
     q: DelayingQueue[str] = closing(DelayingQueue(clock=FakeClock(), heartbeat=0.01))
     q.add_after("now", 0)

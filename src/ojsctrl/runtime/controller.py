@@ -401,6 +401,7 @@ class Controller:
             self._active += 1
             ACTIVE_WORKERS.labels(self.name).set(self._active)
         started = time.monotonic()
+        since = self.queue.now()
         bound = self._log.bind(key=str(req), reconcile_id=reconcile_id)
         structlog.contextvars.bind_contextvars(controller=self.name, key=str(req), reconcile_id=reconcile_id)
         outcome = "success"
@@ -419,6 +420,9 @@ class Controller:
                     exc_info=True,
                 )
                 return
+            # A success covers every delayed add asked before it started (a requeue of an earlier
+            # reconcile, a coalesced status step, a retry): drop those, then ask for this one's own.
+            self.queue.supersede(req, since)
             if result is not None and result.requeue_after:
                 outcome = "requeue_after"
                 self.queue.forget(req)

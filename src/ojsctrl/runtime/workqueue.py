@@ -437,6 +437,9 @@ class DelayingQueue(Queue[T]):
         # entry is current for each item.
         self._heap: list[tuple[float, int, T]] = []
         self._waiting: dict[T, tuple[float, int]] = {}
+        # When add_after was last asked for each waiting item (an ask for a later time than the one
+        # waiting changes no entry, but it still counts as an ask): see supersede().
+        self._asked: dict[T, float] = {}
         self._seq = itertools.count()
         self._stopped = False
         self._thread = threading.Thread(
@@ -451,11 +454,13 @@ class DelayingQueue(Queue[T]):
         if delay_seconds <= 0:
             self.add(item)
             return
-        ready_at = self._clock.now() + delay_seconds
+        now = self._clock.now()
+        ready_at = now + delay_seconds
         with self._heap_cond:
             if self._stopped:
                 return
             current = self._waiting.get(item)
+            self._asked[item] = now
             if current is not None and current[0] <= ready_at:
                 return
             entry = (ready_at, next(self._seq), item)
@@ -466,6 +471,27 @@ class DelayingQueue(Queue[T]):
             if self._heap[0] is entry:
                 # The thread may be sleeping towards a later head; make it recompute its wait.
                 self._heap_cond.notify()
+
+    def now(self) -> float:
+        """The queue's clock (for :meth:`supersede`)."""
+        return self._clock.now()
+
+    def supersede(self, item: T, since: float) -> bool:
+        """Drop the delayed add of ``item`` if every ask for it came before ``since`` (on :meth:`now`'s
+        clock): a controller calls this when a reconcile of the item that started at ``since`` has
+        succeeded. Reconciles are level-triggered: that reconcile read the caches with every change the
+        earlier asks stood for, and asked again for whatever is still due, so the earlier asks would only
+        bring a reconcile with nothing to do. An ask made during the reconcile is kept. Returns whether an
+        add was dropped."""
+        with self._heap_cond:
+            asked = self._asked.get(item)
+            if asked is None or asked >= since or item not in self._waiting:
+                return False
+            del self._waiting[item]
+            del self._asked[item]
+            if len(self._heap) > 2 * len(self._waiting) + 16:
+                self._compact()
+            return True
 
     def _compact(self) -> None:
         # Drops superseded entries so repeated earlier-time re-adds cannot grow the heap without bound.
@@ -483,6 +509,7 @@ class DelayingQueue(Queue[T]):
                     ready_at, seq, item = heapq.heappop(self._heap)
                     if self._waiting.get(item) == (ready_at, seq):
                         del self._waiting[item]
+                        self._asked.pop(item, None)
                         ready.append(item)
                 if not ready:
                     wait = self._heartbeat
@@ -499,6 +526,7 @@ class DelayingQueue(Queue[T]):
             self._stopped = True
             self._heap.clear()
             self._waiting.clear()
+            self._asked.clear()
             self._heap_cond.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join(_THREAD_JOIN_TIMEOUT)
