@@ -57,3 +57,14 @@ def test_ownership_and_autoscaler_helpers() -> None:
     assert not is_controlled_by(None, "u1")
     held = {"metadata": {"annotations": {"ojs.openjobspec.dev/autoscaler": "true"}}}
     assert autoscaler_holds(held) and not autoscaler_holds(plain) and not autoscaler_holds(None)
+
+
+def test_a_worker_may_wait_for_its_key_until_a_reconcile_says_otherwise() -> None:
+    memory = ObjectMemory()
+    assert memory.may_wait_for_key("ns/w")  # not reconciled by this process yet: it may
+    memory.note_waiting_for_key("ns/w", True)
+    assert memory.may_wait_for_key("ns/w")
+    memory.note_waiting_for_key("ns/w", False)
+    assert not memory.may_wait_for_key("ns/w")
+    memory.forget("ns/w")
+    assert memory.may_wait_for_key("ns/w")  # a new object of that name starts afresh

@@ -12,6 +12,7 @@ import pytest
 from ojsctrl.api.common import API_VERSION
 from ojsctrl.controllers.children import (
     child_update_matters,
+    cluster_ready_changed,
     cluster_update_matters_to_workers,
     not_own_echo,
 )
@@ -199,46 +200,71 @@ CLUSTER = cluster_obj()
 
 
 @pytest.mark.parametrize(
-    ("what", "new", "expected"),
+    ("what", "new", "expected", "ready_only"),
     [
         (
             "polled queue numbers",
             changed(CLUSTER, _set("status.queues", [{"name": "q", "available": 9}])),
             False,
+            False,
         ),
-        ("replica counts", changed(CLUSTER, _set("status.replicas", 2)), False),
-        ("phase only", changed(CLUSTER, _set("status.phase", "Scaling")), False),
+        ("replica counts", changed(CLUSTER, _set("status.replicas", 2)), False, False),
+        ("phase only", changed(CLUSTER, _set("status.phase", "Scaling")), False, False),
         (
             "another condition",
             changed(CLUSTER, lambda o: o["status"]["conditions"][1].update(status="False")),
             False,
+            False,
         ),
-        ("resourceVersion only", changed(CLUSTER, _set("metadata.resourceVersion", "6")), False),
+        ("resourceVersion only", changed(CLUSTER, _set("metadata.resourceVersion", "6")), False, False),
         (
             "Ready turns False",
             changed(
                 CLUSTER, lambda o: o["status"]["conditions"][0].update(status="False", reason="Degraded")
             ),
+            False,
             True,
         ),
         (
             "Ready's message",
             changed(CLUSTER, lambda o: o["status"]["conditions"][0].update(message="server down")),
+            False,
             True,
         ),
-        ("spec (the API key, the backend...)", changed(CLUSTER, _set("spec.auth", {"enabled": True})), True),
-        ("an annotation", changed(CLUSTER, _set("metadata.annotations", {"a": "b"})), True),
-        ("recreated (new uid)", changed(CLUSTER, _set("metadata.uid", "c2")), True),
+        (
+            "spec (the API key, the backend...)",
+            changed(CLUSTER, _set("spec.auth", {"enabled": True})),
+            True,
+            False,
+        ),
+        ("an annotation", changed(CLUSTER, _set("metadata.annotations", {"a": "b"})), True, False),
+        ("recreated (new uid)", changed(CLUSTER, _set("metadata.uid", "c2")), True, False),
+        (
+            "recreated, Ready too",
+            changed(
+                changed(CLUSTER, _set("metadata.uid", "c2")),
+                lambda o: o["status"]["conditions"][0].update(status="False"),
+            ),
+            True,
+            False,
+        ),
     ],
 )
-def test_cluster_updates_seen_by_workers(what: str, new: JSON, expected: bool) -> None:
+def test_cluster_updates_seen_by_workers(what: str, new: JSON, expected: bool, ready_only: bool) -> None:
+    """Every worker of the cluster wakes for ``expected``; only those waiting for the API key (the only
+    readers of the Ready condition) for ``ready_only``; never both for one update."""
     assert cluster_update_matters_to_workers("update", CLUSTER, new) is expected, what
+    assert cluster_ready_changed("update", CLUSTER, new) is ready_only, what
 
 
 def test_cluster_resync_does_not_wake_workers_but_add_and_delete_do() -> None:
     assert cluster_update_matters_to_workers("update", CLUSTER, CLUSTER) is False
     assert cluster_update_matters_to_workers("add", None, CLUSTER) is True
     assert cluster_update_matters_to_workers("delete", CLUSTER, None) is True
+    # The Ready-only watch adds nothing to those: adds, deletes and resyncs go through the first.
+    assert cluster_ready_changed("update", CLUSTER, CLUSTER) is False
+    assert cluster_ready_changed("add", None, CLUSTER) is False
+    assert cluster_ready_changed("delete", CLUSTER, None) is False
 
 
 def queued(c: Controller) -> set[Request]:

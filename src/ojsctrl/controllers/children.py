@@ -147,10 +147,10 @@ def _ready_condition(obj: JSON) -> tuple[Any, Any, Any] | None:
 
 
 def cluster_view_for_workers(cluster: JSON) -> tuple[Any, ...]:
-    """What a worker reconcile reads of its cluster: its identity, labels and annotations, its spec (the
-    server Service name, the API key Secret name and key, the URL) and its Ready condition (a worker
-    waiting for the API key says why the cluster is not ready). Nothing else of the cluster's status:
-    the queue counts reach the workers from the poller, not from status writes."""
+    """What every worker reconcile reads of its cluster: its identity, labels and annotations, its spec
+    (the server Service name, the API key Secret name and key, the URL). Nothing of the cluster's status:
+    the queue counts reach the workers from the poller, not from status writes, and the Ready condition
+    is read only by a worker waiting for the API key (:func:`cluster_ready_changed`)."""
     meta = cluster.get("metadata") or {}
     return (
         meta.get("uid"),
@@ -159,7 +159,6 @@ def cluster_view_for_workers(cluster: JSON) -> tuple[Any, ...]:
         meta.get("labels"),
         meta.get("annotations"),
         cluster.get("spec"),
-        _ready_condition(cluster),
     )
 
 
@@ -170,6 +169,17 @@ def cluster_update_matters_to_workers(event: str, old: JSON | None, new: JSON | 
     if event != "update" or old is None or new is None:
         return True
     return cluster_view_for_workers(old) != cluster_view_for_workers(new)
+
+
+def cluster_ready_changed(event: str, old: JSON | None, new: JSON | None) -> bool:
+    """Predicate for the second watch of clusters, the one that wakes only workers waiting for the API
+    key (they say why the cluster is not ready): an update that changed the Ready condition and nothing
+    :func:`cluster_update_matters_to_workers` passes (that one wakes every worker already)."""
+    if event != "update" or old is None or new is None or old is new:
+        return False
+    if cluster_view_for_workers(old) != cluster_view_for_workers(new):
+        return False
+    return _ready_condition(old) != _ready_condition(new)
 
 
 @dataclass

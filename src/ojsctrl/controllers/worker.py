@@ -24,6 +24,7 @@ from ojsctrl.controllers.children import (
     ChildCaches,
     autoscaler_holds,
     child_update_matters,
+    cluster_ready_changed,
     cluster_update_matters_to_workers,
     is_controlled_by,
 )
@@ -180,9 +181,13 @@ class WorkerReconciler(OwnerReconciler):
         # Our own status writes do not wake us again (design.md §resync).
         controller.watch_primary(self.workers, not_status_only)
         self.watch_children("OJSWorker")
-        # A worker reads its cluster's spec, identity and Ready condition, not the cluster's polled numbers.
+        # A worker reads its cluster's spec and identity, not the cluster's polled numbers; the Ready
+        # condition only while it waits for the API key (then it says why the cluster is not ready).
         controller.watch_mapped(
             self.cluster_reconciler.clusters, self._workers_of_cluster, cluster_update_matters_to_workers
+        )
+        controller.watch_mapped(
+            self.cluster_reconciler.clusters, self._workers_waiting_for_key, cluster_ready_changed
         )
         controller.watch_mapped(self.all_hpas, _workers_of_hpa, child_update_matters(HPAS))
         controller.watch_mapped(self.cluster_reconciler.secret_meta, self._workers_for_secret)
@@ -196,6 +201,9 @@ class WorkerReconciler(OwnerReconciler):
         meta = cluster.get("metadata") or {}
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         return [Request.for_object(w) for w in self.workers.store.by_index(CLUSTER_INDEX, key)]
+
+    def _workers_waiting_for_key(self, cluster: JSON) -> Iterable[Request]:
+        return [r for r in self._workers_of_cluster(cluster) if self.memory.may_wait_for_key(str(r))]
 
     def _workers_for_secret(self, secret: JSON) -> Iterable[Request]:
         # The cluster's API key Secret feeds OJS_AUTH_TOKEN and the workers' template hash.
@@ -340,7 +348,9 @@ class WorkerSync(OwnerSync):
             return self.hands_off(foreign)
         api_key = self.api_key()
         live = self.children.cached(DEPLOYMENTS, self.dep_name)
-        if api_key is None and live is None and cluster_builders.generates_api_key(self.cluster):
+        waiting = api_key is None and live is None and cluster_builders.generates_api_key(self.cluster)
+        self.reconciler.memory.note_waiting_for_key(self.key, waiting)
+        if waiting:
             return self.wait_for_api_key()
         # The template shows the spec itself; the hash adds what it does not: the key's value.
         digest = config_hash(api_key or b"", salt=self.uid)
