@@ -167,8 +167,7 @@ class OwnerReconciler:
     def watch_children(self, kind: str) -> None:
         """Reconcile the owner when one of its children changes something it reads (no wake-up for a
         status step it ignores, a write that moved only resourceVersion/managedFields, or the echo of its
-        own apply): status-only
-        changes coalesced, and a Deployment's rollout reported once it settles."""
+        own apply): status-only changes coalesced, and a Deployment's rollout reported once it settles."""
         for resource, informer in self.caches.managed.items():
             self.controller.watch_owned(
                 informer,
