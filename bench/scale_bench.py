@@ -529,14 +529,18 @@ def settle(contender: Contender, quiet: float = 10.0, timeout: float = 180.0) ->
     return round(timeout, 1)
 
 
-def settled_after_restart(contender: Contender, objects: int) -> bool:
-    """The restarted operator has reconciled every object once (the initial list) and its queues are empty."""
+def settled_after_restart(contender: Contender, n: int) -> bool:
+    """The restarted operator has reconciled every object once (the initial list), the first poll of every
+    cluster has woken the cluster and its worker (a first result is always news), and its queues are
+    empty: what follows is the idle state, not the tail of the restart."""
     text = contender.metrics()
     if not text:
         return False
     done = sum(counter(text, "controller_runtime_reconcile_total", "controller").values())
     depth = sum(counter(text, "workqueue_depth", "name").values())
-    return done >= objects and depth == 0
+    polled = wakeups_by(text, "poller")
+    first_polls = len(polled) == 2 and all(v >= n for v in polled.values())
+    return done >= 2 * n and depth == 0 and first_polls
 
 
 def idle_after_restart(plane: ControlPlane, n: int, ojs_port: int) -> dict[str, Any]:
@@ -556,7 +560,7 @@ def idle_after_restart(plane: ControlPlane, n: int, ojs_port: int) -> dict[str, 
 
         def settled() -> bool:
             nonlocal stable
-            stable = stable + 1 if settled_after_restart(restart, 2 * n) else 0
+            stable = stable + 1 if settled_after_restart(restart, n) else 0
             return stable >= 3
 
         wait_until("the restart's first pass", settled, 300 + n * 0.3, interval=1.0)
@@ -580,6 +584,13 @@ def idle_after_restart(plane: ControlPlane, n: int, ojs_port: int) -> dict[str, 
     rec_r1 = counter(metrics_r1, "controller_runtime_reconcile_total", "controller")
     rec_end = counter(metrics_end, "controller_runtime_reconcile_total", "controller")
     reconciles = {k: int(rec_end.get(k, 0) - rec_r1.get(k, 0)) for k in rec_end}
+    by_source = {
+        ctrl: {
+            src: round(v - wakeups_per_object(metrics_r1, n).get(ctrl, {}).get(src, 0.0), 2)
+            for src, v in by.items()
+        }
+        for ctrl, by in wakeups_per_object(metrics_end, n).items()
+    }
     rs_r1 = wakeups_by(metrics_r1, "resync")
     rs_end = wakeups_by(metrics_end, "resync")
     resyncs = {k: int(rs_end.get(k, 0) - rs_r1.get(k, 0)) for k in rs_end}
@@ -603,6 +614,7 @@ def idle_after_restart(plane: ControlPlane, n: int, ojs_port: int) -> dict[str, 
             if total_resyncs
             else None,
             "cpu_seconds": round(cpu_end - cpu_r1, 2),
+            "wakeups_per_object_by_source": by_source,
             "requests": window["total"],
             "mutating": window["mutating"],
             "mutating_by_kind": {k: v for k, v in window["by_request"].items() if k.split()[0] in MUTATING},

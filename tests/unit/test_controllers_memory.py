@@ -62,9 +62,18 @@ def test_ownership_and_autoscaler_helpers() -> None:
 def test_a_worker_may_wait_for_its_key_until_a_reconcile_says_otherwise() -> None:
     memory = ObjectMemory()
     assert memory.may_wait_for_key("ns/w")  # not reconciled by this process yet: it may
-    memory.note_waiting_for_key("ns/w", True)
+    assert memory.note_waiting_for_key("ns/w", True) == 1
+    assert memory.note_waiting_for_key("ns/w", True) == 2  # waits in a row are counted
     assert memory.may_wait_for_key("ns/w")
-    memory.note_waiting_for_key("ns/w", False)
+    assert memory.note_waiting_for_key("ns/w", False) == 0
     assert not memory.may_wait_for_key("ns/w")
+    assert memory.note_waiting_for_key("ns/w", True) == 1  # a new wait starts the count again
     memory.forget("ns/w")
     assert memory.may_wait_for_key("ns/w")  # a new object of that name starts afresh
+
+
+def test_the_api_key_safety_net_backs_off() -> None:
+    from ojsctrl.controllers.worker import api_key_recheck
+
+    assert [api_key_recheck(n) for n in (1, 2, 3, 4, 5, 100)] == [30.0, 60.0, 120.0, 240.0, 300.0, 300.0]
+    assert api_key_recheck(0) == 30.0

@@ -21,7 +21,7 @@ class Remembered:
     estimator: Any = None  # a worker's wait-time Estimator (ojs/waittime.py)
     startup: Any = None  # a worker's StartupTracker (ojs/waittime.py)
     autoscaling_reason: str | None = None  # the reason of the last autoscaling decision, for its event
-    waiting_for_key: bool | None = None  # a worker's last reconcile waited for its cluster's API key
+    key_waits: int | None = None  # a worker's reconciles in a row that waited for its cluster's API key
 
 
 class ObjectMemory:
@@ -106,17 +106,20 @@ class ObjectMemory:
             polled, entry.polled_cluster = entry.polled_cluster, None
             return polled
 
-    def note_waiting_for_key(self, key: str, waiting: bool) -> None:
-        """Remember whether the object's last reconcile waited for its cluster's API key."""
+    def note_waiting_for_key(self, key: str, waiting: bool) -> int:
+        """Remember whether the object's last reconcile waited for its cluster's API key; returns how many
+        reconciles in a row have waited (0 when this one did not)."""
         with self._lock:
-            self._entry(key).waiting_for_key = waiting
+            entry = self._entry(key)
+            entry.key_waits = (entry.key_waits or 0) + 1 if waiting else 0
+            return entry.key_waits
 
     def may_wait_for_key(self, key: str) -> bool:
         """Whether the object's last reconcile waited for the API key, or none is known (not reconciled by
         this process yet): such objects read their cluster's Ready condition."""
         with self._lock:
             entry = self._entries.get(key)
-            return entry is None or entry.waiting_for_key is not False
+            return entry is None or entry.key_waits != 0
 
     def forget(self, key: str) -> Remembered | None:
         """Drop everything about a deleted object; returns what was kept."""

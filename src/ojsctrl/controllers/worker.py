@@ -77,8 +77,18 @@ CLUSTER_INDEX = "cluster-ref"
 # A worker waiting for its cluster's generated API key is woken by the Secret's creation (the clusters'
 # Secret index names generated keys) and by a change of the cluster's Ready condition; this re-check is
 # only a safety net. At 5 s, 1,000 waiting workers cost 200 reconciles/s that starved the cluster
-# reconciles creating those very keys.
+# reconciles creating those very keys; at a flat 30 s, 1,000 workers whose clusters took four minutes to
+# get their keys came back six times each for nothing. So the net backs off: 30 s, doubling per wait in
+# a row, up to 5 minutes.
 API_KEY_RECHECK = 30.0
+API_KEY_RECHECK_MAX = 300.0
+
+
+def api_key_recheck(waits: int) -> float:
+    """Seconds until a worker that has waited ``waits`` reconciles in a row for its API key looks again."""
+    return min(API_KEY_RECHECK_MAX, API_KEY_RECHECK * 2.0 ** max(0, min(waits - 1, 16)))
+
+
 DELETION_COST = DELETION_COST_ANNOTATION
 DEFAULT_TARGET_JOBS = 10
 WORKERS_MATCHED = "WorkersMatched"
@@ -349,9 +359,9 @@ class WorkerSync(OwnerSync):
         api_key = self.api_key()
         live = self.children.cached(DEPLOYMENTS, self.dep_name)
         waiting = api_key is None and live is None and cluster_builders.generates_api_key(self.cluster)
-        self.reconciler.memory.note_waiting_for_key(self.key, waiting)
+        waits = self.reconciler.memory.note_waiting_for_key(self.key, waiting)
         if waiting:
-            return self.wait_for_api_key()
+            return self.wait_for_api_key(waits)
         # The template shows the spec itself; the hash adds what it does not: the key's value.
         digest = config_hash(api_key or b"", salt=self.uid)
         held_by_autoscaler = autoscaler_holds(live)
@@ -405,7 +415,7 @@ class WorkerSync(OwnerSync):
         self.status(dep, stats)
         return self.result()
 
-    def wait_for_api_key(self) -> Result:
+    def wait_for_api_key(self, waits: int = 1) -> Result:
         """The cluster has not generated its API key yet. A Deployment made now would roll again the
         moment the key exists (the template hash covers it), so wait: the Secret's creation re-enqueues
         the worker."""
@@ -417,7 +427,7 @@ class WorkerSync(OwnerSync):
             # Usually a matter of milliseconds (the cluster was created alongside): no status write
             # for that; the Secret's creation brings the worker back. A cluster that reports a problem
             # (say InvalidSpec) may never make the key: then the worker says so.
-            return Result(requeue_after=API_KEY_RECHECK)
+            return Result(requeue_after=api_key_recheck(waits))
         cluster = self.cluster_obj["metadata"]["name"]
         secret = cluster_builders.api_key_secret_name(self.cluster)
         msg = f"waiting for OJSCluster {cluster} to create its API key Secret {secret}"
@@ -438,7 +448,7 @@ class WorkerSync(OwnerSync):
             ],
             {},
         )
-        return Result(requeue_after=API_KEY_RECHECK)
+        return Result(requeue_after=api_key_recheck(waits))
 
     def api_key(self) -> str | None:
         """The cluster's API key as the workers get it, or None (auth off, or the Secret not there yet)."""
