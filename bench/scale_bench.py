@@ -584,11 +584,9 @@ def idle_after_restart(plane: ControlPlane, n: int, ojs_port: int) -> dict[str, 
     rec_r1 = counter(metrics_r1, "controller_runtime_reconcile_total", "controller")
     rec_end = counter(metrics_end, "controller_runtime_reconcile_total", "controller")
     reconciles = {k: int(rec_end.get(k, 0) - rec_r1.get(k, 0)) for k in rec_end}
+    before = wakeups_per_object(metrics_r1, n)
     by_source = {
-        ctrl: {
-            src: round(v - wakeups_per_object(metrics_r1, n).get(ctrl, {}).get(src, 0.0), 2)
-            for src, v in by.items()
-        }
+        ctrl: {src: round(v - before.get(ctrl, {}).get(src, 0.0), 2) for src, v in by.items()}
         for ctrl, by in wakeups_per_object(metrics_end, n).items()
     }
     rs_r1 = wakeups_by(metrics_r1, "resync")

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ojsctrl.controllers.common import condition
+from ojsctrl.controllers.common import condition, get_condition
 from ojsctrl.controllers.stats import PollResult, top_queues
 from ojsctrl.controllers.storage import unbound_claim_message
 from ojsctrl.runtime.apply import controller_ref
@@ -241,14 +241,6 @@ class StatusResult:
     fields: JSON
 
 
-def previous_condition(previous: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
-    """The condition of that type in a status as it was, if any."""
-    for c in previous.get("conditions") or ():
-        if isinstance(c, Mapping) and c.get("type") == type_:
-            return c
-    return None
-
-
 def kept_fields(previous: Mapping[str, Any], keys: Sequence[str]) -> JSON:
     """The fields of a failed or missing poll: the last known counts stay as they were."""
     return {k: previous[k] for k in keys if k in previous}
@@ -372,7 +364,7 @@ def queue_stats_status(inputs: ClusterStatusInputs) -> tuple[JSON, JSON]:
         # Not polled by this process yet. After a restart the last poll's finding stands until the next
         # poll says otherwise: rewriting it as "waiting" would be a status write per cluster that tells
         # nothing, and a flap of the condition for whoever watches it.
-        prev = previous_condition(inputs.previous, "QueueStatsAvailable")
+        prev = get_condition(inputs.previous.get("conditions"), "QueueStatsAvailable")
         if prev is not None and prev.get("reason") not in (None, "", "NameConflict"):
             kept = kept_fields(inputs.previous, ("queueDepth", "activeJobs", "queues"))
             was = condition(
