@@ -1,14 +1,21 @@
-"""Which status writes wait for --status-min-interval: only those that change polled numbers alone."""
+"""Which status writes wait for --status-min-interval and for spare tokens: only those that change polled
+numbers alone."""
 
 from __future__ import annotations
 
 import argparse
+import http.server
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from ojsctrl.cli import build_parser
-from ojsctrl.controllers.common import only_polled_numbers_changed
+from ojsctrl.controllers.common import OJSWORKERS, StatusWriter, only_polled_numbers_changed
+from ojsctrl.runtime.client import Client, ClientOptions
+from ojsctrl.runtime.events import EventRecorder
 
 JSON = dict[str, Any]
 
@@ -126,3 +133,69 @@ def test_status_min_interval_flag() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--status-min-interval", "-1s"])
     assert isinstance(build_parser().parse_args([]), argparse.Namespace)
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[str, list[str]]]:
+    """A loopback endpoint that answers every request with an empty object and records its method and
+    path (enough for a status apply)."""
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_PATCH(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(f"PATCH {self.path.split('?')[0]}")
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", seen
+    srv.shutdown()
+    srv.server_close()
+
+
+def worker_obj(status: JSON) -> JSON:
+    return {
+        "apiVersion": "ojs.openjobspec.dev/v1alpha1",
+        "kind": "OJSWorker",
+        "metadata": {"name": "w", "namespace": "ns", "uid": "u1", "generation": 3},
+        "status": status,
+    }
+
+
+def test_due_polled_numbers_wait_for_spare_tokens_and_decisions_do_not(
+    api: tuple[str, list[str]],
+) -> None:
+    """Under load the polled numbers use only the tokens the other writes leave: with the client's rate
+    limiter below half its burst, a due write of numbers alone is put off (no request), a change of
+    replicas goes at once, and the numbers go once the tokens are back."""
+    from kubernetes import client as k8s
+
+    url, seen = api
+    cfg = k8s.Configuration()
+    cfg.host = url
+    client = Client(cfg, ClientOptions(qps=20.0, burst=10, max_retries=0))
+    writer = StatusWriter(client, OJSWORKERS, EventRecorder(client, "test"), grace=0, min_interval=30.0)
+    now = live()
+    conds = now["conditions"]
+    extra = {k: v for k, v in now.items() if k not in ("phase", "observedGeneration", "conditions")}
+    numbers = {**extra, "queueDepth": 16}
+    for _ in range(10):
+        client._bucket.reserve()  # other writes took the burst
+    left = writer.write(worker_obj(live()), "Running", conds, numbers)
+    assert left is not None and left >= 1.0
+    assert seen == []
+    assert writer.write(worker_obj(live()), "Running", conds, {**numbers, "replicas": 3}) is None
+    assert seen == ["PATCH /apis/ojs.openjobspec.dev/v1alpha1/namespaces/ns/ojsworkers/w/status"]
+    time.sleep(0.5)  # 10 tokens at 20/s: half the burst is back
+    writer._written_at.clear()  # as on a restart: due at once
+    assert writer.write(worker_obj(live()), "Running", conds, numbers) is None
+    assert len(seen) == 2

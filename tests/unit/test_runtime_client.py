@@ -320,3 +320,29 @@ def test_derive_shares_the_server_and_credentials_but_not_the_pool_or_options() 
     assert own._pool is not shared._pool and own._bucket is not shared._bucket
     assert (own.options.max_retries, own.options.timeout) == (0, 2)
     assert shared.options.max_retries == 5
+
+
+def test_token_bucket_wait_for_reports_without_taking() -> None:
+    clock = [100.0]
+    bucket = TokenBucket(qps=10.0, burst=10, now=lambda: clock[0])
+    assert bucket.wait_for(5) == 0.0
+    assert bucket.wait_for(5) == 0.0  # asking took nothing
+    for _ in range(10):
+        bucket.reserve()
+    # Empty: five tokens are half a second away at 10/s; more than the burst is capped at the burst.
+    assert bucket.wait_for(5) == pytest.approx(0.5)
+    assert bucket.wait_for(50) == pytest.approx(1.0)
+    clock[0] += 0.3
+    assert bucket.wait_for(5) == pytest.approx(0.2)
+    clock[0] += 0.2
+    assert bucket.wait_for(5) == 0.0
+    # A debt (reservations beyond the burst) is paid before the tokens count.
+    for _ in range(10):
+        bucket.reserve()
+    assert bucket.wait_for(5) == pytest.approx(1.0)
+
+
+def test_token_bucket_wait_for_unlimited() -> None:
+    bucket = TokenBucket(qps=0.0, burst=1)
+    bucket.reserve()
+    assert bucket.wait_for(1) == 0.0

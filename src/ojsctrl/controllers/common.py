@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -271,8 +272,9 @@ class StatusWriter:
     the seconds left, for the reconciler to come back (a child's progress brings it back sooner).
 
     A write that would change only polled numbers (:func:`only_polled_numbers_changed`) is held until
-    ``min_interval`` seconds after the object's last status write: ``write`` returns the seconds left and
-    the reconcile that comes back then writes the latest numbers. A change of phase, of a condition's
+    ``min_interval`` seconds after the object's last status write, and then until the client's rate
+    limiter has tokens to spare (:meth:`Client.spare_in`): ``write`` returns the seconds left and the
+    reconcile that comes back then writes the latest numbers. A change of phase, of a condition's
     status or reason, of replicas or desiredReplicas writes at once (and takes the numbers along). At 2,000
     workers polled every 5 s, that turns 400 status writes/s into at most 67.
     """
@@ -368,14 +370,19 @@ class StatusWriter:
         for k in self.keep:
             if k not in status and old.get(k):
                 status[k] = old[k]
-        if self.min_interval > 0 and uid:
+        if self.min_interval > 0 and uid and only_polled_numbers_changed(status, old):
             now = time.monotonic()
             with self._lock:
                 last = self._written_at.get(uid)
-            if last is not None and only_polled_numbers_changed(status, old):
-                left = self.min_interval - (now - last)
-                if left > 0:
-                    return left
+            left = 0.0 if last is None else self.min_interval - (now - last)
+            if left > 0:
+                return left
+            # Due, but only with tokens to spare: under load the replicas and children's writes go first,
+            # and the numbers follow when the client's budget has room (spread over a few seconds so that
+            # the objects held together do not all come back at once).
+            short = self.client.spare_in()
+            if short > 0:
+                return short + random.uniform(1.0, max(1.0, min(10.0, self.min_interval / 3)))
         wrote = apply_status(self.client, self.resource, obj, status)
         if wrote and uid:
             with self._lock:

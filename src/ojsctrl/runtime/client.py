@@ -291,6 +291,12 @@ class Client:
         self._metric_host = urllib.parse.urlsplit(self.host).netloc
         self._bucket = TokenBucket(self.options.qps, self.options.burst)
 
+    def spare_in(self, share: float = 0.5) -> float:
+        """Seconds until the rate limiter holds ``share`` of its burst again; 0 when it does now or there
+        is no limit. Writes that can wait (polled numbers in a status) go only at 0, so they use the
+        tokens the writes that cannot wait (replicas, children) leave over and never queue ahead of them."""
+        return self._bucket.wait_for(self._bucket.burst * share)
+
     # ------------------------------------------------------------------ construction
     def derive(self, options: ClientOptions) -> Client:
         """A separate client on the same REST configuration (server, credentials, CA) with its own

@@ -3,6 +3,11 @@
 An identical event (same object, type, reason and message) repeated within the window patches the
 existing Event's count and lastTimestamp instead of creating a new object, so a flapping condition
 cannot flood the API server. Emission never raises: an event is worth less than the reconcile.
+
+The recorder is given its own client (its own rate limiter), as controller-runtime's recorder provider
+builds its own clientset: at load, events then never take the tokens a reconcile's writes wait for. The
+queue holds only the reference to the object (kind, name, uid...), never the object itself, so a backlog
+of events does not keep old versions of cached objects alive.
 """
 
 from __future__ import annotations
@@ -16,13 +21,36 @@ import uuid
 
 import structlog
 from cachetools import TTLCache
+from prometheus_client import Counter
 
 from ojsctrl.runtime.client import EVENTS, JSON, ApiError, Client
+from ojsctrl.runtime.metrics import REGISTRY
 
 log = structlog.get_logger("ojsctrl.events")
 
 NORMAL = "Normal"
 WARNING = "Warning"
+
+DROPPED = Counter(
+    "ojsctrl_events_dropped_total",
+    "Events not sent because the recorder's bounded queue was full.",
+    registry=REGISTRY,
+)
+# At most one log line about dropped events per this many seconds (the counter has every drop).
+_DROP_LOG_INTERVAL = 60.0
+
+_REFERENCE_FIELDS = ("apiVersion", "kind")
+_REFERENCE_META = ("name", "namespace", "uid", "resourceVersion")
+
+
+def reference(obj: JSON) -> JSON:
+    """The part of ``obj`` an Event names (involvedObject): apiVersion, kind and metadata's name,
+    namespace, uid and resourceVersion."""
+    meta = obj.get("metadata") or {}
+    return {
+        **{k: obj.get(k) for k in _REFERENCE_FIELDS},
+        "metadata": {k: meta.get(k) for k in _REFERENCE_META},
+    }
 
 
 def _now() -> str:
@@ -53,6 +81,7 @@ class EventRecorder:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._stop_by = 0.0
+        self._dropped_logged_at: float | None = None
 
     def start(self) -> None:
         """Send events from a background thread (as client-go's broadcaster does), so a reconcile
@@ -93,9 +122,21 @@ class EventRecorder:
             self._send(obj, type_, reason, message)
             return
         try:
-            self._pending.put_nowait((obj, type_, reason, message))
+            self._pending.put_nowait((reference(obj), type_, reason, message[:1024]))
         except queue.Full:
-            log.warning("event queue full; dropping event", reason=reason)
+            DROPPED.inc()
+            now = time.monotonic()
+            with self._lock:
+                quiet = (
+                    self._dropped_logged_at is not None and now - self._dropped_logged_at < _DROP_LOG_INTERVAL
+                )
+                if not quiet:
+                    self._dropped_logged_at = now
+            if not quiet:
+                log.warning(
+                    "event queue full; dropping events (ojsctrl_events_dropped_total counts them)",
+                    reason=reason,
+                )
 
     def _send(self, obj: JSON, type_: str, reason: str, message: str) -> None:
         meta = obj.get("metadata") or {}

@@ -45,3 +45,16 @@ class TokenBucket:
             self._tokens = min(float(self.burst), self._tokens + (now - last) * self.qps) - 1.0
             self._last = now
             return -self._tokens / self.qps if self._tokens < 0 else 0.0
+
+    def wait_for(self, tokens: float) -> float:
+        """Seconds until the bucket holds ``tokens`` (at most ``burst``) without taking any: 0 when it does
+        now (or the bucket is unlimited). Lets a caller of low priority go only when others are not
+        waiting."""
+        if self.unlimited:
+            return 0.0
+        with self._lock:
+            now = self._now()
+            last = min(self._last, now)
+            have = min(float(self.burst), self._tokens + (now - last) * self.qps)
+        want = min(float(self.burst), tokens)
+        return 0.0 if have >= want else (want - have) / self.qps
