@@ -137,20 +137,22 @@ def test_status_min_interval_flag() -> None:
 
 @pytest.fixture
 def api() -> Iterator[tuple[str, list[str]]]:
-    """A loopback endpoint that answers every request with an empty object and records its method and
-    path (enough for a status apply)."""
+    """A loopback endpoint that answers every PATCH and POST with an empty object and records its method
+    and path (enough for a status apply and an event)."""
     seen: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_PATCH(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            seen.append(f"PATCH {self.path.split('?')[0]}")
+            seen.append(f"{self.command} {self.path.split('?')[0]}")
             body = b"{}"
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        do_POST = do_PATCH
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -199,3 +201,28 @@ def test_due_polled_numbers_wait_for_spare_tokens_and_decisions_do_not(
     writer._written_at.clear()  # as on a restart: due at once
     assert writer.write(worker_obj(live()), "Running", conds, numbers) is None
     assert len(seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("quiet", "before", "after", "event"),
+    [
+        ((), "Running", "Scaling", True),
+        ((frozenset(("Running", "Scaling")),), "Running", "Scaling", False),
+        ((frozenset(("Running", "Scaling")),), "Scaling", "Running", False),
+        ((frozenset(("Running", "Scaling")),), "Running", "Draining", True),
+    ],
+)
+def test_a_quiet_transition_writes_the_phase_without_an_event(
+    api: tuple[str, list[str]], quiet: tuple[frozenset[str], ...], before: str, after: str, event: bool
+) -> None:
+    from kubernetes import client as k8s
+
+    url, seen = api
+    cfg = k8s.Configuration()
+    cfg.host = url
+    client = Client(cfg, ClientOptions(max_retries=0))
+    writer = StatusWriter(client, OJSWORKERS, EventRecorder(client, "test"), grace=0, quiet_transitions=quiet)
+    was = with_(phase=before)
+    assert writer.write(worker_obj(was), after, was["conditions"], {"replicas": 2}) is None
+    status = "PATCH /apis/ojs.openjobspec.dev/v1alpha1/namespaces/ns/ojsworkers/w/status"
+    assert seen == [status, "POST /api/v1/namespaces/ns/events"] if event else seen == [status]

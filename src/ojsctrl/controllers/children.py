@@ -31,6 +31,7 @@ from ojsctrl.runtime.client import (
     PVCS,
     ApiError,
     Client,
+    ConflictError,
     InvalidError,
     NotFoundError,
     Resource,
@@ -338,8 +339,9 @@ class Children:
             return dict(self.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True))
         return None
 
-    def apply_scale(self, deployment: str, replicas: int) -> JSON:
-        """Write an autoscaling decision: the Deployment's replicas, as the autoscaler's field manager."""
+    def apply_scale(self, deployment: str, replicas: int, *, force: bool = True) -> JSON:
+        """Write an autoscaling decision: the Deployment's replicas, as the autoscaler's field manager.
+        Without ``force``, a ConflictError says another manager holds spec.replicas at another value."""
         body = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -350,7 +352,23 @@ class Children:
             },
             "spec": {"replicas": replicas},
         }
-        return dict(self.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=True))
+        return dict(self.client.apply(DEPLOYMENTS, body, field_manager=AUTOSCALER_MANAGER, force=force))
+
+    def write_replicas(self, deployment: str, replicas: int) -> tuple[JSON | None, str | None]:
+        """Write an autoscaling decision unless another writer holds the Deployment's replicas: returns
+        (the Deployment as written, None), or (None, that writer named).
+
+        The apply goes without force: the API server refuses it (409) only when another field manager
+        holds spec.replicas at another value, and only then is the Deployment read in full (its
+        managedFields) to name that writer and see whether it wrote lately; one gone quiet (or one of ours)
+        is overridden with force. A decision costs one request, not a GET and an apply."""
+        try:
+            return self.apply_scale(deployment, replicas, force=False), None
+        except ConflictError:
+            foreign = self.replica_manager(deployment)
+            if foreign is not None:
+                return None, foreign
+            return self.apply_scale(deployment, replicas), None
 
     def replica_writer(self, hpas: Informer, live: JSON, deployment: str, wanted: int | None) -> str | None:
         """Who else writes the Deployment's spec.replicas, if anyone: an HPA aimed at it that is not the

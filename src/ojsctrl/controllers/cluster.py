@@ -664,10 +664,11 @@ class ClusterSync(OwnerSync):
             return None  # hold the last decision while stats are unavailable
         if decision.desired == current:
             return None
-        self.replica_writer = self.replica_writer or self.children.replica_manager(self.server)
         if self.replica_writer is not None:
             return None  # hold: ReplicasManaged says who writes them
-        self.children.apply_scale(dep["metadata"]["name"], decision.desired)
+        _, self.replica_writer = self.children.write_replicas(dep["metadata"]["name"], decision.desired)
+        if self.replica_writer is not None:
+            return None
         metrics.scaled(self.ns, "OJSCluster", self.name, decision.direction)
         log.info(
             "scaled",

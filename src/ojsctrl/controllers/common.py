@@ -6,7 +6,7 @@ import datetime as dt
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -288,8 +288,10 @@ class StatusWriter:
         keep: tuple[str, ...] = (),
         grace: float = FIRST_STATUS_GRACE,
         min_interval: float = 0.0,
+        quiet_transitions: Collection[frozenset[str]] = (),
     ) -> None:
         self.client = client
+        self.quiet_transitions = frozenset(quiet_transitions)
         self.resource = resource
         self.recorder = recorder
         self.keep = keep
@@ -398,8 +400,9 @@ class StatusWriter:
             # is told by ConflictEvents, which names the objects: a second event would only repeat it.
             if reason != "NameConflict":
                 self.recorder.event(obj, WARNING, reason, msg or f"phase {phase}")
-        elif wrote and prev and prev != phase:
-            # A first Normal phase (Pending, Running) is not news.
+        elif wrote and prev and prev != phase and frozenset((prev, phase)) not in self.quiet_transitions:
+            # A first Normal phase (Pending, Running) is not news, nor a quiet transition (an autoscaled
+            # worker's Running <-> Scaling: its Scaled event tells each scaling).
             self.recorder.event(obj, NORMAL, phase, msg or f"phase {phase}")
         return None
 

@@ -4,7 +4,7 @@ its conflict events (:class:`OwnerStatus`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from ojsctrl.api.common import API_VERSION
 from ojsctrl.api.validation import ValidationResult
@@ -47,10 +47,16 @@ class OwnerStatus:
         phase_map: Mapping[str, str] | None = None,
         publish_phase: Callable[[str, str, str], None] | None = None,
         min_interval: float = 0.0,
+        quiet_transitions: Collection[frozenset[str]] = (),
     ) -> None:
         # lastScaleTime and selector stay when a write leaves them out (an early stop knows neither).
         self.writer = StatusWriter(
-            client, resource, recorder, keep=("lastScaleTime", "selector"), min_interval=min_interval
+            client,
+            resource,
+            recorder,
+            keep=("lastScaleTime", "selector"),
+            min_interval=min_interval,
+            quiet_transitions=quiet_transitions,
         )
         self.conflict_events = ConflictEvents(recorder)
         self.deployments = deployments
@@ -139,9 +145,11 @@ class OwnerReconciler:
         deployment_of: Callable[[str], str],
         phase_map: Mapping[str, str] | None = None,
         publish_phase: Callable[[str, str, str], None] | None = None,
+        quiet_transitions: Collection[frozenset[str]] = (),
     ) -> OwnerStatus:
         """The status writer of the owners of ``resource``; ``deployment_of`` names an owner's Deployment
-        (from the managed cache: its pods show in an early stop's status)."""
+        (from the managed cache: its pods show in an early stop's status); a phase change between the
+        two phases of a ``quiet_transitions`` pair makes no event."""
         return OwnerStatus(
             self.client,
             resource,
@@ -151,6 +159,7 @@ class OwnerReconciler:
             phase_map,
             publish_phase,
             min_interval=self.manager.options.status_min_interval,
+            quiet_transitions=quiet_transitions,
         )
 
     def reconcile(self, req: Request) -> Result | None:

@@ -182,6 +182,8 @@ class WorkerReconciler(OwnerReconciler):
             worker_builders.deployment_name_of,
             phase_map={"Degraded": "Error"},
             publish_phase=metrics.worker_phase,
+            # Each scaling has its Scaled event (the autoscaler's) or is the user's own kubectl scale.
+            quiet_transitions=(frozenset(("Running", "Scaling")),),
         )
         self._lock = threading.Lock()
 
@@ -643,7 +645,10 @@ class WorkerSync(OwnerSync):
     ) -> JSON | None:
         """Write ``target`` replicas unless another writer holds them (then say so in the condition);
         record the scale (metrics, event, log, the start-up tracker of a scale-up)."""
-        foreign = self.replica_writer or self.children.replica_manager(self.dep_name)
+        foreign = self.replica_writer
+        out: JSON | None = None
+        if foreign is None:
+            out, foreign = self.children.write_replicas(self.dep_name, target)
         if foreign is not None:
             self.replica_writer = foreign
             self.scaling_cond = condition(
@@ -654,7 +659,7 @@ class WorkerSync(OwnerSync):
                 generation=self.generation,
             )
             return None
-        out = self.children.apply_scale(self.dep_name, target)
+        assert out is not None  # written above when no other writer holds the replicas
         if target > current and self.spec.auto_scaling.metric == "waitTime":
             self.reconciler.memory.set_wait_state(self.key, estimator, tracker.scaled_up(now, target))
         direction = "up" if target > current else "down"

@@ -66,14 +66,16 @@ class EventRecorder:
         component: str,
         *,
         window: float = 600.0,
-        max_tracked: int = 10_000,
+        max_tracked: int = 4096,
         host: str = "",
-        max_queued: int = 10_000,
+        max_queued: int = 1000,
     ) -> None:
         self.client = client
         self.component = component
         self.host = host
-        self._seen: TTLCache[tuple[str, str, str, str], tuple[str, int]] = TTLCache(
+        # (uid, type, reason, hash of the message) -> (Event name, count): the message's hash, not the
+        # message, so the entries of a busy window stay small.
+        self._seen: TTLCache[tuple[str, str, str, int], tuple[str, int]] = TTLCache(
             maxsize=max_tracked, ttl=window
         )
         self._lock = threading.Lock()
@@ -143,7 +145,7 @@ class EventRecorder:
         ns = meta.get("namespace") or "default"
         uid = meta.get("uid") or ""
         message = message[:1024]
-        key = (uid, type_, reason, message)
+        key = (uid, type_, reason, hash(message))
         try:
             with self._lock:
                 previous = self._seen.get(key)

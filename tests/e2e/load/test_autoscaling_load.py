@@ -157,6 +157,7 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
             decision_latency_p99_s=None if decision_p99 is None else round(decision_p99, 2),
             rss_mb_mean_first_last_third=(round(rss_first, 1), round(rss_last, 1)),
             workqueue_depth_samples=depth,
+            rss_mb_samples=[round(r, 1) for r in rss],
             worker_reconciles_per_s=round(reconciles / elapsed, 1),
             operator_cpu_share=round(cpu / elapsed, 2),
             scale_ups=scale_ups,
