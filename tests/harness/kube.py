@@ -138,18 +138,38 @@ def create(client: Client, obj: dict[str, Any], ns: str) -> dict[str, Any]:
     return client.create(res, obj, ns)
 
 
+def _audit_time(event: dict[str, Any]) -> float | None:
+    """An audit event's time (whole seconds, wall clock), or None when it has none."""
+    ts = event.get("stageTimestamp", "")
+    if not ts:
+        return None
+    return time.mktime(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+
+
 def mutating_by_operator(plane: ControlPlane, since: float, ns: str) -> list[str]:
     """The operator's writes in namespace ns since then (wall clock), from the plane's audit log."""
     out = []
     for e in plane.audit_events():
         if not e.get("userAgent", "").startswith(UA) or e.get("verb") in ("get", "list", "watch"):
             continue
-        ts = e.get("stageTimestamp", "")
-        if not ts:
-            continue
-        t = time.mktime(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
-        if t >= since and f"/namespaces/{ns}/" in e.get("requestURI", ""):
+        t = _audit_time(e)
+        if t is not None and t >= since and f"/namespaces/{ns}/" in e.get("requestURI", ""):
             out.append(f"{e['verb']} {e['requestURI']}")
+    return out
+
+
+def operator_requests_on(plane: ControlPlane, since: float, ns: str, resource: str, name: str) -> list[str]:
+    """Every request of the operator (reads too) on one object since then (wall clock), from the plane's
+    audit log, as "verb query-string"."""
+    out = []
+    for e in plane.audit_events():
+        ref = e.get("objectRef") or {}
+        if not e.get("userAgent", "").startswith(UA) or ref.get("resource") != resource:
+            continue
+        t = _audit_time(e)
+        if ref.get("namespace") == ns and ref.get("name") == name and t is not None and t >= since:
+            query = e["requestURI"].split("?", 1)[1] if "?" in e["requestURI"] else ""
+            out.append(f"{e['verb']} {query}".strip())
     return out
 
 

@@ -40,18 +40,30 @@ def silent_endpoint() -> Iterator[str]:
     srv.close()
 
 
-def test_stop_does_not_block_on_a_full_queue_behind_a_hung_call(silent_endpoint: str) -> None:
+CONFIGMAP = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "x", "namespace": "ns", "uid": "u"},
+}
+
+
+def hung_recorder(endpoint: str, max_queued: int) -> EventRecorder:
+    """A started recorder whose sender is stuck in its first call (an event sent to a silent endpoint)."""
     from kubernetes import client as k8s
 
     cfg = k8s.Configuration()
-    cfg.host = silent_endpoint
-    rec = EventRecorder(Client(cfg, ClientOptions(timeout=20, max_retries=0)), "test", max_queued=3)
+    cfg.host = endpoint
+    rec = EventRecorder(Client(cfg, ClientOptions(timeout=20, max_retries=0)), "test", max_queued=max_queued)
     rec.start()
-    obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "ns", "uid": "u"}}
-    rec.event(obj, NORMAL, "Test", "event 0")  # hangs in the sender
+    rec.event(CONFIGMAP, NORMAL, "Test", "event 0")  # hangs in the sender
     time.sleep(0.3)
+    return rec
+
+
+def test_stop_does_not_block_on_a_full_queue_behind_a_hung_call(silent_endpoint: str) -> None:
+    rec = hung_recorder(silent_endpoint, 3)
     for i in range(1, 10):  # the queue fills, the rest are dropped
-        rec.event(obj, NORMAL, "Test", f"event {i}")
+        rec.event(CONFIGMAP, NORMAL, "Test", f"event {i}")
     started = time.monotonic()
     rec.stop(timeout=0.5)
     assert time.monotonic() - started < 2.0
@@ -59,14 +71,9 @@ def test_stop_does_not_block_on_a_full_queue_behind_a_hung_call(silent_endpoint:
 
 def test_the_queue_holds_the_reference_not_the_object(silent_endpoint: str) -> None:
     """A backlog of events must not keep whole cached objects (old versions of them) alive."""
-    from kubernetes import client as k8s
-
     from ojsctrl.runtime.events import reference
 
-    cfg = k8s.Configuration()
-    cfg.host = silent_endpoint
-    rec = EventRecorder(Client(cfg, ClientOptions(timeout=20, max_retries=0)), "test", max_queued=10)
-    rec.start()
+    rec = hung_recorder(silent_endpoint, 10)
     obj = {
         "apiVersion": "ojs.openjobspec.dev/v1alpha1",
         "kind": "OJSWorker",
@@ -81,8 +88,6 @@ def test_the_queue_holds_the_reference_not_the_object(silent_endpoint: str) -> N
         "spec": {"image": "x" * 10_000},
         "status": {"phase": "Running"},
     }
-    rec.event(obj, NORMAL, "Test", "first")  # hangs in the sender
-    time.sleep(0.3)
     rec.event(obj, NORMAL, "Test", "second")
     queued = list(rec._pending.queue)
     rec.stop(timeout=0.2)
@@ -100,19 +105,11 @@ def test_the_queue_holds_the_reference_not_the_object(silent_endpoint: str) -> N
 
 
 def test_a_full_queue_counts_its_drops(silent_endpoint: str) -> None:
-    from kubernetes import client as k8s
-
     from ojsctrl.runtime.events import DROPPED
 
-    cfg = k8s.Configuration()
-    cfg.host = silent_endpoint
-    rec = EventRecorder(Client(cfg, ClientOptions(timeout=20, max_retries=0)), "test", max_queued=2)
-    rec.start()
-    obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "ns", "uid": "u"}}
-    rec.event(obj, NORMAL, "Test", "event 0")  # hangs in the sender
-    time.sleep(0.3)
+    rec = hung_recorder(silent_endpoint, 2)
     before = DROPPED._value.get()
     for i in range(1, 8):  # two fit, five are dropped
-        rec.event(obj, NORMAL, "Test", f"event {i}")
+        rec.event(CONFIGMAP, NORMAL, "Test", f"event {i}")
     rec.stop(timeout=0.2)
     assert DROPPED._value.get() - before == 5

@@ -23,6 +23,7 @@ from tests.harness.kube import (
     namespace,
     ojs_cluster,
     ojs_worker,
+    operator_requests_on,
     phase,
     replicas,
     sample,
@@ -672,3 +673,76 @@ def test_resyncs_with_nothing_changed_write_nothing(
         assert op.metric("controller_runtime_reconcile_total", {"controller": "ojsworker"}) is not None
     finally:
         op.stop()
+
+
+def test_a_decision_is_one_apply_and_a_live_foreign_writer_is_found_by_its_conflict(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    """A decision is one apply without force (no read of the Deployment first); a field manager that set
+    the replicas lately is found through the API server's conflict answer and left alone (design.md
+    §field-managers)."""
+    client = driver(crds)
+    ns = namespace(crds, "writers")
+    q = f"writers-{ns}"
+    ojs_server.set_queue(q, available=0, active=0)
+    client.create(OJSCLUSTERS, ojs_cluster(ns, "jobs", {"backend": {"type": "lite"}}), ns)
+    body = {
+        "clusterRef": "jobs",
+        "jobTypes": ["t.run"],
+        "queues": [q],
+        "image": "example.invalid/w:1",
+        "replicas": 1,
+        "autoScaling": {
+            "enabled": True,
+            "pollingInterval": "1s",
+            "minReplicas": 1,
+            "maxReplicas": 6,
+            "targetJobsPerWorker": 5,
+        },
+    }
+    client.create(OJSWORKERS, ojs_worker(ns, "w", body), ns)
+    dep = "w-worker"
+    wait_until(
+        "autoscaler holds replicas",
+        lambda: (
+            ((client.get(DEPLOYMENTS, dep, ns).get("metadata") or {}).get("annotations") or {}).get(
+                "ojs.openjobspec.dev/autoscaler"
+            )
+            == "true"
+        ),
+        60,
+    )
+    time.sleep(2.0)  # the reconciles of the creation are over
+    since = int(time.time())  # the audit log's times have whole seconds
+
+    # A decision: one apply as the autoscaler's field manager, without force, and no read first.
+    ojs_server.set_queue(q, available=10, active=0)
+    wait_until("2 replicas for 10 jobs", lambda: replicas(client, ns, dep) == 2, 60)
+    time.sleep(1.5)  # the audit log is written asynchronously
+    writes = operator_requests_on(crds, since, ns, "deployments", dep)
+    assert writes == ["patch fieldManager=ojsctrl-autoscaler"], writes
+
+    # Another field manager sets the replicas; the next decision meets its conflict, names it and holds.
+    client.apply(
+        DEPLOYMENTS,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": dep, "namespace": ns},
+            "spec": {"replicas": 4},
+        },
+        field_manager="e2e-scaler",
+        force=True,
+    )
+    ojs_server.set_queue(q, available=30, active=0)  # 6 wanted: a scale-up, written at once
+    wait_until(
+        "ReplicasManaged names the other writer",
+        lambda: wcond(client, ns, "w", "ReplicasManaged").get("reason") == "ForeignReplicaWriter",
+        60,
+    )
+    message = wcond(client, ns, "w", "ReplicasManaged").get("message", "")
+    assert "e2e-scaler" in message, message
+    held = wcond(client, ns, "w", "Autoscaling").get("message", "")
+    assert "would scale to 6" in held, held
+    time.sleep(3.0)  # several polls later, the other writer's count stands
+    assert replicas(client, ns, dep) == 4
