@@ -40,11 +40,15 @@ class TokenBucket:
             return 0.0
         with self._lock:
             now = self._now()
-            # A clock that steps back must not mint tokens later for the same interval.
-            last = min(self._last, now)
-            self._tokens = min(float(self.burst), self._tokens + (now - last) * self.qps) - 1.0
+            self._tokens = self._refilled(now) - 1.0
             self._last = now
             return -self._tokens / self.qps if self._tokens < 0 else 0.0
+
+    def _refilled(self, now: float) -> float:
+        """The tokens at ``now`` (the lock held), the refill since the last reservation included."""
+        # A clock that steps back must not mint tokens later for the same interval.
+        last = min(self._last, now)
+        return min(float(self.burst), self._tokens + (now - last) * self.qps)
 
     def wait_for(self, tokens: float) -> float:
         """Seconds until the bucket holds ``tokens`` (at most ``burst``) without taking any: 0 when it does
@@ -53,8 +57,6 @@ class TokenBucket:
         if self.unlimited:
             return 0.0
         with self._lock:
-            now = self._now()
-            last = min(self._last, now)
-            have = min(float(self.burst), self._tokens + (now - last) * self.qps)
+            have = self._refilled(self._now())
         want = min(float(self.burst), tokens)
         return 0.0 if have >= want else (want - have) / self.qps

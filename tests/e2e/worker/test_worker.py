@@ -685,33 +685,17 @@ def test_a_decision_is_one_apply_and_a_live_foreign_writer_is_found_by_its_confl
     ns = namespace(crds, "writers")
     q = f"writers-{ns}"
     ojs_server.set_queue(q, available=0, active=0)
-    client.create(OJSCLUSTERS, ojs_cluster(ns, "jobs", {"backend": {"type": "lite"}}), ns)
-    body = {
-        "clusterRef": "jobs",
-        "jobTypes": ["t.run"],
-        "queues": [q],
-        "image": "example.invalid/w:1",
-        "replicas": 1,
-        "autoScaling": {
-            "enabled": True,
-            "pollingInterval": "1s",
-            "minReplicas": 1,
-            "maxReplicas": 6,
-            "targetJobsPerWorker": 5,
-        },
+    cluster(client, ns)
+    autoscaling = {
+        "enabled": True,
+        "pollingInterval": "1s",
+        "minReplicas": 1,
+        "maxReplicas": 6,
+        "targetJobsPerWorker": 5,
     }
-    client.create(OJSWORKERS, ojs_worker(ns, "w", body), ns)
+    worker(client, ns, "w", q, replicas=1, autoScaling=autoscaling)
     dep = "w-worker"
-    wait_until(
-        "autoscaler holds replicas",
-        lambda: (
-            ((client.get(DEPLOYMENTS, dep, ns).get("metadata") or {}).get("annotations") or {}).get(
-                "ojs.openjobspec.dev/autoscaler"
-            )
-            == "true"
-        ),
-        60,
-    )
+    wait_until("autoscaler holds replicas", lambda: under_autoscaler(client, ns, dep), 60)
     time.sleep(2.0)  # the reconciles of the creation are over
     since = int(time.time())  # the audit log's times have whole seconds
 
