@@ -28,6 +28,7 @@ report, but yappi adds a call's time when it returns: a frame still open at exit
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import runpy
 import sys
@@ -369,6 +370,10 @@ def _main_cpu(out: Path, module: str, rest: list[str]) -> int:
         threads, funcs = cpu_stats()
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render_cpu(threads, funcs, process_cpu, wall))
+        pstat = os.environ.get("OJSCTRL_BENCH_PSTAT")
+        if pstat:
+            # Callers and callees, for pstats (python -m pstats FILE): what the text report leaves out.
+            yappi.get_func_stats().save(pstat, type="pstat")
     return _exit_code(code)
 
 

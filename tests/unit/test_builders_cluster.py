@@ -1093,3 +1093,23 @@ def test_the_secrets_index_has_the_users_secrets() -> None:
     )
     indexed = set(referenced_secrets(cluster.to_dict()))
     assert {f"{NS}/redis-url", f"{NS}/my-key"} <= indexed
+
+
+def test_the_secrets_index_follows_a_spec_change_and_not_a_status_write() -> None:
+    # The names are remembered per generation: a status write re-indexes the cluster without a parse,
+    # and a spec change (a new generation) gives the new names.
+    from ojsctrl.controllers.cluster import referenced_secrets
+
+    obj = make_cluster(
+        {"backend": {"type": "redis", "urlSecretRef": {"name": "redis-one", "key": "url"}}}
+    ).to_dict()
+    obj["metadata"].update(uid="uid-memo", generation=1)
+    assert f"{NS}/redis-one" in set(referenced_secrets(obj))
+    with_status = {**obj, "status": {"phase": "Running"}}
+    assert set(referenced_secrets(with_status)) == set(referenced_secrets(obj))
+    changed = make_cluster(
+        {"backend": {"type": "redis", "urlSecretRef": {"name": "redis-two", "key": "url"}}}
+    ).to_dict()
+    changed["metadata"].update(uid="uid-memo", generation=2)
+    indexed = set(referenced_secrets(changed))
+    assert f"{NS}/redis-two" in indexed and f"{NS}/redis-one" not in indexed

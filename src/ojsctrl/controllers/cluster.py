@@ -4,12 +4,14 @@ embedded Redis, disruption budget, monitoring objects, server autoscaling and st
 from __future__ import annotations
 
 import secrets as pysecrets
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from cachetools import LRUCache
 
 from ojsctrl.api import OJSCluster, validate_cluster
 from ojsctrl.api.durations import duration_seconds
@@ -93,6 +95,27 @@ def referenced_secrets(obj: JSON) -> Iterable[str]:
     ns, name = meta.get("namespace"), meta.get("name")
     if not isinstance(name, str):
         return ()
+    # The names follow from the spec alone, and the spec changes only with metadata.generation: a status
+    # write (several per cluster while it converges) re-indexes the cluster without parsing it again.
+    generation = meta.get("generation")
+    memo_key = (ns, name, meta.get("uid"), generation) if isinstance(generation, int) else None
+    if memo_key is not None:
+        with _SECRET_REFS_LOCK:
+            known = _SECRET_REFS.get(memo_key)
+        if known is not None:
+            return known
+    refs = _referenced_secrets(obj, ns, name)
+    if memo_key is not None:
+        with _SECRET_REFS_LOCK:
+            _SECRET_REFS[memo_key] = refs
+    return refs
+
+
+_SECRET_REFS: LRUCache[tuple[Any, ...], tuple[str, ...]] = LRUCache(maxsize=8192)
+_SECRET_REFS_LOCK = threading.Lock()
+
+
+def _referenced_secrets(obj: JSON, ns: str | None, name: str) -> tuple[str, ...]:
     names = {cluster_builders.api_key_secret_name_of(name), cluster_builders.redis_name_of(name)}
     try:
         cluster = OJSCluster.from_dict(obj)

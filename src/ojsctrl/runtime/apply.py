@@ -66,16 +66,34 @@ def is_subset(want: Any, have: Any) -> bool:
     (entries told apart by a merge key such as `name`): every entry of want has an entry of have with
     the same key that holds it, in want's order; entries another field manager added are not ours and do
     not count. Other lists: same length, element-wise. The API server adds defaults to list elements
-    (containers, ports), which is why elements compare as subsets too."""
-    if isinstance(want, dict):
+    (containers, ports), which is why elements compare as subsets too.
+
+    This is the no-op check of every ensure, so it runs on every reconcile of every child: the common
+    types (exact dicts, lists and strings) are told apart with ``type() is``, which costs a fraction of
+    ``isinstance``, and a list's merge key is looked for only when the live list is the longer one."""
+    t = type(want)
+    if t is str:
+        return bool(want == have)
+    if t is dict or isinstance(want, dict):
         if not isinstance(have, dict):
             return False
-        return all(k in have and is_subset(v, have[k]) for k, v in want.items())
-    if isinstance(want, list):
+        for k, v in want.items():
+            if k not in have:
+                return False
+            h = have[k]
+            if type(v) is str:
+                if v != h:
+                    return False
+            elif not is_subset(v, h):
+                return False
+        return True
+    if t is list or isinstance(want, list):
         if not isinstance(have, list):
             return False
-        key = _merge_key(want)
-        if key is not None and len(have) > len(want):
+        if len(have) > len(want):
+            key = _merge_key(want)
+            if key is None:
+                return False
             # Our entries, found by key, must keep their relative order (an apply would restore it).
             at = -1
             for w in want:
@@ -88,8 +106,12 @@ def is_subset(want: Any, have: Any) -> bool:
             return True
         if len(want) != len(have):
             return False
-        return all(is_subset(w, h) for w, h in zip(want, have, strict=True))
-    if isinstance(want, bool) or isinstance(have, bool):
+        # A loop, not all(genexpr): no generator frame per element on this hot path.
+        for w, h in zip(want, have, strict=True):  # noqa: SIM110
+            if not is_subset(w, h):
+                return False
+        return True
+    if t is bool or isinstance(have, bool):
         return want is have
     if isinstance(want, int | float) and isinstance(have, int | float):
         return float(want) == float(have)
