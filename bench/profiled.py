@@ -23,6 +23,12 @@ yappi traces every call, so the profiled process runs several times slower than 
 shares between functions, not seconds with an unprofiled run. Threads still running at exit are in this
 report, but yappi adds a call's time when it returns: a frame still open at exit (a worker's loop, its
 `run`) shows only its finished callees, and the report says how much CPU that leaves unattributed.
+
+`--clock mem` traces allocations (tracemalloc, 12 frames) and writes its report when the process gets
+SIGUSR1 (the bench sends it at convergence, before it stops the operator): the bytes each informer's
+cache holds, per object and per kind (a walk of the cached dicts, lists and strings, each counted once);
+the live traced bytes by the ojsctrl line that allocated them (the innermost ojsctrl frame of each
+allocation's traceback); and the top lines over all frames.
 """
 
 from __future__ import annotations
@@ -377,19 +383,98 @@ def _main_cpu(out: Path, module: str, rest: list[str]) -> int:
     return _exit_code(code)
 
 
+def _deep_size(obj: Any, seen: set[int]) -> int:
+    """Bytes of a JSON-like value: dicts, lists, strings and numbers, each object counted once."""
+    size = 0
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        size += sys.getsizeof(o)
+        if isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, list | tuple):
+            stack.extend(o)
+    return size
+
+
+def render_mem(snapshot: Any) -> str:
+    """The memory report of `--clock mem` (module docstring)."""
+    import gc
+
+    from ojsctrl.runtime.informer import Informer
+
+    lines = ["# tracemalloc (12 frames) and the informers' caches, at SIGUSR1", ""]
+    lines.append("Informer caches (deep size of the cached objects, each Python object counted once):")
+    lines.append(f"  {'kind':<32} {'selector/mode':<44} {'objects':>8} {'bytes/object':>13} {'MB':>8}")
+    seen: set[int] = set()
+    total = 0
+    for inf in [o for o in gc.get_objects() if isinstance(o, Informer)]:
+        objs = inf.store.objects()
+        size = sum(_deep_size(o, seen) for o in objs)
+        total += size
+        mode = ("metadata " if inf.metadata_only else "") + (inf.label_selector or "all")
+        per = size / len(objs) if objs else 0
+        lines.append(
+            f"  {inf.resource.kind:<32} {mode[:44]:<44} {len(objs):>8} {per:>13.0f} {size / 1e6:>8.2f}"
+        )
+    lines.append(f"  total {total / 1e6:.2f} MB")
+    stats = snapshot.statistics("traceback")
+    traced = sum(st.size for st in stats)
+    by_line: dict[str, list[int]] = {}
+    for st in stats:
+        where = "(no ojsctrl frame)"
+        for frame in reversed(st.traceback):  # innermost last in tracemalloc's order
+            if "/ojsctrl/" in frame.filename:
+                where = f"{frame.filename.split('/src/')[-1]}:{frame.lineno}"
+                break
+        acc = by_line.setdefault(where, [0, 0])
+        acc[0] += st.size
+        acc[1] += st.count
+    lines += ["", f"Live traced memory {traced / 1e6:.2f} MB, by the innermost ojsctrl line (top 40):"]
+    for where, (size, count) in sorted(by_line.items(), key=lambda kv: -kv[1][0])[:40]:
+        lines.append(f"  {size / 1e6:8.2f} MB {count:>9} blocks  {where}")
+    lines += ["", "By allocating line, any file (top 25):"]
+    for st in snapshot.statistics("lineno")[:25]:
+        frame = st.traceback[0]
+        lines.append(f"  {st.size / 1e6:8.2f} MB {st.count:>9} blocks  {frame.filename}:{frame.lineno}")
+    return "\n".join(lines) + "\n"
+
+
+def _main_mem(out: Path, module: str, rest: list[str]) -> int:
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(12)
+
+    def report(signum: int, frame: Any) -> None:
+        snapshot = tracemalloc.take_snapshot()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render_mem(snapshot))
+
+    signal.signal(signal.SIGUSR1, report)
+    return _exit_code(_run_module(module, rest))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(prog="bench.profiled")
     p.add_argument("--out", required=True)
     p.add_argument(
         "--clock",
-        choices=("wall", "cpu"),
+        choices=("wall", "cpu", "mem"),
         default="wall",
-        help="wall: pyinstrument, sampled time split busy/wait (default); cpu: yappi, CPU time per function",
+        help="wall: pyinstrument, sampled time split busy/wait (default); cpu: yappi, CPU time per function; "
+        "mem: tracemalloc and the informers' cache sizes, reported on SIGUSR1",
     )
     p.add_argument("-m", dest="module", required=True)
     args, rest = p.parse_known_args()
     if args.clock == "cpu":
         return _main_cpu(Path(args.out), args.module, rest)
+    if args.clock == "mem":
+        return _main_mem(Path(args.out), args.module, rest)
     from pyinstrument import Profiler
 
     threading.Thread.run = _profiled_run  # type: ignore[method-assign]

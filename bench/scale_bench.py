@@ -108,11 +108,19 @@ SYNC_PERIOD = float(os.environ.get("OJSCTRL_BENCH_SYNC_PERIOD", "20"))
 CONVERGE_SYNC_PERIOD = os.environ.get("OJSCTRL_BENCH_CONVERGE_SYNC_PERIOD", "10h")
 # ojsctrl under bench/profiled.py: "pyinstrument" on every thread (wall clock, idle split out), or
 # "cpu": yappi on every thread (CPU time per function, GIL waits not counted as work).
-_PROFILE_MODES = {"": "", "0": "", "1": "pyinstrument", "pyinstrument": "pyinstrument", "cpu": "cpu"}
+# "mem": tracemalloc, reported at convergence (bench/profiled.py).
+_PROFILE_MODES = {
+    "": "",
+    "0": "",
+    "1": "pyinstrument",
+    "pyinstrument": "pyinstrument",
+    "cpu": "cpu",
+    "mem": "mem",
+}
 if os.environ.get("OJSCTRL_BENCH_PROFILE", "") not in _PROFILE_MODES:
     raise SystemExit(
         f"OJSCTRL_BENCH_PROFILE={os.environ['OJSCTRL_BENCH_PROFILE']!r}: expected 1 or pyinstrument "
-        "(wall clock), cpu (yappi, CPU clock), or empty/0 (no profiler)"
+        "(wall clock), cpu (yappi, CPU clock), mem (tracemalloc), or empty/0 (no profiler)"
     )
 PROFILE = _PROFILE_MODES[os.environ.get("OJSCTRL_BENCH_PROFILE", "")]
 KEEP = os.environ.get("OJSCTRL_BENCH_KEEP") == "1"
@@ -123,7 +131,9 @@ OPERATOR_MODULE = os.environ.get("OJSCTRL_BENCH_OPERATOR_MODULE", "ojsctrl")
 # A profiled run is slower: its figures go to scale-profile.* unless told otherwise, never into scale.*.
 RESULTS_NAME = os.environ.get(
     "OJSCTRL_BENCH_RESULTS_NAME",
-    {"": "scale", "pyinstrument": "scale-profile", "cpu": "scale-profile-cpu"}[PROFILE],
+    {"": "scale", "pyinstrument": "scale-profile", "cpu": "scale-profile-cpu", "mem": "scale-profile-mem"}[
+        PROFILE
+    ],
 )
 
 
@@ -314,7 +324,9 @@ class Contender:
         self.ojs_port = ojs_port or free_port()
         self.log_path = plane.workdir / "logs" / f"contender-{who}{tag}.log"
         self.kopf_stats = plane.workdir / "kopf-stats.json"
-        self.profile_path = RESULTS / (f"profile-cpu-{n}.txt" if PROFILE == "cpu" else f"profile-{n}.txt")
+        self.profile_path = RESULTS / {"cpu": f"profile-cpu-{n}.txt", "mem": f"profile-mem-{n}.txt"}.get(
+            PROFILE, f"profile-{n}.txt"
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
 
@@ -344,7 +356,7 @@ class Contender:
             ]
             if self.profiled:
                 out = str(self.profile_path)
-                clock = ["--clock", "cpu"] if PROFILE == "cpu" else []
+                clock = ["--clock", PROFILE] if PROFILE in ("cpu", "mem") else []
                 return [py, "-m", "bench.profiled", *clock, "--out", out, "-m", OPERATOR_MODULE, *args]
             return [py, "-m", OPERATOR_MODULE, *args]
         if self.who == "limit":
@@ -425,6 +437,20 @@ class Contender:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def memory_report(self, timeout: float = 300.0) -> None:
+        """Ask the operator under `bench.profiled --clock mem` for its report and wait until it is written."""
+        before = self.profile_path.stat().st_mtime if self.profile_path.exists() else 0.0
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.profile_path.exists() and self.profile_path.stat().st_mtime > before:
+                time.sleep(1.0)  # let the write finish
+                log(f"memory report: {self.profile_path}")
+                return
+            time.sleep(1.0)
+        log("memory report: none written")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -741,6 +767,8 @@ def run_one(who: str, n: int) -> dict[str, Any]:
             # finding, a deferred status write). Let them happen before the restart, or the restart
             # would be charged with them.
             settle_s = settle(contender)
+            if contender.profiled and PROFILE == "mem":
+                contender.memory_report()
         contender.stop()
         sampler.stop()
         idle: dict[str, Any] | None = None

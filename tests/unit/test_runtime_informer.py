@@ -26,6 +26,7 @@ from ojsctrl.runtime.informer import (
     index_by_controller_uid,
     index_by_namespace,
     index_by_owner_uid,
+    intern_strings,
     strip_managed_fields,
 )
 
@@ -601,3 +602,33 @@ class TestResyncOnlyWhenAsked:
             assert rec.kinds()[0] == ("update", "n1/a")
         finally:
             inf.stop()
+
+
+def test_cached_objects_share_their_short_string_values() -> None:
+    # Two children decoded apart hold equal label values, kinds and condition reasons: after the informer's
+    # preparation they hold one copy of each, and every value is unchanged.
+    import orjson
+
+    def decoded(name: str) -> Any:
+        raw = {
+            "kind": "Deployment",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "ojsctrl"}},
+            "status": {"conditions": [{"type": "Available", "reason": "MinimumReplicasAvailable"}]},
+            "spec": {"note": "x" * 65, "ports": [{"name": "http", "protocol": "TCP"}]},
+        }
+        return orjson.loads(orjson.dumps(raw))
+
+    a, b = decoded("a-worker"), decoded("b-worker")
+    plain = copy.deepcopy(a)
+    intern_strings(a)
+    intern_strings(b)
+    assert a == plain
+    assert a["kind"] is b["kind"]
+    assert (
+        a["metadata"]["labels"]["app.kubernetes.io/managed-by"]
+        is b["metadata"]["labels"]["app.kubernetes.io/managed-by"]
+    )
+    assert a["status"]["conditions"][0]["reason"] is b["status"]["conditions"][0]["reason"]
+    assert a["spec"]["ports"][0]["protocol"] is b["spec"]["ports"][0]["protocol"]
+    # Longer strings (messages, one object's own data) are left alone.
+    assert a["spec"]["note"] is not b["spec"]["note"]

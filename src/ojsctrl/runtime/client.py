@@ -751,11 +751,11 @@ def _decode_watch_stream(resp: Any, handle: WatchHandle | None) -> Iterator[Watc
         if handle is not None and handle.closed:
             return
         buf += chunk
-        while True:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                break
-            line, buf = buf[:nl], buf[nl + 1 :]
+        if b"\n" not in chunk:
+            continue
+        # One split per chunk: slicing the rest off after each line copied it once per line.
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
             if line.strip():
                 yield _watch_event(line)
     if buf.strip():
