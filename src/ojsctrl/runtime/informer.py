@@ -253,22 +253,14 @@ def intern_strings(obj: JSON) -> JSON:
     stack: list[Any] = [obj]
     while stack:
         node = stack.pop()
-        if type(node) is dict:
-            for k, v in node.items():
-                t = type(v)
-                if t is str:
-                    if len(v) <= _INTERN_MAX:
-                        node[k] = intern(v)
-                elif t is dict or t is list:
-                    stack.append(v)
-        else:
-            for i, v in enumerate(node):
-                t = type(v)
-                if t is str:
-                    if len(v) <= _INTERN_MAX:
-                        node[i] = intern(v)
-                elif t is dict or t is list:
-                    stack.append(v)
+        # Replacing a value (dict or list) does not change the container's size: safe while iterating.
+        for k, v in node.items() if type(node) is dict else enumerate(node):
+            t = type(v)
+            if t is str:
+                if len(v) <= _INTERN_MAX:
+                    node[k] = intern(v)
+            elif t is dict or t is list:
+                stack.append(v)
     return obj
 
 
