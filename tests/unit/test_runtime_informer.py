@@ -612,8 +612,21 @@ def test_cached_objects_share_their_short_string_values() -> None:
     def decoded(name: str) -> Any:
         raw = {
             "kind": "Deployment",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "ojsctrl"}},
-            "status": {"conditions": [{"type": "Available", "reason": "MinimumReplicasAvailable"}]},
+            "metadata": {
+                "name": name,
+                "labels": {"app.kubernetes.io/managed-by": "ojsctrl"},
+                "resourceVersion": "4711",
+                "creationTimestamp": "2026-12-06T00:00:00Z",
+            },
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Available",
+                        "reason": "MinimumReplicasAvailable",
+                        "lastTransitionTime": "2026-12-06T00:00:01Z",
+                    }
+                ]
+            },
             "spec": {"note": "x" * 65, "ports": [{"name": "http", "protocol": "TCP"}]},
         }
         return orjson.loads(orjson.dumps(raw))
@@ -630,5 +643,10 @@ def test_cached_objects_share_their_short_string_values() -> None:
     )
     assert a["status"]["conditions"][0]["reason"] is b["status"]["conditions"][0]["reason"]
     assert a["spec"]["ports"][0]["protocol"] is b["spec"]["ports"][0]["protocol"]
-    # Longer strings (messages, one object's own data) are left alone.
+    # Longer strings (messages, one object's own data) are left alone, and so are the values every write
+    # renews (resourceVersion, uid, timestamps): they would only grow the table of shared strings.
     assert a["spec"]["note"] is not b["spec"]["note"]
+    assert a["metadata"]["resourceVersion"] is not b["metadata"]["resourceVersion"]
+    assert a["metadata"]["creationTimestamp"] is not b["metadata"]["creationTimestamp"]
+    cond_a, cond_b = a["status"]["conditions"][0], b["status"]["conditions"][0]
+    assert cond_a["lastTransitionTime"] is not cond_b["lastTransitionTime"]

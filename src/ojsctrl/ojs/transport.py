@@ -89,8 +89,10 @@ class Transport:
         self.backoff = backoff
         self.max_response_bytes = max_response_bytes
         self._user_agent = user_agent
-        # num_pools bounds the per-host pools kept (one per cluster); maxsize the idle connections per host.
-        self._pool = urllib3.PoolManager(num_pools=256, maxsize=4, block=False, retries=False)
+        # num_pools bounds the per-host pools kept (one per cluster); maxsize the idle connections per host:
+        # as many as the stats poller's threads, so clusters served from one address (a test double, a
+        # shared gateway) do not discard a connection per poll with a warning each.
+        self._pool = urllib3.PoolManager(num_pools=256, maxsize=8, block=False, retries=False)
 
     def close(self) -> None:
         """Close pooled connections."""

@@ -237,10 +237,18 @@ def strip_managed_fields(obj: JSON) -> JSON:
     return obj
 
 
-# Strings up to this long are shared between cached objects (label values, kinds, condition types and
-# reasons, image names, timestamps of the same second): orjson already shares an object's keys, not its
-# values. Longer ones (messages, hashes of one object) are rarely repeated.
+# Strings up to this long are shared between cached objects (label values, kinds, names, condition types
+# and reasons, image names): orjson already shares an object's keys, not its values. Longer ones
+# (messages) are rarely repeated.
 _INTERN_MAX = 64
+# Values that are new with every write are not shared: each would pass through the interpreter's table
+# of shared strings once per event, and that table grows with them. In the full-size load test,
+# resourceVersions and timestamps grew it in one step by about 50 MB.
+_UNSHARED_KEYS = frozenset({"resourceVersion", "uid"})
+
+
+def _unshared(key: Any) -> bool:
+    return key in _UNSHARED_KEYS or str(key).endswith(("Time", "Timestamp"))
 
 
 def intern_strings(obj: JSON) -> JSON:
@@ -248,16 +256,19 @@ def intern_strings(obj: JSON) -> JSON:
 
     Thousands of cached children repeat the same few hundred values; shared, they cost a pointer each
     instead of a string object each: about 30 % of a cached Deployment, Service or OJSWorker (design.md
-    §no-op). The walk costs tens of microseconds per event, next to the event's own decoding."""
+    §no-op). Values that change with every write (resourceVersion, uid, timestamps: keys ending in
+    ``Time`` or ``Timestamp``) are left alone. The walk costs tens of microseconds per event, next to the
+    event's own decoding."""
     intern = sys.intern
     stack: list[Any] = [obj]
     while stack:
         node = stack.pop()
+        is_dict = type(node) is dict
         # Replacing a value (dict or list) does not change the container's size: safe while iterating.
-        for k, v in node.items() if type(node) is dict else enumerate(node):
+        for k, v in node.items() if is_dict else enumerate(node):
             t = type(v)
             if t is str:
-                if len(v) <= _INTERN_MAX:
+                if len(v) <= _INTERN_MAX and not (is_dict and _unshared(k)):
                     node[k] = intern(v)
             elif t is dict or t is list:
                 stack.append(v)
