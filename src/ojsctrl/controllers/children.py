@@ -8,8 +8,9 @@ what that reconcile found (name conflicts, problems) next to the owner it acts f
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +37,14 @@ from ojsctrl.runtime.client import (
     NotFoundError,
     Resource,
 )
-from ojsctrl.runtime.controller import Predicate, beyond_status
+from ojsctrl.runtime.controller import Predicate, Request, beyond_status
 from ojsctrl.runtime.informer import Informer
 
 log = structlog.get_logger("ojsctrl.children")
+
+# A held name of a kind no informer fully sees (a PDB, a claim, a ServiceMonitor) is looked at again after
+# this long while the conflict lasts: nothing else would tell that the foreign object went.
+HELD_RECHECK = 60.0
 
 # (reason, message) of something that makes the owner an Error (or, for `degraded`, leaves it serving).
 Problem = tuple[str, str]
@@ -403,3 +408,70 @@ class Children:
             return None
         manager = foreign_replica_manager(full, time.time())
         return f"field manager {manager}" if manager else None
+
+
+class NameHolds:
+    """The child names foreign objects hold, by the owners that wait for them (design.md §name-conflict).
+
+    An owner reconcile that finds a foreign object in a child's place records the (kind, name); an event
+    of that object (above all its deletion) then wakes the owner. Nothing else would: the object carries
+    no owner reference to map it by. ``sources`` names, per kind, the informers that together see every
+    object of the kind; a held name of any other kind is rechecked after :data:`HELD_RECHECK`.
+    """
+
+    def __init__(self, sources: Mapping[str, tuple[Informer, ...]]) -> None:
+        self.sources = dict(sources)
+        self._owners: dict[tuple[str, str, str], set[Request]] = {}
+        self._held: dict[Request, frozenset[tuple[str, str, str]]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, owner: Request, taken: Iterable[tuple[str, str]]) -> tuple[bool, bool]:
+        """Remember what ``owner`` now waits for (its whole set: names no longer taken are dropped).
+        Returns (freed, unwatched): whether a newly held name is already gone from the caches (its
+        deletion came before the record, so no event will wake the owner), and whether a held name is of
+        a kind no informer fully sees."""
+        held = frozenset((kind, owner.namespace, name) for kind, name in taken)
+        with self._lock:
+            before = self._held.get(owner, frozenset())
+            if held == before:
+                new: frozenset[tuple[str, str, str]] = frozenset()
+            else:
+                for key in before - held:
+                    owners = self._owners.get(key)
+                    if owners is not None:
+                        owners.discard(owner)
+                        if not owners:
+                            del self._owners[key]
+                new = held - before
+                for key in new:
+                    self._owners.setdefault(key, set()).add(owner)
+                if held:
+                    self._held[owner] = held
+                else:
+                    self._held.pop(owner, None)
+        freed = any(not self._present(*key) for key in new if key[0] in self.sources)
+        unwatched = any(kind not in self.sources for kind, _, _ in held)
+        return freed, unwatched
+
+    def _present(self, kind: str, namespace: str, name: str) -> bool:
+        return any(inf.store.get_by_name(namespace, name) is not None for inf in self.sources[kind])
+
+    def forget(self, owner: Request) -> None:
+        """The owner is gone: it waits for nothing."""
+        self.record(owner, ())
+
+    def mapper(self, kind: str) -> Callable[[JSON], list[Request]]:
+        """The owners waiting for an object of ``kind``'s name (an event mapper)."""
+
+        def owners(obj: JSON) -> list[Request]:
+            meta = obj.get("metadata") or {}
+            key = (kind, meta.get("namespace") or "", meta.get("name") or "")
+            with self._lock:
+                found = self._owners.get(key)
+                return sorted(found) if found else []
+
+        return owners
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._held)

@@ -75,6 +75,7 @@ from ojsctrl.runtime.client import (
 )
 from ojsctrl.runtime.controller import Request, Result, not_status_only
 from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
+from ojsctrl.runtime.informer import Informer
 from ojsctrl.runtime.manager import Manager
 
 log = structlog.get_logger("ojsctrl.cluster")
@@ -189,7 +190,19 @@ class ClusterReconciler(OwnerReconciler):
         controller.watch_mapped(self.secret_meta, self.clusters_for_secret)
         controller.watch_mapped(self.crds, self._clusters_for_crd)
         controller.watch_mapped(self.all_hpas, _clusters_of_hpa, child_update_matters(HPAS))
+        self.watch_held_names(self.name_sources())
         self.manager.add_controller(controller)
+
+    def name_sources(self) -> dict[str, tuple[Informer, ...]]:
+        """Per kind, the informers that together see every object of it: a name a foreign object holds
+        is watched there (PDBs, claims and ServiceMonitors are not: GETs see those)."""
+        caches = self.caches
+        sources: dict[str, tuple[Informer, ...]] = {
+            kind.kind: (caches.managed[kind], caches.unmanaged[kind]) for kind in caches.unmanaged
+        }
+        sources[SECRETS.kind] = (self.secret_meta,)
+        sources[HPAS.kind] = (self.all_hpas,)
+        return sources
 
     def enqueue_key(self, key: str) -> None:
         """Reconcile the cluster ``namespace/name`` (its polled stats changed)."""
@@ -439,6 +452,7 @@ class ClusterSync(OwnerSync):
             problem = adoption_problem(live, pvc)
             if problem is not None:
                 self.children.conflicts.append(problem)
+                self.children.taken.add((PVCS.kind, pvc["metadata"]["name"]))
                 return None
             live = self.adopt(PVCS, live)
             if live is None:
@@ -463,6 +477,7 @@ class ClusterSync(OwnerSync):
             raise
         if out.conflict:
             self.children.conflicts.append(out.conflict)
+            self.children.taken.add((PVCS.kind, pvc["metadata"]["name"]))
             return None
         return out.obj
 

@@ -8,7 +8,14 @@ from collections.abc import Callable, Collection, Mapping
 
 from ojsctrl.api.common import API_VERSION
 from ojsctrl.api.validation import ValidationResult
-from ojsctrl.controllers.children import ChildCaches, Children, child_update_matters, not_own_echo
+from ojsctrl.controllers.children import (
+    HELD_RECHECK,
+    ChildCaches,
+    Children,
+    NameHolds,
+    child_update_matters,
+    not_own_echo,
+)
 from ojsctrl.controllers.cluster_status import StatusResult, owned_replica_counts, rollout_settled
 from ojsctrl.controllers.common import (
     FIELD_MANAGER,
@@ -135,6 +142,7 @@ class OwnerReconciler:
         self.applier = Applier(self.client, FIELD_MANAGER, HASH_ANNOTATION)
         self.memory = ObjectMemory()
         self.foreign_writers = ForeignWriters(recorder)
+        self.name_holds = NameHolds({})
         self.controller = Controller(
             name, self.reconcile, max_concurrent_reconciles=max_concurrent_reconciles
         )
@@ -171,6 +179,7 @@ class OwnerReconciler:
         key = str(req)
         self.memory.forget(key)
         self.foreign_writers.forget(key)
+        self.name_holds.forget(req)
         self.status.forget(req.namespace, req.name)
 
     def watch_children(self, kind: str) -> None:
@@ -187,6 +196,15 @@ class OwnerReconciler:
                 status_delay=STATUS_COALESCE,
                 settled=rollout_settled if resource == DEPLOYMENTS else None,
             )
+
+    def watch_held_names(self, sources: Mapping[str, tuple[Informer, ...]]) -> None:
+        """Wake an owner when an object holding one of its child names changes or goes: ``sources`` are,
+        per kind, the informers that together see every object of it (design.md §name-conflict)."""
+        self.name_holds = NameHolds(sources)
+        for kind, informers in sources.items():
+            mapper = self.name_holds.mapper(kind)
+            for informer in informers:
+                self.controller.watch_mapped(informer, mapper)
 
     def live(self, informer: Informer, req: Request) -> tuple[JSON, int] | None:
         """The object a request names and its generation; None when there is nothing to reconcile: a
@@ -205,6 +223,7 @@ class OwnerSync:
     and who else writes its Deployment's replicas."""
 
     def __init__(self, reconciler: OwnerReconciler, obj: JSON, generation: int, log_key: str) -> None:
+        self.shared = reconciler  # each kind keeps its own typed `reconciler`
         self.obj = obj
         self.generation = generation
         self.ns: str = obj["metadata"]["namespace"]
@@ -215,5 +234,13 @@ class OwnerSync:
         self.replica_writer: str | None = None  # who else writes the Deployment's replicas (we then yield)
 
     def result(self) -> Result | None:
-        """The reconcile's outcome: come back when a step asked to."""
+        """The reconcile's outcome: come back when a step asked to. The child names foreign objects hold
+        are recorded first, so that their deletion wakes this owner."""
+        req = Request(self.ns, self.name)
+        freed, unwatched = self.shared.name_holds.record(req, self.children.taken)
+        if freed:
+            # Gone between this reconcile's read and the record: its event found nobody waiting.
+            self.shared.controller.enqueue(req, "name-freed")
+        elif unwatched:
+            self.children.requeue_within(HELD_RECHECK)
         return Result(requeue_after=self.children.requeue) if self.children.requeue else None

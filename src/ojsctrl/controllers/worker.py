@@ -63,6 +63,7 @@ from ojsctrl.runtime.client import (
     HPAS,
     JSON,
     PODS,
+    SECRETS,
     SERVICES,
     ApiError,
 )
@@ -204,6 +205,16 @@ class WorkerReconciler(OwnerReconciler):
         )
         controller.watch_mapped(self.all_hpas, _workers_of_hpa, child_update_matters(HPAS))
         controller.watch_mapped(self.cluster_reconciler.secret_meta, self._workers_for_secret)
+        clusters = self.cluster_reconciler.caches
+        self.watch_held_names(
+            {
+                # Its own Deployment, and the cluster's Service and API key Secret it would use.
+                DEPLOYMENTS.kind: (self.caches.managed[DEPLOYMENTS], self.caches.unmanaged[DEPLOYMENTS]),
+                HPAS.kind: (self.all_hpas,),
+                SERVICES.kind: (clusters.managed[SERVICES], clusters.unmanaged[SERVICES]),
+                SECRETS.kind: (self.cluster_reconciler.secret_meta,),
+            }
+        )
         self.poller.subscribe(self._stats_changed)
         self.manager.add_controller(controller)
         self.manager.add_runnable(
@@ -335,6 +346,7 @@ class WorkerSync(OwnerSync):
             used.append(("Secret", key_name, clusters.secrets.meta(self.ns, key_name)))
         for kind, name, live in used:
             if live is not None and not is_controlled_by(live, str(cluster_uid)):
+                self.children.taken.add((kind, name))
                 found.append(
                     f"{kind} {self.ns}/{name} of OJSCluster {cluster_name} exists and is not owned by it"
                 )

@@ -277,6 +277,8 @@ class Controller:
                 if not all(p(event, old, new) for p in preds):
                     return
                 reqs = requests(old, new, obj)
+                if not reqs:
+                    return
             delay = status_delay if status_delay > 0 and _status_only(event, old, new) else 0.0
             if delay and settled is not None and new is not None and settled(new):
                 delay = 0.0  # the last step of a rollout: no later step to wait for
