@@ -155,6 +155,32 @@ def test_unreachable_server(client: OJSClient) -> None:
     _assert_clean(exc.value)
 
 
+def test_a_refused_connection_is_not_retried_within_the_call() -> None:
+    # Nothing listens: a retry would find nothing either, and the next poll looks again. The pool's own
+    # request method is wrapped to count the connection attempts the call makes.
+    c = OJSClient(connect_timeout=0.5, read_timeout=0.5, total_timeout=5.0, retries=2, backoff=0.01)
+    pool = c._http._pool
+    real = pool.request
+    attempts = 0
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal attempts
+        attempts += 1
+        return real(*args, **kwargs)
+
+    pool.request = counted  # type: ignore[method-assign]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    try:
+        with pytest.raises(OJSError) as exc:
+            c.queue_stats(f"http://127.0.0.1:{port}", KEY)
+    finally:
+        c.close()
+    assert exc.value.reason == "Unreachable"
+    assert attempts == 1
+
+
 def test_a_connection_lost_mid_call_is_retried(client: OJSClient) -> None:
     # A listener that accepts and hangs up at once: the connection opened, so the GET is tried again.
     accepted = 0

@@ -1,7 +1,9 @@
 """The HTTP transport under the OJS client: connection pool, timeouts, retries, size cap, error mapping.
 
 It knows nothing of OJS resources: it sends one request within a :class:`Deadline` and returns the status
-and body, or raises :class:`OJSError`. Only GETs are retried, on connection errors, timeouts and 429/5xx.
+and body, or raises :class:`OJSError`. Only GETs are retried, on timeouts, connections lost mid-call and
+429/5xx; a connection that could not be opened (refused, or a name that does not resolve) is not retried
+within the call, as client-go's REST client does not: nothing listens, and the next poll will look again.
 Redirects are not followed (they could carry the bearer key elsewhere). The API key is sent as a bearer
 token and never appears in an error message.
 """
@@ -29,6 +31,10 @@ _CHUNK: Final = 64 * 1024
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 _MEDIA_TYPE: Final = "application/openjobspec+json"
 _HEADER_VALUE_RE: Final = re.compile(r"[\x21-\x7e]+")
+
+
+class _NotConnected(OJSError):
+    """No connection could be opened: not worth a retry within the same call."""
 
 
 class Deadline:
@@ -83,8 +89,10 @@ class Transport:
         self.backoff = backoff
         self.max_response_bytes = max_response_bytes
         self._user_agent = user_agent
-        # num_pools bounds the per-host pools kept (one per cluster); maxsize the idle connections per host.
-        self._pool = urllib3.PoolManager(num_pools=256, maxsize=4, block=False, retries=False)
+        # num_pools bounds the per-host pools kept (one per cluster); maxsize the idle connections per host:
+        # as many as the stats poller's threads, so clusters served from one address (a test double, a
+        # shared gateway) do not discard a connection per poll with a warning each.
+        self._pool = urllib3.PoolManager(num_pools=256, maxsize=8, block=False, retries=False)
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -136,6 +144,8 @@ class Transport:
                 if exc.reason not in ("Timeout", "Unreachable"):
                     raise
                 error = exc
+                if isinstance(exc, _NotConnected):
+                    break
                 continue
             if resp.status in RETRY_STATUSES and attempt + 1 < attempts:
                 error = status_error(resp)
@@ -190,7 +200,7 @@ class Transport:
             )
         except _Urllib3NewConnectionError as exc:
             # Checked first: urllib3 makes "connection refused" a subclass of its connect timeout.
-            raise OJSError(
+            raise _NotConnected(
                 f"cannot reach {safe_url}: {type(exc).__name__}", reason="Unreachable", url=safe_url
             ) from None
         except _Urllib3TimeoutError:
