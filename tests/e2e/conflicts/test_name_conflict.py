@@ -229,6 +229,23 @@ def test_name_conflict_means_hands_off(crds: ControlPlane, operator: OperatorPro
     env = client.get(DEPLOYMENTS, "onok-worker", ns)["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {e["name"]: e.get("value") for e in env}["OJS_URL"] == endpoint
 
+    # The foreign objects go, and each owner comes back on its own, with nothing poking it: the deletion is
+    # an event of a name the owner waits for (the sync period is hours away).
+    client.delete(SERVICES, "svc-server", ns)
+    client.delete(SECRETS, "key-api-key", ns)
+    client.delete(SECRETS, "red-redis", ns)
+    wait_until(
+        "svc's own Service",
+        lambda: bool(
+            (get(client, SERVICES, ns, "svc-server") or {}).get("metadata", {}).get("ownerReferences")
+        ),
+        60,
+    )
+    wait_until("key's Deployment", lambda: get(client, DEPLOYMENTS, ns, "key-server") is not None, 60)
+    wait_until("red's Deployment", lambda: get(client, DEPLOYMENTS, ns, "red-server") is not None, 60)
+    wait_until("onsvc's Deployment", lambda: get(client, DEPLOYMENTS, ns, "onsvc-worker") is not None, 60)
+    assert "ownerReferences" in client.get(SECRETS, "key-api-key", ns)["metadata"]
+
 
 def test_a_deployment_already_running_is_left_alone_when_its_secret_turns_foreign(
     crds: ControlPlane, operator: OperatorProcess
