@@ -14,6 +14,7 @@ from ojsctrl.api import OJSCluster, OJSWorker, validate_worker
 from ojsctrl.api.durations import duration_seconds
 from ojsctrl.api.worker import (
     OPERATOR_METRICS,
+    WorkerAutoScaling,
     parse_pause_annotations,
 )
 from ojsctrl.builders import cluster as cluster_builders
@@ -240,7 +241,13 @@ class WorkerReconciler(OwnerReconciler):
         return out
 
     def _stats_changed(self, cluster_key: str) -> None:
+        result = self.poller.result(cluster_key)
+        failed = result is None or not result.ok
         for w in self.workers.store.by_index(CLUSTER_INDEX, cluster_key):
+            # A failed poll changes nothing a worker shows unless the operator scales it on the counts
+            # (its status keeps the last numbers read): no wake-up for that.
+            if failed and not autoscales_on_polls(w):
+                continue
             self.controller.enqueue(Request.for_object(w), "poller")
 
     # ------------------------------------------------------------------ reconcile
@@ -967,6 +974,22 @@ class _Pause:
     def paused(self) -> bool:
         """Whether the pause holds the replicas now."""
         return self.outcome.paused
+
+
+_METRIC_DEFAULT = WorkerAutoScaling.model_fields["metric"].default
+_ENABLED_DEFAULT = WorkerAutoScaling.model_fields["enabled"].default
+
+
+def autoscales_on_polls(worker: JSON) -> bool:
+    """Whether the operator scales this worker on the polled counts (queueDepth or waitTime), read from
+    the cached object with the API model's defaults."""
+    auto = (worker.get("spec") or {}).get("autoScaling") or {}
+    if not isinstance(auto, dict):
+        return False
+    return (
+        auto.get("enabled", _ENABLED_DEFAULT) is True
+        and auto.get("metric", _METRIC_DEFAULT) in OPERATOR_METRICS
+    )
 
 
 def _workers_of_hpa(hpa: JSON) -> Iterable[Request]:
