@@ -226,3 +226,26 @@ def test_a_quiet_transition_writes_the_phase_without_an_event(
     assert writer.write(worker_obj(was), after, was["conditions"], {"replicas": 2}) is None
     status = "PATCH /apis/ojs.openjobspec.dev/v1alpha1/namespaces/ns/ojsworkers/w/status"
     assert seen == [status, "POST /api/v1/namespaces/ns/events"] if event else seen == [status]
+
+
+def test_a_held_first_status_says_when_it_is_due(api: tuple[str, list[str]]) -> None:
+    """A new, healthy object's first Pending status is held; held_for tells a watch how long, so a
+    rollout step in between comes with the held write instead of a reconcile of its own."""
+    from kubernetes import client as k8s
+
+    url, seen = api
+    cfg = k8s.Configuration()
+    cfg.host = url
+    client = Client(cfg, ClientOptions(qps=20.0, burst=10, max_retries=0))
+    writer = StatusWriter(client, OJSWORKERS, EventRecorder(client, "test"), grace=10.0)
+    pending = [{"type": "Ready", "status": "False", "reason": "Pending", "message": "rolling out"}]
+    assert writer.held_for("ns/w") == 0.0
+    left = writer.write(worker_obj({}), "Pending", pending, {"replicas": 1})
+    assert left is not None and 9.0 < left <= 10.0
+    assert 9.0 < writer.held_for("ns/w") <= 10.0
+    assert writer.held_for("ns/other") == 0.0
+    assert seen == []
+    # Running writes at once, and nothing is held any more.
+    assert writer.write(worker_obj({}), "Running", [], {"replicas": 1}) is None
+    assert seen[0] == "PATCH /apis/ojs.openjobspec.dev/v1alpha1/namespaces/ns/ojsworkers/w/status"
+    assert writer.held_for("ns/w") == 0.0

@@ -669,3 +669,30 @@ def test_watch_owned_delays_status_steps_but_not_the_settled_one(
     assert queued(c) == {Request("team-a", "c1")}  # the last step: at once
     inf._apply_event("MODIFIED", child("d", refs, rv="4", generation=2))
     assert queued(c) == {Request("team-a", "c1")}  # a spec change: at once
+
+
+def test_watch_owned_stretches_a_status_step_to_when_the_owner_comes_back_anyway(
+    controllers: Callable[..., Controller],
+) -> None:
+    c = controllers(unique("owned-defer"), Recording())
+    inf = informer()
+    held = {Request("team-a", "c1"): 20.0}
+    c.watch_owned(
+        inf,
+        OWNER_API,
+        OWNER_KIND,
+        status_delay=0.2,
+        settled=lambda o: (o.get("status") or {}).get("done") is True,
+        defer=lambda req: held.get(req, 0.0),
+    )
+    inf._apply_event("ADDED", child("d", [ref(name="c1")], rv="1"))
+    inf._apply_event("ADDED", child("e", [ref(name="c2")], rv="1"))
+    assert queued(c) == {Request("team-a", "c1"), Request("team-a", "c2")}
+    inf._apply_event("MODIFIED", {**child("d", [ref(name="c1")], rv="2"), "status": {"done": False}})
+    inf._apply_event("MODIFIED", {**child("e", [ref(name="c2")], rv="2"), "status": {"done": False}})
+    time.sleep(0.5)
+    # c2's step came after the coalescing delay; c1's waits for its owner's held status, 20 s away.
+    assert queued(c) == {Request("team-a", "c2")}
+    # The settled step is never stretched.
+    inf._apply_event("MODIFIED", {**child("d", [ref(name="c1")], rv="3"), "status": {"done": True}})
+    assert queued(c) == {Request("team-a", "c1")}

@@ -301,6 +301,8 @@ class StatusWriter:
         self._written_at: TTLCache[str, float] = TTLCache(maxsize=200_000, ttl=max(60.0, 2 * min_interval))
         # object uid -> monotonic time of the first held write; entries of objects deleted meanwhile expire.
         self._first_held_at: TTLCache[str, float] = TTLCache(maxsize=200_000, ttl=max(60.0, 4 * grace))
+        # "namespace/name" -> monotonic time its held first status is due (what held_for answers).
+        self._due_at: TTLCache[str, float] = TTLCache(maxsize=200_000, ttl=max(60.0, 4 * grace))
         # "namespace/name" -> (phase, Ready reason) last reported in the log: a line per transition, not
         # per reconcile. Cleared by forget() when the object is deleted.
         self._reported: dict[str, tuple[str, str]] = {}
@@ -310,6 +312,14 @@ class StatusWriter:
         """Drop what was reported of a deleted object ("namespace/name")."""
         with self._lock:
             self._reported.pop(key, None)
+            self._due_at.pop(key, None)
+
+    def held_for(self, key: str) -> float:
+        """Seconds until the held first status of ``namespace/name`` is due (0 when none is held): a
+        reconcile asked for before then would only hold it again."""
+        with self._lock:
+            due = self._due_at.get(key)
+        return 0.0 if due is None else max(0.0, due - time.monotonic())
 
     def _transition(self, obj: JSON, phase: str, conds: list[JSON]) -> tuple[bool, str, str]:
         """Log a change of phase or Ready reason once (problems found at warning, the rest at info);
@@ -355,13 +365,16 @@ class StatusWriter:
         uid = str(obj["metadata"].get("uid") or "")
         if not old and phase == "Pending" and event is None and self.grace > 0 and uid:
             now = time.monotonic()
+            key = f"{obj['metadata'].get('namespace')}/{obj['metadata'].get('name')}"
             with self._lock:
                 first = self._first_held_at.setdefault(uid, now)
+                self._due_at[key] = first + self.grace
             left = self.grace - (now - first)
             if left > 0:
                 return left
         with self._lock:
-            self._first_held_at.pop(uid, None)
+            if self._first_held_at.pop(uid, None) is not None:
+                self._due_at.pop(f"{obj['metadata'].get('namespace')}/{obj['metadata'].get('name')}", None)
         generation = int(obj["metadata"].get("generation") or 0)
         status: JSON = {
             **extra,

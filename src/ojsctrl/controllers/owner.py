@@ -195,6 +195,8 @@ class OwnerReconciler:
                 not_own_echo(self.applier, resource),
                 status_delay=STATUS_COALESCE,
                 settled=rollout_settled if resource == DEPLOYMENTS else None,
+                # A rollout step while the owner's first status is held comes with the held write.
+                defer=lambda req: self.status.writer.held_for(str(req)),
             )
 
     def watch_held_names(self, sources: Mapping[str, tuple[Informer, ...]]) -> None:

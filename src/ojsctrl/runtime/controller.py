@@ -250,6 +250,7 @@ class Controller:
         settled: Callable[[JSON], bool] | None = None,
         *,
         mapper_first: bool = False,
+        defer: Callable[[Request], float] | None = None,
     ) -> FuncHandler:
         """The event handler of one watch. ``mapper_first``: the mapper is cheaper than the predicates
         (an owner reference read), so it runs first and an event that concerns no object of this
@@ -284,8 +285,9 @@ class Controller:
                 delay = 0.0  # the last step of a rollout: no later step to wait for
             (resyncs if old is not None and old is new else wakeups).inc(len(reqs))
             for req in reqs:
-                if delay:
-                    self.queue.add_after(req, delay)
+                wait = max(delay, defer(req)) if delay and defer is not None else delay
+                if wait:
+                    self.queue.add_after(req, wait)
                 else:
                     self.queue.add(req)
 
@@ -310,6 +312,7 @@ class Controller:
         *predicates: Predicate,
         status_delay: float = 0.0,
         settled: Callable[[JSON], bool] | None = None,
+        defer: Callable[[Request], float] | None = None,
     ) -> None:
         """Reconcile the controller owner of an object when the object changes.
 
@@ -317,6 +320,8 @@ class Controller:
         the owner after that delay: a Deployment rolling out reports several status steps within a
         second, and one owner reconcile (and one status write) covers them all. A status update for
         which `settled(child)` is true (say, a finished rollout) is not delayed: nothing follows it.
+        `defer(owner)` > 0 stretches such a delayed wake-up to that many seconds: the owner is coming back
+        then anyway (its first status is held until then), and the delaying queue merges the two.
         """
         group = owner_api_version.rpartition("/")[0]
 
@@ -332,7 +337,15 @@ class Controller:
 
         self.informers.append(informer)
         informer.add_event_handler(
-            self._handler(owner, predicates, informer.resource.kind, status_delay, settled, mapper_first=True)
+            self._handler(
+                owner,
+                predicates,
+                informer.resource.kind,
+                status_delay,
+                settled,
+                mapper_first=True,
+                defer=defer,
+            )
         )
 
     def watch_mapped(self, informer: Informer, mapper: MapFunc, *predicates: Predicate) -> None:
