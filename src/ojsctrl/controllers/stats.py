@@ -58,6 +58,9 @@ class PollResult:
         return self.error is None
 
 
+Outcome = Callable[[str, "PollResult | None", "PollResult"], None]
+"""A subscriber to changed poll outcomes: (cluster key, previous outcome or None, current outcome)."""
+
 Fetch = Callable[[str, str | None], Mapping[str, tuple[int, int] | tuple[int, int, int]]]
 """Reads one server's counts: queue name -> (available, active) or (available, active, completed)."""
 
@@ -88,6 +91,7 @@ class StatsPoller:
     ) -> None:
         self._fetch = fetch
         self._subscribers: list[Callable[[str], None]] = []
+        self._outcome_subscribers: list[Outcome] = []
         self._clock = clock
         self._targets: dict[str, Target] = {}
         self._results: dict[str, PollResult] = {}
@@ -122,6 +126,12 @@ class StatsPoller:
     def subscribe(self, fn: Callable[[str], None]) -> None:
         """Call fn(cluster_key) whenever a cluster's poll outcome changes."""
         self._subscribers.append(fn)
+
+    def subscribe_outcomes(self, fn: Outcome) -> None:
+        """Call fn(cluster_key, previous, current) whenever a cluster's poll outcome changes, with the
+        outcome before (None for the first): a subscriber that reads only part of it can tell whether its
+        part changed."""
+        self._outcome_subscribers.append(fn)
 
     def register(self, key: str, url: str, api_key: str | None, interval: float, requester: str = "") -> None:
         """Poll this cluster at least every `interval` for `requester` (idempotent; a changed url or
@@ -238,6 +248,11 @@ class StatsPoller:
             for fn in list(self._subscribers):
                 try:
                     fn(key)
+                except Exception:
+                    log.exception("stats change handler failed", cluster=key)
+            for outcome in list(self._outcome_subscribers):
+                try:
+                    outcome(key, prev, result)
                 except Exception:
                     log.exception("stats change handler failed", cluster=key)
 

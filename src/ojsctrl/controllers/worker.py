@@ -14,6 +14,7 @@ from ojsctrl.api import OJSCluster, OJSWorker, validate_worker
 from ojsctrl.api.durations import duration_seconds
 from ojsctrl.api.worker import (
     OPERATOR_METRICS,
+    OJSWorkerSpec,
     WorkerAutoScaling,
     parse_pause_annotations,
 )
@@ -216,7 +217,7 @@ class WorkerReconciler(OwnerReconciler):
                 SECRETS.kind: (self.cluster_reconciler.secret_meta,),
             }
         )
-        self.poller.subscribe(self._stats_changed)
+        self.poller.subscribe_outcomes(self._stats_changed)
         self.manager.add_controller(controller)
         self.manager.add_runnable(
             Runnable("ojs-quiet-sender", lambda: None, self.quiet.close, needs_leader=False)
@@ -240,15 +241,10 @@ class WorkerReconciler(OwnerReconciler):
             )
         return out
 
-    def _stats_changed(self, cluster_key: str) -> None:
-        result = self.poller.result(cluster_key)
-        failed = result is None or not result.ok
+    def _stats_changed(self, cluster_key: str, prev: PollResult | None, result: PollResult) -> None:
         for w in self.workers.store.by_index(CLUSTER_INDEX, cluster_key):
-            # A failed poll changes nothing a worker shows unless the operator scales it on the counts
-            # (its status keeps the last numbers read): no wake-up for that.
-            if failed and not autoscales_on_polls(w):
-                continue
-            self.controller.enqueue(Request.for_object(w), "poller")
+            if poll_is_news(w, prev, result):
+                self.controller.enqueue(Request.for_object(w), "poller")
 
     # ------------------------------------------------------------------ reconcile
     def reconcile(self, req: Request) -> Result | None:
@@ -990,6 +986,29 @@ def autoscales_on_polls(worker: JSON) -> bool:
         auto.get("enabled", _ENABLED_DEFAULT) is True
         and auto.get("metric", _METRIC_DEFAULT) in OPERATOR_METRICS
     )
+
+
+_QUEUES_DEFAULT: list[str] = OJSWorkerSpec.model_fields["queues"].get_default(call_default_factory=True)
+
+
+def poll_is_news(worker: JSON, prev: PollResult | None, result: PollResult) -> bool:
+    """Whether a cluster's new poll outcome changes anything this worker reads (design.md §resync): the
+    counts of its own queues, and for a worker the operator scales on the counts, also the poll's success
+    or failure and its queues' completed counters (wait-time rates). A cluster's ten workers on ten queues
+    are then not all woken when one queue moves."""
+    spec = worker.get("spec") or {}
+    queues = spec.get("queues") or _QUEUES_DEFAULT
+    if not isinstance(queues, list):
+        return True
+    if prev is None:
+        return result.ok or autoscales_on_polls(worker)
+    own_counts_changed = any(prev.queues.get(q) != result.queues.get(q) for q in queues)
+    if not autoscales_on_polls(worker):
+        # Its status shows its queues' numbers from a good poll and keeps them through failed ones.
+        return result.ok and (not prev.ok or own_counts_changed)
+    if prev.error != result.error or own_counts_changed:
+        return True
+    return any(prev.completed.get(q) != result.completed.get(q) for q in queues)
 
 
 def _workers_of_hpa(hpa: JSON) -> Iterable[Request]:
