@@ -246,10 +246,7 @@ _INTERN_MAX = 64
 # them showed a one-step RSS rise of about 50 MB; one without them stayed flat (the cause is inferred,
 # docs/reliability.md).
 _UNSHARED_KEYS = frozenset({"resourceVersion", "uid"})
-
-
-def _unshared(key: Any) -> bool:
-    return key in _UNSHARED_KEYS or str(key).endswith(("Time", "Timestamp"))
+_UNSHARED_SUFFIXES = ("Time", "Timestamp")
 
 
 def intern_strings(obj: JSON) -> JSON:
@@ -261,15 +258,19 @@ def intern_strings(obj: JSON) -> JSON:
     ``Time`` or ``Timestamp``) are left alone. The walk costs tens of microseconds per event, next to the
     event's own decoding."""
     intern = sys.intern
+    unshared, suffixes = _UNSHARED_KEYS, _UNSHARED_SUFFIXES
     stack: list[Any] = [obj]
     while stack:
         node = stack.pop()
         is_dict = type(node) is dict
         # Replacing a value (dict or list) does not change the container's size: safe while iterating.
+        # The key test is inline: this loop runs for every value of every event.
         for k, v in node.items() if is_dict else enumerate(node):
             t = type(v)
             if t is str:
-                if len(v) <= _INTERN_MAX and not (is_dict and _unshared(k)):
+                if len(v) <= _INTERN_MAX and not (
+                    is_dict and (k in unshared or (type(k) is str and k.endswith(suffixes)))
+                ):
                     node[k] = intern(v)
             elif t is dict or t is list:
                 stack.append(v)
