@@ -646,18 +646,26 @@ def test_wakeups_counted_by_source(controllers: Callable[..., Controller]) -> No
     assert queued(c) == {Request("team-a", "a")}
 
 
+def watch_rollouts(
+    c: Controller, inf: Informer, delay: float, defer: Callable[[Request], float] | None = None
+) -> None:
+    """Watch owned children whose status steps are delayed; a child with status.done is settled."""
+    c.watch_owned(
+        inf,
+        OWNER_API,
+        OWNER_KIND,
+        status_delay=delay,
+        settled=lambda o: (o.get("status") or {}).get("done") is True,
+        defer=defer,
+    )
+
+
 def test_watch_owned_delays_status_steps_but_not_the_settled_one(
     controllers: Callable[..., Controller],
 ) -> None:
     c = controllers(unique("owned-delay"), Recording())
     inf = informer()
-    c.watch_owned(
-        inf,
-        OWNER_API,
-        OWNER_KIND,
-        status_delay=30.0,
-        settled=lambda o: (o.get("status") or {}).get("done") is True,
-    )
+    watch_rollouts(c, inf, 30.0)
     refs = [ref(name="c1")]
     inf._apply_event("ADDED", child("d", refs, rv="1"))
     assert queued(c) == {Request("team-a", "c1")}  # a new child: at once
@@ -677,14 +685,7 @@ def test_watch_owned_stretches_a_status_step_to_when_the_owner_comes_back_anyway
     c = controllers(unique("owned-defer"), Recording())
     inf = informer()
     held = {Request("team-a", "c1"): 20.0}
-    c.watch_owned(
-        inf,
-        OWNER_API,
-        OWNER_KIND,
-        status_delay=0.2,
-        settled=lambda o: (o.get("status") or {}).get("done") is True,
-        defer=lambda req: held.get(req, 0.0),
-    )
+    watch_rollouts(c, inf, 0.2, defer=lambda req: held.get(req, 0.0))
     inf._apply_event("ADDED", child("d", [ref(name="c1")], rv="1"))
     inf._apply_event("ADDED", child("e", [ref(name="c2")], rv="1"))
     assert queued(c) == {Request("team-a", "c1"), Request("team-a", "c2")}
