@@ -451,7 +451,7 @@ class WorkerSync(OwnerSync):
         msg = f"waiting for OJSCluster {cluster} to create its API key Secret {secret}"
         if cluster_failed and ready is not None:
             msg += f" (the cluster is not ready: {ready.get('reason')}: {str(ready.get('message'))[:300]})"
-        self.reconciler.status.write(
+        held = self.reconciler.status.write(
             self.obj,
             "Pending",
             [
@@ -466,7 +466,9 @@ class WorkerSync(OwnerSync):
             ],
             {},
         )
-        return Result(requeue_after=api_key_recheck(waits))
+        # A first Pending status is held for the grace (StatusWriter): come back when it is due, not at
+        # the safety net's minutes, by when the hold would have started afresh.
+        return Result(requeue_after=held if held is not None else api_key_recheck(waits))
 
     def api_key(self) -> str | None:
         """The cluster's API key as the workers get it, or None (auth off, or the Secret not there yet)."""
