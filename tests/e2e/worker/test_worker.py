@@ -214,6 +214,35 @@ def test_worker_before_its_cluster(crds: ControlPlane, operator: OperatorProcess
     assert get(client, DEPLOYMENTS, ns, "early-worker") is not None
 
 
+def test_a_worker_on_a_cluster_that_cannot_make_its_key_says_so_within_seconds(
+    crds: ControlPlane, operator: OperatorProcess
+) -> None:
+    client = driver(crds)
+    ns = namespace(crds, "nokey")
+    # A cluster only the Python rules refuse: it never generates its API key.
+    client.create(
+        OJSCLUSTERS,
+        ojs_cluster(
+            ns,
+            "jobs",
+            {"backend": {"type": "lite"}, "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
+        ),
+        ns,
+    )
+    wait_until(
+        "cluster InvalidSpec", lambda: cond(client, ns, "jobs", "Ready").get("reason") == "InvalidSpec", 60
+    )
+    worker(client, ns, "stuck", "q-stuck")
+    # Nothing else wakes the worker (the cluster does not change): the held first status must come back
+    # on its own after the first-status grace, not at the minutes-long safety net.
+    wait_until(
+        "WaitingForAPIKey",
+        lambda: wcond(client, ns, "stuck", "Ready").get("reason") == "WaitingForAPIKey",
+        60,
+    )
+    assert "not ready" in wcond(client, ns, "stuck", "Ready")["message"]
+
+
 def test_queue_depth_autoscaling(
     crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
 ) -> None:
