@@ -72,8 +72,8 @@ def under_autoscaler(client: Client, ns: str, dep: str) -> bool:
     return annotations.get("ojs.openjobspec.dev/autoscaler") == "true"
 
 
-def cluster(client: Client, ns: str, name: str = "jobs") -> None:
-    client.create(OJSCLUSTERS, ojs_cluster(ns, name, {"backend": {"type": "lite"}}), ns)
+def cluster(client: Client, ns: str, name: str = "jobs", **spec: Any) -> None:
+    client.create(OJSCLUSTERS, ojs_cluster(ns, name, {"backend": {"type": "lite"}, **spec}), ns)
 
 
 def worker(client: Client, ns: str, name: str, queue: str, **spec: Any) -> None:
@@ -220,15 +220,7 @@ def test_a_worker_on_a_cluster_that_cannot_make_its_key_says_so_within_seconds(
     client = driver(crds)
     ns = namespace(crds, "nokey")
     # A cluster only the Python rules refuse: it never generates its API key.
-    client.create(
-        OJSCLUSTERS,
-        ojs_cluster(
-            ns,
-            "jobs",
-            {"backend": {"type": "lite"}, "resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},
-        ),
-        ns,
-    )
+    cluster(client, ns, resources={"requests": {"cpu": "2"}, "limits": {"cpu": "1"}})
     wait_until(
         "cluster InvalidSpec", lambda: cond(client, ns, "jobs", "Ready").get("reason") == "InvalidSpec", 60
     )
