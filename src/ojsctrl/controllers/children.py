@@ -464,6 +464,8 @@ class NameHolds:
         """The owners waiting for an object of ``kind``'s name (an event mapper)."""
 
         def owners(obj: JSON) -> list[Request]:
+            if not self._owners:
+                return []  # the common case, on every event of these informers: no lock taken
             meta = obj.get("metadata") or {}
             key = (kind, meta.get("namespace") or "", meta.get("name") or "")
             with self._lock:

@@ -363,9 +363,9 @@ class StatusWriter:
         status, or only polled numbers within ``min_interval`` of the last write)."""
         old = obj.get("status") or {}
         uid = str(obj["metadata"].get("uid") or "")
+        key = f"{obj['metadata'].get('namespace')}/{obj['metadata'].get('name')}"
         if not old and phase == "Pending" and event is None and self.grace > 0 and uid:
             now = time.monotonic()
-            key = f"{obj['metadata'].get('namespace')}/{obj['metadata'].get('name')}"
             with self._lock:
                 first = self._first_held_at.setdefault(uid, now)
                 self._due_at[key] = first + self.grace
@@ -374,7 +374,7 @@ class StatusWriter:
                 return left
         with self._lock:
             if self._first_held_at.pop(uid, None) is not None:
-                self._due_at.pop(f"{obj['metadata'].get('namespace')}/{obj['metadata'].get('name')}", None)
+                self._due_at.pop(key, None)
         generation = int(obj["metadata"].get("generation") or 0)
         status: JSON = {
             **extra,
