@@ -16,7 +16,7 @@ from ojsctrl.controllers.cluster_status import (
     workload_phase,
 )
 from ojsctrl.controllers.common import merge_conditions, status_unchanged
-from ojsctrl.controllers.stats import StatsPoller, top_queues
+from ojsctrl.controllers.stats import PollResult, StatsPoller, top_queues
 
 
 def dep(
@@ -143,6 +143,52 @@ def test_poller_polls_once_per_interval_for_all_requesters_and_reports_changes()
         assert len(calls) <= n + 1
     finally:
         poller.stop()
+
+
+def test_poller_dates_each_queues_counts_from_the_poll_that_first_showed_them() -> None:
+    """A decision's latency runs from the counts that called for it, not from the later poll that a
+    lagging reconcile happened to read: each queue's counts carry the time they were first seen."""
+    clock = {"t": 100.0}
+    answers = [
+        {"a": (5, 0), "b": (1, 0)},
+        {"a": (5, 0), "b": (2, 0)},
+        {"a": (5, 0), "b": (2, 0), "c": (0, 0)},
+        RuntimeError("server down"),
+        {"a": (5, 0), "b": (2, 0)},
+    ]
+    results: list[PollResult] = []
+
+    def fetch(url: str, key: str | None) -> dict[str, tuple[int, int]]:
+        answer = answers[len(results)]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    poller = StatsPoller(fetch, workers=1, clock=lambda: clock["t"])
+    poller.subscribe_outcomes(lambda key, prev, result: results.append(result))
+    poller.start()
+    try:
+        poller.register("ns/c", "http://x", None, 3600, requester="cluster")
+        for i in range(len(answers)):
+            deadline = time.monotonic() + 5
+            while len(results) <= i and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(results) == i + 1
+            if i + 1 < len(answers):
+                clock["t"] += 10
+                poller.register("ns/c", "http://y" + str(i), None, 3600, requester="cluster")  # poll now
+    finally:
+        poller.stop()
+    first, second, third, failed, after = results
+    assert first.seen_since == {"a": 100.0, "b": 100.0}
+    # "a" held: still dated from the first poll; "b" moved: dated from this one.
+    assert second.seen_since == {"a": 100.0, "b": 110.0}
+    assert third.seen_since == {"a": 100.0, "b": 110.0, "c": 120.0}
+    assert third.counts_since(["a"]) == 100.0 and third.counts_since(["a", "b"]) == 110.0
+    assert third.counts_since(["not-listed"]) == third.at == 120.0
+    assert failed.seen_since == {}
+    # After a failure nothing says the counts held meanwhile: the run starts afresh.
+    assert after.seen_since == {"a": 140.0, "b": 140.0}
 
 
 def test_poller_counts_failed_polls_so_a_missed_outage_shows() -> None:
@@ -352,7 +398,6 @@ from ojsctrl.controllers.cluster_status import (  # noqa: E402
     cluster_status,
 )
 from ojsctrl.controllers.common import condition  # noqa: E402
-from ojsctrl.controllers.stats import PollResult  # noqa: E402
 from ojsctrl.controllers.worker_status import WorkerStatusInputs, worker_status  # noqa: E402
 
 MANAGED = condition("ReplicasManaged", True, "Managed", "ojsctrl sets the replicas", generation=3)

@@ -124,8 +124,9 @@ def publish_queues(namespace: str, cluster: str, queues: Iterable[Mapping[str, A
 
 DECISION_LATENCY = Histogram(
     "ojs_autoscaler_decision_latency_seconds",
-    "From the poll whose counts called for a new replica count to that count written to the Deployment "
-    "(the wait in the workqueue plus the reconcile), by kind.",
+    "From the first poll that showed the counts calling for a new replica count (a scale-down: plus its "
+    "scaleDownDelay) to that count written to the Deployment (the wait in the workqueue plus the "
+    "reconcile), by kind.",
     ("kind",),
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
     registry=REGISTRY,
@@ -133,7 +134,8 @@ DECISION_LATENCY = Histogram(
 
 
 def decision_written(kind: str, polled_at: float, now: float) -> None:
-    """Observe the time from the poll a scaling decision used to the write that carried it out."""
+    """Observe the time from when a scaling decision was due (``polled_at``: the first poll showing the
+    counts that call for it) to the write that carried it out."""
     DECISION_LATENCY.labels(kind).observe(max(0.0, now - polled_at))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +51,15 @@ class PollResult:
     last looked knows an outage happened even when the poll it reads succeeded (design.md §stabilisation)."""
     consecutive_failures: int = 0
     """Failed polls in a row up to this one (0 after a successful poll): what a fallback counts."""
+    seen_since: dict[str, float] = field(default_factory=dict)
+    """name -> when the queue's current (available, active) were first seen: the ``at`` of the first poll
+    of the run of successful polls that showed these counts. What a decision's latency is measured from
+    (the counts that called for it), not the later poll it happened to read."""
+
+    def counts_since(self, queues: Iterable[str]) -> float:
+        """When the counts of ``queues`` as this poll shows them were first seen (the latest of them;
+        ``at`` for a queue the server did not list)."""
+        return max((self.seen_since.get(q, self.at) for q in queues), default=self.at)
 
     @property
     def ok(self) -> bool:
@@ -233,6 +242,8 @@ class StatsPoller:
             self._streaks[key] = streak
             result.consecutive_failures = streak
             prev = self._results.get(key)
+            if result.ok:
+                result.seen_since = _seen_since(prev, result)
             self._results[key] = result
             self._schedule(key, self._clock() + current.interval)
         # A changed completed counter is news too: wait-time estimation needs it even when the depths hold.
@@ -255,6 +266,16 @@ class StatsPoller:
                     outcome(key, prev, result)
                 except Exception:
                     log.exception("stats change handler failed", cluster=key)
+
+
+def _seen_since(prev: PollResult | None, result: PollResult) -> dict[str, float]:
+    """Per queue, when its counts in ``result`` were first seen: carried over from ``prev`` while they
+    hold (a failed poll in between starts the run afresh: nothing says they held meanwhile)."""
+    if prev is None or not prev.ok:
+        return dict.fromkeys(result.queues, result.at)
+    before, since = prev.queues, prev.seen_since
+    at = result.at
+    return {q: since.get(q, prev.at) if before.get(q) == n else at for q, n in result.queues.items()}
 
 
 def top_queues(queues: dict[str, tuple[int, int]], limit: int = 20) -> list[dict[str, Any]]:

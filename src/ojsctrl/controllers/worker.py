@@ -584,7 +584,12 @@ class WorkerSync(OwnerSync):
             return None
         written = self.write_scale(current, target, reason, message, now, estimator, tracker)
         if written is not None and ok and stats is not None and not pause.paused:
-            metrics.decision_written("OJSWorker", stats.at, time.monotonic())
+            # From when the counts that call for it were first seen (a scale-down: scaleDownDelay after
+            # that), at most from the poll it read.
+            due = stats.counts_since(self.spec.queues)
+            if target < current:
+                due += scaling.scale_down_delay
+            metrics.decision_written("OJSWorker", min(due, stats.at), time.monotonic())
         return written
 
     def metric_decision(

@@ -101,12 +101,16 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         reconciles_before = metric_sum(op, "controller_runtime_reconcile_total", {"controller": "ojsworker"})
         latency_before = dict(histogram_buckets(op, "ojs_autoscaler_decision_latency_seconds"))
         cpu_before = cpu_seconds(op.proc.pid)
+        wakeups_before = _worker_wakeups(op)
+        requests_before = _by_label(op, "rest_client_requests_total", "method")
         step = 0
+        switches = 0
         while time.monotonic() - started < duration:
             if step % 5 == 0:
                 # Every 10 s the next queue gets busy (its tenth of the workers want 2 replicas) and the
                 # previous one goes idle (its workers scale down after scaleDownDelay).
                 busy = (step // 5) % len(queues)
+                switches += 1
                 for i, q in enumerate(queues):
                     srv.set_queue(q, available=15 if i == busy else 0)
             rss.append(rss_mb(op.proc.pid))
@@ -123,6 +127,8 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
             - reconciles_before
         )
         polls_after = srv.poll_counts()
+        wakeups = _delta(_worker_wakeups(op), wakeups_before)
+        requests = _delta(_by_label(op, "rest_client_requests_total", "method"), requests_before)
         per_cluster = [
             polls_after.get(f"/{ns}/lc{c:04d}", 0) - polls_before.get(f"/{ns}/lc{c:04d}", 0)
             for c in range(n_clusters)
@@ -162,7 +168,13 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
             operator_cpu_share=round(cpu / elapsed, 2),
             scale_ups=scale_ups,
             scale_downs=scale_downs,
+            # Each switch makes a tenth of the workers busy (one scale-up each) and the previous tenth idle
+            # (one scale-down each after scaleDownDelay): what the load called for, against what was done.
+            scale_ups_called_for=switches * n_workers // len(queues),
+            scale_downs_called_for=(switches - 1) * n_workers // len(queues),
             setup_s=round(setup_s, 1),
+            worker_wakeups_by_source=wakeups,
+            operator_requests_by_method=requests,
         )
         # One poll per cluster per interval, shared by its ten workers (not ten polls).
         assert max(per_cluster) <= expected + 2, per_cluster
@@ -178,3 +190,26 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         assert op.proc.poll() is None and unexpected_failures(op) == []
     finally:
         srv.stop()
+
+
+def _by_label(
+    op: OperatorProcess, name: str, label: str, match: dict[str, str] | None = None
+) -> dict[str, float]:
+    """The samples of ``name`` whose labels include ``match``, summed by the value of ``label``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(op.metrics()):
+        for smp in fam.samples:
+            if smp.name == name and all(smp.labels.get(k) == v for k, v in (match or {}).items()):
+                key = smp.labels.get(label, "")
+                out[key] = out.get(key, 0.0) + smp.value
+    return out
+
+
+def _worker_wakeups(op: OperatorProcess) -> dict[str, float]:
+    return _by_label(op, "ojsctrl_reconcile_wakeups_total", "source", {"controller": "ojsworker"})
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
+    return {k: round(v - before.get(k, 0.0)) for k, v in sorted(after.items()) if v - before.get(k, 0.0)}
