@@ -307,6 +307,50 @@ def test_post_is_repeated_when_the_server_says_when(unavailable: tuple[Client, t
     assert handler.seen == ["POST"] * 3
 
 
+class _Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    paths: ClassVar[list[str]] = []
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        type(self).paths.append(self.path)
+        host = self.headers.get("Host")
+        body = orjson.dumps({"kind": "ConfigMap", "metadata": {"name": "x"}, "host": host})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize("prefix", ["", "/under/a/proxy"])
+def test_requests_reach_the_servers_path_with_the_query_and_reuse_one_connection(prefix: str) -> None:
+    """The API server's pool is held directly (no pool manager per request): the host's path prefix and
+    the query string still reach the server, and requests share the pooled connection."""
+    from kubernetes import client as k8s
+
+    handler = type("Handler", (_Echo,), {"paths": []})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        cfg = k8s.Configuration()
+        cfg.host = f"http://127.0.0.1:{srv.server_address[1]}{prefix}"
+        client = Client(cfg, ClientOptions(max_retries=0))
+        got = client.get(CONFIGMAPS, "x", "ns", resource_version="0")
+        client.get(CONFIGMAPS, "x", "ns")
+        assert got["host"] == f"127.0.0.1:{srv.server_address[1]}"
+        assert handler.paths == [
+            f"{prefix}/api/v1/namespaces/ns/configmaps/x?resourceVersion=0",
+            f"{prefix}/api/v1/namespaces/ns/configmaps/x",
+        ]
+        assert client._direct is not None and client._direct.num_connections == 1
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_derive_shares_the_server_and_credentials_but_not_the_pool_or_options() -> None:
     from kubernetes import client as k8s
 

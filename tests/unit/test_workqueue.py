@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from ojsctrl.runtime import metrics as runtime_metrics
 from ojsctrl.runtime.workqueue import (
+    LOW_PRIORITY_MAX_WAIT,
     BucketRateLimiter,
     DelayingQueue,
     ItemExponentialFailureRateLimiter,
@@ -81,6 +82,74 @@ def test_duplicates_waiting_in_queue_collapse() -> None:
     got = [q.get(timeout=PROMPT)[0] for _ in range(3)]
     assert got == ["a", "b", "c"]
     assert q.get(timeout=0.05) == (None, False)
+
+
+def test_low_priority_items_wait_behind_normal_ones_and_a_normal_add_moves_them_up() -> None:
+    """Bookkeeping (a child's status step, a resync) is added low: decisions are handed out first."""
+    q: Queue[str] = Queue()
+    q.add("status-1", low=True)
+    q.add("status-2", low=True)
+    q.add("decide-1")
+    q.add("status-3", low=True)
+    q.add("status-2")  # a normal ask for an item waiting low: moved up, behind the normal ones before it
+    q.add("decide-1", low=True)  # a low ask never moves an item down
+    q.add("decide-2")
+    assert len(q) == 5
+    got = [q.get(timeout=PROMPT)[0] for _ in range(5)]
+    assert got == ["decide-1", "status-2", "decide-2", "status-1", "status-3"]
+    assert len(q) == 0 and q.get(timeout=0.05) == (None, False)
+    for item in got:
+        q.done(item)
+    assert q.get(timeout=0.05) == (None, False)  # moved-up items left no second entry behind
+
+
+def test_a_low_item_readded_while_processing_comes_back_at_the_priority_asked() -> None:
+    q: Queue[str] = Queue()
+    q.add("a")
+    q.add("b")
+    assert q.get(timeout=PROMPT) == ("a", False)
+    q.add("a", low=True)  # dirty while processing: back at low priority after done
+    q.add("c")
+    q.done("a")
+    assert [q.get(timeout=PROMPT)[0] for _ in range(3)] == ["b", "c", "a"]
+    q.done("a")
+    assert q.get(timeout=0.05) == (None, False)  # nothing further waits
+    # A normal ask during processing wins over a low one.
+    q.add("a", low=True)
+    assert q.get(timeout=PROMPT) == ("a", False)
+    q.add("a", low=True)
+    q.add("a")
+    q.add("z", low=True)
+    q.done("a")
+    assert [q.get(timeout=PROMPT)[0] for _ in range(2)] == ["a", "z"]
+
+
+def test_a_low_item_that_waited_long_enough_goes_before_normal_ones() -> None:
+    """Bookkeeping is late under a load that never lets up, never starved."""
+    clock = FakeClock()
+    q: Queue[str] = Queue(clock=clock)
+    q.add("status", low=True)
+    clock.advance(LOW_PRIORITY_MAX_WAIT - 1)
+    q.add("decide-1")
+    q.add("decide-2")
+    assert q.get(timeout=PROMPT) == ("decide-1", False)
+    clock.advance(1)
+    assert q.get(timeout=PROMPT) == ("status", False)
+    assert q.get(timeout=PROMPT) == ("decide-2", False)
+
+
+def test_delayed_adds_keep_their_priority_and_a_normal_ask_wins(closing: Callable[[Any], Any]) -> None:
+    clock = FakeClock()
+    q: DelayingQueue[str] = closing(DelayingQueue(clock=clock, heartbeat=0.01))
+    q.add_after("step", 1, low=True)
+    q.add_after("step-then-decide", 1, low=True)
+    q.add_after("step-then-decide", 3)  # a normal ask (later time): the wait stays, the priority rises
+    q.add_after("decide", 2)
+    clock.advance(5)
+    deadline = time.monotonic() + PROMPT
+    while len(q) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [q.get(timeout=PROMPT)[0] for _ in range(3)] == ["step-then-decide", "decide", "step"]
 
 
 def test_get_times_out_without_items() -> None:

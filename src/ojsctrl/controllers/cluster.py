@@ -45,7 +45,7 @@ from ojsctrl.controllers.common import (
 )
 from ojsctrl.controllers.owner import OwnerReconciler, OwnerSync, owner_of_hpa
 from ojsctrl.controllers.secrets import SecretReader
-from ojsctrl.controllers.stats import PollResult, StatsPoller, top_queues
+from ojsctrl.controllers.stats import CLUSTER_REQUESTER, PollResult, StatsPoller, top_queues
 from ojsctrl.controllers.storage import (
     adopt_patch,
     adoption_problem,
@@ -352,7 +352,7 @@ class ClusterSync(OwnerSync):
             self.children.ensure(PDBS, pdb)
         self.ensure_monitoring()
 
-        stats = self.poll(api_key)
+        stats = self.poll(api_key, dep)
         scaled_at = self.autoscale(dep, stats)
         self.status(dep, stats, scaled_at, backend_url_ok, image)
         return self.result()
@@ -650,7 +650,7 @@ class ClusterSync(OwnerSync):
         else:
             self.children.ensure(CONFIGMAPS, dash)
 
-    def poll(self, api_key: str | None) -> Any:
+    def poll(self, api_key: str | None, dep: JSON | None) -> Any:
         """Register the cluster with the stats poller and return its last result; nothing is polled while the
         server Service or API key is not this cluster's."""
         if self.children.blocked_by(("Service", self.server), ("Secret", self.api_key_secret)):
@@ -664,10 +664,13 @@ class ClusterSync(OwnerSync):
             self.ns,
             cluster_domain=self.reconciler.options.cluster_domain,
         )
-        self.reconciler.poller.register(
-            self.key, url, api_key, self.reconciler.options.stats_interval, requester="cluster"
+        poller = self.reconciler.poller
+        poller.register(
+            self.key, url, api_key, self.reconciler.options.stats_interval, requester=CLUSTER_REQUESTER
         )
-        return self.reconciler.poller.result(self.key)
+        # Failing polls back off (design.md §ojs-servers); a server that becomes ready is asked at once.
+        poller.server_ready(self.key, int(((dep or {}).get("status") or {}).get("readyReplicas") or 0) > 0)
+        return poller.result(self.key)
 
     def autoscale(self, dep: JSON | None, stats: Any) -> str | None:
         """Apply the queue-depth decision to the server replicas when the autoscaler holds them; returns the

@@ -280,16 +280,21 @@ class Controller:
                 reqs = requests(old, new, obj)
                 if not reqs:
                     return
-            delay = status_delay if status_delay > 0 and _status_only(event, old, new) else 0.0
+            status_step = status_delay > 0 and _status_only(event, old, new)
+            delay = status_delay if status_step else 0.0
             if delay and settled is not None and new is not None and settled(new):
                 delay = 0.0  # the last step of a rollout: no later step to wait for
-            (resyncs if old is not None and old is new else wakeups).inc(len(reqs))
+            resync = old is not None and old is new
+            (resyncs if resync else wakeups).inc(len(reqs))
+            # A child's status step and a periodic resync are bookkeeping: they wait behind the requests
+            # that may change what the owner decides (design.md §resync).
+            low = status_step or resync
             for req in reqs:
                 wait = max(delay, defer(req)) if delay and defer is not None else delay
                 if wait:
-                    self.queue.add_after(req, wait)
+                    self.queue.add_after(req, wait, low=low)
                 else:
-                    self.queue.add(req)
+                    self.queue.add(req, low=low)
 
         return FuncHandler(
             add=lambda obj: enqueue("add", None, obj, obj),

@@ -54,6 +54,10 @@ _MAX_WAIT_SLICE = 1.0
 # missed notification can never strand an item in the heap for long.
 _DEFAULT_HEARTBEAT = 10.0
 
+# The longest a low-priority item waits behind normal ones (see Queue): under a load of normal requests that
+# never lets up, bookkeeping is late but still done.
+LOW_PRIORITY_MAX_WAIT = 30.0
+
 # Bound on how long shut_down waits for the delaying queue's thread to exit; the thread never blocks on
 # anything but its own condition, so in practice it exits at once.
 _THREAD_JOIN_TIMEOUT = 1.0
@@ -283,6 +287,10 @@ class Queue(Generic[T]):
     * After ``shut_down`` new adds are ignored and ``get`` reports shutdown at once, even with items
       still queued: a stopping controller must not start work it cannot finish (its leadership may be
       about to go), and the backlog is rebuilt from the informers by whoever runs next.
+    * Two priorities, as controller-runtime's priority queue: an item added with ``low=True`` (bookkeeping,
+      such as a child's status step or a periodic resync) is handed out only when no normal item waits. A
+      normal add of an item waiting at low priority moves it up; a low add never moves an item down.
+      Within a priority the order is FIFO.
 
     ``name`` enables the ``workqueue_*`` metrics (on ``registry``, by default
     ``ojsctrl.runtime.metrics.REGISTRY``); an empty name exports nothing. ``clock`` times metrics
@@ -296,7 +304,13 @@ class Queue(Generic[T]):
         self._clock: Clock = clock if clock is not None else _DEFAULT_CLOCK
         self._cond = threading.Condition(threading.Lock())
         self._queue: collections.deque[T] = collections.deque()
+        # Low-priority entries; an entry whose item is no longer waiting at low priority (moved up, or
+        # handed out) is stale and skipped.
+        self._low: collections.deque[tuple[T, float]] = collections.deque()
         self._dirty: set[T] = set()
+        # The dirty items whose only asks were low-priority ones.
+        self._low_dirty: set[T] = set()
+        self._ready_count = 0
         self._processing: set[T] = set()
         self._shutting_down = False
         self._drain = False
@@ -307,18 +321,54 @@ class Queue(Generic[T]):
         else:
             self._metrics = _NoMetrics()
 
-    def add(self, item: T) -> None:
-        """Mark ``item`` as needing processing; ignored while shutting down or if already waiting."""
+    def add(self, item: T, *, low: bool = False) -> None:
+        """Mark ``item`` as needing processing; ignored while shutting down or if already waiting (a
+        normal add of an item waiting at low priority moves it up)."""
         with self._cond:
-            if self._shutting_down or item in self._dirty:
+            if self._shutting_down:
+                return
+            if item in self._dirty:
+                if not low and item in self._low_dirty:
+                    self._low_dirty.discard(item)
+                    if item not in self._processing:
+                        self._queue.append(item)  # its low entry is now stale
+                        self._cond.notify()
                 return
             self._metrics.add(item)
             self._dirty.add(item)
+            if low:
+                self._low_dirty.add(item)
             if item in self._processing:
                 # done() re-queues it; queueing now would let a second worker take it in parallel.
                 return
-            self._queue.append(item)
+            self._push(item)
             self._cond.notify()
+
+    def _push(self, item: T) -> None:
+        # Caller holds the lock; item is dirty and not processing.
+        self._ready_count += 1
+        if item in self._low_dirty:
+            self._low.append((item, self._clock.now()))
+        else:
+            self._queue.append(item)
+
+    def _pop(self) -> T | None:
+        # Caller holds the lock: the next item to hand out, normal priority first (but a low item that has
+        # waited LOW_PRIORITY_MAX_WAIT goes first: bookkeeping is late, never starved); None when none waits.
+        low = self._low
+        while low and (low[0][0] not in self._low_dirty or low[0][0] in self._processing):
+            low.popleft()  # stale
+        if low and self._clock.now() - low[0][1] >= LOW_PRIORITY_MAX_WAIT:
+            return low.popleft()[0]
+        while self._queue:
+            item = self._queue.popleft()
+            if item in self._dirty and item not in self._processing and item not in self._low_dirty:
+                return item
+        while low:
+            item = low.popleft()[0]
+            if item in self._low_dirty and item not in self._processing:
+                return item
+        return None
 
     def get(self, timeout: float | None = None) -> tuple[T | None, bool]:
         """Block until an item is available and return ``(item, False)``; the caller must call ``done``.
@@ -329,7 +379,7 @@ class Queue(Generic[T]):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self._queue and not self._shutting_down:
+            while not self._ready_count and not self._shutting_down:
                 if deadline is None:
                     wait = _MAX_WAIT_SLICE
                 else:
@@ -340,10 +390,13 @@ class Queue(Generic[T]):
                 self._cond.wait(wait)
             if self._shutting_down:
                 return None, True
-            item = self._queue.popleft()
+            item = self._pop()
+            assert item is not None  # _ready_count counts the items _pop can hand out
+            self._ready_count -= 1
             self._metrics.get(item)
             self._processing.add(item)
             self._dirty.discard(item)
+            self._low_dirty.discard(item)
             return item, False
 
     def done(self, item: T) -> None:
@@ -356,7 +409,7 @@ class Queue(Generic[T]):
             self._metrics.done(item)
             self._processing.discard(item)
             if item in self._dirty:
-                self._queue.append(item)
+                self._push(item)
                 self._cond.notify()
             elif not self._processing:
                 # A drain may be waiting for the last in-flight item.
@@ -365,7 +418,7 @@ class Queue(Generic[T]):
     def len(self) -> int:
         """Return the number of items waiting to be handed out (not counting those being processed)."""
         with self._cond:
-            return len(self._queue)
+            return self._ready_count
 
     def __len__(self) -> int:
         return self.len()
@@ -440,6 +493,8 @@ class DelayingQueue(Queue[T]):
         # When add_after was last asked for each waiting item (an ask for a later time than the one
         # waiting changes no entry, but it still counts as an ask): see supersede().
         self._asked: dict[T, float] = {}
+        # Waiting items whose every ask was a low-priority one (see Queue): added at low priority when due.
+        self._low_waiting: set[T] = set()
         self._seq = itertools.count()
         self._stopped = False
         self._thread = threading.Thread(
@@ -447,12 +502,13 @@ class DelayingQueue(Queue[T]):
         )
         self._thread.start()
 
-    def add_after(self, item: T, delay_seconds: float) -> None:
-        """Add ``item`` once ``delay_seconds`` have passed on the queue's clock; ``<= 0`` adds now."""
+    def add_after(self, item: T, delay_seconds: float, *, low: bool = False) -> None:
+        """Add ``item`` once ``delay_seconds`` have passed on the queue's clock; ``<= 0`` adds now. The
+        add is at low priority only if every ask for the waiting item was (see :class:`Queue`)."""
         if self.shutting_down():
             return
         if delay_seconds <= 0:
-            self.add(item)
+            self.add(item, low=low)
             return
         now = self._clock.now()
         ready_at = now + delay_seconds
@@ -461,6 +517,10 @@ class DelayingQueue(Queue[T]):
                 return
             current = self._waiting.get(item)
             self._asked[item] = now
+            if not low:
+                self._low_waiting.discard(item)
+            elif current is None:
+                self._low_waiting.add(item)
             if current is not None and current[0] <= ready_at:
                 return
             entry = (ready_at, next(self._seq), item)
@@ -489,6 +549,7 @@ class DelayingQueue(Queue[T]):
                 return False
             del self._waiting[item]
             del self._asked[item]
+            self._low_waiting.discard(item)
             if len(self._heap) > 2 * len(self._waiting) + 16:
                 self._compact()
             return True
@@ -500,7 +561,7 @@ class DelayingQueue(Queue[T]):
 
     def _waiting_loop(self) -> None:
         while True:
-            ready: list[T] = []
+            ready: list[tuple[T, bool]] = []
             with self._heap_cond:
                 if self._stopped:
                     return
@@ -510,7 +571,9 @@ class DelayingQueue(Queue[T]):
                     if self._waiting.get(item) == (ready_at, seq):
                         del self._waiting[item]
                         self._asked.pop(item, None)
-                        ready.append(item)
+                        low = item in self._low_waiting
+                        self._low_waiting.discard(item)
+                        ready.append((item, low))
                 if not ready:
                     wait = self._heartbeat
                     if self._heap:
@@ -518,8 +581,8 @@ class DelayingQueue(Queue[T]):
                     self._heap_cond.wait(wait)
                     continue
             # Added outside the heap lock so the two locks are never held together.
-            for item in ready:
-                self.add(item)
+            for item, low in ready:
+                self.add(item, low=low)
 
     def _stop_waiting(self) -> None:
         with self._heap_cond:
@@ -527,6 +590,7 @@ class DelayingQueue(Queue[T]):
             self._heap.clear()
             self._waiting.clear()
             self._asked.clear()
+            self._low_waiting.clear()
             self._heap_cond.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join(_THREAD_JOIN_TIMEOUT)

@@ -35,6 +35,10 @@ from tests.harness.storm import cluster_body, run_storm, worker_body
 # Full sizes (OJSCTRL_FULL=1) outlast the default 600 s per test.
 pytestmark = pytest.mark.timeout(3600 if FULL else 600)
 
+# The load's rhythm, by the clock: at full size a tenth of the workers scales up and another tenth down
+# every 20 s (20 scalings/s asked of the plane, each a pod created or deleted through it).
+SWITCH_EVERY = 20.0
+
 
 def test_load_autoscaling_workers_share_one_poll_per_cluster(
     crds: ControlPlane, ops: list[OperatorProcess]
@@ -103,13 +107,16 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         cpu_before = cpu_seconds(op.proc.pid)
         wakeups_before = _worker_wakeups(op)
         requests_before = _by_label(op, "rest_client_requests_total", "method")
-        step = 0
+        latency_sum_before = _by_label(op, "rest_client_request_duration_seconds_sum", "verb")
+        latency_count_before = _by_label(op, "rest_client_request_duration_seconds_count", "verb")
         switches = 0
+        busy = -1
         while time.monotonic() - started < duration:
-            if step % 5 == 0:
-                # Every 10 s the next queue gets busy (its tenth of the workers want 2 replicas) and the
-                # previous one goes idle (its workers scale down after scaleDownDelay).
-                busy = (step // 5) % len(queues)
+            period = int((time.monotonic() - started) // SWITCH_EVERY)
+            if period % len(queues) != busy:
+                # Every SWITCH_EVERY seconds the next queue gets busy (its tenth of the workers want 2
+                # replicas) and the previous one goes idle (its workers scale down after scaleDownDelay).
+                busy = period % len(queues)
                 switches += 1
                 for i, q in enumerate(queues):
                     srv.set_queue(q, available=15 if i == busy else 0)
@@ -118,7 +125,6 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
                 metric(op, "workqueue_depth", {"name": "ojsworker"})
                 + metric(op, "workqueue_depth", {"name": "ojscluster"})
             )
-            step += 1
             time.sleep(2)
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(op.proc.pid) - cpu_before
@@ -129,6 +135,13 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         polls_after = srv.poll_counts()
         wakeups = _delta(_worker_wakeups(op), wakeups_before)
         requests = _delta(_by_label(op, "rest_client_requests_total", "method"), requests_before)
+        latency_sum = _by_label(op, "rest_client_request_duration_seconds_sum", "verb")
+        latency_count = _by_label(op, "rest_client_request_duration_seconds_count", "verb")
+        mean_latency = {
+            verb: round((latency_sum[verb] - latency_sum_before.get(verb, 0.0)) / n, 3)
+            for verb in latency_count
+            if (n := latency_count[verb] - latency_count_before.get(verb, 0.0)) > 0
+        }
         per_cluster = [
             polls_after.get(f"/{ns}/lc{c:04d}", 0) - polls_before.get(f"/{ns}/lc{c:04d}", 0)
             for c in range(n_clusters)
@@ -175,6 +188,7 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
             setup_s=round(setup_s, 1),
             worker_wakeups_by_source=wakeups,
             operator_requests_by_method=requests,
+            operator_request_mean_latency_s=mean_latency,
         )
         # One poll per cluster per interval, shared by its ten workers (not ten polls).
         assert max(per_cluster) <= expected + 2, per_cluster
