@@ -225,14 +225,22 @@ def metric(op: OperatorProcess, name: str, labels: dict[str, str] | None = None)
 
 def metric_sum(op: OperatorProcess, name: str, labels: dict[str, str] | None = None) -> float:
     """Sum of every sample of `name` whose labels include `labels`."""
+    return sum(metric_by_label(op, name, "", labels).values())
+
+
+def metric_by_label(
+    op: OperatorProcess, name: str, label: str, match: dict[str, str] | None = None
+) -> dict[str, float]:
+    """The samples of ``name`` whose labels include ``match``, summed by the value of ``label``."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    total = 0.0
+    out: dict[str, float] = {}
     for fam in text_string_to_metric_families(op.metrics()):
         for smp in fam.samples:
-            if smp.name == name and all(smp.labels.get(k) == v for k, v in (labels or {}).items()):
-                total += smp.value
-    return total
+            if smp.name == name and all(smp.labels.get(k) == v for k, v in (match or {}).items()):
+                key = smp.labels.get(label, "")
+                out[key] = out.get(key, 0.0) + smp.value
+    return out
 
 
 def histogram_buckets(

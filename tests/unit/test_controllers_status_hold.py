@@ -49,7 +49,7 @@ def live() -> JSON:
             {
                 "type": "Autoscaling",
                 "status": "True",
-                "reason": "QueueDepth",
+                "reason": "Stable",
                 "message": "15 jobs waiting",
                 "observedGeneration": 3,
             },
@@ -108,7 +108,41 @@ def with_condition(index: int, **changes: Any) -> JSON:
             ),
             True,
         ),
-        ("autoscaling reason", with_(autoscaling={**live()["autoscaling"], "reason": "ScaledUp"}), False),
+        # Stable -> ScaleDownStabilizing with the same desiredReplicas: the autoscaler's routine, held.
+        (
+            "autoscaling reason, routine to routine",
+            with_(autoscaling={**live()["autoscaling"], "reason": "ScaleDownStabilizing"}),
+            True,
+        ),
+        (
+            "autoscaling reason, to a fallback",
+            with_(autoscaling={**live()["autoscaling"], "reason": "Fallback"}),
+            False,
+        ),
+        (
+            "Autoscaling condition reason, routine to routine",
+            {
+                **live(),
+                "conditions": [
+                    {**c, "reason": "ScaleDownStabilizing"} if c["type"] == "Autoscaling" else c
+                    for c in live()["conditions"]
+                ],
+            },
+            True,
+        ),
+        (
+            "Autoscaling condition reason, to stats unavailable",
+            {
+                **live(),
+                "conditions": [
+                    {**c, "status": "False", "reason": "StatsUnavailable"}
+                    if c["type"] == "Autoscaling"
+                    else c
+                    for c in live()["conditions"]
+                ],
+            },
+            False,
+        ),
         (
             "autoscaling desiredReplicas",
             with_(autoscaling={**live()["autoscaling"], "desiredReplicas": 3}),

@@ -89,6 +89,8 @@ def selector_string(selector: Mapping[str, str]) -> str:
 
 
 def _as_object(owner: Mapping[str, Any] | OJSModel) -> Mapping[str, Any]:
+    if type(owner) is dict:
+        return owner  # the common case: a cached object (no ABC check of the model's metaclass)
     if isinstance(owner, BaseModel):
         return {
             "apiVersion": getattr(owner, "api_version", None),

@@ -100,9 +100,28 @@ def status_unchanged(desired: JSON, live_status: JSON | None) -> bool:
     )
 
 
+# Autoscaler reasons that narrate its routine (a scaling done, a steady count, a scale-down or scale-up
+# waiting out its delay): a change from one to another, with the same desiredReplicas, is news of the
+# polled-numbers kind (design.md §status-writes) and records no event. A scaling itself changes
+# desiredReplicas, which is written at once, and its Scaled event tells it.
+ROUTINE_AUTOSCALING_REASONS = frozenset(
+    {"ScaledUp", "ScaledDown", "Stable", "ScaleDownStabilizing", "ScaleUpCooldown"}
+)
+_ROUTINE = "(routine)"
+
+
+def routine_reason(reason: Any) -> Any:
+    """``reason``, or one token for every routine autoscaler reason."""
+    return _ROUTINE if reason in ROUTINE_AUTOSCALING_REASONS else reason
+
+
 def _condition_states(conditions: Any) -> dict[Any, tuple[Any, Any, Any]]:
     return {
-        c.get("type"): (c.get("status"), c.get("reason"), c.get("observedGeneration"))
+        c.get("type"): (
+            c.get("status"),
+            routine_reason(c.get("reason")) if c.get("type") == "Autoscaling" else c.get("reason"),
+            c.get("observedGeneration"),
+        )
         for c in conditions or ()
         if isinstance(c, dict)
     }
@@ -112,8 +131,9 @@ def only_polled_numbers_changed(desired: JSON, live_status: JSON | None) -> bool
     """Whether a status write would change only polled numbers: the queue counts
     (:data:`POLLED_STATUS_FIELDS`), conditions' messages with every condition's status, reason and
     observedGeneration as they are live, and ``autoscaling``'s inputs, recommendation and message with its
-    metric, reason and desiredReplicas as they are live. False when nothing changes at all, and for any
-    other field (phase, replicas, desiredReplicas, endpoint...), which is written at once."""
+    metric, reason and desiredReplicas as they are live. A move between two routine autoscaler reasons
+    (:data:`ROUTINE_AUTOSCALING_REASONS`) counts as no change of reason. False when nothing changes at
+    all, and for any other field (phase, replicas, desiredReplicas, endpoint...), which is written at once."""
     live = live_status or {}
     changed = [k for k in desired if desired[k] != live.get(k)]
     if not changed:
@@ -136,7 +156,9 @@ _AUTOSCALING_DECISION_FIELDS = ("metric", "reason", "desiredReplicas")
 def _autoscaling_decision(block: Any) -> tuple[Any, ...] | None:
     if not isinstance(block, dict):
         return None
-    return tuple(block.get(k) for k in _AUTOSCALING_DECISION_FIELDS)
+    return tuple(
+        routine_reason(block.get(k)) if k == "reason" else block.get(k) for k in _AUTOSCALING_DECISION_FIELDS
+    )
 
 
 def apply_status(client: Client, resource: Resource, obj: JSON, status: JSON) -> bool:

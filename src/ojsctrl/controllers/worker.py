@@ -40,6 +40,7 @@ from ojsctrl.controllers.common import (
     get_condition,
     managed_informer,
     now_rfc3339,
+    routine_reason,
 )
 from ojsctrl.controllers.owner import OwnerReconciler, OwnerSync, owner_of_hpa
 from ojsctrl.controllers.stats import PollResult, StatsPoller
@@ -794,7 +795,9 @@ class WorkerSync(OwnerSync):
         before = self.reconciler.memory.note_reason(self.key, reason)
         if before is None:
             before = ((self.obj.get("status") or {}).get("autoscaling") or {}).get("reason")
-        if before != reason:
+        # A move between routine reasons (a scaling and the steady count after it) records no event: the
+        # Scaled event tells each scaling (design.md §status-writes).
+        if routine_reason(before) != routine_reason(reason):
             kind = WARNING if reason in ("Fallback", "StatsUnavailable") else NORMAL
             self.reconciler.recorder.event(self.obj, kind, f"Autoscaling{reason}", message[:1000])
 
