@@ -451,28 +451,18 @@ class Client:
         preload_content: bool,
     ) -> Any:
         """One HTTP exchange with the API server, no redirects and no urllib3 retries (ours are above)."""
+        kw: dict[str, Any] = {
+            "body": body,
+            "headers": headers,
+            "timeout": timeout,
+            "preload_content": preload_content,
+            "redirect": False,
+            "retries": False,
+        }
         if self._direct is None:
-            return self._pool.request(
-                method,
-                self.host + path_qs,
-                body=body,
-                headers=headers,
-                timeout=timeout,
-                preload_content=preload_content,
-                redirect=False,
-                retries=False,
-            )
+            return self._pool.request(method, self.host + path_qs, **kw)
         return self._direct.urlopen(
-            method,
-            self._prefix + path_qs,
-            body=body,
-            headers=headers,
-            timeout=timeout,
-            preload_content=preload_content,
-            release_conn=preload_content,
-            redirect=False,
-            retries=False,
-            assert_same_host=False,
+            method, self._prefix + path_qs, release_conn=preload_content, assert_same_host=False, **kw
         )
 
     @staticmethod
