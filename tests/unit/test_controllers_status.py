@@ -191,63 +191,6 @@ def test_poller_dates_each_queues_counts_from_the_poll_that_first_showed_them() 
     assert after.seen_since == {"a": 140.0, "b": 140.0}
 
 
-def test_poller_backs_off_a_failing_server_only_its_cluster_reads_and_asks_again_when_it_gets_ready() -> None:
-    """design.md §ojs-servers: failed polls of a cluster no worker polls double the wait (interval, 2x,
-    4x ... up to 5 minutes); a worker's wish keeps the interval; a server that gets ready is asked at once."""
-    clock = {"t": 0.0}
-    polled: list[float] = []
-    up = {"ok": False}
-
-    def fetch(url: str, key: str | None) -> dict[str, tuple[int, int]]:
-        polled.append(clock["t"])
-        if not up["ok"]:
-            raise RuntimeError("no such host")
-        return {"q": (1, 0)}
-
-    poller = StatsPoller(fetch, workers=1, clock=lambda: clock["t"])
-    poller.start()
-
-    def advance_to(t: float, polls: int) -> None:
-        clock["t"] = t
-        with poller._lock:
-            poller._lock.notify_all()
-        deadline = time.monotonic() + 5
-        while len(polled) < polls and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.05)
-        assert len(polled) == polls, (t, polled)
-
-    try:
-        poller.register("ns/c", "http://x", None, 30, requester="cluster")
-        poller.server_ready("ns/c", False)
-        advance_to(0.0, 1)
-        advance_to(30.0, 2)  # the second failure: the next wait doubles
-        advance_to(89.0, 2)
-        advance_to(90.0, 3)
-        advance_to(209.0, 3)
-        advance_to(210.0, 4)
-        advance_to(449.0, 4)
-        advance_to(450.0, 5)
-        advance_to(749.0, 5)  # capped at 300 s
-        advance_to(750.0, 6)
-        # The server gets ready: asked now, and a success brings the interval back.
-        up["ok"] = True
-        poller.server_ready("ns/c", True)
-        advance_to(760.0, 7)
-        advance_to(790.0, 8)
-        # Telling it again changes nothing.
-        poller.server_ready("ns/c", True)
-        advance_to(800.0, 8)
-        # A worker polls it too: failures keep the worker's interval.
-        up["ok"] = False
-        poller.register("ns/c", "http://x", None, 10, requester="worker:ns/w")
-        advance_to(800.0, 9)
-        for n, t in enumerate((810.0, 820.0, 830.0), start=10):
-            advance_to(t, n)
-    finally:
-        poller.stop()
-
-
 def test_poller_counts_failed_polls_so_a_missed_outage_shows() -> None:
     """design.md §stabilisation: a reconcile that reads a good result after an outage it never saw still
     learns of it from the grown failure count (the autoscaler then records a hold sample)."""

@@ -352,7 +352,7 @@ class ClusterSync(OwnerSync):
             self.children.ensure(PDBS, pdb)
         self.ensure_monitoring()
 
-        stats = self.poll(api_key, dep)
+        stats = self.poll(api_key)
         scaled_at = self.autoscale(dep, stats)
         self.status(dep, stats, scaled_at, backend_url_ok, image)
         return self.result()
@@ -650,7 +650,7 @@ class ClusterSync(OwnerSync):
         else:
             self.children.ensure(CONFIGMAPS, dash)
 
-    def poll(self, api_key: str | None, dep: JSON | None) -> Any:
+    def poll(self, api_key: str | None) -> Any:
         """Register the cluster with the stats poller and return its last result; nothing is polled while the
         server Service or API key is not this cluster's."""
         if self.children.blocked_by(("Service", self.server), ("Secret", self.api_key_secret)):
@@ -668,8 +668,6 @@ class ClusterSync(OwnerSync):
         poller.register(
             self.key, url, api_key, self.reconciler.options.stats_interval, requester=CLUSTER_REQUESTER
         )
-        # Failing polls back off (design.md §ojs-servers); a server that becomes ready is asked at once.
-        poller.server_ready(self.key, int(((dep or {}).get("status") or {}).get("readyReplicas") or 0) > 0)
         return poller.result(self.key)
 
     def autoscale(self, dep: JSON | None, stats: Any) -> str | None:

@@ -21,8 +21,6 @@ import structlog
 log = structlog.get_logger("ojsctrl.stats")
 
 CLUSTER_REQUESTER = "cluster"
-MAX_FAILING_INTERVAL = 300.0
-"""The longest wait between polls of a server that keeps failing, when only its cluster reads them."""
 
 
 @dataclass
@@ -115,8 +113,6 @@ class StatsPoller:
         self._inflight: set[str] = set()
         self._failures: dict[str, int] = {}
         self._streaks: dict[str, int] = {}
-        # cluster key -> whether its server had ready replicas when its reconciler last said so.
-        self._serving: dict[str, bool] = {}
         self._lock = threading.Condition()
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ojs-poll")
@@ -178,24 +174,11 @@ class StatsPoller:
             self._due.pop(key, None)
             self._failures.pop(key, None)
             self._streaks.pop(key, None)
-            self._serving.pop(key, None)
 
     def _schedule(self, key: str, at: float) -> None:
         """(Re)schedule the next poll of `key` (caller holds the lock); earlier entries become stale."""
         self._due[key] = at
         heapq.heappush(self._heap, (at, key))
-
-    def server_ready(self, key: str, ready: bool) -> None:
-        """The reconciler's word on whether the cluster's server has ready replicas: when it becomes
-        ready while polls of it fail, the next poll is now rather than at the end of a backed-off wait."""
-        with self._lock:
-            before = self._serving.get(key)
-            self._serving[key] = ready
-            if not ready or before is not False or key not in self._targets or key in self._inflight:
-                return
-            if self._streaks.get(key, 0) > 0:
-                self._schedule(key, self._clock())
-                self._lock.notify_all()
 
     def result(self, key: str) -> PollResult | None:
         """The last poll result of a cluster, or None before the first."""
@@ -264,7 +247,7 @@ class StatsPoller:
             if result.ok:
                 result.seen_since = _seen_since(prev, result)
             self._results[key] = result
-            self._schedule(key, self._clock() + _next_wait(current, streak))
+            self._schedule(key, self._clock() + current.interval)
         # A changed completed counter is news too: wait-time estimation needs it even when the depths hold.
         changed = (
             prev is None
@@ -285,16 +268,6 @@ class StatsPoller:
                     outcome(key, prev, result)
                 except Exception:
                     log.exception("stats change handler failed", cluster=key)
-
-
-def _next_wait(target: Target, streak: int) -> float:
-    """The wait before the next poll: the interval, doubled for each failed poll in a row after the first
-    up to :data:`MAX_FAILING_INTERVAL` when only the cluster's status reads the polls. An autoscaling
-    worker's fallback counts failed polls at its interval, so a worker's wish keeps the interval."""
-    interval = target.interval
-    if streak < 2 or any(r != CLUSTER_REQUESTER for r in target.wants):
-        return interval
-    return max(interval, min(interval * float(2 ** (streak - 1)), MAX_FAILING_INTERVAL))
 
 
 def _seen_since(prev: PollResult | None, result: PollResult) -> dict[str, float]:
