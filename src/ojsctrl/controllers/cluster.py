@@ -45,7 +45,7 @@ from ojsctrl.controllers.common import (
 )
 from ojsctrl.controllers.owner import OwnerReconciler, OwnerSync, owner_of_hpa
 from ojsctrl.controllers.secrets import SecretReader
-from ojsctrl.controllers.stats import CLUSTER_REQUESTER, PollResult, StatsPoller, top_queues
+from ojsctrl.controllers.stats import PollResult, StatsPoller, top_queues
 from ojsctrl.controllers.storage import (
     adopt_patch,
     adoption_problem,
@@ -664,11 +664,10 @@ class ClusterSync(OwnerSync):
             self.ns,
             cluster_domain=self.reconciler.options.cluster_domain,
         )
-        poller = self.reconciler.poller
-        poller.register(
-            self.key, url, api_key, self.reconciler.options.stats_interval, requester=CLUSTER_REQUESTER
+        self.reconciler.poller.register(
+            self.key, url, api_key, self.reconciler.options.stats_interval, requester="cluster"
         )
-        return poller.result(self.key)
+        return self.reconciler.poller.result(self.key)
 
     def autoscale(self, dep: JSON | None, stats: Any) -> str | None:
         """Apply the queue-depth decision to the server replicas when the autoscaler holds them; returns the

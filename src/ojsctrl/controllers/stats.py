@@ -20,8 +20,6 @@ import structlog
 
 log = structlog.get_logger("ojsctrl.stats")
 
-CLUSTER_REQUESTER = "cluster"
-
 
 @dataclass
 class Target:

@@ -289,7 +289,7 @@ class Client:
         self._pool: urllib3.PoolManager = RESTClientObject(configuration).pool_manager
         self.host = configuration.host.rstrip("/")
         # Every request goes to the one API server: its connection pool is held directly, which skips the
-        # pool manager's URL parsing and pool look-up per request (a tenth of a millisecond each). Through
+        # pool manager's URL parsing and pool look-up per request. Through
         # a proxy the manager's own routing stays in charge.
         split = urllib.parse.urlsplit(self.host)
         self._direct: urllib3.HTTPConnectionPool | None = (
