@@ -99,6 +99,43 @@ def test_worker_scale_down_waits_for_the_window() -> None:
     assert d.history.last_scale_down == 311.0
 
 
+def test_a_load_longer_than_the_window_still_holds_the_pool_a_whole_window_after_it_ends() -> None:
+    """An OJSWorker is evaluated when its counts move, not on a timer: the recommendation made when the
+    load came stays in force until the poll that showed it gone (``inputs_since``), so the window runs
+    from then, not from the last evaluation (which may be far older than the window)."""
+    s = spec(lo=1, hi=2, delay=10)
+    d = worker_desired(15, 1, s, History(since=-100.0), 0.0)
+    assert (d.desired, d.reason) == (2, "ScaledUp")
+    # 40 s of the same load with no evaluation; the idle counts were first seen at 40, read at 41.
+    d = worker_desired(0, 2, s, d.history, 41.0, inputs_since=40.0)
+    assert (d.desired, d.reason) == (2, "ScaleDownStabilizing")
+    assert d.retry_at == 50.0, "comes back when the 2 made until 40 leaves the 10 s window"
+    d = worker_desired(0, 2, s, d.history, 50.0, inputs_since=40.0)
+    assert d.desired == 2, "the window compares with >=: still in it at exactly 50"
+    d = worker_desired(0, 2, s, d.history, 50.05, inputs_since=40.0)
+    assert (d.desired, d.reason, d.retry_at) == (1, "ScaledDown", None)
+    # Without ``inputs_since`` (a caller evaluating on a timer) the old point samples stand.
+    d = worker_desired(15, 1, s, History(since=-100.0), 0.0)
+    assert worker_desired(0, 2, s, d.history, 41.0).desired == 1
+
+
+def test_carried_retimes_only_the_newest_recommendation_and_only_forward() -> None:
+    h = History(recommendations=(Recommendation(0.0, 5), Recommendation(10.0, 3)), since=0.0)
+    assert h.carried(5.0) is h
+    assert h.carried(30.0).recommendations == (Recommendation(0.0, 5), Recommendation(30.0, 3))
+    assert History().carried(30.0) == History()
+
+
+def test_next_drop_is_the_oldest_higher_recommendation_leaving_or_the_window_covered() -> None:
+    h = History(recommendations=(Recommendation(0.0, 5), Recommendation(10.0, 3)), since=-50.0)
+    assert h.next_drop(12.0, 20.0, below=2) == 20.0  # the 5 leaves first
+    assert h.next_drop(21.0, 20.0, below=2) == 30.0  # then the 3
+    assert h.next_drop(31.0, 20.0, below=2) is None
+    assert h.next_drop(12.0, 20.0, below=4) == 20.0  # the 3 is not above 4
+    fresh = History(recommendations=(Recommendation(0.0, 1),), since=0.0)
+    assert fresh.next_drop(5.0, 20.0, below=1) == 20.0  # nothing higher: the window comes to be covered
+
+
 def test_worker_window_uses_highest_recommendation() -> None:
     s = spec(delay=100)
     h = History(since=-1000.0)

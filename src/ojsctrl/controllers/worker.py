@@ -88,6 +88,9 @@ CLUSTER_INDEX = "cluster-ref"
 API_KEY_RECHECK = 300.0
 API_KEY_RECHECK_MAX = 1800.0
 
+# A stabilising scale-down comes back this long after its window allows it (the window compares with >=).
+RETRY_MARGIN = 0.05
+
 
 def api_key_recheck(waits: int) -> float:
     """Seconds until a worker that has waited ``waits`` reconciles in a row for its API key looks again."""
@@ -611,6 +614,11 @@ class WorkerSync(OwnerSync):
         ok = stats is not None and stats.ok
         failed_polls = stats.failures if stats is not None else None
         if autoscaling.metric != "waitTime":
+            # Evaluated when the counts move, not on a timer: the last recommendation held until the poll
+            # that first showed these counts (on the wall clock of ``now`` and the history).
+            since = None
+            if ok and stats is not None:
+                since = now - (self.reconciler.poller.now() - stats.counts_since(self.spec.queues))
             return worker_desired(
                 available + active,
                 current,
@@ -619,6 +627,7 @@ class WorkerSync(OwnerSync):
                 now,
                 stats_available=ok,
                 failed_polls=failed_polls,
+                inputs_since=since,
             )
         assert autoscaling.target_wait_time is not None  # the API requires it with waitTime
         return wait_time_desired(
@@ -653,6 +662,9 @@ class WorkerSync(OwnerSync):
         if decision.waits_on_time or autoscaling.metric == "waitTime" or failing_towards_fallback:
             interval = duration_seconds(autoscaling.polling_interval)
             self.children.requeue = min(self.children.requeue or interval, interval)
+        if decision.retry_at is not None:
+            # A stabilising scale-down comes back when its window allows it, not up to an interval late.
+            self.children.requeue_within(max(RETRY_MARGIN, decision.retry_at - now + RETRY_MARGIN))
         if resume_at is not None:
             self.children.requeue_within(max(0.5, resume_at - now))
 

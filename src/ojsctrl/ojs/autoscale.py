@@ -19,6 +19,10 @@ Rules shared by both autoscalers:
   outage, however long, a scale-down waits for a whole window of good data, exactly as after a restart. A
   failed poll the caller only learns about afterwards (the poller recovered before the reconcile ran) counts
   the same: pass the poller's running count of failed polls as ``failed_polls``.
+* A recommendation stays in force until the inputs change. A caller that evaluates only when they change
+  (an OJSWorker is woken by a poll that moves its counts, not on a timer) passes ``inputs_since``, when the
+  current inputs were first seen: the newest recommendation then counts in the window as made at that
+  time, so a load that lasted longer than the window still holds the pool for a whole window after it ends.
 """
 
 from __future__ import annotations
@@ -111,6 +115,16 @@ class History:
             recs[0:2] = [Recommendation(recs[1].at, recs[0].replicas)]
         return replace(self, recommendations=tuple(recs), since=now if self.since is None else self.since)
 
+    def carried(self, until: float) -> History:
+        """This history with its newest recommendation in force until ``until`` (the time the inputs that
+        made it changed): it counts in the window as made then. Earlier times change nothing."""
+        recs = self.recommendations
+        if not recs or until <= recs[-1].at:
+            return self
+        return replace(
+            self, recommendations=_decreasing((*recs[:-1], Recommendation(until, recs[-1].replicas)))
+        )
+
     def hold(self, now: float, replicas: int, window: float) -> History:
         """This history after a failed poll: ``replicas`` (the count being held) recorded as a hold sample,
         and the good-data run cleared, so no scale-down before a whole window of good data follows."""
@@ -124,6 +138,15 @@ class History:
     def covers(self, now: float, window: float) -> bool:
         """True when this history has observed at least one full window."""
         return self.since is not None and now - self.since >= window
+
+    def next_drop(self, now: float, window: float, below: int) -> float | None:
+        """The earliest time after ``now`` at which the window can next allow less than it does now for a
+        recommendation ``below``: when the oldest higher recommendation leaves the window, or when the
+        history comes to cover a whole window. None when neither is ahead."""
+        times = [r.at + window for r in self.recommendations if r.replicas > below and r.at + window >= now]
+        if self.since is not None and self.since + window > now:
+            times.append(self.since + window)
+        return min(times) if times else None
 
 
 def _decreasing(recs: Iterable[Recommendation]) -> tuple[Recommendation, ...]:
@@ -148,6 +171,8 @@ class Decision:
     ``Stable``, ``ScaleUpCooldown``, ``BelowScaleUpThreshold``, ``ScaleDownStabilizing``,
     ``StatsUnavailable``, ``BelowMinReplicas``, ``AboveMaxReplicas``) and ``message`` the sentence for
     humans. ``recommended`` is the raw clamped recommendation; ``history`` is to be passed to the next call.
+    ``retry_at`` is, for a stabilising scale-down, when the same inputs may next answer lower (the caller
+    can come back then rather than on a timer).
     """
 
     desired: int
@@ -156,6 +181,7 @@ class Decision:
     message: str
     recommended: int
     history: History
+    retry_at: float | None = None
 
     @property
     def waits_on_time(self) -> bool:
@@ -257,6 +283,7 @@ def worker_desired(
     *,
     stats_available: bool = True,
     failed_polls: int | None = None,
+    inputs_since: float | None = None,
 ) -> Decision:
     """Desired worker replicas: ``clamp(ceil(load / targetJobsPerWorker), min, max)`` (design.md
     §worker-children, §depth-and-load).
@@ -268,6 +295,8 @@ def worker_desired(
 
     ``failed_polls`` is the poller's running count of failed polls of this cluster (None when unknown): when
     it grew since the history last looked, a failure happened unseen and counts as a hold sample now.
+    ``inputs_since``: when this load was first seen, for a caller that evaluates only when it changes (see
+    the module's rules).
     """
     _check_non_negative(load=load, current=current)
     target = spec.target_jobs_per_worker
@@ -281,6 +310,7 @@ def worker_desired(
         recommend=_per_target("load", load, target, "worker"),
         stats_available=stats_available,
         failed_polls=failed_polls,
+        inputs_since=inputs_since,
     )
     if isinstance(step, Decision):
         return step
@@ -309,6 +339,7 @@ def start_evaluation(
     stats_available: bool,
     failed_polls: int | None,
     remember: Callable[[], int | None] | None = None,
+    inputs_since: float | None = None,
 ) -> Step | Decision:
     """The first rules every metric shares: note failed polls the history has not seen, hold the current
     replicas without stats, else record the clamped recommendation in the history.
@@ -319,8 +350,13 @@ def start_evaluation(
     backlog to drain) keeps only the lasting part, so a drained backlog does not hold the pool up for the
     window (None: all of it). The result is a :class:`Step` to finish with the metric's own scale-up
     rules, or the hold :class:`Decision`.
+
+    ``inputs_since`` (only with stats): when the current inputs were first seen; the newest recommendation
+    was in force until then (:meth:`History.carried`).
     """
     history = history.normalized(now)
+    if inputs_since is not None and stats_available:
+        history = history.carried(min(inputs_since, now))
     history = _note_failures(history, failed_polls, stats_available, _clamp(current, lo, hi), now, window)
     if not stats_available:
         return _hold(current, lo, hi, history=history, now=now, window=window)
@@ -396,10 +432,13 @@ class Step:
             stabilized = max(stabilized, current)
         desired = _clamp(min(current, stabilized), self.lo, self.hi)
         if desired >= current:
-            return self.decide(
-                current,
-                "ScaleDownStabilizing",
-                f"waiting for the recommendation to hold for {self.window:.0f}s",
+            return replace(
+                self.decide(
+                    current,
+                    "ScaleDownStabilizing",
+                    f"waiting for the recommendation to hold for {self.window:.0f}s",
+                ),
+                retry_at=self.history.next_drop(self.now, self.window, rec),
             )
         if stabilized <= self.hi:
             return self.decide(desired, "ScaledDown", f"scaling {current} -> {desired}")

@@ -266,6 +266,9 @@ def test_queue_depth_autoscaling(
     wait_until("status shows depth", lambda: wstatus(client, ns, "scaler").get("queueDepth") == 95, 30)
     assert wstatus(client, ns, "scaler").get("desiredReplicas") == 10
     assert st is not None
+    # The load lasts longer than scaleDownDelay: the window must run from when it ends, not from the
+    # scale-up (the worker is not evaluated while its counts stay put).
+    time.sleep(max(0.0, started + 12 - time.monotonic()))
     ojs_server.set_queue(q, available=0, active=0)
     drained = time.monotonic()
     wait_until("back to 1", lambda: replicas(client, ns, "scaler-worker") == 1, 60)
