@@ -5,6 +5,7 @@ from __future__ import annotations
 from ojsctrl.controllers.children import autoscaler_holds, is_controlled_by
 from ojsctrl.controllers.common import condition
 from ojsctrl.controllers.memory import ObjectMemory
+from ojsctrl.runtime.client import JSON
 
 
 def test_memory_keeps_each_objects_entries_apart_and_forget_drops_all_of_one() -> None:
@@ -78,3 +79,35 @@ def test_the_api_key_safety_net_backs_off() -> None:
     rechecks = [api_key_recheck(n) for n in (1, 2, 3, 4, 5, 100)]
     assert rechecks == [300.0, 600.0, 1200.0, 1800.0, 1800.0, 1800.0]
     assert api_key_recheck(0) == 300.0
+
+
+def _dep(uid: str, generation: int, replicas: int) -> JSON:
+    return {"metadata": {"uid": uid, "generation": generation}, "spec": {"replicas": replicas}}
+
+
+def test_fresher_shows_our_replicas_write_until_the_cache_catches_up() -> None:
+    """A reconcile right after a scaling reads the Deployment as the write returned it while the cache
+    still shows the older generation; once the cache shows the write (or another object, or none) the
+    cache is read again and the overlay is gone."""
+    m = ObjectMemory()
+    old, written = _dep("u1", 3, 1), _dep("u1", 4, 2)
+    assert m.fresher("ns/w", old) is old  # nothing written
+    m.note_written("ns/w", written)
+    assert m.fresher("ns/w", old) is written
+    caught_up = _dep("u1", 4, 2)
+    assert m.fresher("ns/w", caught_up) is caught_up
+    assert m.fresher("ns/w", old) is old, "the overlay ends once the cache showed the write"
+    m.note_written("ns/w", written)
+    other = _dep("u2", 1, 1)  # recreated under the same name
+    assert m.fresher("ns/w", other) is other
+    m.note_written("ns/w", written)
+    assert m.fresher("ns/w", None) is None
+    assert m.fresher("ns/w", old) is old
+
+
+def test_a_deferred_status_is_taken_once() -> None:
+    m = ObjectMemory()
+    assert m.take_deferred_status("ns/w") is False
+    m.defer_status("ns/w")
+    assert m.take_deferred_status("ns/w") is True
+    assert m.take_deferred_status("ns/w") is False

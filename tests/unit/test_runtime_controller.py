@@ -215,6 +215,29 @@ def test_requeue_after_reconciles_again(controllers: Callable[..., Controller]) 
     assert rec.count() == 3
 
 
+def test_a_low_result_comes_back_at_once_but_behind_the_requests_waiting(
+    controllers: Callable[..., Controller],
+) -> None:
+    """Result(low=True): the object is looked at again with no delay, as bookkeeping: a request added
+    meanwhile at normal priority goes first."""
+    name = unique("low-result")
+    other = Request("ns", "b")
+
+    def script(req: Request, n: int) -> Result | None:
+        if n == 1:
+            c.queue.add(other)  # a decision asked while the first reconcile runs
+            return Result(low=True)
+        return None
+
+    rec = Recording(script)
+    c = controllers(name, rec, max_concurrent_reconciles=1)
+    c.start()
+    c.queue.add(REQ)
+    assert wait_for(lambda: rec.count() == 3)
+    assert [r for r, _ in rec.calls] == [REQ, other, REQ]
+    assert sample("controller_runtime_reconcile_total", controller=name, result="requeue_after") == 1
+
+
 def test_a_success_drops_the_requeue_an_earlier_reconcile_asked_for(
     controllers: Callable[..., Controller],
 ) -> None:

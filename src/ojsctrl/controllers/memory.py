@@ -22,6 +22,8 @@ class Remembered:
     startup: Any = None  # a worker's StartupTracker (ojs/waittime.py)
     autoscaling_reason: str | None = None  # the reason of the last autoscaling decision, for its event
     key_waits: int | None = None  # a worker's reconciles in a row that waited for its cluster's API key
+    written: JSON | None = None  # a worker's Deployment as its last replicas write returned it
+    status_deferred: bool = False  # a scaling's status write waits for a bookkeeping reconcile
 
 
 class ObjectMemory:
@@ -121,6 +123,47 @@ class ObjectMemory:
             entry = self._entries.get(key)
             return entry is None or entry.key_waits != 0
 
+    def note_written(self, key: str, deployment: JSON) -> None:
+        """Remember the Deployment as a replicas write returned it, until the cache shows that write."""
+        with self._lock:
+            self._entry(key).written = deployment
+
+    def fresher(self, key: str, cached: JSON | None) -> JSON | None:
+        """``cached``, or the Deployment as our last replicas write returned it while the cache has not
+        caught up with that write yet (a lower metadata.generation, same uid): a reconcile right after a
+        scaling must not take the old count for the current one and scale again. A cache that shows the
+        write (or no Deployment, or another one) ends the overlay."""
+        if cached is None:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    entry.written = None
+            return None
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.written is None:
+                return cached
+            written = entry.written
+            same = _meta(written, "uid") == _meta(cached, "uid")
+            if same and int(_meta(written, "generation") or 0) > int(_meta(cached, "generation") or 0):
+                return written
+            entry.written = None
+            return cached
+
+    def defer_status(self, key: str) -> None:
+        """A scaling was written and its status waits for a bookkeeping reconcile."""
+        with self._lock:
+            self._entry(key).status_deferred = True
+
+    def take_deferred_status(self, key: str) -> bool:
+        """Whether a scaling's status waited for this reconcile (forgotten as it is returned)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or not entry.status_deferred:
+                return False
+            entry.status_deferred = False
+            return True
+
     def forget(self, key: str) -> Remembered | None:
         """Drop everything about a deleted object; returns what was kept."""
         with self._lock:
@@ -129,3 +172,7 @@ class ObjectMemory:
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+
+def _meta(obj: JSON, field: str) -> Any:
+    return (obj.get("metadata") or {}).get(field)

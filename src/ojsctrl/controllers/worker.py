@@ -379,7 +379,8 @@ class WorkerSync(OwnerSync):
         if foreign:
             return self.hands_off(foreign)
         api_key = self.api_key()
-        live = self.children.cached(DEPLOYMENTS, self.dep_name)
+        memory = self.reconciler.memory
+        live = memory.fresher(self.key, self.children.cached(DEPLOYMENTS, self.dep_name))
         waiting = api_key is None and live is None and cluster_builders.generates_api_key(self.cluster)
         waits = self.reconciler.memory.note_waiting_for_key(self.key, waiting)
         if waiting:
@@ -417,6 +418,7 @@ class WorkerSync(OwnerSync):
         )
         if self.replica_writer is None:
             dep = self.hand_over_replicas(dep, autoscaling.enabled, held_by_autoscaler) or dep
+        dep = memory.fresher(self.key, dep)
 
         hpa = worker_builders.worker_hpa(self.worker)
         if hpa is None:
@@ -434,6 +436,17 @@ class WorkerSync(OwnerSync):
             metrics.forget_worker_autoscaling_inputs(self.ns, self.name)
             self.reconciler.poller.release(self.cluster_key, f"worker:{self.key}")
             stats = self.reconciler.poller.result(self.cluster_key)
+        if self.scaled_at is not None:
+            # The replicas are written; the status of the scaling is bookkeeping: it waits behind the other
+            # workers' decisions and goes with the rollout's first step (design.md §resync).
+            # What only this reconcile learned is kept for that status: the time of the scale and the
+            # drain's WorkersMatched finding (the next reconcile decides again on the same counts).
+            memory.note_scale(self.key, self.scaled_at)
+            if self.matching is not None:
+                memory.matching(self.key, self.matching)
+            memory.defer_status(self.key)
+            self.result()
+            return Result(low=True)
         self.status(dep, stats)
         return self.result()
 
@@ -695,6 +708,7 @@ class WorkerSync(OwnerSync):
             )
             return None
         assert out is not None  # written above when no other writer holds the replicas
+        self.reconciler.memory.note_written(self.key, out)
         if target > current and self.spec.auto_scaling.metric == "waitTime":
             self.reconciler.memory.set_wait_state(self.key, estimator, tracker.scaled_up(now, target))
         direction = "up" if target > current else "down"
@@ -965,7 +979,7 @@ class WorkerSync(OwnerSync):
                 matching=self.matching_status(),
                 replicas_managed=self.replicas_condition(),
                 scaling=self.scaling_cond,
-                scaled=self.scaled_at is not None,
+                scaled=self.scaled_at is not None or self.reconciler.memory.take_deferred_status(self.key),
                 draining=self.draining,
                 desired=self.desired,
                 queue_load=self.load(stats) if stats is not None and stats.ok else None,

@@ -3,6 +3,8 @@
 What a reconcile's outcome means (controller-runtime's contract):
 - an exception: logged, counted, and the request is requeued with per-item backoff;
 - Result(requeue_after=t): forget the failure history and requeue after t;
+- Result(low=True): the same, the requeue at low priority (bookkeeping that waits behind the other
+  requests, design.md §resync); with no requeue_after it is asked at once;
 - None or Result(): success; forget the failure history.
 An exception never kills a worker thread.
 """
@@ -134,9 +136,11 @@ class Request:
 
 @dataclass(frozen=True)
 class Result:
-    """A reconcile's answer: ``requeue_after`` seconds until the object is looked at again, if set."""
+    """A reconcile's answer: ``requeue_after`` seconds until the object is looked at again, if set;
+    ``low``: that look is bookkeeping (low priority), asked at once when ``requeue_after`` is not set."""
 
     requeue_after: float | None = None
+    low: bool = False
 
 
 Reconciler = Callable[[Request], "Result | None"]
@@ -458,10 +462,10 @@ class Controller:
             # A success covers every delayed add asked before it started (a requeue of an earlier
             # reconcile, a coalesced status step, a retry): drop those, then ask for this one's own.
             self.queue.supersede(req, since)
-            if result is not None and result.requeue_after:
+            if result is not None and (result.requeue_after or result.low):
                 outcome = "requeue_after"
                 self.queue.forget(req)
-                self.queue.add_after(req, result.requeue_after)
+                self.queue.add_after(req, result.requeue_after or 0.0, low=result.low)
             else:
                 self.queue.forget(req)
         finally:
