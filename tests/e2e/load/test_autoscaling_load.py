@@ -105,6 +105,18 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         wait_until("every worker autoscaling on polled stats", autoscaling_everywhere, size(300, 1800), 2.0)
         setup_s = time.monotonic() - setup_start
 
+        # Warm-up: one turn of the load at its rhythm, so that every worker has scaled up and down once
+        # before the window. What a worker keeps once it autoscales (its metric series, scale history, the
+        # de-duplication entries of its Scaled events) is made on its first scalings and then stays the
+        # same size: without the warm-up the first third sees half the workers' state made, and the RSS
+        # comparison measures that, not growth.
+        warmup_start = time.monotonic()
+        for i in range(len(queues)):
+            for j, q in enumerate(queues):
+                srv.set_queue(q, available=15 if j == i else 0)
+            time.sleep(max(0.0, warmup_start + (i + 1) * SWITCH_EVERY - time.monotonic()))
+        warmup_s = time.monotonic() - warmup_start
+
         polls_before = srv.poll_counts()
         rss: list[float] = []
         depth: list[float] = []
@@ -114,6 +126,8 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         latency_before = dict(histogram_buckets(op, "ojs_autoscaler_decision_latency_seconds"))
         cpu_before = cpu_seconds(op.proc.pid)
         wakeups_before = _worker_wakeups(op)
+        scale_ups_before = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "up"})
+        scale_downs_before = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "down"})
         requests_before = metric_by_label(op, "rest_client_requests_total", "method")
         latency_sum_before = metric_by_label(op, "rest_client_request_duration_seconds_sum", "verb")
         latency_count_before = metric_by_label(op, "rest_client_request_duration_seconds_count", "verb")
@@ -155,8 +169,8 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
             for c in range(n_clusters)
         ]
         expected = elapsed / interval
-        scale_ups = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "up"})
-        scale_downs = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "down"})
+        scale_ups = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "up"}) - scale_ups_before
+        scale_downs = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "down"}) - scale_downs_before
         third = max(1, len(rss) // 3)
         # Decision latency in the window: from the poll whose counts called for a new count to its write.
         latency = [
@@ -190,10 +204,12 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
             scale_ups=scale_ups,
             scale_downs=scale_downs,
             # Each switch makes a tenth of the workers busy (one scale-up each) and the previous tenth idle
-            # (one scale-down each after scaleDownDelay): what the load called for, against what was done.
+            # (one scale-down each after scaleDownDelay; the first switch idles the warm-up's last queue):
+            # what the load called for, against what was done.
             scale_ups_called_for=switches * n_workers // len(queues),
-            scale_downs_called_for=(switches - 1) * n_workers // len(queues),
+            scale_downs_called_for=switches * n_workers // len(queues),
             setup_s=round(setup_s, 1),
+            warmup_s=round(warmup_s, 1),
             worker_wakeups_by_source=wakeups,
             operator_requests_by_method=requests,
             operator_request_mean_latency_s=mean_latency,
@@ -203,8 +219,9 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         assert min(per_cluster) >= expected * 0.6, per_cluster
         assert sum(per_cluster) < expected * n_workers / 5
         assert scale_ups > 0 and scale_downs > 0, "the load did not make the workers scale"
-        # Bounded memory: no growth trend beyond noise once running.
-        assert rss_last <= rss_first * 1.15 + 10, rss
+        # Bounded memory: no growth trend once every worker has scaled (at full size the issue's bound, 5 %
+        # between the first and the last third; the reduced run's 80 MB moves more with noise).
+        assert rss_last <= (rss_first * 1.05 if FULL else rss_first * 1.15 + 10), rss
         # No growing queue: the depth comes back down; the last samples are not a rising backlog.
         assert min(depth[-third:]) <= n_workers * 0.1, depth
         # Decisions do not wait behind bookkeeping: written within two polling intervals of their poll.
