@@ -445,6 +445,7 @@ class WorkerSync(OwnerSync):
             if self.matching is not None:
                 memory.matching(self.key, self.matching)
             memory.defer_status(self.key)
+            # result() records the child names foreign objects hold; the next reconcile asks its requeues.
             self.result()
             return Result(low=True)
         self.status(dep, stats)
