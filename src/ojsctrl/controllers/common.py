@@ -57,6 +57,8 @@ STATUS_COALESCE = 1.0
 # Running or after this long, whichever comes first: a healthy rollout then costs one status write and
 # no event instead of a write per rollout step.
 FIRST_STATUS_GRACE = 10.0
+# A phase change that is the normal end of a rollout, not news: no event (design.md §status-writes).
+ARRIVAL = ("Pending", "Running")
 # Status fields that only carry polled numbers (queue counts): a write that changes nothing else waits
 # for --status-min-interval since the object's last status write (docs/design.md §status-writes).
 POLLED_STATUS_FIELDS = frozenset({"queueDepth", "activeJobs", "queues"})
@@ -435,9 +437,17 @@ class StatusWriter:
             # is told by ConflictEvents, which names the objects: a second event would only repeat it.
             if reason != "NameConflict":
                 self.recorder.event(obj, WARNING, reason, msg or f"phase {phase}")
-        elif wrote and prev and prev != phase and frozenset((prev, phase)) not in self.quiet_transitions:
-            # A first Normal phase (Pending, Running) is not news, nor a quiet transition (an autoscaled
-            # worker's Running <-> Scaling: its Scaled event tells each scaling).
+        elif (
+            wrote
+            and prev
+            and prev != phase
+            and (prev, phase) != ARRIVAL
+            and frozenset((prev, phase)) not in self.quiet_transitions
+        ):
+            # A first Normal phase (Pending, Running) is not news, nor the end of a rollout (Pending ->
+            # Running: a new object whose first status outlasted the grace, pods that came back; the way
+            # down, Running -> Pending, is news), nor a quiet transition (an autoscaled worker's Running
+            # <-> Scaling: its Scaled event tells each scaling).
             self.recorder.event(obj, NORMAL, phase, msg or f"phase {phase}")
         return None
 

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from ojsctrl.controllers.common import OJSWORKERS, StatusWriter, condition
+from ojsctrl.runtime.client import EVENTS
 from ojsctrl.runtime.events import EventRecorder
 from tests.harness.controlplane import ControlPlane
 from tests.harness.kube import driver, namespace, ojs_worker
@@ -53,3 +54,32 @@ def test_polled_numbers_wait_for_the_minimum_interval_and_replicas_do_not(crds: 
     time.sleep(max(0.0, written + 3.0 - time.monotonic()) + 0.1)
     assert write(phase="Scaling", replicas=2, queueDepth=10) is None  # due: flushed
     assert live()["queueDepth"] == 10
+
+
+def test_a_rollout_ending_is_no_event_and_pods_lost_is_one(crds: ControlPlane) -> None:
+    """Pending -> Running (a new object whose first status outlasted the grace, pods that came back) is
+    the normal end of a rollout: no event. Running -> Pending is news: one Normal event."""
+    client = driver(crds)
+    ns = namespace(crds, "arrival")
+    client.create(OJSWORKERS, ojs_worker(ns, "w", SPEC), ns)
+    # Events sent inline (the recorder is not started), so they are there when write() returns.
+    writer = StatusWriter(client, OJSWORKERS, EventRecorder(client, "ojsctrl-test"), grace=0)
+
+    def write(phase: str) -> None:
+        obj = client.get(OJSWORKERS, "w", ns)
+        ready = phase == "Running"
+        conds = [condition("Ready", ready, phase, f"phase {phase}", generation=1)]
+        assert writer.write(obj, phase, conds, {"replicas": 1, "readyReplicas": int(ready)}) is None
+        assert client.get(OJSWORKERS, "w", ns)["status"]["phase"] == phase
+
+    def reasons() -> list[str]:
+        items, _ = client.list(EVENTS, ns)
+        return [e["reason"] for e in items if e["involvedObject"]["name"] == "w"]
+
+    write("Pending")
+    write("Running")
+    assert reasons() == []
+    write("Pending")
+    assert reasons() == ["Pending"]
+    write("Running")
+    assert reasons() == ["Pending"]
