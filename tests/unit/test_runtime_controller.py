@@ -235,7 +235,7 @@ def test_a_low_result_comes_back_at_once_but_behind_the_requests_waiting(
     c.queue.add(REQ)
     assert wait_for(lambda: rec.count() == 3)
     assert [r for r, _ in rec.calls] == [REQ, other, REQ]
-    assert sample("controller_runtime_reconcile_total", controller=name, result="requeue_after") == 1
+    assert sample("controller_runtime_reconcile_total", controller=name, result="requeue") == 1
 
 
 def test_a_success_drops_the_requeue_an_earlier_reconcile_asked_for(

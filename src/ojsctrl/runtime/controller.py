@@ -463,7 +463,8 @@ class Controller:
             # reconcile, a coalesced status step, a retry): drop those, then ask for this one's own.
             self.queue.supersede(req, since)
             if result is not None and (result.requeue_after or result.low):
-                outcome = "requeue_after"
+                # controller-runtime's labels: "requeue" for a requeue with no delay.
+                outcome = "requeue_after" if result.requeue_after else "requeue"
                 self.queue.forget(req)
                 self.queue.add_after(req, result.requeue_after or 0.0, low=result.low)
             else:
