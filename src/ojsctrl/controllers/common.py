@@ -315,7 +315,10 @@ class StatusWriter:
         quiet_transitions: Collection[frozenset[str]] = (),
     ) -> None:
         self.client = client
-        self.quiet_transitions = frozenset(quiet_transitions)
+        # (from, to) phase moves that make no event: each quiet pair both ways, and the end of a rollout.
+        self.quiet_moves = frozenset(
+            move for pair in quiet_transitions for a, b in [tuple(pair)] for move in ((a, b), (b, a))
+        ) | {ARRIVAL}
         self.resource = resource
         self.recorder = recorder
         self.keep = keep
@@ -437,13 +440,7 @@ class StatusWriter:
             # is told by ConflictEvents, which names the objects: a second event would only repeat it.
             if reason != "NameConflict":
                 self.recorder.event(obj, WARNING, reason, msg or f"phase {phase}")
-        elif (
-            wrote
-            and prev
-            and prev != phase
-            and (prev, phase) != ARRIVAL
-            and frozenset((prev, phase)) not in self.quiet_transitions
-        ):
+        elif wrote and prev and prev != phase and (prev, phase) not in self.quiet_moves:
             # A first Normal phase (Pending, Running) is not news, nor the end of a rollout (Pending ->
             # Running: a new object whose first status outlasted the grace, pods that came back; the way
             # down, Running -> Pending, is news), nor a quiet transition (an autoscaled worker's Running

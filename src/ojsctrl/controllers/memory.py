@@ -133,19 +133,16 @@ class ObjectMemory:
         caught up with that write yet (a lower metadata.generation, same uid): a reconcile right after a
         scaling must not take the old count for the current one and scale again. A cache that shows the
         write (or no Deployment, or another one) ends the overlay."""
-        if cached is None:
-            with self._lock:
-                entry = self._entries.get(key)
-                if entry is not None:
-                    entry.written = None
-            return None
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None or entry.written is None:
+            written = entry.written if entry is not None else None
+            if written is None or entry is None:
                 return cached
-            written = entry.written
-            same = _meta(written, "uid") == _meta(cached, "uid")
-            if same and int(_meta(written, "generation") or 0) > int(_meta(cached, "generation") or 0):
+            if (
+                cached is not None
+                and _meta(written, "uid") == _meta(cached, "uid")
+                and int(_meta(written, "generation") or 0) > int(_meta(cached, "generation") or 0)
+            ):
                 return written
             entry.written = None
             return cached
