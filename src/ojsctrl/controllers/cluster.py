@@ -155,7 +155,7 @@ class ClusterReconciler(OwnerReconciler):
         )
         self.options = options
         informers = manager.informers
-        self.clusters = informers.informer(OJSCLUSTERS, resync=True)
+        self.clusters = informers.informer(OJSCLUSTERS, resync=True, spec_follows_generation=True)
         self.clusters.add_indexers({SECRET_REF_INDEX: referenced_secrets})
         self.secret_meta = informers.informer(SECRETS, metadata_only=True)
         self.secrets = SecretReader(self.client, self.secret_meta)

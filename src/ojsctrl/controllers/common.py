@@ -47,8 +47,14 @@ SERVICEMONITOR_CRD = "servicemonitors.monitoring.coreos.com"
 def managed_informer(informers: InformerFactory, kind: Resource) -> Informer:
     """The shared informer of the operator's own children of a kind; Deployments are cached with a
     compact pod template (design.md §no-op)."""
-    transform = compact_template if kind.kind == "Deployment" else None
-    return informers.informer(kind, label_selector=MANAGED_SELECTOR, transform=transform)
+    deployment = kind.kind == "Deployment"
+    return informers.informer(
+        kind,
+        label_selector=MANAGED_SELECTOR,
+        transform=compact_template if deployment else None,
+        # Every change of a Deployment's spec bumps its generation (apps' update strategy).
+        spec_follows_generation=deployment,
+    )
 
 
 # Child status updates (a rollout's steps) reach the owner this much later, coalesced into one reconcile.

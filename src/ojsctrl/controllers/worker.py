@@ -162,7 +162,7 @@ class WorkerReconciler(OwnerReconciler):
         # Quiet calls go out from a small pool of their own: a drain never waits on them (design.md §drain).
         self.quiet = quiet if quiet is not None else QuietSender(quiet_client())
         informers = manager.informers
-        self.workers = informers.informer(OJSWORKERS, resync=True)
+        self.workers = informers.informer(OJSWORKERS, resync=True, spec_follows_generation=True)
         self.workers.add_indexers({CLUSTER_INDEX: worker_cluster})
         self.caches = ChildCaches(
             managed={

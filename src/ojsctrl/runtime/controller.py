@@ -236,12 +236,17 @@ class Controller:
         self.leader_gate: Callable[[], bool] | None = None
         self._log = log.bind(controller=name)
         MAX_CONCURRENT.labels(name).set(self.workers)
-        ACTIVE_WORKERS.labels(name).set(0)
+        # The series every reconcile sets, looked up once (labels() costs a lookup under a lock).
+        self._active_gauge = ACTIVE_WORKERS.labels(name)
+        self._active_gauge.set(0)
+        self._reconcile_time = RECONCILE_TIME.labels(name)
         # Every reconcile series at 0 from the start, as controller-runtime does: an error-rate alert or panel
         # then reads 0 errors, not a missing series.
-        for outcome in ("success", "error", "requeue", "requeue_after"):
-            RECONCILE_TOTAL.labels(name, outcome)
-        RECONCILE_ERRORS.labels(name)
+        self._outcomes = {
+            outcome: RECONCILE_TOTAL.labels(name, outcome)
+            for outcome in ("success", "error", "requeue", "requeue_after")
+        }
+        self._errors = RECONCILE_ERRORS.labels(name)
         RECONCILE_PANICS.labels(name)
 
     # ------------------------------------------------------------------ watches
@@ -438,7 +443,7 @@ class Controller:
         reconcile_id = f"{_ID_PREFIX}{next(_ids):x}"
         with self._active_lock:
             self._active += 1
-            ACTIVE_WORKERS.labels(self.name).set(self._active)
+            self._active_gauge.set(self._active)
         started = time.monotonic()
         since = self.queue.now()
         bound = self._log.bind(key=str(req), reconcile_id=reconcile_id)
@@ -449,7 +454,7 @@ class Controller:
                 result = self.reconciler(req)
             except Exception as e:
                 outcome = "error"
-                RECONCILE_ERRORS.labels(self.name).inc()
+                self._errors.inc()
                 self.queue.add_rate_limited(req)
                 bound.error(
                     "reconcile failed",
@@ -471,11 +476,11 @@ class Controller:
                 self.queue.forget(req)
         finally:
             elapsed = time.monotonic() - started
-            RECONCILE_TIME.labels(self.name).observe(elapsed)
-            RECONCILE_TOTAL.labels(self.name, outcome).inc()
+            self._reconcile_time.observe(elapsed)
+            self._outcomes[outcome].inc()
             with self._active_lock:
                 self._active -= 1
-                ACTIVE_WORKERS.labels(self.name).set(self._active)
+                self._active_gauge.set(self._active)
             bound.debug("reconciled", result=outcome, duration=round(elapsed, 4))
             with contextlib.suppress(Exception):
                 structlog.contextvars.clear_contextvars()

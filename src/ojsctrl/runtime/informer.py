@@ -28,7 +28,7 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -249,14 +249,15 @@ _UNSHARED_KEYS = frozenset({"resourceVersion", "uid"})
 _UNSHARED_SUFFIXES = ("Time", "Timestamp")
 
 
-def intern_strings(obj: JSON) -> JSON:
+def intern_strings(obj: JSON, skip: Collection[int] = ()) -> JSON:
     """Replace the short string values of a cached object, in place, by one shared copy each (sys.intern).
 
     Thousands of cached children repeat the same few hundred values; shared, they cost a pointer each
     instead of a string object each: about 30 % of a cached Deployment, Service or OJSWorker (design.md
     §no-op). Values that change with every write (resourceVersion, uid, timestamps: keys ending in
     ``Time`` or ``Timestamp``) are left alone. The walk costs tens of microseconds per event, next to the
-    event's own decoding."""
+    event's own decoding. Containers whose ``id`` is in ``skip`` (parts taken over from the previous
+    version of the object, already shared) are not walked again."""
     intern = sys.intern
     unshared, suffixes = _UNSHARED_KEYS, _UNSHARED_SUFFIXES
     stack: list[Any] = [obj]
@@ -272,9 +273,65 @@ def intern_strings(obj: JSON) -> JSON:
                     is_dict and (k in unshared or (type(k) is str and k.endswith(suffixes)))
                 ):
                     node[k] = intern(v)
-            elif t is dict or t is list:
+            elif (t is dict or t is list) and not (skip and id(v) in skip):
                 stack.append(v)
     return obj
+
+
+# Parts of an object that most updates leave as they were (a Deployment's status step keeps its labels,
+# owner references and conditions' types): an equal part of the previous cached version is reused as it is.
+_STABLE_PARTS = (
+    ("metadata", "labels"),
+    ("metadata", "annotations"),
+    ("metadata", "ownerReferences"),
+    ("metadata", "finalizers"),
+    ("data",),
+    ("binaryData",),
+)
+
+
+def share_unchanged(obj: JSON, old: JSON | None, *, spec_follows_generation: bool = False) -> set[int]:
+    """Reuse, in ``obj`` (a new version just decoded), the parts of ``old`` (the prepared version in the
+    cache) that did not change; returns the ids of the parts reused, already prepared.
+
+    With ``spec_follows_generation`` (a kind whose every spec change bumps ``metadata.generation``: apps
+    workloads; custom resources with a status subresource, where every change but metadata and status
+    bumps it), ``spec`` is reused when both versions have the same uid and generation: such an update is
+    a status or metadata step. Reusing the cached spec also keeps a transform's work on it (a
+    Deployment's compact template, design.md §no-op). Other kinds may carry a generation that never
+    moves: their spec is always taken from the event. The parts in ``_STABLE_PARTS`` are reused when
+    equal (a C-level comparison, cheaper than walking them again). The previous version is never
+    modified: cached objects are read-only."""
+    if old is None:
+        return set()
+    meta, old_meta = obj.get("metadata"), old.get("metadata")
+    if type(meta) is not dict or type(old_meta) is not dict or meta.get("uid") != old_meta.get("uid"):
+        return set()
+    reused: set[int] = set()
+    gen = meta.get("generation")
+    if (
+        spec_follows_generation
+        and gen
+        and gen == old_meta.get("generation")
+        and "spec" in obj
+        and "spec" in old
+    ):
+        obj["spec"] = old["spec"]
+        reused.add(id(old["spec"]))
+    for path in _STABLE_PARTS:
+        new_parent: Any = obj
+        old_parent: Any = old
+        for step in path[:-1]:
+            new_parent, old_parent = new_parent.get(step), old_parent.get(step)
+            if type(new_parent) is not dict or type(old_parent) is not dict:
+                break
+        else:
+            leaf = path[-1]
+            value, before = new_parent.get(leaf), old_parent.get(leaf)
+            if value is not None and value is not before and type(value) is type(before) and value == before:
+                new_parent[leaf] = before
+                reused.add(id(before))
+    return reused
 
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -410,8 +467,13 @@ class Informer:
         page_size: int = 500,
         transform: Transform | None = None,
         indexers: Mapping[str, IndexFunc] | None = None,
+        spec_follows_generation: bool = False,
     ) -> None:
         self.client = client
+        # The API server bumps metadata.generation on every change of this kind's spec (apps workloads,
+        # custom resources with a status subresource): an update that keeps it keeps the spec, and the
+        # cached spec is reused as it is (share_unchanged).
+        self.spec_follows_generation = spec_follows_generation
         self.resource = resource
         self.label_selector = label_selector
         self.field_selector = field_selector
@@ -433,6 +495,9 @@ class Informer:
         self._started = False
         self._label = str(resource) + (f"[{label_selector}]" if label_selector else "")
         self._log = log.bind(resource=self._label)
+        # The series this informer sets on every event, looked up once (labels() costs a lookup under a lock).
+        self._objects_gauge = OBJECTS.labels(self._label)
+        self._event_counters: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ public
     @property
@@ -534,15 +599,19 @@ class Informer:
             # A broken handler must not stop the stream for every other handler.
             self._log.exception("event handler failed")
 
-    def _prepare(self, obj: JSON) -> JSON:
+    def _prepare(self, obj: JSON, old: JSON | None = None) -> JSON:
+        """Make a decoded object ready for the cache: strip what is never read, apply the transform,
+        reuse what did not change since ``old`` (the cached version) and share short strings."""
         strip_managed_fields(obj)
         if self.metadata_only:
             strip_last_applied(obj)
             obj.setdefault("apiVersion", self.resource.api_version)
             obj.setdefault("kind", self.resource.kind)
+        reused = share_unchanged(obj, old, spec_follows_generation=self.spec_follows_generation)
         if self._transform:
+            # A transform leaves a part it already made (a reused spec) as it is.
             obj = self._transform(obj)
-        return intern_strings(obj)
+        return intern_strings(obj, reused)
 
     def _in_scope(self, key: str, scope: str | None) -> bool:
         return scope is None or key.startswith(scope + "/")
@@ -552,7 +621,7 @@ class Informer:
         with self._dispatch_lock:
             seen: set[str] = set()
             for raw in items:
-                obj = self._prepare(raw)
+                obj = self._prepare(raw, self.store.get(object_key(raw)))
                 # List items carry no kind; restore it so handlers can treat them like watch objects.
                 obj.setdefault("apiVersion", self.resource.api_version)
                 obj.setdefault("kind", self.resource.kind)
@@ -574,11 +643,11 @@ class Informer:
                         tomb = DeletedFinalStateUnknown(key, gone)
                         for h in self._handlers:
                             self._safe(h.on_delete, tomb)
-            OBJECTS.labels(self._label).set(len(self.store))
+            self._objects_gauge.set(len(self.store))
 
     def _apply_event(self, etype: str, raw: JSON) -> None:
-        obj = self._prepare(raw)
-        key = object_key(obj)
+        key = object_key(raw)
+        obj = self._prepare(raw, self.store.get(key) if etype == "MODIFIED" else None)
         with self._dispatch_lock:
             if etype == "DELETED":
                 self.store.delete(key)
@@ -591,7 +660,7 @@ class Informer:
                         self._safe(h.on_add, obj)
                     else:
                         self._safe(h.on_update, old, obj)
-            OBJECTS.labels(self._label).set(len(self.store))
+            self._objects_gauge.set(len(self.store))
 
     def _mark_progress(self) -> None:
         self._progress = time.monotonic()
@@ -735,7 +804,10 @@ class _Reflector:
         """
         for ev in stream:
             self._inf._mark_progress()
-            EVENTS.labels(self._label, ev.type).inc()
+            counter = self._inf._event_counters.get(ev.type)
+            if counter is None:
+                counter = self._inf._event_counters.setdefault(ev.type, EVENTS.labels(self._label, ev.type))
+            counter.inc()
             if ev.type == "ERROR":
                 return self._watch_error(ev.object)
             self._backoff.event()
@@ -800,6 +872,7 @@ class InformerFactory:
         metadata_only: bool = False,
         transform: Transform | None = None,
         resync: bool = False,
+        spec_follows_generation: bool = False,
     ) -> Informer:
         """The shared informer for this resource and scope (created on first use).
 
@@ -808,7 +881,8 @@ class InformerFactory:
 
         Only informers asked with ``resync=True`` (a controller's primary kind) resync at the factory's
         period; the others deliver changes by watch alone. Resync is not part of the key: one cache
-        asked both ways resyncs.
+        asked both ways resyncs. ``spec_follows_generation`` is a property of the kind (see
+        :class:`Informer`): asked once, it holds for the shared cache.
         """
         key = (resource, label_selector, metadata_only, transform)
         with self._lock:
@@ -823,12 +897,16 @@ class InformerFactory:
                     resync_period=self.resync_period if resync else 0.0,
                     inactivity_timeout=self.inactivity_timeout,
                     transform=transform,
+                    spec_follows_generation=spec_follows_generation,
                 )
                 self._informers[key] = inf
                 if self._started:
                     inf.start()
-            elif resync:
-                inf.enable_resync(self.resync_period)
+            else:
+                if resync:
+                    inf.enable_resync(self.resync_period)
+                if spec_follows_generation:
+                    inf.spec_follows_generation = True
             return inf
 
     def all(self) -> list[Informer]:
