@@ -684,3 +684,46 @@ def test_an_unbound_claim_is_named_while_redis_waits() -> None:
     waiting = replace(CLUSTER, embedded_redis=True, redis_deployment=None, claim=claim)
     message = _conds(cluster_status(waiting))["BackendReady"]["message"]
     assert message.startswith("embedded Redis Deployment jobs-redis not available yet (0 of 1 ready)")
+
+
+@pytest.mark.parametrize(
+    "conditions",
+    [
+        [
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+        ],
+        [
+            {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"},
+        ],
+        [
+            {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+            {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate"},
+        ],
+    ],
+)
+def test_a_compact_cached_deployment_reads_as_the_full_one(conditions: list[dict[str, Any]]) -> None:
+    # The Deployments' cache keeps of each condition only what deployment_state reads: the state (phase,
+    # failure message included) of the cached copy is that of the full object.
+    import copy
+
+    from ojsctrl.controllers.common import compact_deployment
+
+    full = dep()
+    full["spec"]["template"] = {"spec": {"containers": [{"name": "worker", "image": "ojs:1"}]}}
+    full["status"]["conditions"] = [
+        {
+            **c,
+            "message": f"the {c['type']} message",
+            "lastUpdateTime": "2026-12-06T10:00:00Z",
+            "lastTransitionTime": "2026-12-06T09:00:00Z",
+        }
+        for c in conditions
+    ]
+    cached = compact_deployment(copy.deepcopy(full))
+    assert deployment_state(cached) == deployment_state(full)
+    for c in cached["status"]["conditions"]:
+        assert "lastUpdateTime" not in c and "lastTransitionTime" not in c
+        failing = (c["type"], c["status"]) in (("Progressing", "False"), ("ReplicaFailure", "True"))
+        assert ("message" in c) == failing

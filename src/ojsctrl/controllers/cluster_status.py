@@ -44,7 +44,8 @@ class DeploymentState:
 
 
 def deployment_state(dep: JSON | None) -> DeploymentState:
-    """Summarise a Deployment from its own conditions and observedGeneration."""
+    """Summarise a Deployment from its own conditions and observedGeneration. The cache keeps only what
+    this reads of the conditions (common.compact_deployment)."""
     if dep is None:
         return DeploymentState(exists=False)
     spec = dep.get("spec") or {}

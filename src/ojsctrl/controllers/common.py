@@ -44,14 +44,41 @@ UNMANAGED_SELECTOR = "app.kubernetes.io/managed-by!=ojsctrl"
 SERVICEMONITOR_CRD = "servicemonitors.monitoring.coreos.com"
 
 
+# What is read of a Deployment's conditions (cluster_status.deployment_state): type, status and reason,
+# and the message of a failing one. Their times are never read.
+_FAILING_DEPLOYMENT_CONDITIONS = frozenset({("Progressing", "False"), ("ReplicaFailure", "True")})
+
+
+def _read_part(cond: Any) -> Any:
+    if not isinstance(cond, dict):
+        return cond
+    kept = {k: cond[k] for k in ("type", "status", "reason") if k in cond}
+    if (cond.get("type"), cond.get("status")) in _FAILING_DEPLOYMENT_CONDITIONS and "message" in cond:
+        kept["message"] = cond["message"]
+    return kept
+
+
+def compact_deployment(obj: JSON) -> JSON:
+    """Informer transform for the operator's Deployments: a compact pod template (design.md §no-op) and
+    conditions cut to what the reconcilers read (type, status, reason; the message of a failing
+    Progressing or ReplicaFailure). A condition's times and routine messages are a third of a cached
+    Deployment's status."""
+    obj = compact_template(obj)
+    status = obj.get("status")
+    conditions = status.get("conditions") if isinstance(status, dict) else None
+    if isinstance(conditions, list) and isinstance(status, dict):
+        status["conditions"] = [_read_part(c) for c in conditions]
+    return obj
+
+
 def managed_informer(informers: InformerFactory, kind: Resource) -> Informer:
-    """The shared informer of the operator's own children of a kind; Deployments are cached with a
-    compact pod template (design.md §no-op)."""
+    """The shared informer of the operator's own children of a kind; Deployments are cached compact
+    (:func:`compact_deployment`)."""
     deployment = kind.kind == "Deployment"
     return informers.informer(
         kind,
         label_selector=MANAGED_SELECTOR,
-        transform=compact_template if deployment else None,
+        transform=compact_deployment if deployment else None,
         # Every change of a Deployment's spec bumps its generation (apps' update strategy).
         spec_follows_generation=deployment,
     )
