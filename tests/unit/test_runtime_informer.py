@@ -773,3 +773,39 @@ class TestUpdatesReuseWhatDidNotChange:
         assert not plain.spec_follows_generation
         assert factory.informer(self.DEPLOYMENTS, spec_follows_generation=True) is plain
         assert plain.spec_follows_generation
+
+
+def test_store_indexes_follow_random_upserts_and_deletes() -> None:
+    # The store's index buckets (one key held as itself, two or more as a set) against a plain model: after
+    # every step, each index value lists exactly the keys whose object yields it.
+    rng = random.Random(7)
+    owners = [f"owner-{i}" for i in range(4)]
+
+    def owned(name: str, owner_names: list[str]) -> JSON:
+        refs = [{"uid": o, "controller": i == 0} for i, o in enumerate(owner_names)]
+        return {"metadata": {"name": name, "namespace": "ns", "ownerReferences": refs}}
+
+    store = Store(DEFAULT_INDEXERS)
+    model: dict[str, JSON] = {}
+    for _ in range(2000):
+        name = f"c{rng.randrange(12)}"
+        key = f"ns/{name}"
+        if rng.random() < 0.25:
+            store.delete(key)
+            model.pop(key, None)
+        else:
+            o = owned(name, rng.sample(owners, rng.randrange(0, 3)))
+            store.upsert(key, o)
+            model[key] = o
+        for index, fn in DEFAULT_INDEXERS.items():
+            expected: dict[str, set[str]] = {}
+            for k, o in model.items():
+                for value in fn(o):
+                    expected.setdefault(value, set()).add(k)
+            assert set(store.index_values(index)) == set(expected)
+            for value, keys in expected.items():
+                assert sorted(object_key_of(o) for o in store.by_index(index, value)) == sorted(keys)
+
+
+def object_key_of(o: JSON) -> str:
+    return f"{o['metadata']['namespace']}/{o['metadata']['name']}"

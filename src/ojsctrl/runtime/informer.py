@@ -348,6 +348,43 @@ def strip_last_applied(obj: JSON) -> JSON:
 
 
 # --------------------------------------------------------------------------- store
+# An index bucket: the one key an index value holds (most owner uids own one child of a kind), or a set
+# of two or more. A set of one costs about 200 bytes more than the key itself, once per cached child.
+Bucket = str | set[str]
+
+
+def _bucket_add(idx: dict[str, Bucket], value: str, key: str) -> None:
+    have = idx.get(value)
+    if have is None:
+        idx[value] = key
+    elif type(have) is str:
+        if have != key:
+            idx[value] = {have, key}
+    else:
+        have.add(key)
+
+
+def _bucket_remove(idx: dict[str, Bucket], value: str, key: str) -> None:
+    have = idx.get(value)
+    if have is None:
+        return
+    if type(have) is str:
+        if have == key:
+            del idx[value]
+        return
+    have.discard(key)
+    if len(have) == 1:
+        idx[value] = next(iter(have))
+    elif not have:
+        del idx[value]
+
+
+def _bucket_keys(bucket: Bucket | None) -> Iterable[str]:
+    if bucket is None:
+        return ()
+    return (bucket,) if type(bucket) is str else bucket
+
+
 class Store:
     """A thread-safe map of key -> object with secondary indexes. Objects must be treated as read-only."""
 
@@ -355,7 +392,7 @@ class Store:
         self._lock = threading.RLock()
         self._items: dict[str, JSON] = {}
         self._indexers: dict[str, IndexFunc] = dict(indexers or {})
-        self._indices: dict[str, dict[str, set[str]]] = {name: {} for name in self._indexers}
+        self._indices: dict[str, dict[str, Bucket]] = {name: {} for name in self._indexers}
 
     def add_indexers(self, indexers: Mapping[str, IndexFunc]) -> None:
         """Register more indexes; existing objects are indexed at once."""
@@ -366,36 +403,32 @@ class Store:
                         raise ValueError(f"indexer {name!r} already registered with another function")
                     continue
                 self._indexers[name] = fn
-                idx: dict[str, set[str]] = {}
+                idx: dict[str, Bucket] = {}
                 for key, obj in self._items.items():
                     for value in fn(obj):
-                        idx.setdefault(value, set()).add(key)
+                        _bucket_add(idx, value, key)
                 self._indices[name] = idx
 
-    def _unindex(self, key: str, obj: JSON) -> None:
+    def _reindex(self, key: str, old: JSON | None, new: JSON | None) -> None:
+        """Move ``key`` from the index values of ``old`` to those of ``new`` (either may be None); an
+        update that keeps an index's values (most do) leaves that index alone."""
         for name, fn in self._indexers.items():
+            before = list(fn(old)) if old is not None else []
+            after = list(fn(new)) if new is not None else []
+            if before == after:
+                continue
             idx = self._indices[name]
-            for value in fn(obj):
-                keys = idx.get(value)
-                if keys is not None:
-                    keys.discard(key)
-                    if not keys:
-                        del idx[value]
-
-    def _index(self, key: str, obj: JSON) -> None:
-        for name, fn in self._indexers.items():
-            idx = self._indices[name]
-            for value in fn(obj):
-                idx.setdefault(value, set()).add(key)
+            for value in before:
+                _bucket_remove(idx, value, key)
+            for value in after:
+                _bucket_add(idx, value, key)
 
     def upsert(self, key: str, obj: JSON) -> JSON | None:
         """Insert or replace; returns the previous object."""
         with self._lock:
             old = self._items.get(key)
-            if old is not None:
-                self._unindex(key, old)
             self._items[key] = obj
-            self._index(key, obj)
+            self._reindex(key, old, obj)
             return old
 
     def delete(self, key: str) -> JSON | None:
@@ -403,7 +436,7 @@ class Store:
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self._unindex(key, old)
+                self._reindex(key, old, None)
             return old
 
     def get(self, key: str) -> JSON | None:
@@ -430,7 +463,7 @@ class Store:
         with self._lock:
             if index not in self._indices:
                 raise KeyError(f"no indexer named {index!r}")
-            return [self._items[k] for k in self._indices[index].get(value, ())]
+            return [self._items[k] for k in _bucket_keys(self._indices[index].get(value))]
 
     def index_values(self, index: str) -> list[str]:
         """The values index ``index`` currently holds objects under."""
