@@ -357,7 +357,7 @@ def _bucket_add(idx: dict[str, Bucket], value: str, key: str) -> None:
     have = idx.get(value)
     if have is None:
         idx[value] = key
-    elif type(have) is str:
+    elif isinstance(have, str):
         if have != key:
             idx[value] = {have, key}
     else:
@@ -368,7 +368,7 @@ def _bucket_remove(idx: dict[str, Bucket], value: str, key: str) -> None:
     have = idx.get(value)
     if have is None:
         return
-    if type(have) is str:
+    if isinstance(have, str):
         if have == key:
             del idx[value]
         return
@@ -382,7 +382,7 @@ def _bucket_remove(idx: dict[str, Bucket], value: str, key: str) -> None:
 def _bucket_keys(bucket: Bucket | None) -> Iterable[str]:
     if bucket is None:
         return ()
-    return (bucket,) if type(bucket) is str else bucket
+    return (bucket,) if isinstance(bucket, str) else bucket
 
 
 class Store:
