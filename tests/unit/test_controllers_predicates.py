@@ -324,8 +324,13 @@ def test_the_echo_of_our_own_apply_wakes_no_one() -> None:
         # What Applier.ensure records of its apply's response: the hash and the resourceVersion it produced.
         applier._recent[(DEPLOYMENTS, "ns/w-worker")] = ("abc", 10)
         assert applier.wrote(DEPLOYMENTS, DEP)
+        # Told once, the echo is in the cache: the applier keeps nothing more of that write.
+        assert not applier.wrote(DEPLOYMENTS, DEP)
+        assert len(applier._recent) == 0
+        applier._recent[(DEPLOYMENTS, "ns/w-worker")] = ("abc", 10)
         inf._apply_event("ADDED", copy.deepcopy(DEP))
         assert queued(c) == set()  # our own create
+        assert len(applier._recent) == 0
         edited = changed(DEP, _set("spec.replicas", 5))
         edited["metadata"]["resourceVersion"] = "11"
         inf._apply_event("MODIFIED", edited)

@@ -52,3 +52,48 @@ def test_compact_template_keeps_digest_volumes_and_everything_else() -> None:
     # No volumes: the digest alone; no template at all: left as it is.
     assert compact_template(deployment(1))["spec"]["template"].keys() == {TEMPLATE_DIGEST}
     assert compact_template({"metadata": {}, "spec": {}}) == {"metadata": {}, "spec": {}}
+
+
+def test_the_applier_forgets_its_write_once_the_cache_shows_it() -> None:
+    # The applier remembers the resourceVersion its apply produced while the cache lags behind it; a cached
+    # copy at that version or later ends the entry (no request: the child matches the body).
+    from typing import cast
+
+    from ojsctrl.runtime.apply import Applier
+    from ojsctrl.runtime.client import CONFIGMAPS, Client
+
+    hash_key = "ojs.openjobspec.dev/applied-hash"
+    ref = {"apiVersion": "v1", "kind": "Owner", "name": "o", "uid": "o1", "controller": True}
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "c", "namespace": "ns", "ownerReferences": [ref]},
+        "data": {"a": "1"},
+    }
+    digest = canonical_hash({**body, "metadata": {**body["metadata"], "annotations": {}}})
+
+    def cached(rv: str) -> dict[str, Any]:
+        meta = {**body["metadata"], "annotations": {hash_key: digest}, "uid": "c1", "resourceVersion": rv}
+        return {**body, "metadata": meta}
+
+    applier = Applier(cast(Client, None), "ojsctrl", hash_key)
+    key = (CONFIGMAPS, "ns/c")
+    applier._recent[key] = (digest, 10)
+    lagging = applier.ensure(CONFIGMAPS, body, "o1", cached("9"), in_cache=True)
+    assert not lagging.written
+    assert applier._recent.get(key) == (digest, 10)  # the cache is behind: kept
+    caught_up = applier.ensure(CONFIGMAPS, body, "o1", cached("10"), in_cache=True)
+    assert not caught_up.written
+    assert applier._recent.get(key) is None
+
+
+def test_the_applier_maps_forget_their_oldest_entries_past_their_bound() -> None:
+    from ojsctrl.runtime.apply import _Bounded
+
+    m: _Bounded[str, int] = _Bounded(maxsize=3)
+    for i, k in enumerate("abc"):
+        m[k] = i
+    m["a"] = 10  # written again: the newest
+    m["d"] = 3
+    assert "b" not in m and len(m) == 3
+    assert (m.get("a"), m.get("c"), m.get("d")) == (10, 2, 3)

@@ -14,10 +14,9 @@ import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
-from cachetools import LRUCache
 
 from ojsctrl.runtime.client import JSON, Client, NotFoundError, Resource, object_key
 
@@ -173,6 +172,43 @@ def _template_digest(obj: JSON) -> tuple[bool, str | None]:
     return False, canonical_hash(template)
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Bounded(Generic[K, V]):
+    """A map that forgets its oldest entry past ``maxsize``; a write moves its key to the newest end.
+
+    A plain dict in insertion order: an LRU cache's order list costs a node per entry more, and these maps
+    hold an entry per child of every owner (their bound only guards against a leak). Reads do not
+    reorder: an entry is renewed when it is written again. Not thread-safe: the Applier holds its lock."""
+
+    __slots__ = ("_data", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self._data: dict[K, V] = {}
+        self.maxsize = maxsize
+
+    def get(self, key: K) -> V | None:
+        return self._data.get(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __setitem__(self, key: K, value: V) -> None:
+        data = self._data
+        data.pop(key, None)
+        data[key] = value
+        if len(data) > self.maxsize:
+            del data[next(iter(data))]
+
+    def pop(self, key: K, default: V | None = None) -> V | None:
+        return self._data.pop(key, default)
+
+
 def _rv_int(obj: JSON | None) -> int | None:
     try:
         return int((obj or {}).get("metadata", {}).get("resourceVersion", ""))
@@ -188,10 +224,11 @@ class Applier:
         self.field_manager = field_manager
         self.hash_annotation = hash_annotation
         # key -> (hash, resourceVersion our last apply produced): lets a lagging cache not cause
-        # a second identical apply. Bounded: it is only an optimisation.
-        self._recent: LRUCache[tuple[Resource, str], tuple[str, int | None]] = LRUCache(maxsize=100_000)
+        # a second identical apply, and tells the echo of the apply. Kept until the cache shows that
+        # version (its echo arrives, or a reconcile sees it cached); bounded: it is only an optimisation.
+        self._recent: _Bounded[tuple[Resource, str], tuple[str, int | None]] = _Bounded(maxsize=100_000)
         # key -> (body hash, digest of a live template seen to hold that body's template).
-        self._verified: LRUCache[tuple[Resource, str], tuple[str, str]] = LRUCache(maxsize=100_000)
+        self._verified: _Bounded[tuple[Resource, str], tuple[str, str]] = _Bounded(maxsize=100_000)
         self.verify_reads = 0
         self._lock = threading.Lock()
         self.writes = 0
@@ -243,12 +280,22 @@ class Applier:
                     conflict=f"{resource.kind} {object_key(live)} exists and is "
                     f"not owned by this resource{owner}",
                 )
+            live_rv = _rv_int(live)
+            with self._lock:
+                recent = self._recent.get(key)
+                if (
+                    recent is not None
+                    and cached is not None
+                    and recent[1] is not None
+                    and live_rv is not None
+                    and live_rv >= recent[1]
+                ):
+                    # The cache has caught up with our last apply: nothing is left to remember.
+                    self._recent.pop(key)
+                    recent = None
             live_hash = ((live.get("metadata") or {}).get("annotations") or {}).get(self.hash_annotation)
             if live_hash == digest and self._matches(resource, key, digest, body, live):
                 return ApplyOutcome(False, live)
-            with self._lock:
-                recent = self._recent.get(key)
-            live_rv = _rv_int(live)
             if (
                 recent is not None
                 and recent[0] == digest
@@ -305,9 +352,14 @@ class Applier:
         rv = _rv_int(obj)
         if rv is None:
             return False
+        key = (resource, object_key(obj))
         with self._lock:
-            recent = self._recent.get((resource, object_key(obj)))
-        return recent is not None and recent[1] == rv
+            recent = self._recent.get(key)
+            if recent is None or recent[1] != rv:
+                return False
+            # The echo is in the cache now: the entry has done its work (a lagging cache, an echo to skip).
+            self._recent.pop(key)
+        return True
 
     def forget(self, resource: Resource, key: str) -> None:
         with self._lock:
