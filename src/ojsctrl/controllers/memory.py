@@ -10,9 +10,9 @@ from typing import Any
 from ojsctrl.runtime.client import JSON
 
 
-@dataclass
+@dataclass(slots=True)
 class Remembered:
-    """What a reconciler keeps about one object between reconciles."""
+    """What a reconciler keeps about one object between reconciles (slots: one per object, no __dict__)."""
 
     history: Any = None  # the autoscaler's recent samples and decisions
     last_scale: str | None = None  # RFC 3339 time of the last scale ojsctrl wrote
