@@ -427,6 +427,22 @@ def test_status_transitions_are_logged_once_each() -> None:
     assert logs[3]["previous_reason"] == "InvalidSpec"
 
 
+def test_after_a_restart_an_unchanged_status_is_not_logged_again() -> None:
+    # A new process has reported nothing yet: the status on record is what was reported before it.
+    writer = StatusWriter(None, OJSCLUSTERS, None)  # type: ignore[arg-type]  # _transition does no I/O
+    running = [condition("Ready", True, "Running")]
+    recorded = {
+        "metadata": {"name": "c", "namespace": "ns"},
+        "status": {"phase": "Running", "conditions": running},
+    }
+    with capture_logs() as logs:
+        assert not writer._transition(recorded, "Running", running)[0]
+        assert writer._transition(recorded, "Degraded", [condition("Ready", False, "Unavailable")])[0]
+    assert [(e["event"], e["phase"], e["previous_phase"]) for e in logs] == [
+        ("problem found", "Degraded", "Running")
+    ]
+
+
 def test_restored_edit_is_a_write_of_an_unchanged_body() -> None:
     from ojsctrl.controllers.children import restored_edit
     from ojsctrl.controllers.common import HASH_ANNOTATION

@@ -392,6 +392,13 @@ class StatusWriter:
         with self._lock:
             before = self._reported.get(key)
             self._reported[key] = (phase, reason)
+        if before is None:
+            # Nothing reported by this process yet (a restart): the status on record says what was
+            # reported before, so an object that stays as it was is not logged again.
+            recorded = obj.get("status") or {}
+            if recorded.get("phase"):
+                was = get_condition(recorded.get("conditions"), "Ready") or {}
+                before = (str(recorded["phase"]), str(was.get("reason") or recorded["phase"]))
         if before == (phase, reason):
             return False, reason, message
         fields: dict[str, Any] = {
