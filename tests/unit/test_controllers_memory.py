@@ -111,3 +111,14 @@ def test_a_deferred_status_is_taken_once() -> None:
     m.defer_status("ns/w")
     assert m.take_deferred_status("ns/w") is True
     assert m.take_deferred_status("ns/w") is False
+
+
+def test_a_spec_is_validated_once_per_generation_of_the_same_object() -> None:
+    memory = ObjectMemory()
+    assert not memory.spec_validated("ns/w", "u1", 1)
+    memory.note_spec_valid("ns/w", "u1", 1)
+    assert memory.spec_validated("ns/w", "u1", 1)
+    assert not memory.spec_validated("ns/w", "u1", 2)  # the spec changed
+    assert not memory.spec_validated("ns/w", "u2", 1)  # deleted and made again under the same name
+    memory.forget("ns/w")
+    assert not memory.spec_validated("ns/w", "u1", 1)

@@ -236,10 +236,13 @@ class ClusterReconciler(OwnerReconciler):
         if live is None:
             return None
         obj, generation = live
-        result = validate_cluster(obj)
-        if result.errors:
-            self.status.invalid_spec(obj, result, generation)
-            return None
+        key, uid = str(req), str(obj["metadata"].get("uid") or "")
+        if not (generation and self.memory.spec_validated(key, uid, generation)):
+            result = validate_cluster(obj)
+            if result.errors:
+                self.status.invalid_spec(obj, result, generation)
+                return None
+            self.memory.note_spec_valid(key, uid, generation)
         cluster = OJSCluster.from_dict(obj)
         return ClusterSync(self, obj, cluster, generation).run()
 

@@ -24,6 +24,7 @@ class Remembered:
     key_waits: int | None = None  # a worker's reconciles in a row that waited for its cluster's API key
     written: JSON | None = None  # a worker's Deployment as its last replicas write returned it
     status_deferred: bool = False  # a scaling's status write waits for a bookkeeping reconcile
+    valid_spec: tuple[str, int] | None = None  # (uid, generation) whose name and spec passed validation
 
 
 class ObjectMemory:
@@ -160,6 +161,19 @@ class ObjectMemory:
                 return False
             entry.status_deferred = False
             return True
+
+    def spec_validated(self, key: str, uid: str, generation: int) -> bool:
+        """Whether this object's name and spec at ``generation`` passed validation already: the spec of a
+        generation never changes (the API server bumps it with every spec change), so it is checked once
+        per generation, not on every reconcile."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry is not None and entry.valid_spec == (uid, generation)
+
+    def note_spec_valid(self, key: str, uid: str, generation: int) -> None:
+        """Remember that the object's name and spec at ``generation`` passed validation."""
+        with self._lock:
+            self._entry(key).valid_spec = (uid, generation)
 
     def forget(self, key: str) -> Remembered | None:
         """Drop everything about a deleted object; returns what was kept."""
