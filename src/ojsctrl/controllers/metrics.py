@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 from ojsctrl.runtime.metrics import REGISTRY
 
@@ -168,25 +169,53 @@ def _forget_scales(namespace: str, kind: str, name: str) -> None:
             SCALE_TOTAL.remove(namespace, kind, name, direction)
 
 
+class _PhaseSeries:
+    """The one phase series of each object (``name{namespace, <kind>, phase} 1``): setting a new phase
+    replaces the old one, so a query on ``phase="Degraded"`` sees only objects in that phase now.
+
+    A collector that renders the series from one dict at scrape time, not a gauge with a child per
+    object: a gauge child (its value, its lock, its label tuple) costs several hundred bytes per object,
+    and a phase is set on every status write."""
+
+    def __init__(self, name: str, documentation: str, kind_label: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = ("namespace", kind_label, "phase")
+        self._lock = threading.Lock()
+        self._phase: dict[tuple[str, str], str] = {}
+        REGISTRY.register(self)
+
+    def set(self, namespace: str, name: str, phase: str) -> None:
+        with self._lock:
+            self._phase[(namespace, name)] = phase
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._phase.pop((namespace, name), None)
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(self.name, self.documentation, labels=self.labels)]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
+        with self._lock:
+            held = list(self._phase.items())
+        for (namespace, name), phase in held:
+            family.add_metric((namespace, name, phase), 1.0)
+        return [family]
+
+
 # --- series the shipped alerts read (deploy/prometheus; docs/runbooks) -------------------------------------
 
-CLUSTER_PHASE = _gauge(
+_CLUSTER_PHASES = _PhaseSeries(
     "ojs_cluster_phase",
     "1 for the phase an OJSCluster's status shows now (one series per cluster).",
-    (
-        "namespace",
-        "cluster",
-        "phase",
-    ),
+    "cluster",
 )
-WORKER_PHASE = _gauge(
+_WORKER_PHASES = _PhaseSeries(
     "ojs_worker_phase",
     "1 for the phase an OJSWorker's status shows now (one series per worker).",
-    (
-        "namespace",
-        "worker",
-        "phase",
-    ),
+    "worker",
 )
 WORKER_MAX = _gauge("ojs_worker_max_replicas", "The autoscaler's maxReplicas for a worker.", BY_WORKER)
 WORKER_BACKLOG = _gauge(
@@ -199,36 +228,6 @@ STATS_LAST_SUCCESS = _gauge(
     "When (Unix time) the operator last read an OJS server's queue counts.",
     BY_CLUSTER,
 )
-
-
-class _PhaseSeries:
-    """The one phase series of each object: setting a new phase removes the old one, so a query on
-    ``phase="Degraded"`` sees only objects in that phase now."""
-
-    def __init__(self, gauge: Gauge) -> None:
-        self._gauge = gauge
-        self._lock = threading.Lock()
-        self._phase: dict[tuple[str, str], str] = {}
-
-    def set(self, namespace: str, name: str, phase: str) -> None:
-        with self._lock:
-            old = self._phase.get((namespace, name))
-            if old is not None and old != phase:
-                with contextlib.suppress(KeyError):
-                    self._gauge.remove(namespace, name, old)
-            self._gauge.labels(namespace, name, phase).set(1)
-            self._phase[(namespace, name)] = phase
-
-    def forget(self, namespace: str, name: str) -> None:
-        with self._lock:
-            old = self._phase.pop((namespace, name), None)
-            if old is not None:
-                with contextlib.suppress(KeyError):
-                    self._gauge.remove(namespace, name, old)
-
-
-_CLUSTER_PHASES = _PhaseSeries(CLUSTER_PHASE)
-_WORKER_PHASES = _PhaseSeries(WORKER_PHASE)
 
 
 def cluster_phase(namespace: str, cluster: str, phase: str) -> None:
