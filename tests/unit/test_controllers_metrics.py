@@ -48,7 +48,6 @@ def test_long_names_that_share_a_prefix_stay_apart() -> None:
 
 def test_deleted_objects_lose_every_series() -> None:
     metrics.publish_queues("ns-c", "gone", _queues("q", 3))
-    metrics.STATS_ERRORS.labels("ns-c", "gone").inc()
     metrics.scaled("ns-c", "OJSCluster", "gone", "up")
     metrics.WORKER_DESIRED.labels("ns-c", "w").set(3)
     metrics.scaled("ns-c", "OJSWorker", "w", "down")
@@ -103,3 +102,18 @@ def test_decision_latency_is_the_time_since_the_poll() -> None:
         "ojs_autoscaler_decision_latency_seconds_bucket", {"kind": "TestKind", "le": "2.0"}
     )
     assert (le_5 or 0) - (le_2 or 0) == 1
+
+
+def test_failed_polls_are_the_pollers_count_per_cluster() -> None:
+    # The counter is read from the poller at scrape time: a cluster the poller dropped has no series, nor
+    # one with no failed poll.
+    counts = [("ns-f/broken", 3), ("ns-f/fine", 0)]
+    metrics.count_failed_polls(lambda: list(counts))
+    try:
+        text = generate_latest(REGISTRY).decode()
+        assert 'ojs_queue_stats_errors_total{cluster="broken",namespace="ns-f"} 3.0' in text
+        assert 'cluster="fine"' not in text
+        counts.pop(0)
+        assert 'cluster="broken"' not in generate_latest(REGISTRY).decode()
+    finally:
+        metrics.count_failed_polls(lambda: [])

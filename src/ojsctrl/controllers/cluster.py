@@ -733,8 +733,6 @@ class ClusterSync(OwnerSync):
         """Publish the queue metrics and write the status :func:`cluster_status` derives."""
         if stats is not None and stats.ok:
             metrics.publish_queues(self.ns, self.name, top_queues(stats.queues))
-        elif stats is not None:
-            metrics.STATS_ERRORS.labels(self.ns, self.name).inc()
         bounds = self.spec.auto_scaling
         replicas_managed = self.reconciler.foreign_writers.condition(
             self.obj,

@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ojsctrl.runtime.metrics import REGISTRY
 
@@ -56,9 +56,41 @@ SCALE_TOTAL = _counter(
     "Scaling decisions carried out, by object (kind OJSCluster or OJSWorker) and direction.",
     ("namespace", "kind", "name", "direction"),
 )
-STATS_ERRORS = _counter(
-    "ojs_queue_stats_errors_total", "Failed polls of an OJS server's queue counts.", BY_CLUSTER
-)
+
+
+class _FailedPolls:
+    """``ojs_queue_stats_errors_total{namespace, cluster}``: the failed polls the stats poller counted for
+    each cluster it polls, read from the poller at scrape time (a cluster's count, and its series, go
+    when the poller drops the cluster: deleted, or its Service or key not its own). Clusters with no
+    failed poll have no series."""
+
+    name = "ojs_queue_stats_errors_total"  # exposed as the _total counter samples
+    documentation = "Failed polls of an OJS server's queue counts."
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[tuple[str, int]]] | None = None
+        REGISTRY.register(self)
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=BY_CLUSTER)]
+
+    def collect(self) -> list[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=BY_CLUSTER)
+        source = self.source
+        for key, failed in source() if source is not None else ():
+            namespace, _, cluster = key.partition("/")
+            if failed:
+                family.add_metric((namespace, cluster), float(failed))
+        return [family]
+
+
+_FAILED_POLLS = _FailedPolls()
+
+
+def count_failed_polls(source: Callable[[], Iterable[tuple[str, int]]]) -> None:
+    """Publish the failed polls ``source`` returns as (``namespace/cluster``, count) pairs."""
+    _FAILED_POLLS.source = source
+
 
 _DIRECTIONS: Final = ("up", "down")
 
@@ -148,8 +180,6 @@ def scaled(namespace: str, kind: str, name: str, direction: str) -> None:
 def forget_cluster(namespace: str, cluster: str) -> None:
     """Drop every series of a deleted OJSCluster so /metrics does not grow with churn."""
     QUEUE_SERIES.forget(namespace, cluster)
-    with contextlib.suppress(KeyError):
-        STATS_ERRORS.remove(namespace, cluster)
     _forget_scales(namespace, "OJSCluster", cluster)
     _forget_alert_series("OJSCluster", namespace, cluster)
 

@@ -7,7 +7,7 @@ import dataclasses
 import socket
 
 from ojsctrl import __version__
-from ojsctrl.controllers import cluster, worker
+from ojsctrl.controllers import cluster, metrics, worker
 from ojsctrl.controllers.stats import StatsPoller
 from ojsctrl.ojs.client import OJSClient, validate_url_template
 from ojsctrl.runtime.events import EventRecorder
@@ -54,6 +54,7 @@ def setup_controllers(manager: Manager, args: argparse.Namespace) -> None:
         ojs,
         clusters,
     ).setup()
+    metrics.count_failed_polls(poller.failure_counts)
     manager.add_runnable(Runnable("ojs-stats-poller", poller.start, poller.stop, needs_leader=True))
     manager.add_runnable(Runnable("ojs-client", lambda: None, ojs.close, needs_leader=False))
     manager.add_runnable(Runnable("event-sender", recorder.start, recorder.stop, needs_leader=True))

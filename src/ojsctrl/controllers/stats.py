@@ -183,6 +183,11 @@ class StatsPoller:
         with self._lock:
             return self._results.get(key)
 
+    def failure_counts(self) -> list[tuple[str, int]]:
+        """(cluster key, failed polls so far) of every cluster polled (ojs_queue_stats_errors_total)."""
+        with self._lock:
+            return list(self._failures.items())
+
     def registered(self, key: str) -> bool:
         """Whether a cluster is polled."""
         with self._lock:
