@@ -283,3 +283,20 @@ def test_a_held_first_status_says_when_it_is_due(api: tuple[str, list[str]]) -> 
     assert writer.write(worker_obj({}), "Running", [], {"replicas": 1}) is None
     assert seen[0] == "PATCH /apis/ojs.openjobspec.dev/v1alpha1/namespaces/ns/ojsworkers/w/status"
     assert writer.held_for("ns/w") == 0.0
+
+
+def test_expiring_times_are_forgotten_once_past_their_ttl() -> None:
+    import time as _time
+
+    from ojsctrl.controllers.common import Expiring
+
+    times = Expiring(ttl=60.0)
+    now = _time.monotonic()
+    times.set("old", now - 61.0)
+    times.set("fresh", now)
+    assert times.get("old") is None  # past its ttl: as absent, and swept at the next write
+    assert times.get("fresh") == now
+    assert len(times) == 1
+    assert times.setdefault("fresh", now + 5.0) == now  # kept: the first time stands
+    assert times.setdefault("new", now + 1.0) == now + 1.0
+    assert times.pop("new") == now + 1.0 and times.pop("new") is None

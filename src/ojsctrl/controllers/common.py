@@ -10,7 +10,6 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import structlog
-from cachetools import TTLCache
 
 from ojsctrl.api.common import GROUP, VERSION
 from ojsctrl.runtime.apply import compact_template, is_subset
@@ -321,6 +320,51 @@ def get_condition(conditions: Iterable[Any] | None, type_: str) -> JSON | None:
     return None
 
 
+class Expiring:
+    """key -> a monotonic time, each entry forgotten once its time is more than ``ttl`` seconds past.
+
+    A plain dict in the order of the writes (a write moves its key to the end), swept from the oldest end
+    at each write: the status writers keep an entry per object written or held lately, and a TTL cache's
+    per-entry links cost more than the entries themselves. Not thread-safe: the caller holds its lock."""
+
+    __slots__ = ("_data", "ttl")
+
+    def __init__(self, ttl: float) -> None:
+        self._data: dict[str, float] = {}
+        self.ttl = ttl
+
+    def get(self, key: str) -> float | None:
+        value = self._data.get(key)
+        return value if value is not None and value >= time.monotonic() - self.ttl else None
+
+    def set(self, key: str, value: float) -> None:
+        data = self._data
+        data.pop(key, None)
+        data[key] = value
+        cutoff = time.monotonic() - self.ttl
+        while data:
+            oldest = next(iter(data))
+            if data[oldest] >= cutoff:
+                break
+            del data[oldest]
+
+    def setdefault(self, key: str, value: float) -> float:
+        have = self.get(key)
+        if have is None:
+            self.set(key, value)
+            return value
+        return have
+
+    def pop(self, key: str, default: float | None = None) -> float | None:
+        return self._data.pop(key, default)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
 class StatusWriter:
     """Writes one kind's status (server-side apply, only when it changed) and the event of a phase change.
 
@@ -358,11 +402,11 @@ class StatusWriter:
         self.grace = grace
         self.min_interval = min_interval
         # object uid -> monotonic time of its last status write (entries expire: bounded memory).
-        self._written_at: TTLCache[str, float] = TTLCache(maxsize=200_000, ttl=max(60.0, 2 * min_interval))
+        self._written_at = Expiring(max(60.0, 2 * min_interval))
         # object uid -> monotonic time of the first held write; entries of objects deleted meanwhile expire.
-        self._first_held_at: TTLCache[str, float] = TTLCache(maxsize=200_000, ttl=max(60.0, 4 * grace))
+        self._first_held_at = Expiring(max(60.0, 4 * grace))
         # "namespace/name" -> monotonic time its held first status is due (what held_for answers).
-        self._due_at: TTLCache[str, float] = TTLCache(maxsize=200_000, ttl=max(60.0, 4 * grace))
+        self._due_at = Expiring(max(60.0, 4 * grace))
         # "namespace/name" -> (phase, Ready reason) last reported in the log: a line per transition, not
         # per reconcile. Cleared by forget() when the object is deleted.
         self._reported: dict[str, tuple[str, str]] = {}
@@ -435,7 +479,7 @@ class StatusWriter:
             now = time.monotonic()
             with self._lock:
                 first = self._first_held_at.setdefault(uid, now)
-                self._due_at[key] = first + self.grace
+                self._due_at.set(key, first + self.grace)
             left = self.grace - (now - first)
             if left > 0:
                 return left
@@ -468,7 +512,7 @@ class StatusWriter:
         wrote = apply_status(self.client, self.resource, obj, status)
         if wrote and uid:
             with self._lock:
-                self._written_at[uid] = time.monotonic()
+                self._written_at.set(uid, time.monotonic())
         changed, reason, msg = self._transition(obj, phase, conds)
         prev = old.get("phase")
         problem = phase in PROBLEM_PHASES
