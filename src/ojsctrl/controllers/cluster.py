@@ -236,13 +236,8 @@ class ClusterReconciler(OwnerReconciler):
         if live is None:
             return None
         obj, generation = live
-        key, uid = str(req), str(obj["metadata"].get("uid") or "")
-        if not (generation and self.memory.spec_validated(key, uid, generation)):
-            result = validate_cluster(obj)
-            if result.errors:
-                self.status.invalid_spec(obj, result, generation)
-                return None
-            self.memory.note_spec_valid(key, uid, generation)
+        if self.spec_invalid(req, obj, generation, lambda: validate_cluster(obj)):
+            return None
         cluster = OJSCluster.from_dict(obj)
         return ClusterSync(self, obj, cluster, generation).run()
 

@@ -64,9 +64,8 @@ def compact_deployment(obj: JSON) -> JSON:
     Deployment's status."""
     obj = compact_template(obj)
     status = obj.get("status")
-    conditions = status.get("conditions") if isinstance(status, dict) else None
-    if isinstance(conditions, list) and isinstance(status, dict):
-        status["conditions"] = [_read_part(c) for c in conditions]
+    if isinstance(status, dict) and isinstance(status.get("conditions"), list):
+        status["conditions"] = [_read_part(c) for c in status["conditions"]]
     return obj
 
 

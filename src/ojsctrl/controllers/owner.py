@@ -219,6 +219,22 @@ class OwnerReconciler:
             return None
         return obj, int(obj["metadata"].get("generation") or 0)
 
+    def spec_invalid(
+        self, req: Request, obj: JSON, generation: int, validate: Callable[[], ValidationResult]
+    ) -> bool:
+        """Whether the object's name and spec fail ``validate`` (then its status says so). A generation
+        that passed is not checked again: its spec never changes (the API server bumps the generation with
+        every spec change)."""
+        key, uid = str(req), str(obj["metadata"].get("uid") or "")
+        if generation and self.memory.spec_validated(key, uid, generation):
+            return False
+        result = validate()
+        if result.errors:
+            self.status.invalid_spec(obj, result, generation)
+            return True
+        self.memory.note_spec_valid(key, uid, generation)
+        return False
+
 
 class OwnerSync:
     """The part of one reconcile both kinds share: the object, its identity, its :class:`Children`,

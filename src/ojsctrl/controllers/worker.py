@@ -263,13 +263,10 @@ class WorkerReconciler(OwnerReconciler):
             if isinstance(ref, str)
             else None
         )
-        key, uid = str(req), str(obj["metadata"].get("uid") or "")
-        if not (generation and self.memory.spec_validated(key, uid, generation)):
-            result = validate_worker(obj, cluster_exists=cluster_obj is not None)
-            if result.errors:
-                self.status.invalid_spec(obj, result, generation)
-                return None
-            self.memory.note_spec_valid(key, uid, generation)
+        if self.spec_invalid(
+            req, obj, generation, lambda: validate_worker(obj, cluster_exists=cluster_obj is not None)
+        ):
+            return None
         if cluster_obj is None:
             msg = f"OJSCluster {ref} not found in namespace {req.namespace}"
             found = condition("ClusterFound", False, "ClusterNotFound", msg, generation=generation)
