@@ -298,6 +298,18 @@ def test_round_trip_with_status() -> None:
     assert _contains(out, obj)
     assert OJSCluster.from_dict(out) == cluster
     assert out["status"]["lastScaleTime"] == "2026-01-02T03:04:05Z"
+    # What the reconcilers parse: metadata and spec as above, the status left out (and the object read
+    # is not modified).
+    spec_only = OJSCluster.from_dict(obj, status=False)
+    assert spec_only.status is None
+    assert spec_only.spec == cluster.spec
+    assert spec_only.metadata == cluster.metadata
+    assert "status" in obj
+    # A status the model would refuse does not stop a reconcile that does not read it.
+    broken = {**obj, "status": {"phase": 7, "conditions": "not a list"}}
+    with pytest.raises(ValueError):
+        OJSCluster.from_dict(broken)
+    assert OJSCluster.from_dict(broken, status=False).spec == cluster.spec
 
 
 def test_status_timestamps_serialise_as_rfc3339_utc() -> None:

@@ -84,8 +84,13 @@ class OJSModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
     @classmethod
-    def from_dict(cls, data: Any) -> Self:
-        """Parse an object as read from the API server (lax: the server has already validated it)."""
+    def from_dict(cls, data: Any, *, status: bool = True) -> Self:
+        """Parse an object as read from the API server (lax: the server has already validated it).
+
+        ``status=False`` leaves the status out (the model's status is then empty): what a reconciler
+        reads of its own objects is their metadata and spec, and the status was half the parse."""
+        if not status and isinstance(data, dict) and "status" in data:
+            data = {k: v for k, v in data.items() if k != "status"}
         return cls.model_validate(prune_nulls(data))
 
 

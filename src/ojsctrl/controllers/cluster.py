@@ -119,7 +119,7 @@ _SECRET_REFS_LOCK = threading.Lock()
 def _referenced_secrets(obj: JSON, ns: str | None, name: str) -> tuple[str, ...]:
     names = {cluster_builders.api_key_secret_name_of(name), cluster_builders.redis_name_of(name)}
     try:
-        cluster = OJSCluster.from_dict(obj)
+        cluster = OJSCluster.from_dict(obj, status=False)
     except ValueError:  # pydantic's ValidationError is one
         cluster = None
     if cluster is not None:
@@ -238,7 +238,7 @@ class ClusterReconciler(OwnerReconciler):
         obj, generation = live
         if self.spec_invalid(req, obj, generation, lambda: validate_cluster(obj)):
             return None
-        cluster = OJSCluster.from_dict(obj)
+        cluster = OJSCluster.from_dict(obj, status=False)
         return ClusterSync(self, obj, cluster, generation).run()
 
     def forget(self, req: Request) -> None:

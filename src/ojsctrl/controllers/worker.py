@@ -273,13 +273,15 @@ class WorkerReconciler(OwnerReconciler):
             self.cluster_unusable(obj, generation, "ClusterNotFound", msg, found, notify=True)
             return None
         try:
-            cluster = OJSCluster.from_dict(cluster_obj)
+            cluster = OJSCluster.from_dict(cluster_obj, status=False)
         except Exception as e:
             msg = f"OJSCluster {ref} is invalid: {str(e)[:300]}"
             found = condition("ClusterFound", True, "ClusterFound", "", generation=generation)
             self.cluster_unusable(obj, generation, "ClusterInvalid", msg, found, notify=False)
             return None
-        return WorkerSync(self, obj, OJSWorker.from_dict(obj), cluster_obj, cluster, generation).run()
+        return WorkerSync(
+            self, obj, OJSWorker.from_dict(obj, status=False), cluster_obj, cluster, generation
+        ).run()
 
     def forget(self, req: Request) -> None:
         """A deleted worker: release its poller interest and drop everything kept about it, its metrics

@@ -411,8 +411,9 @@ class Queue(Generic[T]):
             if item in self._dirty:
                 self._push(item)
                 self._cond.notify()
-            elif not self._processing:
-                # A drain may be waiting for the last in-flight item.
+            elif not self._processing and self._drain:
+                # A drain waits for the last in-flight item (only a drain: waking every idle worker each
+                # time the queue empties would cost a thread switch apiece for nothing).
                 self._cond.notify_all()
 
     def len(self) -> int:
