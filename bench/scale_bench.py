@@ -34,6 +34,9 @@ converging), OJSCTRL_BENCH_TIMEOUT (convergence timeout, default 300 + 1.5 s per
 bench/results/profile-N.txt; the slower profiled run's figures go to scale-profile.*) or
 OJSCTRL_BENCH_PROFILE=cpu (ojsctrl under yappi on every thread, CPU seconds per function: `--clock cpu`
 of bench/profiled.py -> bench/results/profile-cpu-N.txt; figures to scale-profile-cpu.*),
+OJSCTRL_BENCH_ROUNDS (1; with k > 1 every size is measured k times, the contenders in reverse order
+every other round (ojsctrl, limit, kopf, then kopf, limit, ojsctrl): a drift of the machine's speed over
+the run then weighs on both sides of a ratio; rounds after the first are reported as "N#2", "N#3"),
 OJSCTRL_BENCH_KEEP=1 (keep the planes' folders), OJSCTRL_BENCH_FRESH=1 (drop earlier sizes
 from scale.json instead of merging), OJSCTRL_BENCH_OPERATOR_MODULE (run this module instead of ojsctrl,
 e.g. a candidate build) with OJSCTRL_BENCH_RESULTS_NAME (write <name>.{json,md,png}
@@ -99,6 +102,15 @@ def _env_list(name: str, default: str) -> list[str]:
 
 SIZES = [int(x) for x in _env_list("OJSCTRL_BENCH_SIZES", "100,500,1000")]
 CONTENDERS = _env_list("OJSCTRL_BENCH_CONTENDERS", "ojsctrl,limit,kopf")
+ROUNDS = max(1, int(os.environ.get("OJSCTRL_BENCH_ROUNDS", "1")))
+
+
+def _size_key(key: str) -> tuple[int, int]:
+    """Sort key of a results key: "1000" (first round) or "1000#2" (second round)."""
+    n, _, r = key.partition("#")
+    return int(n), int(r or 1)
+
+
 QPS = float(os.environ.get("OJSCTRL_BENCH_QPS", "200"))
 BURST = int(os.environ.get("OJSCTRL_BENCH_BURST", "400"))
 CONCURRENCY = int(os.environ.get("OJSCTRL_BENCH_CONCURRENCY", "4"))
@@ -886,6 +898,7 @@ def ratios(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]
             "ojsctrl/kopf peak RSS": div(o, k, "peak_rss_mb"),
             "ojsctrl/limit requests": div(o, lim, "requests"),
             "ojsctrl/limit mutating": div(o, lim, "mutating"),
+            "ojsctrl/limit CPU": div(o, lim, "cpu_seconds_during_convergence"),
             "ojsctrl/kopf requests": div(o, k, "requests"),
             "ojsctrl/kopf CPU": div(o, k, "cpu_seconds_during_convergence"),
         }
@@ -920,14 +933,15 @@ def markdown(data: dict[str, Any]) -> str:
         "## Ratios (the headline)",
         "",
         "| N | ojsctrl/limit time | ojsctrl/kopf time | ojsctrl/kopf peak RSS | ojsctrl/limit requests "
-        "| ojsctrl/limit mutating | ojsctrl/kopf CPU |",
-        "|---|---|---|---|---|---|---|",
+        "| ojsctrl/limit mutating | ojsctrl/limit CPU | ojsctrl/kopf CPU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for n, r in sorted(data["ratios"].items(), key=lambda kv: int(kv[0])):
+    for n, r in sorted(data["ratios"].items(), key=lambda kv: _size_key(kv[0])):
         lines.append(
             f"| {n} | {_f(r['ojsctrl/limit time'])} | {_f(r['ojsctrl/kopf time'])} | "
             f"{_f(r['ojsctrl/kopf peak RSS'])} | {_f(r['ojsctrl/limit requests'])} | "
-            f"{_f(r['ojsctrl/limit mutating'])} | {_f(r['ojsctrl/kopf CPU'])} |"
+            f"{_f(r['ojsctrl/limit mutating'])} | {_f(r.get('ojsctrl/limit CPU'))} | "
+            f"{_f(r['ojsctrl/kopf CPU'])} |"
         )
     lines += [
         "",
@@ -938,7 +952,7 @@ def markdown(data: dict[str, Any]) -> str:
         "| reconcile p50 / p99 s | reconciles/object converging | idle: reconciles/object/period, mutating |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for n in sorted(runs, key=int):
+    for n in sorted(runs, key=_size_key):
         for who in ("ojsctrl", "limit", "kopf"):
             r = runs[n].get(who)
             if r is None:
@@ -966,7 +980,7 @@ def markdown(data: dict[str, Any]) -> str:
                 f"{lat_s} | {rc_s} | {rs_s} |"
             )
     lines += ["", "## Requests by verb and resource, first create to convergence", ""]
-    for n in sorted(runs, key=int):
+    for n in sorted(runs, key=_size_key):
         for who in ("ojsctrl", "limit", "kopf"):
             r = runs[n].get(who)
             if r is None:
@@ -1017,7 +1031,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = data["runs"]
-    sizes = sorted(runs, key=int)
+    sizes = [k for k in sorted(runs, key=_size_key) if "#" not in k]  # the first round
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for who, style in (("ojsctrl", "o-"), ("limit", "s--"), ("kopf", "^-.")):
         xs = [int(n) for n in sizes if who in runs[n] and runs[n][who]["converged"]]
@@ -1067,9 +1081,9 @@ def main() -> None:
     data["ojsctrl_version"] = __version__
     # Which copy of ojsctrl ran (src/ may change under a long run: point PYTHONPATH at a snapshot).
     data["config"]["ojsctrl_path"] = str(Path(ojsctrl.__file__).parent)
-    for n in SIZES:
-        runs = data["runs"].setdefault(str(n), {})
-        for who in CONTENDERS:
+    for n, rnd in ((n, rnd) for n in SIZES for rnd in range(1, ROUNDS + 1)):
+        runs = data["runs"].setdefault(str(n) if rnd == 1 else f"{n}#{rnd}", {})
+        for who in CONTENDERS if rnd % 2 else CONTENDERS[::-1]:
             try:
                 runs[who] = run_one(who, n)
             except Exception as e:
