@@ -1,11 +1,9 @@
 """Background polling of OJS servers' queue counts, off the reconcile path.
 
 Each registered cluster is polled every `interval` (the smallest any of its users asked for) by a
-bounded set of poll threads that take the due polls from one schedule themselves; a slow or dead server
-occupies one poll thread for at most the client's timeout and never blocks a reconcile. One idle thread
-waits for the next poll's time and the others wait to be woken, so a poll coming due wakes one thread and
-costs no hand-over between threads. When a poll's outcome changes (new counts, or availability flips) the
-owner is told, so the cluster and its workers are reconciled with fresh numbers.
+bounded pool of threads; a slow or dead server occupies one pool thread for at most the client's
+timeout and never blocks a reconcile. When a poll's outcome changes (new counts, or availability
+flips) the owner is told, so the cluster and its workers are reconciled with fresh numbers.
 """
 
 from __future__ import annotations
@@ -14,6 +12,7 @@ import heapq
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,32 +113,24 @@ class StatsPoller:
         self._streaks: dict[str, int] = {}
         self._lock = threading.Condition()
         self._stop = threading.Event()
-        # Whether an idle poll thread is waiting for the earliest entry's time (the timer); the other idle
-        # threads wait to be woken, so a poll coming due wakes one thread, not all of them.
-        self._timer = False
-        self._threads = [
-            threading.Thread(target=self._run, name=f"ojs-poll-{i}", daemon=True)
-            for i in range(max(1, workers))
-        ]
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ojs-poll")
+        self._thread = threading.Thread(target=self._loop, name="ojs-stats-scheduler", daemon=True)
 
     def now(self) -> float:
         """The poller's clock now (the clock of every ``PollResult.at``)."""
         return self._clock()
 
     def start(self) -> None:
-        """Start the poll threads."""
-        for t in self._threads:
-            t.start()
+        """Start the scheduler thread."""
+        self._thread.start()
 
     def stop(self) -> None:
-        """Stop: no poll starts any more (a poll under way ends by its own timeout, its thread with it)."""
+        """Stop scheduling and drop polls not started yet."""
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
-        deadline = time.monotonic() + 1.0
-        for t in self._threads:
-            if t.is_alive():
-                t.join(max(0.0, deadline - time.monotonic()))
+        self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def subscribe(self, fn: Callable[[str], None]) -> None:
         """Call fn(cluster_key) whenever a cluster's poll outcome changes."""
@@ -164,7 +155,7 @@ class StatsPoller:
             self._targets[key] = target
             if old is None or moved or (old_interval is not None and target.interval < old_interval):
                 self._schedule(key, self._clock())
-                self._lock.notify()  # one idle poll thread takes it
+                self._lock.notify_all()
 
     def release(self, key: str, requester: str) -> None:
         """`requester` no longer needs this cluster polled."""
@@ -202,43 +193,35 @@ class StatsPoller:
         with self._lock:
             return key in self._targets
 
-    def _run(self) -> None:
-        while True:
-            due = self._take()
-            if due is None:
-                return
-            self._poll(*due)
-
-    def _take(self) -> tuple[str, str, str | None] | None:
-        """The next due poll (key, url, api key), waited for; None once stopped."""
-        heap = self._heap
-        with self._lock:
-            while not self._stop.is_set():
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
                 now = self._clock()
-                while heap and heap[0][0] <= now:
-                    at, key = heapq.heappop(heap)
+                due: list[str] = []
+                while self._heap and self._heap[0][0] <= now:
+                    at, key = heapq.heappop(self._heap)
                     if self._due.get(key) != at:
                         continue  # superseded by a later (re)schedule
-                    target = self._targets.get(key)
-                    if target is None or key in self._inflight:
-                        continue  # unregistered, or a poll under way reschedules it when done
-                    self._inflight.add(key)
-                    if not self._timer and heap:
-                        # No idle thread keeps time now: wake one to take that over.
-                        self._lock.notify()
-                    return key, target.url, target.api_key
-                if self._timer:
-                    self._lock.wait(5.0)  # woken when a poll is due and no other thread keeps time
-                    continue
-                self._timer = True
-                try:
-                    wait = (heap[0][0] - now) if heap else 1.0
+                    if key in self._targets and key not in self._inflight:
+                        due.append(key)
+                        self._inflight.add(key)
+                wait = (self._heap[0][0] - now) if self._heap else 1.0
+                if not due:
                     self._lock.wait(min(max(wait, 0.01), 1.0))
-                finally:
-                    self._timer = False
-        return None
+                    continue
+            for key in due:
+                try:
+                    self._pool.submit(self._poll, key)
+                except RuntimeError:
+                    return
 
-    def _poll(self, key: str, url: str, api_key: str | None) -> None:
+    def _poll(self, key: str) -> None:
+        with self._lock:
+            target = self._targets.get(key)
+            if target is None:
+                self._inflight.discard(key)
+                return
+            url, api_key = target.url, target.api_key
         try:
             queues, completed = split_counts(self._fetch(url, api_key))
             result = PollResult(self._clock(), queues, completed)
@@ -268,8 +251,10 @@ class StatsPoller:
                 result.seen_since = _seen_since(prev, result)
             self._results[key] = result
             self._schedule(key, self._clock() + current.interval)
-            if self._heap[0][1] == key and not self._timer:
-                self._lock.notify()  # now the earliest, and no idle thread keeps time
+            if self._heap[0][1] == key:
+                # Now the earliest poll: the scheduler may be asleep for longer (up to a second when every
+                # cluster was in flight), which would make this poll that much late.
+                self._lock.notify()
         # A changed completed counter is news too: wait-time estimation needs it even when the depths hold.
         changed = (
             prev is None
