@@ -118,7 +118,7 @@ install: tools ## Install or update the CRDs in the cluster (server-side apply)
 
 .PHONY: uninstall
 uninstall: tools ## Remove the CRDs, and with them every OJSCluster and OJSWorker
-	$(KUBECTL) delete --ignore-not-found -f manifests/crds
+	bash hack/uninstall-crds.sh $(KUBECTL) manifests/crds
 
 .PHONY: deploy
 deploy: tools ## Deploy the operator with kustomize (deploy/default), image $(IMG)

@@ -8,6 +8,8 @@ Conventions of the delivery tests: tests/e2e/delivery/conftest.py.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 
 from tests.harness.controlplane import ControlPlane
@@ -25,6 +27,8 @@ from tests.harness.delivery import (
 )
 from tests.harness.kube import ROOT, wait_until
 from tests.harness.serviceaccount import NAMESPACE, SERVICE_ACCOUNT, exists
+
+NUDGE = "ojs.openjobspec.dev/uninstall-requested"  # hack/uninstall-crds.sh's annotation
 
 
 def test_make_install_deploy_undeploy_uninstall(dplane: ControlPlane) -> None:
@@ -81,6 +85,53 @@ def test_make_install_deploy_undeploy_uninstall(dplane: ControlPlane) -> None:
         assert exists(dplane, "crd", crd)
     make(dplane, "uninstall")
     wait_until("CRDs removed", lambda: not any(exists(dplane, "crd", c) for c in CRD_NAMES), 60)
+
+
+def test_uninstall_waits_for_the_objects_and_nudges_a_terminating_crd(dplane: ControlPlane) -> None:
+    """`make uninstall` (hack/uninstall-crds.sh) returns only once the CRDs are gone. A CRD still there
+    after a wait gets an annotation, an update the API server's CRD finalizer does not ignore (the
+    script's header says why that matters). The annotation is accepted on a terminating CRD and the
+    removal then completes. Here an object's own finalizer holds the CRD, so the wait is certain."""
+    make(dplane, "install")
+    ns = "uninstall-hold"
+    dplane.kubectl("create", "namespace", ns)
+    cluster = {
+        "apiVersion": "ojs.openjobspec.dev/v1alpha1",
+        "kind": "OJSCluster",
+        "metadata": {"name": "held", "namespace": ns, "finalizers": ["ojsctrl-e2e/hold"]},
+        "spec": {"backend": {"type": "redis", "embedded": True}, "replicas": 1},
+    }
+    dplane.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(cluster))
+    proc = subprocess.Popen(
+        ["bash", "hack/uninstall-crds.sh", tool("kubectl"), "manifests/crds"],
+        cwd=ROOT,
+        env={**os.environ, "KUBECONFIG": str(dplane.kubeconfig), "UNINSTALL_NUDGE_AFTER": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def nudged() -> bool:
+            crd = json.loads(dplane.kubectl("get", "crd", CRD_NAMES[0], "-o", "json").stdout)
+            meta = crd["metadata"]
+            return bool(meta.get("deletionTimestamp")) and NUDGE in meta.get("annotations", {})
+
+        wait_until("the held CRD annotated while terminating", nudged, 60)
+        assert proc.poll() is None, "uninstall returned while an OJSCluster was still held"
+        dplane.kubectl(
+            "patch", "ojscluster", "held", "-n", ns, "--type=json",
+            "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]',
+        )  # fmt: skip
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert f"{CRD_NAMES[0]} is still terminating" in out, out
+    assert out.rstrip().endswith("uninstall: CRDs removed"), out
+    assert not any(exists(dplane, "crd", c) for c in CRD_NAMES)
 
 
 # ----------------------------------------------------------------------------------------- Pod Security
