@@ -5,7 +5,8 @@
 A minimal process with our runtime's `Client` (raw JSON, the same client-side rate limit), no
 informer, no reconcile logic. It watches OJSClusters and OJSWorkers and, as each one appears,
 issues exactly the writes ojsctrl issues for it on creation, with bodies from `ojsctrl.builders`
-(field manager `ojsctrl`, force, the same applied-hash annotation):
+(field manager `ojsctrl`, force, the same applied-hash annotation, and the pod templates' config digest
+computed as ojsctrl computes it: salted with the owner's uid, PBKDF2, `ojsctrl.builders.common.config_hash`):
 
 - OJSCluster: POST Secret `<name>-api-key` (created once), apply ConfigMap `<name>-config`,
   Deployment `<name>-server`, Service `<name>-server` (replicas 1: no PodDisruptionBudget);
@@ -108,7 +109,7 @@ class Limit:
         dep = cb.server_deployment(
             cluster,
             image=cluster.spec.effective_image(self.server_image),
-            config_hash=config_hash(key.encode()),
+            config_hash=config_hash(key.encode(), salt=obj["metadata"]["uid"]),
             replicas=cluster.spec.effective_replicas(),
         )
         self.client.apply(DEPLOYMENTS, hashed(dep), field_manager=FIELD_MANAGER)
@@ -127,7 +128,10 @@ class Limit:
         worker = OJSWorker.from_dict(obj)
         cluster = OJSCluster.from_dict(cluster_obj)
         dep = wb.worker_deployment(
-            worker, cluster, config_hash=config_hash(self.key_for(ref)), replicas=worker.spec.replicas
+            worker,
+            cluster,
+            config_hash=config_hash(self.key_for(ref), salt=obj["metadata"]["uid"]),
+            replicas=worker.spec.replicas,
         )
         self.client.apply(DEPLOYMENTS, hashed(dep), field_manager=FIELD_MANAGER)
 
