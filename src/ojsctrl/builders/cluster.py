@@ -179,8 +179,7 @@ def api_key_ref(cluster: OJSCluster) -> SecretKeyRef | None:
         return None
     if auth.api_key_secret_ref is not None:
         return auth.api_key_secret_ref
-    # Built without validation: the name derives from the cluster's validated name, the key is a constant.
-    return SecretKeyRef.model_construct(name=api_key_secret_name(cluster), key=API_KEY_SECRET_KEY)
+    return SecretKeyRef(name=api_key_secret_name(cluster), key=API_KEY_SECRET_KEY)
 
 
 def generates_api_key(cluster: OJSCluster) -> bool:

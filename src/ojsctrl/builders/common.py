@@ -123,19 +123,9 @@ def owner_reference(owner: Mapping[str, Any] | OJSModel) -> JSON:
     }
 
 
-def _metadata(owner: Mapping[str, Any] | OJSModel) -> Mapping[str, Any]:
-    """The metadata of an object dict or model, without building the dict ``_as_object`` makes of a model
-    (the builders ask a model for its name a dozen times per reconcile)."""
-    if type(owner) is dict:
-        return owner.get("metadata") or {}
-    if isinstance(owner, BaseModel):
-        return getattr(owner, "metadata", None) or {}
-    return owner.get("metadata") or {}
-
-
 def name_of(owner: Mapping[str, Any] | OJSModel) -> str:
     """metadata.name of an object dict or model."""
-    name = _metadata(owner).get("name")
+    name = (_as_object(owner).get("metadata") or {}).get("name")
     if not name:
         raise ValueError("object lacks metadata.name")
     return str(name)
@@ -147,7 +137,7 @@ def namespace_of(owner: Mapping[str, Any] | OJSModel) -> str:
     Required rather than defaulted: every namespaced object read from the API server has one, and silently
     using "default" would hide a caller bug behind children in the wrong namespace.
     """
-    namespace = _metadata(owner).get("namespace")
+    namespace = (_as_object(owner).get("metadata") or {}).get("namespace")
     if not namespace:
         raise ValueError(f"object {name_of(owner)} lacks metadata.namespace")
     return str(namespace)
