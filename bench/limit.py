@@ -39,7 +39,7 @@ from ojsctrl.api.common import GROUP, VERSION
 from ojsctrl.builders import cluster as cb
 from ojsctrl.builders import worker as wb
 from ojsctrl.builders.common import config_hash
-from ojsctrl.runtime.apply import canonical_hash
+from ojsctrl.runtime.apply import body_digest
 from ojsctrl.runtime.client import (
     CONFIGMAPS,
     DEPLOYMENTS,
@@ -65,7 +65,7 @@ def hashed(body: JSON) -> JSON:
     body = copy.deepcopy(body)
     meta = body.setdefault("metadata", {})
     meta.setdefault("annotations", {}).pop(HASH_ANNOTATION, None)
-    meta["annotations"][HASH_ANNOTATION] = canonical_hash(body)
+    meta["annotations"][HASH_ANNOTATION] = body_digest(body)[0]
     return body
 
 

@@ -1,11 +1,12 @@
 """Server-side apply of owned children, with no write when nothing changed.
 
-Each child carries an annotation holding the hash of its canonical apply body. An apply is skipped
-when the cached child carries the same hash *and* every field of the body still has the value the
-body asks for (a user's edit of an owned field is therefore restored, while fields that other
-actors added are ignored). A child missing from the cache is read with one GET before its first
-apply, unless the caller's caches cover every object of the kind; a child that exists without our
-controller owner reference is never written: the caller gets a conflict to report.
+Each child carries an annotation holding the hash of its canonical apply body, ``spec.replicas`` left
+out (``body_digest`` says why). An apply is skipped when the cached child carries the same hash *and*
+every field of the body, the replicas included, still has the value the body asks for (a user's edit
+of an owned field is therefore restored, while fields that other actors added are ignored). A child
+missing from the cache is read with one GET before its first apply, unless the caller's caches cover
+every object of the kind; a child that exists without our controller owner reference is never
+written: the caller gets a conflict to report.
 """
 
 from __future__ import annotations
@@ -40,6 +41,21 @@ def canonical_hash(body: JSON) -> str:
     for start in range(0, len(data), _HASH_CHUNK):
         digest.update(view[start : start + _HASH_CHUNK])
     return digest.hexdigest()[:32]
+
+
+def body_digest(body: JSON) -> tuple[str, Any]:
+    """The applied-hash of an apply body (its annotations without the hash itself) and the
+    ``spec.replicas`` it leaves out (None when the body sends none).
+
+    The replicas stay out of the hash because they are the one field another writer may hold while the
+    operator yields to it: the operator then sends the count that writer set, and a hash covering it
+    would change, and cost an apply (and, for a Deployment, a new generation), every time that writer
+    scaled. The count is compared with the live object's instead, which holds it in every cache."""
+    spec = body.get("spec")
+    if not isinstance(spec, dict) or "replicas" not in spec:
+        return canonical_hash(body), None
+    rest = {k: v for k, v in spec.items() if k != "replicas"}
+    return canonical_hash({**body, "spec": rest}), spec["replicas"]
 
 
 # Merge keys of the keyed lists the operator applies (containers, env, ports, volumes, volumeMounts,
@@ -249,8 +265,11 @@ class Applier:
         annotations.pop(self.hash_annotation, None)
         meta["annotations"] = annotations
         body = {**body, "metadata": meta}
-        digest = canonical_hash(body)
+        digest, replicas = body_digest(body)
         annotations[self.hash_annotation] = digest
+        # What was applied: the digest, and the replicas it leaves out (they are compared with the live
+        # count, which every cache keeps, not through the annotation: module docstring).
+        identity = digest if replicas is None else f"{digest}/{replicas}"
         key = (resource, object_key(body))
 
         live = cached
@@ -294,11 +313,21 @@ class Applier:
                     self._recent.pop(key)
                     recent = None
             live_hash = ((live.get("metadata") or {}).get("annotations") or {}).get(self.hash_annotation)
-            if live_hash == digest and self._matches(resource, key, digest, body, live):
+            compare = body
+            if live_hash != digest and replicas is not None:
+                unhashed = {k: v for k, v in annotations.items() if k != self.hash_annotation}
+                if live_hash == canonical_hash({**body, "metadata": {**meta, "annotations": unhashed}}):
+                    # Applied by an earlier release, whose hash covered the replicas too: the same body.
+                    compare = {
+                        **body,
+                        "metadata": {**meta, "annotations": {**unhashed, self.hash_annotation: live_hash}},
+                    }
+                    live_hash = digest
+            if live_hash == digest and self._matches(resource, key, digest, compare, live):
                 return ApplyOutcome(False, live)
             if (
                 recent is not None
-                and recent[0] == digest
+                and recent[0] == identity
                 and recent[1] is not None
                 and live_rv is not None
                 and live_rv < recent[1]
@@ -307,7 +336,7 @@ class Applier:
         result = self.client.apply(resource, body, field_manager=self.field_manager, force=True)
         self._remember_template(key, digest, body, result)
         with self._lock:
-            self._recent[key] = (digest, _rv_int(result))
+            self._recent[key] = (identity, _rv_int(result))
             self.writes += 1
         return ApplyOutcome(True, result)
 

@@ -3,6 +3,7 @@ changes, Ready while scaling, an HPA aimed at a worker Deployment, and what the 
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -233,6 +234,7 @@ def test_hpa_on_the_worker_deployment_is_reported_and_not_fought(
     client = driver(crds)
     ns = namespace(crds, "hpa")
     lite_cluster_and_worker(client, ns, {"replicas": 2})
+    before = client.get(DEPLOYMENTS, "w-worker", ns)
     # kubectl autoscale deploy w-worker --min=3 --max=3: the HPA enforces its bounds without metrics.
     hpa = {
         "apiVersion": "autoscaling/v2",
@@ -259,16 +261,20 @@ def test_hpa_on_the_worker_deployment_is_reported_and_not_fought(
     wait_until(
         "the HPA's 3 replicas", lambda: client.get(DEPLOYMENTS, "w-worker", ns)["spec"]["replicas"] == 3, 60
     )
-    # No fight: over 45 s (three HPA sync periods) the Deployment's spec stays put.
-    start = client.get(DEPLOYMENTS, "w-worker", ns)["metadata"]["generation"]
+    # No fight: over 45 s (three HPA sync periods) the replicas stay the HPA's, and the only write to the
+    # Deployment's spec or annotations (each bumps its generation) is the HPA's scale. ojsctrl writes
+    # nothing at all: yielding, it sends the HPA's count, which is no change.
+    seen = {before["metadata"]["generation"]: before}
     counts = set()
     end = time.monotonic() + 45
     while time.monotonic() < end:
         d = client.get(DEPLOYMENTS, "w-worker", ns)
         counts.add(d["spec"]["replicas"])
+        seen.setdefault(d["metadata"]["generation"], d)
         time.sleep(1)
     assert counts == {3}
-    assert client.get(DEPLOYMENTS, "w-worker", ns)["metadata"]["generation"] == start
+    gens = sorted(seen)
+    assert gens == [gens[0], gens[0] + 1], spec_changes([seen[g] for g in gens])
     assert any(e["reason"] == "ForeignReplicaWriter" for e in events(client, ns, "w"))
 
     # The HPA goes: ojsctrl manages the replicas again (spec.replicas 2).
@@ -281,6 +287,30 @@ def test_hpa_on_the_worker_deployment_is_reported_and_not_fought(
     wait_until(
         "spec.replicas again", lambda: client.get(DEPLOYMENTS, "w-worker", ns)["spec"]["replicas"] == 2, 30
     )
+
+
+def spec_changes(objs: list[dict[str, Any]]) -> str:
+    """What changed in a Deployment's spec and annotations between the generations seen, and who wrote
+    it lately (managedFields)."""
+    out = []
+    for before, after in itertools.pairwise(objs):
+        old, new = dict(before["spec"]), dict(after["spec"])
+        old["annotations"] = annotations(before)
+        new["annotations"] = annotations(after)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        out.append(
+            f"generation {before['metadata']['generation']} -> {after['metadata']['generation']}: "
+            f"{', '.join(changed)}; "
+            + "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+            + "; managers: "
+            + json.dumps(
+                [
+                    {k: m.get(k) for k in ("manager", "operation", "time", "subresource")}
+                    for m in after["metadata"].get("managedFields") or ()
+                ]
+            )
+        )
+    return "\n".join(out)
 
 
 def log_lines(op: OperatorProcess) -> list[dict[str, Any]]:
