@@ -132,9 +132,11 @@ def test_the_applied_hash_leaves_the_replicas_out_and_returns_them() -> None:
     other = scaled_body(2)
     other["spec"]["template"]["metadata"]["labels"]["a"] = "c"
     assert body_digest(other)[0] != body_digest(two)[0]
+    # Sending the field or not changes the hash: the apply that stops sending it hands the field over.
     no_replicas = scaled_body(2)
     del no_replicas["spec"]["replicas"]
     assert body_digest(no_replicas) == (canonical_hash(no_replicas), None)
+    assert body_digest(no_replicas)[0] != body_digest(two)[0]
 
 
 def test_yielding_to_another_replicas_writer_writes_nothing() -> None:

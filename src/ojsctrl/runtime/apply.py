@@ -44,18 +44,20 @@ def canonical_hash(body: JSON) -> str:
 
 
 def body_digest(body: JSON) -> tuple[str, Any]:
-    """The applied-hash of an apply body (its annotations without the hash itself) and the
+    """The applied-hash of an apply body (its annotations without the hash itself) and the value of
     ``spec.replicas`` it leaves out (None when the body sends none).
 
-    The replicas stay out of the hash because they are the one field another writer may hold while the
-    operator yields to it: the operator then sends the count that writer set, and a hash covering it
-    would change, and cost an apply (and, for a Deployment, a new generation), every time that writer
-    scaled. The count is compared with the live object's instead, which holds it in every cache."""
+    The hash covers whether the body sends the replicas, not their value. The value stays out because
+    the replicas are the one field another writer may hold while the operator yields to it: the operator
+    then sends the count that writer set, and a hash of the value would change, and cost an apply (and,
+    for a Deployment, a new generation), every time that writer scaled. The value is compared with the
+    live object's instead, which every cache holds. Whether the field is sent must change the hash: an
+    apply that stops sending it is how the operator's field manager lets go of it (design.md
+    §field-managers), and that apply must not be skipped."""
     spec = body.get("spec")
     if not isinstance(spec, dict) or "replicas" not in spec:
         return canonical_hash(body), None
-    rest = {k: v for k, v in spec.items() if k != "replicas"}
-    return canonical_hash({**body, "spec": rest}), spec["replicas"]
+    return canonical_hash({**body, "spec": {**spec, "replicas": None}}), spec["replicas"]
 
 
 # Merge keys of the keyed lists the operator applies (containers, env, ports, volumes, volumeMounts,
