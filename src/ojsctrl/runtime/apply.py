@@ -1,12 +1,12 @@
 """Server-side apply of owned children, with no write when nothing changed.
 
-Each child carries an annotation holding the hash of its canonical apply body, ``spec.replicas`` left
-out (``body_digest`` says why). An apply is skipped when the cached child carries the same hash *and*
-every field of the body, the replicas included, still has the value the body asks for (a user's edit
-of an owned field is therefore restored, while fields that other actors added are ignored). A child
-missing from the cache is read with one GET before its first apply, unless the caller's caches cover
-every object of the kind; a child that exists without our controller owner reference is never
-written: the caller gets a conflict to report.
+Each child carries an annotation holding the hash of its canonical apply body, the value of
+``spec.replicas`` left out (``body_digest`` says why). An apply is skipped when the cached child
+carries the same hash *and* every field of the body, the replicas included, still has the value the
+body asks for (a user's edit of an owned field is therefore restored, while fields that other actors
+added are ignored). A child missing from the cache is read with one GET before its first apply,
+unless the caller's caches cover every object of the kind; a child that exists without our
+controller owner reference is never written: the caller gets a conflict to report.
 """
 
 from __future__ import annotations
