@@ -108,9 +108,13 @@ def test_fresher_shows_our_replicas_write_until_the_cache_catches_up() -> None:
 def test_a_deferred_status_is_taken_once() -> None:
     m = ObjectMemory()
     assert m.take_deferred_status("ns/w") is False
-    m.defer_status("ns/w")
+    assert m.deferred_status_since("ns/w") is None
+    m.defer_status("ns/w", 5.0)
+    m.defer_status("ns/w", 7.0)  # a second scaling before the status: the first one's time stays
+    assert m.deferred_status_since("ns/w") == 5.0
     assert m.take_deferred_status("ns/w") is True
     assert m.take_deferred_status("ns/w") is False
+    assert m.deferred_status_since("ns/w") is None
 
 
 def test_a_spec_is_validated_once_per_generation_of_the_same_object() -> None:

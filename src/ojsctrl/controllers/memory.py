@@ -23,7 +23,8 @@ class Remembered:
     autoscaling_reason: str | None = None  # the reason of the last autoscaling decision, for its event
     key_waits: int | None = None  # a worker's reconciles in a row that waited for its cluster's API key
     written: JSON | None = None  # a worker's Deployment as its last replicas write returned it
-    status_deferred: bool = False  # a scaling's status write waits for a bookkeeping reconcile
+    # Monotonic time of the earliest scaling whose status write waits for a bookkeeping reconcile.
+    status_deferred_at: float | None = None
     valid_spec: tuple[str, int] | None = None  # (uid, generation) whose name and spec passed validation
 
 
@@ -148,18 +149,28 @@ class ObjectMemory:
             entry.written = None
             return cached
 
-    def defer_status(self, key: str) -> None:
-        """A scaling was written and its status waits for a bookkeeping reconcile."""
+    def defer_status(self, key: str, now: float) -> None:
+        """A scaling was written at ``now`` (monotonic) and its status waits for a bookkeeping reconcile;
+        a scaling whose status already waits keeps the earlier time (a status is never held longer than
+        its first scaling allows)."""
         with self._lock:
-            self._entry(key).status_deferred = True
+            entry = self._entry(key)
+            if entry.status_deferred_at is None:
+                entry.status_deferred_at = now
+
+    def deferred_status_since(self, key: str) -> float | None:
+        """When the scaling whose status waits was written (monotonic), or None when none waits."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return None if entry is None else entry.status_deferred_at
 
     def take_deferred_status(self, key: str) -> bool:
         """Whether a scaling's status waited for this reconcile (forgotten as it is returned)."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None or not entry.status_deferred:
+            if entry is None or entry.status_deferred_at is None:
                 return False
-            entry.status_deferred = False
+            entry.status_deferred_at = None
             return True
 
     def spec_validated(self, key: str, uid: str, generation: int) -> bool:

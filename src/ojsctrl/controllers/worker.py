@@ -44,7 +44,7 @@ from ojsctrl.controllers.common import (
 )
 from ojsctrl.controllers.owner import OwnerReconciler, OwnerSync, owner_of_hpa
 from ojsctrl.controllers.stats import PollResult, StatsPoller
-from ojsctrl.controllers.worker_status import WorkerStatusInputs, worker_status
+from ojsctrl.controllers.worker_status import WorkerStatusInputs, scaling_status_hold, worker_status
 from ojsctrl.ojs.autoscale import Decision, History, WorkerScaling, initial_replicas, worker_desired
 from ojsctrl.ojs.client import DEFAULT_CLUSTER_DOMAIN, OJSClient, url_for
 from ojsctrl.ojs.drain import DELETION_COST_ANNOTATION, DrainPlan, mark_silent, plan_drain
@@ -446,12 +446,19 @@ class WorkerSync(OwnerSync):
             memory.note_scale(self.key, self.scaled_at)
             if self.matching is not None:
                 memory.matching(self.key, self.matching)
-            memory.defer_status(self.key)
+            memory.defer_status(self.key, time.monotonic())
             # result() records the child names foreign objects hold; the next reconcile asks its requeues.
             self.result()
             return Result(low=True)
-        self.status(dep, stats)
-        return self.result()
+        held = self.status(dep, stats)
+        out = self.result()
+        if held is None:
+            return out
+        if out is None or out.requeue_after is None:
+            # Only the held status is due: bookkeeping, at low priority.
+            return Result(requeue_after=held, low=True)
+        # A step asked to come back (a scale-down coming due...): at normal priority, whichever is first.
+        return Result(requeue_after=min(held, out.requeue_after))
 
     def wait_for_api_key(self, waits: int) -> Result:
         """The cluster has not generated its API key yet. A Deployment made now would roll again the
@@ -963,14 +970,18 @@ class WorkerSync(OwnerSync):
         )
 
     # ------------------------------------------------------------------ status
-    def status(self, dep: JSON | None, stats: PollResult | None) -> None:
-        """Write the status :func:`worker_status` derives from this reconcile."""
+    def status(self, dep: JSON | None, stats: PollResult | None) -> float | None:
+        """Write the status :func:`worker_status` derives from this reconcile; returns the seconds the
+        status of a scaling is held for its rollout's end (:func:`scaling_status_hold`), else None."""
         bounds = self.spec.auto_scaling
+        memory = self.reconciler.memory
+        deferred_at = memory.deferred_status_since(self.key)
+        previous = self.obj.get("status") or {}
         result = worker_status(
             WorkerStatusInputs(
                 cluster_name=self.cluster_obj["metadata"]["name"],
                 generation=self.generation,
-                previous=self.obj.get("status") or {},
+                previous=previous,
                 deployment=dep,
                 deployment_name=self.dep_name,
                 selector=worker_builders.worker_selector_string(self.worker),
@@ -982,7 +993,7 @@ class WorkerSync(OwnerSync):
                 matching=self.matching_status(),
                 replicas_managed=self.replicas_condition(),
                 scaling=self.scaling_cond,
-                scaled=self.scaled_at is not None or self.reconciler.memory.take_deferred_status(self.key),
+                scaled=self.scaled_at is not None or deferred_at is not None,
                 draining=self.draining,
                 desired=self.desired,
                 queue_load=self.load(stats) if stats is not None and stats.ok else None,
@@ -994,8 +1005,13 @@ class WorkerSync(OwnerSync):
                 conflicts=tuple(self.children.conflicts),
             )
         )
+        held = scaling_status_hold(deferred_at, time.monotonic(), result, previous, self.generation)
+        if held is not None:
+            return held
+        memory.take_deferred_status(self.key)
         # A name conflict's Warning event comes from ConflictEvents (naming the objects), once per conflict.
         self.reconciler.status.finish(self.obj, result, self.children)
+        return None
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,7 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         scale_ups_before = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "up"})
         scale_downs_before = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "down"})
         requests_before = metric_by_label(op, "rest_client_requests_total", "method")
+        plane_writes_before = _plane_writes(crds)
         latency_sum_before = metric_by_label(op, "rest_client_request_duration_seconds_sum", "verb")
         latency_count_before = metric_by_label(op, "rest_client_request_duration_seconds_count", "verb")
         switches = 0
@@ -157,6 +158,7 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         polls_after = srv.poll_counts()
         wakeups = _delta(_worker_wakeups(op), wakeups_before)
         requests = _delta(metric_by_label(op, "rest_client_requests_total", "method"), requests_before)
+        plane_writes = _delta(_plane_writes(crds), plane_writes_before)
         latency_sum = metric_by_label(op, "rest_client_request_duration_seconds_sum", "verb")
         latency_count = metric_by_label(op, "rest_client_request_duration_seconds_count", "verb")
         mean_latency = {
@@ -213,6 +215,9 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
             worker_wakeups_by_source=wakeups,
             operator_requests_by_method=requests,
             operator_request_mean_latency_s=mean_latency,
+            # Every client's writes as the API server counted them (the operator's, the controller
+            # manager's, kwok's), by verb and resource: what each scaling costs the plane.
+            plane_writes_by_resource=plane_writes,
         )
         # One poll per cluster per interval, shared by its ten workers (not ten polls).
         assert max(per_cluster) <= expected + 2, per_cluster
@@ -233,6 +238,21 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
 
 def _worker_wakeups(op: OperatorProcess) -> dict[str, float]:
     return metric_by_label(op, "ojsctrl_reconcile_wakeups_total", "source", {"controller": "ojsworker"})
+
+
+def _plane_writes(plane: ControlPlane) -> dict[str, float]:
+    """The API server's count of mutating requests, by "VERB resource[/subresource]"."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(plane.client.get("/metrics")):
+        for smp in fam.samples:
+            if smp.name != "apiserver_request_total" or smp.labels.get("verb") in ("GET", "LIST", "WATCH"):
+                continue
+            sub = smp.labels.get("subresource")
+            key = f"{smp.labels.get('verb')} {smp.labels.get('resource')}" + (f"/{sub}" if sub else "")
+            out[key] = out.get(key, 0.0) + smp.value
+    return out
 
 
 def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
