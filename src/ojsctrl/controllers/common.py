@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from ojsctrl.api.common import GROUP, VERSION
+from ojsctrl.controllers import metrics
 from ojsctrl.runtime.apply import compact_template, is_subset
 from ojsctrl.runtime.client import JSON, Client, NotFoundError, Resource
 from ojsctrl.runtime.events import NORMAL, WARNING, EventRecorder
@@ -213,6 +214,7 @@ def apply_status(client: Client, resource: Resource, obj: JSON, status: JSON) ->
         client.apply_status(resource, body, field_manager=FIELD_MANAGER)
     except NotFoundError:
         return False
+    metrics.status_written(resource.kind, status, live)
     return True
 
 

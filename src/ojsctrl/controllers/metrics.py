@@ -38,6 +38,39 @@ def _counter(name: str, documentation: str, labels: tuple[str, ...]) -> Counter:
     return Counter(name, documentation, labels, registry=REGISTRY)
 
 
+STATUS_WRITES = _counter(
+    "ojsctrl_status_writes_total",
+    "Status writes by kind, once for each part of the status a write changed: a top-level field, or a "
+    "condition as conditions.<type> (a write that changes several parts counts for each).",
+    ("kind", "part"),
+)
+
+
+def status_written(kind: str, desired: Mapping[str, Any], live: Mapping[str, Any]) -> None:
+    """Count a status write by the parts it changed. The parts come from ``desired``, which the
+    reconcilers build: its fields and condition types are a fixed set, so the label values are bounded."""
+    for part in changed_parts(desired, live):
+        STATUS_WRITES.labels(kind, part).inc()
+
+
+def changed_parts(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
+    """The parts of the status a write of ``desired`` over ``live`` changes: top-level fields, and each
+    condition whose status, reason, message or observedGeneration differs (its transition time aside)."""
+    parts: list[str] = []
+    for key in sorted(desired):
+        if desired[key] == live.get(key):
+            continue
+        if key != "conditions":
+            parts.append(key)
+            continue
+        before = {c.get("type"): c for c in live.get("conditions") or () if isinstance(c, dict)}
+        for cond in desired[key] or ():
+            old = before.get(cond.get("type")) or {}
+            if any(cond.get(f) != old.get(f) for f in ("status", "reason", "message", "observedGeneration")):
+                parts.append(f"conditions.{cond.get('type')}")
+    return parts
+
+
 QUEUE_DEPTH = _gauge(
     "ojs_cluster_queue_depth",
     "Jobs waiting (available) per cluster and queue (the 20 busiest queues of each cluster).",

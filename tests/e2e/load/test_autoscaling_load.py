@@ -130,6 +130,7 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         scale_downs_before = metric_sum(op, "ojs_autoscaler_scale_total", {"direction": "down"})
         requests_before = metric_by_label(op, "rest_client_requests_total", "method")
         plane_writes_before = _plane_writes(crds)
+        status_parts_before = _worker_status_parts(op)
         latency_sum_before = metric_by_label(op, "rest_client_request_duration_seconds_sum", "verb")
         latency_count_before = metric_by_label(op, "rest_client_request_duration_seconds_count", "verb")
         switches = 0
@@ -159,6 +160,7 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
         wakeups = _delta(_worker_wakeups(op), wakeups_before)
         requests = _delta(metric_by_label(op, "rest_client_requests_total", "method"), requests_before)
         plane_writes = _delta(_plane_writes(crds), plane_writes_before)
+        status_parts = _delta(_worker_status_parts(op), status_parts_before)
         latency_sum = metric_by_label(op, "rest_client_request_duration_seconds_sum", "verb")
         latency_count = metric_by_label(op, "rest_client_request_duration_seconds_count", "verb")
         mean_latency = {
@@ -218,6 +220,8 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
             # Every client's writes as the API server counted them (the operator's, the controller
             # manager's, kwok's), by verb and resource: what each scaling costs the plane.
             plane_writes_by_resource=plane_writes,
+            # The workers' status writes, once for each part a write changed (a write counts for each).
+            worker_status_writes_by_part=status_parts,
         )
         # One poll per cluster per interval, shared by its ten workers (not ten polls).
         assert max(per_cluster) <= expected + 2, per_cluster
@@ -238,6 +242,10 @@ def test_load_autoscaling_workers_share_one_poll_per_cluster(
 
 def _worker_wakeups(op: OperatorProcess) -> dict[str, float]:
     return metric_by_label(op, "ojsctrl_reconcile_wakeups_total", "source", {"controller": "ojsworker"})
+
+
+def _worker_status_parts(op: OperatorProcess) -> dict[str, float]:
+    return metric_by_label(op, "ojsctrl_status_writes_total", "part", {"kind": "OJSWorker"})
 
 
 def _plane_writes(plane: ControlPlane) -> dict[str, float]:

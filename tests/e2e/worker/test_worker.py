@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
+from ojsctrl.controllers.worker_status import SCALING_STATUS_GRACE
 from ojsctrl.runtime.client import DEPLOYMENTS, HPAS, PODS, Client
 from tests.harness.controlplane import ControlPlane
 from tests.harness.kube import (
@@ -754,3 +755,65 @@ def test_a_decision_is_one_apply_and_a_live_foreign_writer_is_found_by_its_confl
     assert "would scale to 6" in held, held
     time.sleep(3.0)  # several polls later, the other writer's count stands
     assert replicas(client, ns, dep) == 4
+
+
+def test_a_healthy_autoscaler_scaling_is_one_status_write(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    """The status of an autoscaler decision waits for its rollout's end (up to SCALING_STATUS_GRACE): a
+    scaling whose pods are ready within it is one status write, with the new counts and phase Running
+    (design.md §resync)."""
+    client = driver(crds)
+    ns = namespace(crds, "onewrite")
+    q = f"onewrite-{ns}"
+    dep = "w-worker"
+    ojs_server.set_queue(q, available=0, active=0)
+    cluster(client, ns)
+    autoscaling = {
+        "enabled": True,
+        "pollingInterval": "1s",
+        "minReplicas": 1,
+        "maxReplicas": 6,
+        "targetJobsPerWorker": 5,
+        "scaleDownDelay": "3s",
+    }
+    worker(client, ns, "w", q, replicas=1, autoScaling=autoscaling)
+    wait_until("autoscaler holds replicas", lambda: under_autoscaler(client, ns, dep), 60)
+    wait_until("worker Running", lambda: wstatus(client, ns, "w").get("phase") == "Running", 60)
+
+    def ready(n: int) -> bool:
+        st = status_of(get(client, DEPLOYMENTS, ns, dep))
+        return st.get("readyReplicas") == n and st.get("updatedReplicas") == n and st.get("replicas") == n
+
+    def scaling(available: int, to: int) -> tuple[list[str], float]:
+        """Move the queue, wait for the scaling and its status; the worker's status writes meanwhile and
+        how long the rollout took from the replicas written to the pods ready."""
+        time.sleep(2.0)  # what came before is written and in the audit log
+        since = int(time.time())  # the audit log's times have whole seconds
+        ojs_server.set_queue(q, available=available, active=0)
+        wait_until(f"{to} replicas", lambda: replicas(client, ns, dep) == to, 60, 0.05)
+        scaled = time.monotonic()
+        wait_until(f"{to} pods ready", lambda: ready(to), 60, 0.05)
+        rollout = time.monotonic() - scaled
+        wait_until(
+            "the status shows the scaling done",
+            lambda: (
+                (st := wstatus(client, ns, "w")).get("desiredReplicas") == to
+                and st.get("readyReplicas") == to
+                and st.get("phase") == "Running"
+            ),
+            30,
+        )
+        time.sleep(1.5)  # the audit log is written asynchronously
+        writes = [
+            w for w in operator_requests_on(crds, since, ns, "ojsworkers", "w") if w.startswith("patch")
+        ]
+        return writes, rollout
+
+    for available, to in ((10, 2), (0, 1)):
+        writes, rollout = scaling(available, to)
+        if rollout < SCALING_STATUS_GRACE - 3.0:
+            assert len(writes) == 1, (to, rollout, writes)
+        else:  # a machine too busy to roll out within the grace: Scaling shows, then Running
+            assert 1 <= len(writes) <= 2, (to, rollout, writes)
+    assert has_event(client, ns, "OJSWorker", "w", "Scaled", "Normal")
