@@ -7,7 +7,9 @@ from typing import Any
 import pytest
 
 from ojsctrl.controllers.cluster_status import StatusResult
-from ojsctrl.controllers.worker_status import SCALING_STATUS_GRACE, scaling_status_hold
+from ojsctrl.controllers.worker_status import scaling_status_hold
+
+GRACE = 30.0  # --status-min-interval
 
 HEALTHY = {"phase": "Running", "observedGeneration": 3}
 
@@ -20,10 +22,10 @@ def result(phase: str) -> StatusResult:
     ("deferred_at", "now", "phase", "previous", "generation", "held"),
     [
         # The rollout of a scaling written 2 s ago goes on: the status waits the rest of the grace.
-        (100.0, 102.0, "Scaling", HEALTHY, 3, SCALING_STATUS_GRACE - 2.0),
-        (100.0, 102.0, "Scaling", {**HEALTHY, "phase": "Scaling"}, 3, SCALING_STATUS_GRACE - 2.0),
+        (100.0, 102.0, "Scaling", HEALTHY, 3, GRACE - 2.0),
+        (100.0, 102.0, "Scaling", {**HEALTHY, "phase": "Scaling"}, 3, GRACE - 2.0),
         # The grace is over: the Scaling status is written.
-        (100.0, 100.0 + SCALING_STATUS_GRACE, "Scaling", HEALTHY, 3, None),
+        (100.0, 100.0 + GRACE, "Scaling", HEALTHY, 3, None),
         # The rollout ended: its status carries the scaling, now.
         (100.0, 101.0, "Running", HEALTHY, 3, None),
         # Something is wrong, or a drain runs: news, written at once.
@@ -47,5 +49,5 @@ def test_a_scaling_status_is_held_only_while_its_rollout_goes_well(
     generation: int,
     held: float | None,
 ) -> None:
-    got = scaling_status_hold(deferred_at, now, result(phase), previous, generation)
+    got = scaling_status_hold(deferred_at, now, result(phase), previous, generation, GRACE)
     assert got == (None if held is None else pytest.approx(held))

@@ -1005,7 +1005,14 @@ class WorkerSync(OwnerSync):
                 conflicts=tuple(self.children.conflicts),
             )
         )
-        held = scaling_status_hold(deferred_at, time.monotonic(), result, previous, self.generation)
+        held = scaling_status_hold(
+            deferred_at,
+            time.monotonic(),
+            result,
+            previous,
+            self.generation,
+            self.reconciler.manager.options.status_min_interval,
+        )
         if held is not None:
             return held
         memory.take_deferred_status(self.key)

@@ -23,10 +23,6 @@ from ojsctrl.controllers.cluster_status import (
 from ojsctrl.controllers.common import condition
 from ojsctrl.runtime.client import JSON
 
-# A scaling whose rollout goes well is one status write: while the pool is Scaling with nothing wrong, the
-# status of the scaling waits up to this long for the rollout's end (design.md §status-writes).
-SCALING_STATUS_GRACE = 10.0
-
 
 @dataclass(frozen=True)
 class WorkerStatusInputs:
@@ -148,12 +144,13 @@ def scaling_status_hold(
     result: StatusResult,
     previous: Mapping[str, Any],
     generation: int,
-    grace: float = SCALING_STATUS_GRACE,
+    grace: float,
 ) -> float | None:
     """Seconds to hold the status of a scaling written at ``deferred_at`` (monotonic), or None to write it
     now. Held only while the new count rolls out normally (phase Scaling: no problem, conflict or drain,
     which rank above it) over a healthy status on record with the same spec: the rollout's end then
-    writes the scaling and its outcome together. A rollout that outlasts ``grace`` shows as Scaling."""
+    writes the scaling and its outcome together. A rollout that outlasts ``grace`` (the operator's
+    ``--status-min-interval``) shows as Scaling."""
     if deferred_at is None or result.phase != "Scaling":
         return None
     if previous.get("phase") not in ("Running", "Scaling"):

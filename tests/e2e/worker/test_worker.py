@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS
-from ojsctrl.controllers.worker_status import SCALING_STATUS_GRACE
+from ojsctrl.controllers.common import OJSCLUSTERS, OJSWORKERS, STATUS_MIN_INTERVAL
 from ojsctrl.runtime.client import DEPLOYMENTS, HPAS, PODS, Client
 from tests.harness.controlplane import ControlPlane
 from tests.harness.kube import (
@@ -760,7 +759,7 @@ def test_a_decision_is_one_apply_and_a_live_foreign_writer_is_found_by_its_confl
 def test_a_healthy_autoscaler_scaling_is_one_status_write(
     crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
 ) -> None:
-    """The status of an autoscaler decision waits for its rollout's end (up to SCALING_STATUS_GRACE): a
+    """The status of an autoscaler decision waits for its rollout's end (up to --status-min-interval): a
     scaling whose pods are ready within it is one status write, with the new counts and phase Running
     (design.md §resync)."""
     client = driver(crds)
@@ -812,7 +811,7 @@ def test_a_healthy_autoscaler_scaling_is_one_status_write(
 
     for available, to in ((10, 2), (0, 1)):
         writes, rollout = scaling(available, to)
-        if rollout < SCALING_STATUS_GRACE - 3.0:
+        if rollout < STATUS_MIN_INTERVAL - 3.0:
             assert len(writes) == 1, (to, rollout, writes)
         else:  # a machine too busy to roll out within the grace: Scaling shows, then Running
             assert 1 <= len(writes) <= 2, (to, rollout, writes)
