@@ -699,15 +699,14 @@ def test_resyncs_with_nothing_changed_write_nothing(
         op.stop()
 
 
-def test_a_decision_is_one_apply_and_a_live_foreign_writer_is_found_by_its_conflict(
-    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
-) -> None:
-    """A decision is one apply without force (no read of the Deployment first); a field manager that set
-    the replicas lately is found through the API server's conflict answer and left alone (design.md
-    §field-managers)."""
+def autoscaled_worker(
+    crds: ControlPlane, ojs_server: OJSTestServer, prefix: str, **bounds: Any
+) -> tuple[str, str]:
+    """A cluster and a worker "w" on a queue of its own (empty), autoscaled on the polled counts every
+    second from 1 to 6 replicas, 5 jobs each (``bounds`` adds to that); returns (namespace, queue)."""
     client = driver(crds)
-    ns = namespace(crds, "writers")
-    q = f"writers-{ns}"
+    ns = namespace(crds, prefix)
+    q = f"{prefix}-{ns}"
     ojs_server.set_queue(q, available=0, active=0)
     cluster(client, ns)
     autoscaling = {
@@ -716,8 +715,20 @@ def test_a_decision_is_one_apply_and_a_live_foreign_writer_is_found_by_its_confl
         "minReplicas": 1,
         "maxReplicas": 6,
         "targetJobsPerWorker": 5,
+        **bounds,
     }
     worker(client, ns, "w", q, replicas=1, autoScaling=autoscaling)
+    return ns, q
+
+
+def test_a_decision_is_one_apply_and_a_live_foreign_writer_is_found_by_its_conflict(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    """A decision is one apply without force (no read of the Deployment first); a field manager that set
+    the replicas lately is found through the API server's conflict answer and left alone (design.md
+    §field-managers)."""
+    client = driver(crds)
+    ns, q = autoscaled_worker(crds, ojs_server, "writers")
     dep = "w-worker"
     wait_until("autoscaler holds replicas", lambda: under_autoscaler(client, ns, dep), 60)
     time.sleep(2.0)  # the reconciles of the creation are over
@@ -763,20 +774,8 @@ def test_a_healthy_autoscaler_scaling_is_one_status_write(
     scaling whose pods are ready within it is one status write, with the new counts and phase Running
     (design.md §resync)."""
     client = driver(crds)
-    ns = namespace(crds, "onewrite")
-    q = f"onewrite-{ns}"
+    ns, q = autoscaled_worker(crds, ojs_server, "onewrite", scaleDownDelay="3s")
     dep = "w-worker"
-    ojs_server.set_queue(q, available=0, active=0)
-    cluster(client, ns)
-    autoscaling = {
-        "enabled": True,
-        "pollingInterval": "1s",
-        "minReplicas": 1,
-        "maxReplicas": 6,
-        "targetJobsPerWorker": 5,
-        "scaleDownDelay": "3s",
-    }
-    worker(client, ns, "w", q, replicas=1, autoScaling=autoscaling)
     wait_until("autoscaler holds replicas", lambda: under_autoscaler(client, ns, dep), 60)
     wait_until("worker Running", lambda: wstatus(client, ns, "w").get("phase") == "Running", 60)
 
