@@ -46,10 +46,11 @@ STATUS_WRITES = _counter(
 )
 
 
-def status_written(kind: str, desired: Mapping[str, Any], live: Mapping[str, Any]) -> None:
-    """Count a status write by the parts it changed. The parts come from ``desired``, which the
-    reconcilers build: its fields and condition types are a fixed set, so the label values are bounded."""
-    for part in changed_parts(desired, live):
+def status_written(kind: str, parts: Iterable[str]) -> None:
+    """Count a status write by the parts it changed (:func:`changed_parts`). The parts come from the
+    status the reconcilers build: its fields and condition types are a fixed set, so the label values
+    are bounded."""
+    for part in parts:
         STATUS_WRITES.labels(kind, part).inc()
 
 
