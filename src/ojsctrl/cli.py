@@ -280,7 +280,8 @@ def build_parser() -> _Parser:
         type=parse_duration,
         help="least time between two status writes of one object that change only polled queue counts "
         "(phase, conditions and replicas are written at once), and the longest the status of an "
-        "autoscaler scaling waits for its rollout's end; 0 = every change at once",
+        "autoscaler scaling, or the first status of a new object on its way, waits for its rollout's "
+        "end; 0 = every change at once",
     )
     p.add_flag("--kube-api-qps", default=50.0, type=_positive_float, help="client-side API request rate")
     p.add_flag("--kube-api-burst", default=100, type=_positive_int, help="client-side API burst")

@@ -300,3 +300,37 @@ def test_expiring_times_are_forgotten_once_past_their_ttl() -> None:
     assert times.setdefault("fresh", now + 5.0) == now  # kept: the first time stands
     assert times.setdefault("new", now + 1.0) == now + 1.0
     assert times.pop("new") == now + 1.0 and times.pop("new") is None
+
+
+@pytest.mark.parametrize("interval", [30.0, 0.0])
+def test_the_owners_first_status_waits_for_the_status_min_interval(
+    api: tuple[str, list[str]], interval: float
+) -> None:
+    """The reconcilers' status writers hold a healthy new object's first Pending status for
+    --status-min-interval (routine news, like the polled numbers); 0 writes it at once."""
+    from kubernetes import client as k8s
+
+    from ojsctrl.controllers.owner import OwnerStatus
+    from ojsctrl.runtime.client import DEPLOYMENTS
+    from ojsctrl.runtime.informer import Informer
+
+    url, seen = api
+    cfg = k8s.Configuration()
+    cfg.host = url
+    client = Client(cfg, ClientOptions(qps=20.0, burst=10, max_retries=0))
+    status = OwnerStatus(
+        client,
+        OJSWORKERS,
+        EventRecorder(client, "test"),
+        Informer(client, DEPLOYMENTS),
+        lambda name: f"{name}-worker",
+        min_interval=interval,
+    )
+    pending = [{"type": "Ready", "status": "False", "reason": "Pending", "message": "rolling out"}]
+    left = status.writer.write(worker_obj({}), "Pending", pending, {"replicas": 1})
+    if interval:
+        assert left is not None and interval - 1.0 < left <= interval
+        assert seen == []
+    else:
+        assert left is None
+        assert seen == ["PATCH /apis/ojs.openjobspec.dev/v1alpha1/namespaces/ns/ojsworkers/w/status"]

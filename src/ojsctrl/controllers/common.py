@@ -87,7 +87,8 @@ def managed_informer(informers: InformerFactory, kind: Resource) -> Informer:
 STATUS_COALESCE = 1.0
 # A new object that is simply on its way (Pending, nothing wrong) gets its first status when it is
 # Running or after this long, whichever comes first: a healthy rollout then costs one status write and
-# no event instead of a write per rollout step.
+# no event instead of a write per rollout step. StatusWriter's default; the reconcilers' writers take
+# --status-min-interval instead (design.md §status-writes).
 FIRST_STATUS_GRACE = 10.0
 # A phase change that is the normal end of a rollout, not news: no event (design.md §status-writes).
 ARRIVAL = ("Pending", "Running")

@@ -62,6 +62,8 @@ class OwnerStatus:
             resource,
             recorder,
             keep=("lastScaleTime", "selector"),
+            # A new object on its way waits as long as routine status news may (design.md §status-writes).
+            grace=min_interval,
             min_interval=min_interval,
             quiet_transitions=quiet_transitions,
         )
