@@ -67,7 +67,6 @@ from ojsctrl.runtime.client import (
     PVCS,
     SECRETS,
     SERVICES,
-    AlreadyExistsError,
     ApiError,
     InvalidError,
     NotFoundError,
@@ -241,6 +240,41 @@ class ClusterReconciler(OwnerReconciler):
         cluster = OJSCluster.from_dict(obj, status=False)
         return ClusterSync(self, obj, cluster, generation).run()
 
+    def makes_its_key(self, obj: JSON) -> bool:
+        """Whether a reconcile of this cluster would generate its API key: not being deleted, and a spec
+        that passes the checks its reconcile makes first (from memory when this generation passed them
+        already). Whether the spec asks for a generated key is the caller's to check."""
+        meta = obj["metadata"]
+        if meta.get("deletionTimestamp"):
+            return False
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        uid, generation = str(meta.get("uid") or ""), int(meta.get("generation") or 0)
+        if generation and self.memory.spec_validated(key, uid, generation):
+            return True
+        return not validate_cluster(obj).errors
+
+    def generate_api_key(self, obj: JSON, cluster: OJSCluster) -> str | None:
+        """Create the cluster's generated API key Secret for a worker that needs it before the cluster's
+        own reconcile made it (design.md §api-key), as that reconcile would; returns the key, or None
+        when the cluster would make none now or a Secret of that name exists already (its creation or
+        its cache entry brings the worker back)."""
+        ns = obj["metadata"]["namespace"]
+        name = cluster_builders.api_key_secret_name(cluster)
+        if self.secrets.meta(ns, name) is not None or self.secrets.created_here(ns, name):
+            return None  # there already: its value, if any, is read through the reader
+        if not self.makes_its_key(obj):
+            return None
+        body = cluster_builders.api_key_secret(cluster, pysecrets.token_urlsafe(32))
+        if self.secrets.create(body, ns, FIELD_MANAGER) is None:
+            return None
+        log.info(
+            "created the API key Secret for the cluster's first worker",
+            cluster=f"{ns}/{obj['metadata']['name']}",
+            secret=name,
+        )
+        value = self.secrets.value(ns, name, API_KEY_KEY)
+        return value.decode(errors="replace") if value else None
+
     def forget(self, req: Request) -> None:
         """A deleted cluster: stop polling it and drop everything kept about it, its metrics included."""
         self.poller.unregister(str(req))
@@ -282,12 +316,9 @@ class ClusterSync(OwnerSync):
                 )
                 self.children.taken.add(("Secret", name))
             return None
-        try:
-            created = self.reconciler.client.create(SECRETS, body, self.ns, field_manager=FIELD_MANAGER)
-        except AlreadyExistsError:
-            return None
-        self.reconciler.secrets.remember(created)
-        return created
+        if self.reconciler.secrets.created_here(self.ns, name):
+            return None  # made a moment ago (by a worker that needed the key first): not in the cache yet
+        return self.reconciler.secrets.create(body, self.ns, FIELD_MANAGER)
 
     # ------------------------------------------------------------------ steps
     def run(self) -> Result | None:

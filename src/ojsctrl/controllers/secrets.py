@@ -12,7 +12,7 @@ import threading
 
 from cachetools import LRUCache
 
-from ojsctrl.runtime.client import JSON, SECRETS, Client, NotFoundError
+from ojsctrl.runtime.client import JSON, SECRETS, AlreadyExistsError, Client, NotFoundError
 from ojsctrl.runtime.informer import DeletedFinalStateUnknown, FuncHandler, Informer
 
 _REMEMBERED = "created:"
@@ -78,6 +78,23 @@ class SecretReader:
                 _REMEMBERED + meta["resourceVersion"],
                 decoded,
             )
+
+    def created_here(self, namespace: str, name: str) -> bool:
+        """Whether this process created the Secret and still holds its value (the metadata cache may not
+        show it yet)."""
+        with self._lock:
+            cached = self._cache.get(f"{namespace}/{name}")
+        return cached is not None and cached[0].startswith(_REMEMBERED)
+
+    def create(self, body: JSON, namespace: str, field_manager: str) -> JSON | None:
+        """Create a generated Secret and remember its value; None when one of that name exists already
+        (made a moment ago by another reconcile, or someone else's: the caller's next look tells which)."""
+        try:
+            created = self.client.create(SECRETS, body, namespace, field_manager=field_manager)
+        except AlreadyExistsError:
+            return None
+        self.remember(created)
+        return created
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a cached value (the Secret was deleted)."""

@@ -384,6 +384,11 @@ class WorkerSync(OwnerSync):
         memory = self.reconciler.memory
         live = memory.fresher(self.key, self.children.cached(DEPLOYMENTS, self.dep_name))
         waiting = api_key is None and live is None and cluster_builders.generates_api_key(self.cluster)
+        if waiting:
+            # The first to need the cluster's key makes it: a worker created with its cluster does not
+            # wait for the cluster's turn in its queue (design.md §api-key).
+            api_key = self.reconciler.cluster_reconciler.generate_api_key(self.cluster_obj, self.cluster)
+            waiting = api_key is None
         waits = self.reconciler.memory.note_waiting_for_key(self.key, waiting)
         if waiting:
             return self.wait_for_api_key(waits)
@@ -461,9 +466,10 @@ class WorkerSync(OwnerSync):
         return Result(requeue_after=min(held, out.requeue_after))
 
     def wait_for_api_key(self, waits: int) -> Result:
-        """The cluster has not generated its API key yet. A Deployment made now would roll again the
-        moment the key exists (the template hash covers it), so wait: the Secret's creation re-enqueues
-        the worker."""
+        """The cluster's API key does not exist, and the worker could not make it (the cluster is being
+        deleted, its spec is invalid, or the Secret was made a moment ago and is not readable yet). A
+        Deployment made now would roll again the moment the key exists (the template hash covers it), so
+        wait: the Secret's creation re-enqueues the worker."""
         ready = get_condition((self.cluster_obj.get("status") or {}).get("conditions"), "Ready")
         cluster_failed = (
             ready is not None and ready.get("status") == "False" and ready.get("reason") != "Pending"

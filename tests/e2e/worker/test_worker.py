@@ -214,6 +214,50 @@ def test_worker_before_its_cluster(crds: ControlPlane, operator: OperatorProcess
     assert get(client, DEPLOYMENTS, ns, "early-worker") is not None
 
 
+def test_a_cluster_and_its_workers_created_together_share_one_key(
+    crds: ControlPlane, operator: OperatorProcess
+) -> None:
+    """The first reconcile that needs a cluster's generated API key makes it, the cluster's or a worker's
+    (design.md §api-key): whichever wins, there is one key, every template hash covers that key, and no
+    Deployment rolls a second time."""
+    from ojsctrl.builders.common import CONFIG_HASH_ANNOTATION, config_hash
+    from ojsctrl.runtime.client import SECRETS
+
+    client = driver(crds)
+    ns = namespace(crds, "onekey")
+    names = [f"w{i}" for i in range(4)]
+    # Workers first, then their cluster: when it appears, its reconcile and the workers' race for the key.
+    for name in names:
+        worker(client, ns, name, f"q-{name}")
+    cluster(client, ns)
+    for name in names:
+        wait_until(f"{name} Running", lambda n=name: wstatus(client, ns, n).get("phase") == "Running", 90)
+    wait_until("cluster Running", lambda: phase(client, ns, "jobs") == "Running", 90)
+    key = cluster_api_key(client, ns, "jobs")
+    secret = client.get(SECRETS, "jobs-api-key", ns)
+    cluster_uid = client.get(OJSCLUSTERS, "jobs", ns)["metadata"]["uid"]
+    assert [(r["uid"], r.get("controller")) for r in secret["metadata"]["ownerReferences"]] == [
+        (cluster_uid, True)
+    ]
+    created = [
+        e
+        for e in crds.audit_events()
+        if e.get("userAgent", "").startswith("ojsctrl/")
+        and e.get("verb") == "create"
+        and e.get("requestURI", "").split("?")[0] == f"/api/v1/namespaces/{ns}/secrets"
+        and (e.get("responseStatus") or {}).get("code") == 201
+    ]
+    assert len(created) == 1, created
+    for name in [*names, None]:
+        dep_name = "jobs-server" if name is None else f"{name}-worker"
+        dep = client.get(DEPLOYMENTS, dep_name, ns)
+        assert dep["metadata"]["generation"] == 1, (dep_name, dep["metadata"]["generation"])
+        if name is not None:
+            uid = client.get(OJSWORKERS, name, ns)["metadata"]["uid"]
+            annotations = dep["spec"]["template"]["metadata"]["annotations"]
+            assert annotations[CONFIG_HASH_ANNOTATION] == config_hash(key.encode(), salt=uid)
+
+
 def test_a_worker_on_a_cluster_that_cannot_make_its_key_says_so_within_seconds(
     crds: ControlPlane, operator: OperatorProcess
 ) -> None:
