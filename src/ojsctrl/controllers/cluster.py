@@ -304,6 +304,7 @@ class ClusterSync(OwnerSync):
         self.claim: JSON | None = None  # the live Redis claim, for the status message
         self.redis_dep: JSON | None = None  # the embedded Redis Deployment, when there is one
         self.conditions: list[JSON] = []
+        self.api_key_pending = False  # the generated key's Secret exists, its value not readable yet
 
     def create_once(self, body: JSON) -> JSON | None:
         """Create a generated Secret once; never rewrite it (its value is the user's credential now)."""
@@ -351,6 +352,10 @@ class ClusterSync(OwnerSync):
             # stays as it is (nothing is deleted), and no new spec that references it is applied.
             dep = self.children.ours(DEPLOYMENTS, self.server)
             self.left_alone.append(f"Deployment {self.ns}/{self.server}")
+        elif self.api_key_pending:
+            # The key's Secret exists but its value is not known here yet; its informer event brings this
+            # cluster back, and the Deployment is applied then, once, with the key in its hash.
+            dep = self.children.ours(DEPLOYMENTS, self.server)
         else:
             digest = config_hash(*hash_parts, salt=self.uid)
             replicas = self.server_replicas()
@@ -410,6 +415,10 @@ class ClusterSync(OwnerSync):
         if self.children.blocked_by(("Secret", name)):
             return None  # someone else's Secret: its value is neither used nor sent anywhere
         value = self.reconciler.secrets.value(self.ns, name, API_KEY_KEY)
+        if value is None and self.reconciler.secrets.meta(self.ns, name) is None:
+            # Our POST found it made a moment ago (a worker's reconcile, design.md §api-key) and its value
+            # is not readable yet: a template hash without it would roll the servers a second time.
+            self.api_key_pending = True
         hash_parts.append(value or b"")
         return value.decode(errors="replace") if value else None
 
