@@ -27,6 +27,7 @@ from ojsctrl.controllers.children import (
     is_controlled_by,
 )
 from ojsctrl.controllers.cluster_status import (
+    POLLED_REASONS,
     ClusterStatusInputs,
     cluster_autoscaling_condition,
     cluster_status,
@@ -182,6 +183,7 @@ class ClusterReconciler(OwnerReconciler):
         """Watch clusters, their children, referenced Secrets, the ServiceMonitor CRD and HPAs, and the
         clusters' polled stats (a change re-enqueues the cluster); register the controller."""
         self.poller.subscribe(self.enqueue_key)
+        self.poller.wait_for_servers(self.has_server)
         controller = self.controller
         # Our own status writes do not wake us again (design.md §resync).
         controller.watch_primary(self.clusters, not_status_only)
@@ -239,6 +241,18 @@ class ClusterReconciler(OwnerReconciler):
             return None
         cluster = OJSCluster.from_dict(obj, status=False)
         return ClusterSync(self, obj, cluster, generation).run()
+
+    def has_server(self, key: str) -> bool:
+        """Whether the cluster ``namespace/name`` has a server that can answer its first poll (the poller
+        asks, design.md §polling): its server Deployment, as cached, has a ready replica, or its status
+        records an earlier poll (after a restart, an outage in progress is then counted as before)."""
+        namespace, _, name = key.partition("/")
+        dep = self.caches.managed_child(DEPLOYMENTS, namespace, cluster_builders.server_name_of(name))
+        if dep is not None and int((dep.get("status") or {}).get("readyReplicas") or 0) > 0:
+            return True
+        obj = self.clusters.store.get_by_name(namespace, name)
+        polled = get_condition(((obj or {}).get("status") or {}).get("conditions"), "QueueStatsAvailable")
+        return polled is not None and polled.get("reason") in POLLED_REASONS
 
     def makes_its_key(self, obj: JSON) -> bool:
         """Whether a reconcile of this cluster would generate its API key: not being deleted, and a spec

@@ -347,6 +347,11 @@ def backend_state(inputs: ClusterStatusInputs) -> BackendState:
     return BackendState(inputs.backend_ok, message)
 
 
+POLLED_REASONS = frozenset({"Polled", "ServerUnreachable", "APIKeyRejected"})
+"""QueueStatsAvailable reasons that only a poll writes: a status with one of them records a cluster polled
+before (the poller's first poll of it after a restart need not wait for a ready server)."""
+
+
 def queue_stats_status(inputs: ClusterStatusInputs) -> tuple[JSON, JSON]:
     """QueueStatsAvailable and the queue fields: counted from a successful poll, else kept as they were
     (a key the server refuses is no outage: the reason says so, so nobody chases the network)."""
@@ -376,7 +381,7 @@ def queue_stats_status(inputs: ClusterStatusInputs) -> tuple[JSON, JSON]:
                 generation=gen,
             )
             return was, kept
-        reason, msg = "NotPolledYet", "waiting for the first poll"
+        reason, msg = "NotPolledYet", "waiting for the first poll (made once a server pod is ready)"
     else:
         reason = "APIKeyRejected" if stats.reason == "Unauthorized" else "ServerUnreachable"
         msg = f"cannot read queue counts: {stats.error}"

@@ -4,11 +4,18 @@ Each registered cluster is polled every `interval` (the smallest any of its user
 bounded pool of threads; a slow or dead server occupies one pool thread for at most the client's
 timeout and never blocks a reconcile. When a poll's outcome changes (new counts, or availability
 flips) the owner is told, so the cluster and its workers are reconciled with fresh numbers.
+
+Two rules keep the polling cheap at scale (design.md §polling): the next poll of a cluster falls on a grid
+of a tenth of its interval (at most a second), so that the polls of many clusters due within a moment of
+each other start together, one wake-up of the scheduler for all of them; and a cluster's first poll waits
+until it has a server that can answer (``serving``), so that a new cluster's rollout is not dialled and
+counted as an outage every interval until its first pod is ready.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,6 +26,22 @@ from typing import Any
 import structlog
 
 log = structlog.get_logger("ojsctrl.stats")
+
+FIRST_POLL_RECHECK = 2.0
+"""Seconds between two looks at whether a cluster not polled yet has a server that can answer."""
+
+GRID_MAX = 1.0
+"""The largest step of the grid that polls fall on (a tenth of the interval below 10 s)."""
+
+
+def aligned(at: float, interval: float) -> float:
+    """``at`` moved to the nearest point of the grid of ``interval`` (steps of a tenth of it, at most
+    ``GRID_MAX``): on average the interval stays what it was, and the polls of clusters due within a step of
+    each other fall due at the same moment."""
+    step = min(GRID_MAX, interval / 10)
+    if step <= 0 or not math.isfinite(at):
+        return at
+    return round(at / step) * step
 
 
 @dataclass
@@ -97,8 +120,10 @@ class StatsPoller:
         *,
         workers: int = 8,
         clock: Callable[[], float] = time.monotonic,
+        serving: Callable[[str], bool] | None = None,
     ) -> None:
         self._fetch = fetch
+        self._serving = serving
         self._subscribers: list[Callable[[str], None]] = []
         self._outcome_subscribers: list[Outcome] = []
         self._clock = clock
@@ -131,6 +156,13 @@ class StatsPoller:
             self._lock.notify_all()
         self._thread.join(5)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def wait_for_servers(self, serving: Callable[[str], bool]) -> None:
+        """Poll a cluster for the first time only once ``serving(cluster key)`` says it has a server that
+        can answer; until then it has no result (no failure is counted) and is looked at again every
+        ``FIRST_POLL_RECHECK`` seconds. Once polled, a cluster is polled whatever the answer: an outage of a
+        server that has served counts (design.md §stabilisation)."""
+        self._serving = serving
 
     def subscribe(self, fn: Callable[[str], None]) -> None:
         """Call fn(cluster_key) whenever a cluster's poll outcome changes."""
@@ -209,11 +241,41 @@ class StatsPoller:
                 if not due:
                     self._lock.wait(min(max(wait, 0.01), 1.0))
                     continue
+                first = [key for key in due if key not in self._results] if self._serving else []
+            if first:
+                due = self._hold_first_polls(due, first)
             for key in due:
                 try:
                     self._pool.submit(self._poll, key)
                 except RuntimeError:
                     return
+
+    def _hold_first_polls(self, due: list[str], first: list[str]) -> list[str]:
+        """``due`` without the clusters polled for the first time that have no server to answer yet (asked
+        outside the lock: it reads the informers' caches); those are looked at again shortly."""
+        held = {key for key in first if not self._has_server(key)}
+        if not held:
+            return due
+        with self._lock:
+            now = self._clock()
+            for key in held:
+                self._inflight.discard(key)
+                target = self._targets.get(key)
+                if target is not None:
+                    self._schedule(
+                        key, aligned(now + min(target.interval, FIRST_POLL_RECHECK), target.interval)
+                    )
+        return [key for key in due if key not in held]
+
+    def _has_server(self, key: str) -> bool:
+        serving = self._serving
+        if serving is None:
+            return True
+        try:
+            return serving(key)
+        except Exception:
+            log.exception("server readiness check failed", cluster=key)
+            return True  # when in doubt, dial: a poll that fails only costs a failure
 
     def _poll(self, key: str) -> None:
         with self._lock:
@@ -250,7 +312,7 @@ class StatsPoller:
             if result.ok:
                 result.seen_since = _seen_since(prev, result)
             self._results[key] = result
-            self._schedule(key, self._clock() + current.interval)
+            self._schedule(key, aligned(self._clock() + current.interval, current.interval))
             if self._heap[0][1] == key:
                 # Now the earliest poll: the scheduler may be asleep for longer (up to a second when every
                 # cluster was in flight), which would make this poll that much late.

@@ -258,6 +258,41 @@ def test_a_cluster_and_its_workers_created_together_share_one_key(
             assert annotations[CONFIG_HASH_ANNOTATION] == config_hash(key.encode(), salt=uid)
 
 
+def test_a_cluster_is_first_polled_once_a_server_pod_is_ready(
+    crds: ControlPlane, operator: OperatorProcess, ojs_server: OJSTestServer
+) -> None:
+    """design.md §polling: while no server pod of a new cluster is ready (here none can be scheduled), the
+    operator does not dial it, so no failed poll is counted for a rollout; once a pod is ready, the first
+    poll follows within seconds and the counts reach the status."""
+    client = driver(crds)
+    ns = namespace(crds, "firstpoll")
+
+    def polled() -> int:
+        return int(ojs_server.poll_counts().get(f"/{ns}/jobs", 0))  # type: ignore[attr-defined]
+
+    cluster(client, ns, nodeSelector={"ojs.example/no-such-node": "true"})
+    wait_until("the server Deployment", lambda: get(client, DEPLOYMENTS, ns, "jobs-server") is not None, 60)
+    # The first status of a healthy Pending cluster waits for --status-min-interval: long after the first
+    # reconcile, which registered the cluster with the poller (and polled it at once before this rule).
+    wait_until("the cluster's first status", lambda: phase(client, ns, "jobs") == "Pending", 90)
+    assert replicas_ready(client, ns, "jobs-server") == 0
+    assert polled() == 0
+    qs = cond(client, ns, "jobs", "QueueStatsAvailable")
+    assert (qs.get("status"), qs.get("reason")) == ("False", "NotPolledYet"), qs
+    assert "ojs_queue_stats_errors_total" not in {
+        line.split("{", 1)[0] for line in operator.metrics().splitlines() if f'namespace="{ns}"' in line
+    }
+
+    client.patch(OJSCLUSTERS, "jobs", {"spec": {"nodeSelector": None}}, ns)
+    wait_until("a ready server pod", lambda: replicas_ready(client, ns, "jobs-server") >= 1, 90)
+    wait_until("the first poll", lambda: polled() >= 1, 30)
+    wait_until(
+        "QueueStatsAvailable True",
+        lambda: cond(client, ns, "jobs", "QueueStatsAvailable").get("status") == "True",
+        60,
+    )
+
+
 def test_a_worker_on_a_cluster_that_cannot_make_its_key_says_so_within_seconds(
     crds: ControlPlane, operator: OperatorProcess
 ) -> None:
