@@ -152,3 +152,37 @@ def test_a_re_registered_cluster_waits_for_a_server_again() -> None:
         assert poller.result("ns/c") is None
     finally:
         poller.stop()
+
+
+def test_a_burst_of_quick_polls_is_drained_by_one_thread_and_slow_ones_by_several() -> None:
+    """Polls that answer at once run one after another on one thread (no thread switch per poll); polls
+    that wait on the network are spread over more threads, up to ``workers``."""
+    threads: dict[str, set[str]] = {"quick": set(), "slow": set()}
+    done: dict[str, int] = {"quick": 0, "slow": 0}
+    lock = threading.Lock()
+
+    def fetch(url: str, api_key: str | None) -> dict[str, tuple[int, int]]:
+        kind = url.rsplit("/", 2)[1]
+        if kind == "slow":
+            time.sleep(0.05)
+        with lock:
+            threads[kind].add(threading.current_thread().name)
+            done[kind] += 1
+        return {}
+
+    poller = StatsPoller(fetch, workers=8)
+    poller.start()
+    try:
+        for i in range(200):
+            poller.register(f"ns/q{i}", f"http://x/quick/{i}", None, 3600, requester="cluster")
+        _wait(lambda: done["quick"] == 200)
+        for i in range(40):
+            poller.register(f"ns/s{i}", f"http://x/slow/{i}", None, 3600, requester="cluster")
+        started = time.monotonic()
+        _wait(lambda: done["slow"] == 40)
+        took = time.monotonic() - started
+    finally:
+        poller.stop()
+    assert len(threads["quick"]) <= 2, threads["quick"]
+    assert len(threads["slow"]) >= 4, threads["slow"]
+    assert took < 40 * 0.05 / 2  # one thread alone would take 2 s
