@@ -154,35 +154,32 @@ def test_a_re_registered_cluster_waits_for_a_server_again() -> None:
         poller.stop()
 
 
-def test_a_burst_of_quick_polls_is_drained_by_one_thread_and_slow_ones_by_several() -> None:
-    """Polls that answer at once run one after another on one thread (no thread switch per poll); polls
-    that wait on the network are spread over more threads, up to ``workers``."""
-    threads: dict[str, set[str]] = {"quick": set(), "slow": set()}
-    done: dict[str, int] = {"quick": 0, "slow": 0}
-    lock = threading.Lock()
+def test_poll_soon_makes_a_waiting_first_poll_at_once() -> None:
+    """The cluster's reconcile sees its server ready: the first poll follows at once, not at the next look
+    at readiness (FIRST_POLL_RECHECK later)."""
+    state = {"serving": False}
+    asked = threading.Event()
+    dialled = threading.Event()
+
+    def serving(key: str) -> bool:
+        asked.set()
+        return state["serving"]
 
     def fetch(url: str, api_key: str | None) -> dict[str, tuple[int, int]]:
-        kind = url.rsplit("/", 2)[1]
-        if kind == "slow":
-            time.sleep(0.05)
-        with lock:
-            threads[kind].add(threading.current_thread().name)
-            done[kind] += 1
+        dialled.set()
         return {}
 
-    poller = StatsPoller(fetch, workers=8)
+    poller = StatsPoller(fetch, workers=1, serving=serving)
     poller.start()
     try:
-        for i in range(200):
-            poller.register(f"ns/q{i}", f"http://x/quick/{i}", None, 3600, requester="cluster")
-        _wait(lambda: done["quick"] == 200)
-        for i in range(40):
-            poller.register(f"ns/s{i}", f"http://x/slow/{i}", None, 3600, requester="cluster")
+        poller.register("ns/c", "http://c", None, 30.0, requester="cluster")
+        assert asked.wait(5)
+        time.sleep(0.1)
+        assert not dialled.is_set()
+        state["serving"] = True
         started = time.monotonic()
-        _wait(lambda: done["slow"] == 40)
-        took = time.monotonic() - started
+        poller.poll_soon("ns/c")
+        assert dialled.wait(5)
+        assert time.monotonic() - started < FIRST_POLL_RECHECK / 2
     finally:
         poller.stop()
-    assert len(threads["quick"]) <= 2, threads["quick"]
-    assert len(threads["slow"]) >= 4, threads["slow"]
-    assert took < 40 * 0.05 / 2  # one thread alone would take 2 s

@@ -36,9 +36,11 @@ from ojsctrl.controllers.common import (
     AUTOSCALER_ANNOTATION,
     FIELD_MANAGER,
     OJSCLUSTERS,
+    PROBLEM_PHASES,
     SERVICEMONITOR_CRD,
     SERVICEMONITORS,
     UNMANAGED_SELECTOR,
+    Expiring,
     condition,
     get_condition,
     managed_informer,
@@ -83,6 +85,8 @@ log = structlog.get_logger("ojsctrl.cluster")
 SECRET_REF_INDEX = "secret-refs"  # noqa: S105 - an index name
 API_KEY_KEY = "api-key"
 STATS_INTERVAL = 30.0
+FIRST_POLL_WAIT = 10.0
+"""The longest a status write waits for the cluster's first poll once a server is ready."""
 
 
 def referenced_secrets(obj: JSON) -> Iterable[str]:
@@ -172,6 +176,8 @@ class ClusterReconciler(OwnerReconciler):
             metadata={SECRETS: self.secret_meta},
         )
         self.crds = informers.informer(CRDS, metadata_only=True)
+        # cluster uid -> when a status write first waited for its first poll (design.md §polling).
+        self.first_poll_waits = Expiring(120.0)
         # Every HPA: one aimed at a server Deployment by hand is a foreign writer of its replicas.
         self.all_hpas = informers.informer(HPAS)
         self.status = self.status_for(
@@ -318,6 +324,7 @@ class ClusterSync(OwnerSync):
         self.claim: JSON | None = None  # the live Redis claim, for the status message
         self.redis_dep: JSON | None = None  # the embedded Redis Deployment, when there is one
         self.conditions: list[JSON] = []
+        self.first_poll_now = False  # a server is ready and the cluster's first poll is under way
         self.api_key_pending = False  # the generated key's Secret exists, its value not readable yet
 
     def create_once(self, body: JSON) -> JSON | None:
@@ -716,10 +723,13 @@ class ClusterSync(OwnerSync):
             self.ns,
             cluster_domain=self.reconciler.options.cluster_domain,
         )
-        self.reconciler.poller.register(
-            self.key, url, api_key, self.reconciler.options.stats_interval, requester="cluster"
-        )
-        return self.reconciler.poller.result(self.key)
+        poller = self.reconciler.poller
+        poller.register(self.key, url, api_key, self.reconciler.options.stats_interval, requester="cluster")
+        result = poller.result(self.key)
+        if result is None and self.reconciler.has_server(self.key):
+            poller.poll_soon(self.key)
+            self.first_poll_now = True
+        return result
 
     def autoscale(self, dep: JSON | None, stats: Any) -> str | None:
         """Apply the queue-depth decision to the server replicas when the autoscaler holds them; returns the
@@ -827,8 +837,22 @@ class ClusterSync(OwnerSync):
                 extra_conditions=tuple(self.conditions),
             )
         )
+        if self.first_poll_now and result.phase not in PROBLEM_PHASES and self.await_first_poll():
+            return  # its outcome brings the cluster back, and one write then says it all
         # A name conflict's Warning event comes from ConflictEvents (naming the objects), once per conflict.
         self.reconciler.status.finish(self.obj, result, self.children)
+
+    def await_first_poll(self) -> bool:
+        """Whether to hold this status write for the cluster's first poll, under way (design.md §polling):
+        up to FIRST_POLL_WAIT seconds from the first reconcile that held it, then the status is written
+        whatever the poll does."""
+        now = time.monotonic()
+        started = self.reconciler.first_poll_waits.setdefault(self.uid, now)
+        left = FIRST_POLL_WAIT - (now - started)
+        if left <= 0:
+            return False
+        self.children.requeue_within(left)
+        return True
 
 
 def _clusters_of_hpa(hpa: JSON) -> Iterable[Request]:

@@ -5,12 +5,11 @@ bounded pool of threads; a slow or dead server occupies one pool thread for at m
 timeout and never blocks a reconcile. When a poll's outcome changes (new counts, or availability
 flips) the owner is told, so the cluster and its workers are reconciled with fresh numbers.
 
-Three rules keep the polling cheap at scale (design.md §polling): due polls wait in one queue and wake
-as few poll threads as keep it moving (one for polls that answer at once, more while polls wait); the next
-poll of a cluster falls on a grid of a tenth of its interval (at most a second), so that the polls of many
-clusters due within a moment of each other start together; and a cluster's first poll waits until it has
-a server that can answer (``serving``), so that a new cluster's rollout is not dialled and counted as an
-outage every interval until its first pod is ready.
+Two rules keep the polling cheap at scale (design.md §polling): the next poll of a cluster falls on a grid
+of a tenth of its interval (at most a second), so that the polls of many clusters due within a moment of
+each other start together, one wake-up of the scheduler for all of them; and a cluster's first poll waits
+until it has a server that can answer (``serving``), so that a new cluster's rollout is not dialled and
+counted as an outage every interval until its first pod is ready.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ import heapq
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +29,6 @@ log = structlog.get_logger("ojsctrl.stats")
 
 FIRST_POLL_RECHECK = 2.0
 """Seconds between two looks at whether a cluster not polled yet has a server that can answer."""
-
-RECRUIT_AFTER = 0.02
-"""Seconds a due poll may wait in the queue before another poll thread is woken for it."""
 
 GRID_MAX = 1.0
 """The largest step of the grid that polls fall on (a tenth of the interval below 10 s)."""
@@ -140,15 +136,9 @@ class StatsPoller:
         self._inflight: set[str] = set()
         self._failures: dict[str, int] = {}
         self._streaks: dict[str, int] = {}
-        mutex = threading.RLock()
-        self._lock = threading.Condition(mutex)  # the scheduler waits on it
+        self._lock = threading.Condition()
         self._stop = threading.Event()
-        # Poll threads: due polls wait in ``_queue`` (key, when queued); ``_work`` wakes a thread for them.
-        self._work = threading.Condition(mutex)
-        self._queue: deque[tuple[str, float]] = deque()
-        self._max_threads = max(1, workers)
-        self._threads: list[threading.Thread] = []
-        self._idle = 0
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ojs-poll")
         self._thread = threading.Thread(target=self._loop, name="ojs-stats-scheduler", daemon=True)
 
     def now(self) -> float:
@@ -160,14 +150,12 @@ class StatsPoller:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop scheduling and drop polls not started yet (a poll in flight ends on its own, its thread
-        exits after it)."""
+        """Stop scheduling and drop polls not started yet."""
         self._stop.set()
         with self._lock:
-            self._queue.clear()
             self._lock.notify_all()
-            self._work.notify_all()
         self._thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def wait_for_servers(self, serving: Callable[[str], bool]) -> None:
         """Poll a cluster for the first time only once ``serving(cluster key)`` says it has a server that
@@ -175,6 +163,14 @@ class StatsPoller:
         ``FIRST_POLL_RECHECK`` seconds. Once polled, a cluster is polled whatever the answer: an outage of a
         server that has served counts (design.md §stabilisation)."""
         self._serving = serving
+
+    def poll_soon(self, key: str) -> None:
+        """Poll now a registered cluster that has no result yet (its reconcile just saw a server ready):
+        its first poll need not wait for the next look at its readiness."""
+        with self._lock:
+            if key in self._targets and key not in self._results and key not in self._inflight:
+                self._schedule(key, self._clock())
+                self._lock.notify_all()
 
     def subscribe(self, fn: Callable[[str], None]) -> None:
         """Call fn(cluster_key) whenever a cluster's poll outcome changes."""
@@ -251,73 +247,16 @@ class StatsPoller:
                         self._inflight.add(key)
                 wait = (self._heap[0][0] - now) if self._heap else 1.0
                 if not due:
-                    if self._queue:
-                        self._recruit()
-                        wait = min(wait, RECRUIT_AFTER)
                     self._lock.wait(min(max(wait, 0.01), 1.0))
                     continue
                 first = [key for key in due if key not in self._results] if self._serving else []
             if first:
                 due = self._hold_first_polls(due, first)
-            if due:
-                self._enqueue(due)
-
-    def _enqueue(self, keys: list[str]) -> None:
-        """Queue due polls for the poll threads and wake one if none is at work: a burst of polls that
-        answer (or fail) at once is drained by one thread, without a thread switch per poll; more threads
-        join while polls wait (:meth:`_recruit`)."""
-        queued = time.monotonic()
-        with self._lock:
-            if self._stop.is_set():
-                return
-            self._queue.extend((key, queued) for key in keys)
-            if self._idle == len(self._threads):  # nobody is taking from the queue
-                self._wake(1)
-
-    def _recruit(self) -> None:
-        """Caller holds the lock: one more thread for the queue when its oldest poll has waited longer
-        than ``RECRUIT_AFTER`` (the threads at work are in slow polls: a hung server holds one thread)."""
-        if self._queue and time.monotonic() - self._queue[0][1] >= RECRUIT_AFTER:
-            self._wake(1)
-
-    def _wake(self, n: int) -> None:
-        """Caller holds the lock: wake ``n`` more poll threads, idle ones first, then new ones while fewer
-        than ``workers`` run."""
-        if n <= 0:
-            return
-        woken = min(n, self._idle)
-        if woken:
-            self._work.notify(woken)
-        for _ in range(min(n - woken, self._max_threads - len(self._threads))):
-            thread = threading.Thread(
-                target=self._work_loop, name=f"ojs-poll-{len(self._threads)}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
-
-    def _work_loop(self) -> None:
-        """A poll thread: takes due polls from the queue, oldest first, until it is empty."""
-        while True:
-            with self._lock:
-                while not self._queue and not self._stop.is_set():
-                    self._idle += 1
-                    try:
-                        self._work.wait()
-                    finally:
-                        self._idle -= 1
-                if self._stop.is_set():
+            for key in due:
+                try:
+                    self._pool.submit(self._poll, key)
+                except RuntimeError:
                     return
-                key, _ = self._queue.popleft()
-            started = time.monotonic()
-            try:
-                self._poll(key)
-            except Exception:
-                log.exception("queue stats poll failed", cluster=key)
-                with self._lock:
-                    self._inflight.discard(key)
-            if time.monotonic() - started >= RECRUIT_AFTER:
-                with self._lock:
-                    self._recruit()  # a slow poll: the queue may need another thread now
 
     def _hold_first_polls(self, due: list[str], first: list[str]) -> list[str]:
         """``due`` without the clusters polled for the first time that have no server to answer yet (asked
