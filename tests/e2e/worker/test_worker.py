@@ -701,9 +701,24 @@ def test_queue_stats_in_status_and_metrics_and_a_hung_server_slows_no_one(
     ojs_server.fail.hang = True
     try:
         cluster(client, slow_ns)
-        time.sleep(0.5)
-        started = time.monotonic()
+        # The hung cluster's first poll is under way (and hangs) before the fast cluster exists.
+        wait_until(
+            "the hung cluster's first poll",
+            lambda: int(ojs_server.poll_counts().get(f"/{slow_ns}/jobs", 0)) >= 1,  # type: ignore[attr-defined]
+            60,
+        )
         cluster(client, fast_ns)
+        # A cluster's first poll waits for a ready server pod (design.md §polling): the clock starts there,
+        # so that the rollout's time is not charged to the hung server. (Whether a hung call can hold up
+        # another cluster's poll at all is pinned with a controlled clock by the unit test
+        # test_poller_threads_keep_every_cluster_on_time_while_one_server_hangs: here the hung call may
+        # have reached its 10 s deadline by the time the fast server is ready.)
+        wait_until(
+            "a ready server pod of the fast cluster",
+            lambda: replicas_ready(client, fast_ns, "jobs-server") >= 1,
+            60,
+        )
+        started = time.monotonic()
 
         def fast_has_stats() -> bool:
             st = status_of(get(client, OJSCLUSTERS, fast_ns, "jobs"))
