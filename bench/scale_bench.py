@@ -825,7 +825,7 @@ def run_one(who: str, n: int) -> dict[str, Any]:
         log(f"N={n} {who}: created {2 * n} objects in {create_s:.1f}s")
         deadline = time.monotonic() + timeout_for(n)
         ok, running, last_report = False, 0, time.monotonic()
-        t_conv = time.time()
+        t_conv = 0.0
         try:
             while time.monotonic() < deadline:
                 running = observer.running()
